@@ -1,0 +1,3 @@
+from saferlhf.cli import main
+
+raise SystemExit(main())
