@@ -1,0 +1,266 @@
+"""Typed configs: dataclass defaults < YAML preset < dotted CLI overrides.
+
+Every recipe has one ``@dataclass`` config whose fields carry their help text
+(``name: int = cfg(3, "what it is")``). Nested dataclasses are addressed with dots
+(``--optim.lr 1e-4``). Unknown keys and values of the wrong type are errors that list the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import MISSING, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not fit the recipe's config dataclass."""
+
+
+def cfg(default: Any = MISSING, help: str = "", *, factory: Any = None, positional: bool = False) -> Any:
+    """A dataclass field with its help text (``factory`` for mutable defaults)."""
+    meta = {"help": help, "positional": positional}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    if is_dataclass(default):
+        return field(default_factory=lambda d=default: dataclasses.replace(d), metadata=meta)
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(get_args(tp)) == 2:
+            return True, args[0]
+    return False, tp
+
+
+def _type_name(tp: Any) -> str:
+    optional, inner = _is_optional(tp)
+    if optional:
+        return f"{_type_name(inner)} | None"
+    if get_origin(tp) is Literal:
+        return "{" + ",".join(str(a) for a in get_args(tp)) + "}"
+    if get_origin(tp) is list:
+        return f"list[{_type_name(get_args(tp)[0])}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or a CLI string) to type ``tp`` or raise ConfigError naming ``key``."""
+    optional, inner = _is_optional(tp)
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return coerce(value, inner, key)
+    origin = get_origin(tp)
+    try:
+        if origin is Literal:
+            choices = get_args(tp)
+            for c in choices:
+                if value == c or (isinstance(value, str) and str(c) == value):
+                    return c
+            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+        if origin is list:
+            (elem,) = get_args(tp)
+            if isinstance(value, str):
+                value = [v for v in (value.split(",") if value else [])]
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{key}: expected a list, got {value!r}")
+            return [coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(value)]
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ConfigError(f"{key}: expected a bool (true/false), got {value!r}")
+        if tp is int:
+            if isinstance(value, bool):
+                raise ConfigError(f"{key}: expected an int, got {value!r}")
+            if isinstance(value, int):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str):
+                return int(float(value)) if "e" in value.lower() and float(value).is_integer() else int(value)
+            raise ConfigError(f"{key}: expected an int, got {value!r}")
+        if tp is float:
+            if isinstance(value, bool):
+                raise ConfigError(f"{key}: expected a float, got {value!r}")
+            return float(value)
+        if tp is str:
+            if isinstance(value, (dict, list)):
+                raise ConfigError(f"{key}: expected a string, got {value!r}")
+            return str(value)
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}") from None
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    raise ConfigError(f"{key}: unsupported config type {tp!r}")
+
+
+def valid_keys(cls: type, prefix: str = "") -> list[str]:
+    """All dotted keys of a config dataclass."""
+    out = []
+    hints = _hints(cls)
+    for f in fields(cls):
+        tp = hints[f.name]
+        if is_dataclass(tp):
+            out += valid_keys(tp, f"{prefix}{f.name}.")
+        else:
+            out.append(prefix + f.name)
+    return out
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
+    """Build ``cls`` from a (nested) mapping, starting from ``base`` or the defaults."""
+    obj = base if base is not None else cls()
+    hints = _hints(cls)
+    names = {f.name for f in fields(cls)}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}'. Valid keys: {', '.join(valid_keys(cls, prefix))}"
+            )
+        tp = hints[key]
+        if is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            setattr(obj, key, from_dict(tp, value, f"{prefix}{key}.", getattr(obj, key)))
+        else:
+            setattr(obj, key, coerce(value, tp, prefix + key))
+    return obj
+
+
+def set_dotted(obj: Any, key: str, value: Any) -> None:
+    """Set ``a.b.c`` on a nested config dataclass from a string value."""
+    parts = key.split(".")
+    target, cls = obj, type(obj)
+    root = type(obj)
+    for p in parts[:-1]:
+        hints = _hints(cls)
+        if p not in hints or not is_dataclass(hints[p]):
+            raise ConfigError(f"unknown config key '{key}'. Valid keys: {', '.join(valid_keys(root))}")
+        target, cls = getattr(target, p), hints[p]
+    hints = _hints(cls)
+    if parts[-1] not in hints or is_dataclass(hints[parts[-1]]):
+        raise ConfigError(f"unknown config key '{key}'. Valid keys: {', '.join(valid_keys(root))}")
+    setattr(target, parts[-1], coerce(value, hints[parts[-1]], key))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of config keys")
+    return data
+
+
+def parse(cls: type, argv: list[str], positional: list[str] | None = None) -> Any:
+    """defaults < ``--config FILE.yaml`` < ``--dotted.key value`` overrides.
+
+    ``positional`` names the fields that bare (non ``--``) arguments fill, in order.
+    Boolean fields accept ``--flag`` alone as ``true``.
+    """
+    positional = list(positional or [])
+    obj = cls()
+    overrides: list[tuple[str, Any]] = []
+    bare: list[str] = []
+    i = 0
+    yaml_path = None
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--"):
+            key, eq, val = a[2:].partition("=")
+            key = key.replace("-", "_") if key not in valid_keys(cls) else key
+            if key == "config":
+                if not eq:
+                    i += 1
+                    if i >= len(argv):
+                        raise ConfigError("--config needs a YAML path")
+                    val = argv[i]
+                yaml_path = val
+            elif eq:
+                overrides.append((key, val))
+            else:
+                nxt = argv[i + 1] if i + 1 < len(argv) else None
+                if _is_bool_key(cls, key) and (nxt is None or nxt.startswith("--") or
+                                               nxt.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off")):
+                    overrides.append((key, "true"))
+                else:
+                    if nxt is None:
+                        raise ConfigError(f"--{key} needs a value")
+                    overrides.append((key, nxt))
+                    i += 1
+        else:
+            bare.append(a)
+        i += 1
+    if len(bare) > len(positional):
+        raise ConfigError(f"unexpected argument(s) {bare[len(positional):]}; expected --key value pairs")
+    if yaml_path is not None:
+        obj = from_dict(cls, load_yaml(yaml_path), base=obj)
+    for name, val in zip(positional, bare):
+        set_dotted(obj, name, val)
+    for key, val in overrides:
+        set_dotted(obj, key, val)
+    return obj
+
+
+def _is_bool_key(cls: type, key: str) -> bool:
+    try:
+        tp: Any = cls
+        for p in key.split("."):
+            tp = _hints(tp)[p]
+        return tp is bool
+    except (KeyError, TypeError):
+        return False
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def save_config(obj: Any, path: str | Path) -> None:
+    """Write the fully resolved config as YAML (atomically)."""
+    from saferlhf.tracking import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def help_text(cls: type, prefix: str = "") -> list[str]:
+    """One line per config field: ``--key TYPE (default: X)  help``."""
+    lines = []
+    hints = _hints(cls)
+    for f in fields(cls):
+        tp = hints[f.name]
+        if is_dataclass(tp):
+            lines += help_text(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else None)
+        lines.append(f"  --{prefix}{f.name} {_type_name(tp)} (default: {json.dumps(default)})\n"
+                     f"        {f.metadata.get('help', '')}")
+    return lines
