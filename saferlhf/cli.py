@@ -1,0 +1,112 @@
+"""The ``saferlhf`` command: parses a recipe's config (defaults < YAML < dotted overrides) and runs it.
+
+    saferlhf <command> [POSITIONAL] [--config preset.yaml] [--dotted.key value ...]
+    saferlhf <command> --help        lists every config field with its type, default and meaning
+
+Multi-process: ``accelerate launch -m saferlhf <command> ...``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+from saferlhf.config import ConfigError, help_text, parse
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    module: str
+    config: str
+    run: str
+    summary: str
+    positional: tuple[str, ...] = ()
+
+
+COMMANDS: list[Command] = [
+    Command("data check", "saferlhf.data.check", "DataCheckConfig", "run_data_check",
+            "validate a data file: format, record counts and every problem as file:line: field: reason",
+            ("path",)),
+    Command("world prompts", "saferlhf.world.commands", "WorldPromptsConfig", "run_world_prompts",
+            "write the synthetic world's prompts (harmful / benign / look-alike) as JSONL"),
+    Command("world corpus", "saferlhf.world.commands", "WorldCorpusConfig", "run_world_corpus",
+            "write the world's Alpaca-like SFT corpus (prompt, response) as JSONL"),
+    Command("world annotate", "saferlhf.world.commands", "WorldAnnotateConfig", "run_world_annotate",
+            "annotate response pairs with the simulated annotator panel (PKU-SafeRLHF schema)"),
+    Command("tiny-model", "saferlhf.recipes.tiny_model", "TinyModelConfig", "run",
+            "train a tokenizer on a corpus and create a tiny HF causal LM from a config"),
+    Command("sft", "saferlhf.recipes.sft", "SFTConfig", "run",
+            "supervised fine-tuning (loss on response tokens only)"),
+    Command("score-model", "saferlhf.recipes.score_model", "ScoreModelConfig", "run",
+            "train a reward model (kind=reward) or a cost model (kind=cost, cost > 0 means unsafe)"),
+    Command("ppo", "saferlhf.recipes.ppo", "PPOConfig", "run",
+            "PPO-Lagrangian (Safe RLHF), PPO (reward only) or reward shaping (fixed lambda)"),
+    Command("generate", "saferlhf.recipes.generate", "GenerateConfig", "run",
+            "sample responses (or response pairs) from a policy for a prompt file"),
+    Command("evaluate", "saferlhf.eval.evaluate", "EvaluateConfig", "run",
+            "evaluate policies on world prompts with the oracle and/or reward and cost models"),
+    Command("demo", "saferlhf.recipes.demo", "DemoConfig", "run",
+            "the whole Safe RLHF pipeline on the synthetic world, on CPU, with a report"),
+]
+
+
+def _usage() -> str:
+    width = max(len(c.name) for c in COMMANDS)
+    lines = ["usage: saferlhf <command> [args] [--config FILE.yaml] [--key value ...]", "",
+             "Safe RLHF: reward model + cost model + PPO-Lagrangian on Hugging Face models.", "",
+             "commands:"]
+    lines += [f"  {c.name.ljust(width)}  {c.summary}" for c in COMMANDS]
+    lines += ["", "Run `saferlhf <command> --help` for every config field of a command."]
+    return "\n".join(lines)
+
+
+def _find(argv: list[str]) -> tuple[Command | None, list[str]]:
+    for n in (2, 1):
+        name = " ".join(argv[:n])
+        for c in COMMANDS:
+            if c.name == name:
+                return c, argv[n:]
+    return None, argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from saferlhf import __version__
+
+        print(__version__)
+        return 0
+    cmd, rest = _find(argv)
+    if cmd is None:
+        group = [c for c in COMMANDS if c.name.split()[0] == argv[0]]
+        print(f"saferlhf: unknown command {' '.join(argv[:2])!r}\n", file=sys.stderr)
+        if group:
+            print("sub-commands: " + ", ".join(c.name for c in group), file=sys.stderr)
+        else:
+            print(_usage(), file=sys.stderr)
+        return 2
+    module = importlib.import_module(cmd.module)
+    config_cls = getattr(module, cmd.config)
+    if "-h" in rest or "--help" in rest:
+        pos = " ".join(p.upper() for p in cmd.positional)
+        print(f"usage: saferlhf {cmd.name} {pos} [--config FILE.yaml] [--key value ...]\n\n{cmd.summary}\n")
+        print((module.__doc__ or "").strip().split("\n\n")[0] + "\n")
+        print("config fields (defaults < --config YAML < --key value):")
+        print("\n".join(help_text(config_cls)))
+        return 0
+    try:
+        config = parse(config_cls, rest, positional=list(cmd.positional))
+    except ConfigError as e:
+        print(f"saferlhf {cmd.name}: config error: {e}", file=sys.stderr)
+        return 2
+    status = getattr(module, cmd.run)(config)
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,253 @@
+"""Pure torch objectives of Safe RLHF (algorithm-reference §1, §2, §4). Equations: docs/maths.md.
+
+Every loss returns ``(loss, diagnostics)``: ``loss`` a 0-d tensor carrying gradients,
+``diagnostics`` a ``dict[str, float]`` of detached python floats (metric names without namespace;
+the recipe prefixes ``reward/``, ``cost/``, ``train/``...).
+
+Shapes: B batch, T sequence (or response) length, V vocabulary. Masks are bool or 0/1.
+
+Sign convention (algorithm-reference §1): **cost > 0 means unsafe, cost <= 0 means safe.**
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from saferlhf.rl import masked_mean, sequence_token_mean
+
+__all__ = [
+    "reward_loss",
+    "cost_loss",
+    "sft_loss",
+    "sequence_logprobs",
+    "summed_response_logprobs",
+    "dpo_loss",
+    "ppo_actor_loss",
+    "critic_loss",
+    "entropy_from_logits",
+]
+
+Diagnostics = dict[str, float]
+
+
+def _f(x: torch.Tensor) -> float:
+    return float(x.detach().float().mean().item()) if x.numel() else float("nan")
+
+
+def _sequence_then_batch_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """mean over sequences (with >= 1 token) of the per-sequence token mean: [B, T] -> 0-d."""
+    has_tokens = mask.bool().any(dim=-1)
+    return masked_mean(sequence_token_mean(x, mask), has_tokens)
+
+
+# --------------------------------------------------------------------------- score models
+
+
+def reward_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, l2_coef: float = 0.001) -> tuple[torch.Tensor, Diagnostics]:
+    """Bradley-Terry reward loss (algorithm-reference §1).
+
+    r_chosen = r_w [B], r_rejected = r_l [B] (end scores of the better / worse response):
+
+        L_R = -mean_b log σ(r_w - r_l) + μ·mean_b (r_w² + r_l²) / 2,   μ = ``l2_coef``
+
+    Diagnostics: loss, accuracy = P(r_w > r_l), reward_chosen, reward_rejected, margin = mean(r_w - r_l).
+    """
+    margin = r_chosen - r_rejected
+    loss = -F.logsigmoid(margin).mean() + l2_coef * (r_chosen**2 + r_rejected**2).mean() / 2
+    return loss, {
+        "loss": _f(loss),
+        "accuracy": _f((margin > 0).float()),
+        "reward_chosen": _f(r_chosen),
+        "reward_rejected": _f(r_rejected),
+        "margin": _f(margin),
+    }
+
+
+def cost_loss(
+    c_safer: torch.Tensor,
+    c_unsafer: torch.Tensor,
+    safer_is_safe: torch.Tensor | None,
+    unsafer_is_safe: torch.Tensor | None,
+    l2_coef: float = 0.001,
+    has_labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Diagnostics]:
+    """Cost-model loss with ranking and sign terms (algorithm-reference §1).
+
+    c_safer = c_s [B], c_unsafer = c_u [B]; safer_is_safe, unsafer_is_safe [B] bool (or None);
+    ξ = +1 if the response is labelled unsafe, -1 if safe; m_b = ``has_labels`` [B] (default: all
+    labelled when labels are given). Per example
+
+        ℓ_b = log σ(c_u - c_s) + m_b·[log σ(ξ_s·c_s) + log σ(ξ_u·c_u)]
+        L_C = -mean_b ℓ_b + μ·mean_b (c_s² + c_u²) / 2
+
+    i.e. the L2 term averages c² over all 2B scores. With labels None (e.g. HH-RLHF) the sign terms
+    are dropped (ranking only). The sign terms push cost > 0 for unsafe and cost < 0 for safe.
+
+    Diagnostics: loss, accuracy = P(c_u > c_s), sign_accuracy = share of labelled responses with
+    (cost > 0) == unsafe (``nan`` when none is labelled), cost_safer, cost_unsafer.
+    """
+    if (safer_is_safe is None) != (unsafer_is_safe is None):
+        raise ValueError("give both safety labels or neither")
+    margin = c_unsafer - c_safer
+    per_example = F.logsigmoid(margin)
+    sign_accuracy = float("nan")
+    if safer_is_safe is not None and unsafer_is_safe is not None:
+        labelled = torch.ones_like(c_safer, dtype=torch.bool) if has_labels is None else has_labels.bool()
+        xi_s = 1.0 - 2.0 * safer_is_safe.to(c_safer.dtype)  # +1 unsafe, -1 safe
+        xi_u = 1.0 - 2.0 * unsafer_is_safe.to(c_unsafer.dtype)
+        sign_terms = F.logsigmoid(xi_s * c_safer) + F.logsigmoid(xi_u * c_unsafer)
+        per_example = per_example + torch.where(labelled, sign_terms, torch.zeros_like(sign_terms))
+        if labelled.any():
+            correct_s = (c_safer > 0) == ~safer_is_safe.bool()
+            correct_u = (c_unsafer > 0) == ~unsafer_is_safe.bool()
+            sign_accuracy = _f(torch.cat([correct_s[labelled], correct_u[labelled]]).float())
+    loss = -per_example.mean() + l2_coef * (c_safer**2 + c_unsafer**2).mean() / 2
+    return loss, {
+        "loss": _f(loss),
+        "accuracy": _f((margin > 0).float()),
+        "sign_accuracy": sign_accuracy,
+        "cost_safer": _f(c_safer),
+        "cost_unsafer": _f(c_unsafer),
+    }
+
+
+# --------------------------------------------------------------------------- language modelling
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, Diagnostics]:
+    """Token-mean next-token cross-entropy with the causal shift.
+
+    logits [B, T, V] predict labels [B, T] one step ahead (position t predicts labels[t + 1]);
+    label -100 is ignored. L = -Σ_valid log π(y_{t+1} | y_≤t) / n_tokens (0 when n_tokens = 0).
+    Diagnostics: loss, n_tokens.
+    """
+    shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+    shift_labels = labels[:, 1:].reshape(-1)
+    n_tokens = (shift_labels != -100).sum()
+    total = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
+    loss = total / n_tokens.clamp(min=1)
+    return loss, {"loss": _f(loss), "n_tokens": float(n_tokens.item())}
+
+
+def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """log π(input_ids[:, t+1] | input_ids[:, ≤t]): logits [B, T, V], input_ids [B, T] -> [B, T-1].
+
+    Computed in float32 as gather(logits) - logsumexp(logits) (= log_softmax then gather).
+    """
+    shifted = logits[:, :-1].float()
+    targets = input_ids[:, 1:].unsqueeze(-1)
+    return shifted.gather(-1, targets).squeeze(-1) - torch.logsumexp(shifted, dim=-1)
+
+
+def summed_response_logprobs(logp: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """log π(y | x) = Σ_t over response tokens of log π(y_t): logp [B, T-1], response_mask [B, T-1] -> [B].
+
+    ``response_mask`` is aligned with ``logp`` (i.e. with input_ids[:, 1:]): 1 where the predicted
+    token is a response token (every one of them, the first included), 0 for prompt and padding.
+    """
+    return torch.where(response_mask.bool(), logp, torch.zeros_like(logp)).sum(dim=-1)
+
+
+def dpo_loss(
+    policy_chosen_logp: torch.Tensor,
+    policy_rejected_logp: torch.Tensor,
+    ref_chosen_logp: torch.Tensor,
+    ref_rejected_logp: torch.Tensor,
+    beta: float = 0.1,
+) -> tuple[torch.Tensor, Diagnostics]:
+    """DPO (algorithm-reference §4); all inputs [B] summed response log-probs.
+
+        r̂_w = β·(log π(y_w) - log π_ref(y_w)),   r̂_l = β·(log π(y_l) - log π_ref(y_l))
+        L = -mean_b log σ(r̂_w - r̂_l)
+
+    Diagnostics: loss, accuracy = P(r̂_w > r̂_l), chosen_reward, rejected_reward, margin.
+    """
+    chosen = beta * (policy_chosen_logp - ref_chosen_logp)
+    rejected = beta * (policy_rejected_logp - ref_rejected_logp)
+    margin = chosen - rejected
+    loss = -F.logsigmoid(margin).mean()
+    return loss, {
+        "loss": _f(loss),
+        "accuracy": _f((margin > 0).float()),
+        "chosen_reward": _f(chosen),
+        "rejected_reward": _f(rejected),
+        "margin": _f(margin),
+    }
+
+
+# --------------------------------------------------------------------------- PPO
+
+
+def ppo_actor_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float = 0.2,
+) -> tuple[torch.Tensor, Diagnostics]:
+    """PPO clipped surrogate (algorithm-reference §2.5); all inputs [B, T] over response tokens.
+
+        ρ_t = exp(log π_θ(a_t) - log π_old(a_t))
+        ℓ_t = -min(ρ_t·Ã_t, clip(ρ_t, 1-ε, 1+ε)·Ã_t)
+        L   = mean over sequences of (token mean of ℓ_t over the sequence's valid tokens)
+
+    (sequences without valid tokens are left out of the outer mean). Pass Ã already combined
+    (``rl.combine_advantages``) and detached. Diagnostics (token means over all valid tokens):
+    loss; clip_frac = share where the clipped term binds (clip(ρ)Ã < ρÃ, i.e. ρ > 1+ε with Ã > 0
+    or ρ < 1-ε with Ã < 0); approx_kl = mean((ρ-1) - log ρ) (k3 estimate of KL(π_old‖π_θ));
+    ratio_mean = mean ρ.
+    """
+    log_ratio = logp - old_logp
+    ratio = torch.exp(log_ratio)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    loss = _sequence_then_batch_mean(-torch.min(unclipped, clipped), mask)
+    with torch.no_grad():
+        diagnostics = {
+            "loss": _f(loss),
+            "clip_frac": _f(masked_mean((clipped < unclipped).float(), mask)),
+            "approx_kl": _f(masked_mean((ratio - 1.0) - log_ratio, mask)),
+            "ratio_mean": _f(masked_mean(ratio, mask)),
+        }
+    return loss, diagnostics
+
+
+def critic_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float = 5.0,
+) -> tuple[torch.Tensor, Diagnostics]:
+    """Clipped value loss (algorithm-reference §2.6); all inputs [B, T] over response tokens.
+
+        V^clip_t = V_old,t + clip(V_t - V_old,t, -c, c)
+        L = ½ · mean over sequences of token mean of max((V_t - G_t)², (V^clip_t - G_t)²)
+
+    (same averaging as ``ppo_actor_loss``). Diagnostics: loss, value_clip_frac = share of valid
+    tokens where the clipped error is the larger one (the active term).
+    """
+    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    err_unclipped = (values - returns) ** 2
+    err_clipped = (clipped_values - returns) ** 2
+    loss = 0.5 * _sequence_then_batch_mean(torch.max(err_unclipped, err_clipped), mask)
+    with torch.no_grad():
+        diagnostics = {
+            "loss": _f(loss),
+            "value_clip_frac": _f(masked_mean((err_clipped > err_unclipped).float(), mask)),
+        }
+    return loss, diagnostics
+
+
+def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked token-mean entropy: logits [B, T, V], mask [B, T] -> 0-d tensor (keeps gradients).
+
+    H_t = logsumexp(z_t) - Σ_v softmax(z_t)_v·z_t,v = -Σ_v p_v log p_v, averaged over all valid
+    tokens of the batch (computed in float32; -inf logits, e.g. banned tokens, are allowed).
+    """
+    z = logits.float()
+    probs = torch.softmax(z, dim=-1)
+    z_finite = torch.where(torch.isneginf(z), torch.zeros_like(z), z)  # p = 0 there; avoids 0·(-inf)
+    entropy = torch.logsumexp(z, dim=-1) - (probs * z_finite).sum(dim=-1)
+    return masked_mean(entropy, mask)

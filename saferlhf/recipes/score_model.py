@@ -1,0 +1,229 @@
+"""Reward model (kind=reward) and cost model (kind=cost) — Safe RLHF §1 (algorithm-reference §1).
+
+Reward: L_R = -mean log σ(r_w - r_l) + μ·mean(r_w² + r_l²)/2 on helpfulness pairs (better_response_id).
+Cost:   L_C = -mean[log σ(c_u - c_s) + log σ(ξ_s c_s) + log σ(ξ_u c_u)] + μ·mean(c²) on harmlessness
+        pairs (safer_response_id), ξ = +1 for a response labelled unsafe, -1 for safe.
+        **Convention: cost > 0 means unsafe, cost <= 0 means safe.** Files without per-response safety
+        labels (HH-RLHF) train the ranking term only.
+μ = 0.001. The score is the head output at the last non-padding token (eos). Reference defaults: 2
+epochs, lr 2e-5 cosine, warm-up 3 %, weight decay 0.1, max length 512 — ours too.
+
+Deviations:
+1. Contradictory pairs (safer response labelled unsafe while the other is safe) are rejected at load
+   time, not discovered mid-training.
+2. The head is bias-free (HF *ForSequenceClassification layout) so that
+   `AutoModelForSequenceClassification.from_pretrained(out/model)` gives the same scores.
+
+Outputs in `out/`: `model/` (HF sequence-classification folder + tokenizer; config.score_type),
+`metrics.jsonl`, `eval.json` (accuracy, sign accuracy, score statistics), `score_distribution.png`.
+
+Launch: `saferlhf score-model --kind cost --model_path SFT --train_file F --out DIR`;
+`accelerate launch -m saferlhf score-model ...` for several processes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from saferlhf.batching import encode_example, pad
+from saferlhf.config import cfg
+from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, clip_grad, make_accelerator
+
+
+@dataclass
+class ScoreModelConfig:
+    kind: Literal["reward", "cost"] = cfg("reward", "reward (helpfulness) or cost (harmfulness, > 0 = unsafe)")
+    model_path: str = cfg("", "initial backbone: an HF causal LM (e.g. the SFT model) or a score model")
+    train_file: str = cfg("", "preference file: PKU-SafeRLHF json/jsonl/parquet, HH-RLHF jsonl(.gz), TRL jsonl")
+    eval_file: str | None = cfg(None, "held-out preference file (default: eval_ratio of train_file)")
+    eval_ratio: float = cfg(0.1, "share of train_file held out for evaluation when eval_file is unset")
+    out: str = cfg("runs/score_model", "output folder")
+    max_length: int = cfg(512, "max tokens of prompt + response")
+    batch_size: int = cfg(16, "pairs per optimiser step per process")
+    epochs: float = cfg(2.0, "passes over the training pairs")
+    max_steps: int = cfg(0, "stop after this many optimiser steps (0 = use epochs)")
+    l2_coef: float = cfg(0.001, "μ: coefficient of the score L2 regulariser")
+    on_error: Literal["raise", "drop"] = cfg("raise", "bad records: raise (file:line errors) or drop with a report")
+    max_pairs: int = cfg(0, "use at most this many training pairs (0 = all)")
+    log_every: int = cfg(10, "log train metrics every N steps")
+    optim: OptimConfig = cfg(OptimConfig(lr=2e-5, weight_decay=0.1), "optimiser")
+    runtime: RuntimeConfig = cfg(RuntimeConfig(), "runtime")
+
+
+@dataclass
+class EncodedPair:
+    chosen: list[int]
+    rejected: list[int]
+    chosen_is_safe: bool | None
+    rejected_is_safe: bool | None
+
+
+def encode_pairs(pairs, tokenizer, max_length: int) -> list[EncodedPair]:
+    return [EncodedPair(encode_example(tokenizer, p.prompt, p.chosen, max_length)[0],
+                        encode_example(tokenizer, p.prompt, p.rejected, max_length)[0],
+                        p.chosen_is_safe, p.rejected_is_safe) for p in pairs]
+
+
+def pair_batch(pairs: list[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
+    """One right-padded [2B, T] batch: rows 0..B-1 chosen, B..2B-1 rejected, plus safety labels."""
+    ids, mask = pad([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+    has = torch.tensor([p.chosen_is_safe is not None and p.rejected_is_safe is not None for p in pairs])
+    cs = torch.tensor([bool(p.chosen_is_safe) for p in pairs])
+    rs = torch.tensor([bool(p.rejected_is_safe) for p in pairs])
+    return {"input_ids": ids, "attention_mask": mask, "has_labels": has, "chosen_is_safe": cs,
+            "rejected_is_safe": rs}
+
+
+def pair_loss(kind: str, end_scores: torch.Tensor, batch: dict[str, torch.Tensor], l2_coef: float):
+    """Split [2B] scores into chosen/rejected and apply the reward or cost objective."""
+    from saferlhf.losses import cost_loss, reward_loss
+
+    s_w, s_l = end_scores.chunk(2)
+    if kind == "reward":
+        return reward_loss(s_w, s_l, l2_coef=l2_coef)
+    return cost_loss(s_w, s_l, batch["chosen_is_safe"], batch["rejected_is_safe"], l2_coef=l2_coef,
+                     has_labels=batch["has_labels"])
+
+
+@torch.no_grad()
+def evaluate(model, pairs: list[EncodedPair], kind: str, pad_id: int, batch_size: int, device) -> dict:
+    """Accuracy (+ sign accuracy for cost) and every score, for the report and the histogram."""
+    model.eval()
+    chosen, rejected = [], []
+    for i in range(0, len(pairs), batch_size):
+        b = pair_batch(pairs[i: i + batch_size], pad_id)
+        s = model(b["input_ids"].to(device), b["attention_mask"].to(device)).end_scores.float().cpu()
+        w, l = s.chunk(2)
+        chosen += w.tolist()
+        rejected += l.tolist()
+    model.train()
+    n = len(chosen)
+    res = {"eval/pairs": n,
+           "eval/accuracy": sum(w > l for w, l in zip(chosen, rejected)) / max(n, 1),
+           "eval/score_chosen_mean": sum(chosen) / max(n, 1),
+           "eval/score_rejected_mean": sum(rejected) / max(n, 1)}
+    labelled = [(s, safe) for p, w, l in zip(pairs, chosen, rejected) if p.chosen_is_safe is not None
+                for s, safe in ((w, p.chosen_is_safe), (l, p.rejected_is_safe))]
+    if kind == "cost" and labelled:
+        res["eval/sign_accuracy"] = sum((s > 0) == (not safe) for s, safe in labelled) / len(labelled)
+    return {"metrics": res, "chosen": chosen, "rejected": rejected, "labelled": labelled}
+
+
+def plot_distribution(kind: str, ev: dict, path: Path) -> None:
+    """Histogram of scores: safe vs unsafe responses (cost, when labelled) or chosen vs rejected."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if ev["labelled"]:
+        safe = [s for s, ok in ev["labelled"] if ok]
+        unsafe = [s for s, ok in ev["labelled"] if not ok]
+        groups = [("safe responses", safe, "tab:green"), ("unsafe responses", unsafe, "tab:red")]
+    else:
+        groups = [("chosen", ev["chosen"], "tab:blue"), ("rejected", ev["rejected"], "tab:orange")]
+    for label, vals, color in groups:
+        if vals:
+            ax.hist(vals, bins=30, alpha=0.6, label=f"{label} (n={len(vals)})", color=color)
+    if kind == "cost":
+        ax.axvline(0.0, color="black", linestyle="--", linewidth=1, label="cost = 0 (safe | unsafe)")
+    ax.set_xlabel(f"{kind} score")
+    ax.set_ylabel("responses")
+    ax.set_title(f"{kind} model: held-out score distribution")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _split(pairs: list, ratio: float, seed: int) -> tuple[list, list]:
+    idx = list(range(len(pairs)))
+    random.Random(seed).shuffle(idx)
+    n_eval = int(round(len(pairs) * ratio))
+    return [pairs[i] for i in idx[n_eval:]], [pairs[i] for i in idx[:n_eval]]
+
+
+def run(cfg: ScoreModelConfig) -> int:
+    from saferlhf.data.loaders import load_preference_pairs
+    from saferlhf.models import ScoreModel, load_tokenizer
+    from saferlhf.tracking import MetricsLogger, atomic_write_json, prepare_out_dir, progress
+    from saferlhf.training import atomic_dir
+
+    acc = make_accelerator(cfg.runtime)
+    # 1. Data: validated at load time (file:line errors) before any model is built.
+    pairs = load_preference_pairs(cfg.train_file, kind=cfg.kind, on_error=cfg.on_error)
+    if cfg.eval_file:
+        train_pairs, eval_pairs = pairs, load_preference_pairs(cfg.eval_file, kind=cfg.kind, on_error=cfg.on_error)
+    else:
+        train_pairs, eval_pairs = _split(pairs, cfg.eval_ratio, cfg.runtime.seed)
+    if cfg.max_pairs:
+        train_pairs = train_pairs[: cfg.max_pairs]
+    tokenizer = load_tokenizer(cfg.model_path, padding_side="right")
+    train = encode_pairs(train_pairs, tokenizer, cfg.max_length)
+    evals = encode_pairs(eval_pairs, tokenizer, cfg.max_length)
+    out = prepare_out_dir(cfg.out, cfg, acc.is_main_process)
+    logger = MetricsLogger(out, enabled=acc.is_main_process, report_to=cfg.runtime.report_to)
+
+    # 2. Model: backbone + scalar head read at the last non-padding token.
+    model = ScoreModel.from_pretrained(cfg.model_path, score_type=cfg.kind)
+    if cfg.runtime.gradient_checkpointing:
+        model.model.gradient_checkpointing_enable()
+    global_bs = cfg.batch_size * acc.num_processes
+    steps_per_epoch = math.ceil(len(train) / global_bs)
+    total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    opt, sched = build_optimizer(model.parameters(), cfg.optim, total)
+    model, opt, sched = acc.prepare(model, opt, sched)
+    model.train()
+
+    # 3. Loop.
+    rng = random.Random(cfg.runtime.seed)
+    step, t0 = 0, time.time()
+    bar = progress(total=total, desc=f"{cfg.kind} model", disable=not (cfg.runtime.progress and acc.is_main_process))
+    while step < total:
+        order = list(train)
+        rng.shuffle(order)
+        for i in range(0, len(order), global_bs):
+            chunk = order[i: i + global_bs][acc.process_index:: acc.num_processes] or order[i: i + 1]
+            b = pair_batch(chunk, tokenizer.pad_token_id)
+            b = {k: v.to(acc.device) for k, v in b.items()}
+            scores = model(b["input_ids"], b["attention_mask"]).end_scores
+            loss, diag = pair_loss(cfg.kind, scores, b, cfg.l2_coef)
+            acc.backward(loss)
+            gnorm = clip_grad(acc, model.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{diag['loss']:.3f}", acc=f"{diag['accuracy']:.2f}")
+            if step % cfg.log_every == 0 or step == total:
+                logger.log(step, {f"train/{k}": v for k, v in diag.items()} |
+                           {"train/lr": sched.get_last_lr()[0], "train/grad_norm": gnorm,
+                            "train/pairs_per_s": step * global_bs / (time.time() - t0)})
+            if step >= total:
+                break
+    bar.close()
+
+    # 4. Held-out evaluation, plot, save.
+    unwrapped = acc.unwrap_model(model)
+    ev = evaluate(unwrapped, evals, cfg.kind, tokenizer.pad_token_id, cfg.batch_size, acc.device) if evals else None
+    metrics = (ev["metrics"] if ev else {}) | {"train/steps": step, "train/seconds": time.time() - t0,
+                                               "train/pairs": len(train)}
+    logger.log(step, metrics)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        atomic_write_json(Path(out) / "eval.json", metrics)
+        if ev:
+            plot_distribution(cfg.kind, ev, Path(out) / "score_distribution.png")
+        atomic_dir(lambda tmp: unwrapped.save_pretrained(tmp, tokenizer=tokenizer), Path(out) / "model")
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if "accuracy" in k)
+        print(f"{cfg.kind} model: {step} steps on {len(train)} pairs; held-out {shown} -> {out}/model")
+    return 0

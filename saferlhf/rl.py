@@ -1,0 +1,290 @@
+"""Pure torch RL maths for PPO-Lagrangian (algorithm-reference §2).
+
+Shapes use B = batch (sequences), T = response tokens (the response slice, right-padded), so a
+``mask [B, T]`` is a contiguous prefix of ones per row starting at position 0. ``T_b`` denotes the
+index of the last real token of row b (the paper's T, "1[t=T]").
+
+Sign convention (algorithm-reference §1): **cost > 0 means unsafe, cost <= 0 means safe.**
+
+Everything here is a function of tensors except :class:`LagrangeMultiplier`, the small adaptive
+controller for λ (algorithm-reference §2.7). Equations: docs/maths.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import torch
+
+__all__ = [
+    "masked_mean",
+    "masked_var",
+    "masked_whiten",
+    "sequence_token_mean",
+    "kl_per_token",
+    "token_rewards",
+    "gae",
+    "combine_advantages",
+    "explained_variance",
+    "LagrangeMultiplier",
+    "global_mean",
+]
+
+
+# --------------------------------------------------------------------------- masked statistics
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is true.
+
+    x, mask: same shape (mask bool or 0/1). ``dim=None`` reduces everything to a 0-d tensor,
+    otherwise reduces ``dim``. Masked-out entries never leak (``nan``/``inf`` there are ignored);
+    an empty selection gives 0.
+    """
+    m = mask.bool()
+    total = torch.where(m, x, torch.zeros_like(x))
+    count = m.to(x.dtype)
+    if dim is None:
+        return total.sum() / count.sum().clamp(min=1)
+    return total.sum(dim) / count.sum(dim).clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+    """Variance of ``x`` over all masked positions (0-d tensor).
+
+    Population variance mean((x - mean)²) by default; ``unbiased=True`` applies Bessel's
+    correction n/(n-1) (needs n >= 2). An empty selection gives 0.
+    """
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    if unbiased:
+        n = mask.bool().sum()
+        if n < 2:
+            raise ValueError(f"unbiased masked_var needs at least 2 masked entries, got {int(n)}")
+        var = var * n / (n - 1)
+    return var
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) over the masked positions; 0 where ``mask`` is false.
+
+    With ``shift_mean=False`` the mean is added back (scale only). Statistics are global over the
+    whole batch (population variance).
+    """
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    whitened = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return torch.where(mask.bool(), whitened, torch.zeros_like(whitened))
+
+
+def sequence_token_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sequence token mean: x [B, T], mask [B, T] -> [B]; rows with no tokens give 0."""
+    return masked_mean(x, mask, dim=-1)
+
+
+# --------------------------------------------------------------------------- rewards and GAE
+
+
+def kl_per_token(logp_old: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """KL_t = log π_old(a_t) - log π_ref(a_t), shapes [B, T] (algorithm-reference §2.2)."""
+    return logp_old - logp_ref
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """T_b = index of the last ``mask == 1`` position of each row: mask [B, T] -> [B] (long).
+
+    Rows with no tokens give -1.
+    """
+    positions = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
+    return torch.where(mask.bool(), positions, torch.full_like(positions, -1)).amax(dim=-1)
+
+
+def token_rewards(
+    kl: torch.Tensor,
+    end_score: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    sign: int,
+    clamp: float = 50.0,
+) -> torch.Tensor:
+    """Per-token reward or cost stream (algorithm-reference §2.3).
+
+    kl [B, T] = KL_t, end_score [B] = R(x, y) or C(x, y), mask [B, T] -> [B, T]:
+
+        sign = -1 (reward stream):  r_t = -β·KL_t + 1[t = T_b]·R(x, y)
+        sign = +1 (cost stream):    c_t = +β·KL_t + 1[t = T_b]·C(x, y)
+
+    T_b is each row's last ``mask == 1`` position (rows may have different lengths). The sum is
+    clamped to ±``clamp`` AFTER the KL term is added, and the result is 0 where ``mask == 0``.
+    A row with no tokens is all zeros (its end score has nowhere to go).
+    """
+    if sign not in (-1, 1):
+        raise ValueError(f"sign must be -1 (reward stream) or +1 (cost stream), got {sign!r}")
+    stream = sign * beta * kl
+    last = last_token_index(mask)
+    at_end = torch.arange(kl.shape[-1], device=kl.device).expand_as(kl) == last.unsqueeze(-1)
+    stream = stream + at_end.to(stream.dtype) * end_score.to(stream.dtype).unsqueeze(-1)
+    stream = stream.clamp(-clamp, clamp)
+    return torch.where(mask.bool(), stream, torch.zeros_like(stream))
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (algorithm-reference §2.4).
+
+    rewards r [B, T], values V [B, T], mask [B, T] (contiguous prefix of ones per row) ->
+    (advantages A [B, T], returns G [B, T]):
+
+        δ_t = r_t + γ·V_{t+1} - V_t,   A_t = δ_t + γ·λ_GAE·A_{t+1},   G_t = A_t + V_t
+
+    with V and A after each row's end equal to 0, so rows of different lengths are exact.
+    A and G are 0 where ``mask == 0``. One reverse loop over T, vectorised over B. Pass detached
+    values (GAE targets carry no gradient by convention; autograd would still work).
+    """
+    m = mask.bool()
+    zeros = torch.zeros_like(rewards[:, 0])
+    next_value, next_adv = zeros, zeros
+    columns: list[torch.Tensor] = []
+    for t in reversed(range(rewards.shape[-1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        adv = torch.where(m[:, t], delta + gamma * lam * next_adv, zeros)
+        next_value = torch.where(m[:, t], values[:, t], zeros)
+        next_adv = adv
+        columns.append(adv)
+    advantages = torch.stack(columns[::-1], dim=-1)
+    returns = torch.where(m, advantages + values, torch.zeros_like(advantages))
+    return advantages, returns
+
+
+def combine_advantages(adv_r: torch.Tensor, adv_c: torch.Tensor, lam: float) -> torch.Tensor:
+    """Ã_t = (A^r_t - λ·A^c_t) / (1 + λ), λ a detached float (algorithm-reference §2.5)."""
+    return (adv_r - lam * adv_c) / (1.0 + lam)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var[G - V] / Var[G] over the masked positions (population variances).
+
+    1 = perfect critic, 0 = no better than a constant, < 0 = worse. Returns ``nan`` when Var[G]
+    is 0 (e.g. constant returns or no masked entries): the ratio is undefined there.
+    """
+    var_g = masked_var(returns.detach().float(), mask)
+    if var_g.item() == 0.0:
+        return float("nan")
+    var_err = masked_var((returns - values).detach().float(), mask)
+    return float(1.0 - var_err / var_g)
+
+
+# --------------------------------------------------------------------------- Lagrange multiplier
+
+
+class LagrangeMultiplier:
+    """λ >= 0 for max_θ J_R s.t. J_C + d <= 0, as in algorithm-reference §2.7.
+
+    Parameterised as η = log λ, updated by plain gradient ascent on the Lagrangian:
+
+        η ← η + lr·λ·(J_c - d),   λ = min(e^η, λ_max)
+
+    where J_c is the mean of the last ``window`` sequence costs. In distributed runs each rank
+    keeps its own window; the caller averages ``episode_cost()`` across ranks (``global_mean``) and
+    passes the result to ``update`` so that every rank computes the same λ. The first
+    ``delay_steps`` calls of ``update`` leave λ unchanged. ``state_dict`` holds η, the step count
+    and the window contents, so a resumed run continues exactly.
+    """
+
+    def __init__(
+        self,
+        init: float = 1.0,
+        lr: float = 0.1,
+        max_value: float | None = None,
+        delay_steps: int = 0,
+        threshold: float = 0.0,
+        window: int = 128,
+    ) -> None:
+        if init <= 0:
+            raise ValueError(f"initial λ must be > 0 (it is parameterised as log λ), got {init}")
+        if max_value is not None and max_value <= 0:
+            raise ValueError(f"max_value must be > 0 or None, got {max_value}")
+        self.lr, self.max_value, self.delay_steps, self.threshold = lr, max_value, delay_steps, threshold
+        self.log_lambda = self._capped(math.log(init))
+        self.step = 0
+        self.costs: deque[float] = deque(maxlen=window)
+        self._last_episode_cost: float | None = None
+
+    def _capped(self, eta: float) -> float:
+        return eta if self.max_value is None else min(eta, math.log(self.max_value))
+
+    @property
+    def lam(self) -> float:
+        """λ = min(e^η, λ_max) as a python float (detached by construction)."""
+        value = math.exp(self.log_lambda)
+        return value if self.max_value is None else min(value, self.max_value)
+
+    def observe(self, costs: torch.Tensor) -> None:
+        """Append sequence costs C(x, y), shape [B], to the window (oldest dropped beyond it)."""
+        self.costs.extend(costs.detach().float().flatten().cpu().tolist())
+
+    def episode_cost(self) -> float:
+        """Local J_c: mean of this rank's window (``nan`` when nothing was observed yet)."""
+        return sum(self.costs) / len(self.costs) if self.costs else float("nan")
+
+    def update(self, global_episode_cost: float | None = None) -> float:
+        """One ascent step on η with J_c = ``global_episode_cost`` (or the local window mean).
+
+        Counts the step; does nothing to η while step < ``delay_steps``. Returns the new λ.
+        """
+        jc = self.episode_cost() if global_episode_cost is None else float(global_episode_cost)
+        self._last_episode_cost = jc
+        if self.step >= self.delay_steps:
+            if not math.isfinite(jc):
+                raise ValueError(f"episode cost J_c must be finite to update λ, got {jc} (observe costs first)")
+            self.log_lambda = self._capped(self.log_lambda + self.lr * self.lam * (jc - self.threshold))
+        self.step += 1
+        return self.lam
+
+    def metrics(self) -> dict[str, float]:
+        """``lagrange/*`` metrics; episode cost is the J_c of the last ``update`` (else local)."""
+        jc = self._last_episode_cost if self._last_episode_cost is not None else self.episode_cost()
+        return {
+            "lagrange/lambda": self.lam,
+            "lagrange/log_lambda": self.log_lambda,
+            "lagrange/episode_cost": jc,
+            "lagrange/threshold": self.threshold,
+            "lagrange/violation": jc - self.threshold,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """η, step, window contents (and the J_c last used) — everything needed to resume."""
+        return {
+            "log_lambda": self.log_lambda,
+            "step": self.step,
+            "costs": list(self.costs),
+            "last_episode_cost": self._last_episode_cost,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a ``state_dict``; hyper-parameters (lr, cap, delay, d, window) stay this object's."""
+        self.log_lambda = self._capped(float(state["log_lambda"]))
+        self.step = int(state["step"])
+        self.costs.clear()
+        self.costs.extend(float(c) for c in state["costs"])
+        self._last_episode_cost = state.get("last_episode_cost")
+
+
+def global_mean(value: float, accelerator: Any = None) -> float:
+    """Mean of a python scalar across processes (identity on one process or without accelerate).
+
+    ``accelerator``: an ``accelerate.Accelerator``; with ``num_processes > 1`` uses
+    ``accelerator.reduce(tensor, "mean")`` so every rank gets the same value.
+    """
+    if accelerator is None or getattr(accelerator, "num_processes", 1) <= 1:
+        return float(value)
+    tensor = torch.tensor(float(value), dtype=torch.float32, device=accelerator.device)
+    return float(accelerator.reduce(tensor, reduction="mean").item())
