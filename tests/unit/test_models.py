@@ -1,0 +1,297 @@
+"""saferlhf.models on tiny models (hidden 32, 2 layers, vocab 300): tokenizer, template, score models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from saferlhf import models as M
+
+ARCHS = ["llama", "qwen2", "gpt2"]
+SIZE = dict(hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=128)
+TEXTS = [
+    f"How do I {verb} {obj}? You can {verb} {obj} safely by asking an expert. Number {i}."
+    for i, (verb, obj) in enumerate(
+        [(v, o) for v in ("bake", "fix", "clean", "find") for o in ("bread", "a bike", "the house")] * 3
+    )
+]
+PAIRS = [("How do I bake bread?", "Mix flour and water, then bake it."), ("hi", "hello")]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return M.train_tokenizer(TEXTS, vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def tiny_paths(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: M.build_tiny_model(root / arch, TEXTS, arch=arch, vocab_size=300, **SIZE) for arch in ARCHS}
+
+
+def _batch(seqs: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        cols = slice(0, len(s)) if side == "right" else slice(width - len(s), width)
+        ids[row, cols] = torch.tensor(s)
+        mask[row, cols] = 1
+    return ids, mask
+
+
+def _example_ids(tok) -> list[list[int]]:
+    return [tok("".join(M.format_example(tok, p, r)))["input_ids"] for p, r in PAIRS]
+
+
+# ---------------------------------------------------------------- tokenizer and template
+def test_tokenizer_round_trips_text_and_specials(tokenizer, tmp_path):
+    assert len(tokenizer) == 300
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<pad>", "<s>", "</s>", "<unk>")}
+    assert tokenizer.pad_token_id == ids["<pad>"] != tokenizer.eos_token_id == ids["</s>"]
+    assert tokenizer.bos_token_id == ids["<s>"] and tokenizer.unk_token_id == ids["<unk>"]
+    text = "Héllo  wörld 🤖 ,.;\n\ttabs   and CAPS 123 — ünïcödé"
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    with_eos = tokenizer("a b</s>")["input_ids"]
+    assert with_eos[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(with_eos) == "a b</s>"
+    assert tokenizer.decode(with_eos, skip_special_tokens=True) == "a b"
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded.chat_template == M.CHAT_TEMPLATE
+    assert reloaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert reloaded.pad_token == "<pad>"
+
+
+def test_template_strings_tokenise_compactly(tokenizer):
+    n = len(tokenizer(M.format_prompt(tokenizer, "hi"))["input_ids"])
+    assert n < len(M.format_prompt(tokenizer, "hi")) * 0.8  # merges learnt for the template
+
+
+def test_chat_template(tokenizer):
+    assert M.format_prompt(tokenizer, "How?") == "BEGINNING OF CONVERSATION: USER: How? ASSISTANT:"
+    assert M.format_prompt(tokenizer, "How?") == M.PROMPT_INPUT.format(input="How?")
+    prompt_text, response_text = M.format_example(tokenizer, "How?", "Like this.")
+    assert response_text == " Like this.</s>"
+    full = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "How?"}, {"role": "assistant", "content": "Like this."}], tokenize=False
+    )
+    assert full == prompt_text + response_text
+    multi = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+         {"role": "user", "content": "q2"}], tokenize=False, add_generation_prompt=True,
+    )
+    assert multi == "BEGINNING OF CONVERSATION: USER: q1 ASSISTANT: a1</s>USER: q2 ASSISTANT:"
+
+
+def test_format_prompt_without_template():
+    class Plain:
+        chat_template = None
+        eos_token = "<|end|>"
+
+    assert M.format_prompt(Plain(), "x") == "BEGINNING OF CONVERSATION: USER: x ASSISTANT:"
+    assert M.format_example(Plain(), "x", "y") == ("BEGINNING OF CONVERSATION: USER: x ASSISTANT:", " y<|end|>")
+
+
+def test_load_tokenizer_adds_missing_pad(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path / "own")
+    own = M.load_tokenizer(tmp_path / "own")
+    assert own.pad_token == "<pad>" and own.padding_side == "left" and own.saferlhf_pad_source == "own"
+    no_pad = M.train_tokenizer(TEXTS[:4], vocab_size=280)
+    no_pad.pad_token = None
+    no_pad.save_pretrained(tmp_path / "nopad")
+    loaded = M.load_tokenizer(tmp_path / "nopad", padding_side="right")
+    assert loaded.pad_token == "<unk>" and loaded.saferlhf_pad_source == "unk"
+    assert loaded.padding_side == "right"
+
+
+# ---------------------------------------------------------------- tiny causal LMs
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tiny_model_forward_generate_and_determinism(arch, tokenizer):
+    model = M.create_tiny_model(tokenizer, arch=arch, seed=3, **SIZE)
+    again = M.create_tiny_model(tokenizer, arch=arch, seed=3, **SIZE)
+    other = M.create_tiny_model(tokenizer, arch=arch, seed=4, **SIZE)
+    p0, p1, p2 = (next(iter(m.parameters())) for m in (model, again, other))
+    assert torch.equal(p0, p1) and not torch.equal(p0, p2)
+    assert p0.dtype == torch.float32
+    assert model.config.vocab_size == len(tokenizer)
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    tokenizer.padding_side = "left"
+    enc = tokenizer([M.format_prompt(tokenizer, p) for p, _ in PAIRS], return_tensors="pt", padding=True)
+    logits = model(**enc).logits
+    assert logits.shape == (2, enc["input_ids"].shape[1], len(tokenizer))
+    out = model.generate(**enc, max_new_tokens=4, do_sample=False)
+    assert out.shape[0] == 2 and enc["input_ids"].shape[1] < out.shape[1] <= enc["input_ids"].shape[1] + 4
+
+
+def test_unknown_arch(tokenizer):
+    with pytest.raises(ValueError, match="unknown arch"):
+        M.create_tiny_model(tokenizer, arch="bert")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_built_model_loads_with_auto_classes(arch, tiny_paths):
+    path = tiny_paths[arch]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no tmp dirs left
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert model.config.model_type == arch
+    policy, tok = M.load_policy(path)
+    assert tok.padding_side == "left" and tok.pad_token == "<pad>"
+    assert policy.generation_config.pad_token_id == tok.pad_token_id
+    assert policy.generation_config.eos_token_id == tok.eos_token_id
+    ref = dict(model.named_parameters())
+    for name, p in policy.named_parameters():
+        assert torch.equal(p, ref[name])
+
+
+# ---------------------------------------------------------------- score models
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_end_scores_match_unpadded(arch, side, tiny_paths):
+    tok = M.load_tokenizer(tiny_paths[arch])
+    model = M.ScoreModel.from_pretrained(tiny_paths[arch], score_type="reward").eval()
+    hidden = model.head.weight.shape[-1]
+    assert model.head.weight.std().item() == pytest.approx(1 / (hidden + 1) ** 0.5, rel=0.35)
+    seqs = _example_ids(tok)
+    ids, mask = _batch(seqs, tok.pad_token_id, side)
+    with torch.no_grad():
+        out = model(ids, mask)
+        single = torch.stack([model(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long)).end_scores[0]
+                              for s in seqs])
+    assert out.scores.shape == ids.shape and out.end_scores.shape == (2,)
+    assert torch.isfinite(out.scores).all()
+    torch.testing.assert_close(out.end_scores, single, atol=1e-5, rtol=0)
+    # end score is the per-token score at the last real token
+    last = M.last_token_index(mask)
+    assert torch.equal(out.end_scores, out.scores[torch.arange(2), last])
+    assert (ids[torch.arange(2), last] == tok.eos_token_id).all()
+
+
+def test_last_token_index_and_positions():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 0, 0], [0, 1, 1, 1, 0]])
+    assert M.last_token_index(mask).tolist() == [4, 2, 3]
+    assert M.position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 2, 2], [0, 0, 1, 2, 2]]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_save_reload_with_hf_gives_identical_scores(arch, tiny_paths, tmp_path):
+    tok = M.load_tokenizer(tiny_paths[arch])
+    model = M.ScoreModel.from_pretrained(tiny_paths[arch], score_type="cost").eval()
+    out_dir = model.save_pretrained(tmp_path / "cost", tokenizer=tok)
+    hf = AutoModelForSequenceClassification.from_pretrained(out_dir).eval()
+    assert hf.config.score_type == "cost"
+    assert hf.config.cost_sign_convention == "cost > 0 means unsafe"
+    assert hf.config.pad_token_id == tok.pad_token_id != tok.eos_token_id
+    assert AutoTokenizer.from_pretrained(out_dir).chat_template == M.CHAT_TEMPLATE
+    for side in ("left", "right"):
+        ids, mask = _batch(_example_ids(tok), tok.pad_token_id, side)
+        with torch.no_grad():
+            ours = model(ids, mask).end_scores
+            # HF derives no position ids from the mask: pass them (GPT-2's absolute positions need it)
+            theirs = hf(ids, attention_mask=mask, position_ids=M.position_ids_from_mask(mask)).logits[:, 0]
+            torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+            if side == "right" or arch != "gpt2":  # plain HF call (RoPE is shift-invariant)
+                torch.testing.assert_close(hf(ids, attention_mask=mask).logits[:, 0], ours, atol=1e-5, rtol=0)
+    # our loader reads the checkpoint back unchanged; score_type can be overridden (critic from C)
+    again = M.ScoreModel.from_pretrained(out_dir).eval()
+    critic = M.ScoreModel.from_pretrained(out_dir, score_type="critic").eval()
+    assert again.score_type == "cost" and critic.score_type == "critic"
+    assert not hasattr(critic.config, "cost_sign_convention")
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids, mask).end_scores, ours)
+        torch.testing.assert_close(critic(ids, mask).scores, model(ids, mask).scores)
+
+
+def test_reward_config_and_save_refusals(tiny_paths, tmp_path):
+    model = M.ScoreModel.from_pretrained(tiny_paths["llama"])
+    with pytest.raises(ValueError, match="score_type"):
+        model.save_pretrained(tmp_path / "untyped")
+    with pytest.raises(ValueError, match="score_type must be"):
+        model.score_type = "value"
+    model.score_type = "reward"
+    model.save_pretrained(tmp_path / "reward")
+    hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "reward")
+    assert hf.config.score_type == "reward" and not hasattr(hf.config, "cost_sign_convention")
+    model.config.pad_token_id = model.config.eos_token_id
+    with pytest.raises(ValueError, match="distinct pad token"):
+        model.save_pretrained(tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_head_init_is_seeded(tiny_paths):
+    a = M.ScoreModel.from_pretrained(tiny_paths["qwen2"], seed=1)
+    b = M.ScoreModel.from_pretrained(tiny_paths["qwen2"], seed=1)
+    c = M.ScoreModel.from_pretrained(tiny_paths["qwen2"], seed=2)
+    assert torch.equal(a.head.weight, b.head.weight) and not torch.equal(a.head.weight, c.head.weight)
+    assert getattr(a.head, "bias", None) is None
+
+
+def test_score_texts_matches_forward(tiny_paths):
+    tok = M.load_tokenizer(tiny_paths["gpt2"])
+    model = M.ScoreModel.from_pretrained(tiny_paths["gpt2"], score_type="reward").eval()
+    prompts, responses = zip(*PAIRS)
+    got = M.score_texts(model, tok, list(prompts), list(responses), batch_size=1)
+    with torch.no_grad():
+        want = torch.stack([model(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long)).end_scores[0]
+                            for s in _example_ids(tok)])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert M.score_texts(model, tok, list(prompts), list(responses), batch_size=2).shape == (2,)
+
+
+def test_gradient_checkpointing_passthrough(tiny_paths):
+    model = M.ScoreModel.from_pretrained(tiny_paths["llama"], score_type="critic", gradient_checkpointing=True)
+    assert model.backbone.gradient_checkpointing
+    model.train()
+    tok = M.load_tokenizer(tiny_paths["llama"])
+    ids, mask = _batch(_example_ids(tok), tok.pad_token_id, "left")
+    model(ids, mask).scores.sum().backward()
+    assert model.head.weight.grad is not None
+    policy, _ = M.load_policy(tiny_paths["llama"], gradient_checkpointing=True)
+    assert policy.model.gradient_checkpointing
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # inside peft
+def test_lora_score_model_trains_and_saves_merged(tiny_paths, tmp_path):
+    pytest.importorskip("peft")
+    tok = M.load_tokenizer(tiny_paths["llama"])
+    model = M.apply_lora(M.ScoreModel.from_pretrained(tiny_paths["llama"], score_type="reward"), r=4, alpha=8,
+                         dropout=0.0)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and any("score" in n for n in trainable)
+    ids, mask = _batch(_example_ids(tok), tok.pad_token_id, "right")
+    model(ids, mask).end_scores.sum().backward()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.1)  # make the adapter non-trivial
+        ours = model.eval()(ids, mask).end_scores
+    model.save_pretrained(tmp_path / "lora_rm", tokenizer=tok)
+    hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "lora_rm").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids, attention_mask=mask).logits[:, 0], ours, atol=1e-5, rtol=0)
+    policy = M.apply_lora(AutoModelForCausalLM.from_pretrained(tiny_paths["gpt2"]), r=4, alpha=8, dropout=0.0)
+    assert any("lora_" in n for n, p in policy.named_parameters() if p.requires_grad)
+
+
+def test_atomic_save_dir_replaces_and_survives_failure(tmp_path):
+    target = tmp_path / "ckpt"
+
+    def write(text: str):
+        return lambda d: (d / "f.txt").write_text(text)
+
+    assert M.atomic_save_dir(write("one"), target) == target
+    M.atomic_save_dir(write("two"), target)
+    assert (target / "f.txt").read_text() == "two"
+
+    def boom(d: Path):
+        (d / "f.txt").write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        M.atomic_save_dir(boom, target)
+    assert (target / "f.txt").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
