@@ -1,0 +1,103 @@
+"""Sample responses from a policy for a prompt file: one per prompt, or pairs for annotation.
+
+`--n_samples 2` writes {prompt, response_0, response_1} records (the input of `saferlhf world annotate`,
+i.e. the paper's "collect response pairs from the current model" step); otherwise {prompt, response}.
+Prompts: any prompt file (`saferlhf data check` lists the formats) or `world:train` / `world:test`.
+
+Launch: `saferlhf generate --model_path M --prompts world:train --n_samples 2 --out pairs.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from saferlhf.config import cfg
+
+
+@dataclass
+class GenerateConfig:
+    model_path: str = cfg("", "HF causal LM path")
+    prompts: str = cfg("world:test", "prompt file, or world:train / world:test (the synthetic world's prompts)")
+    world_seed: int = cfg(0, "world seed for world:* prompts")
+    out: str = cfg("generations.jsonl", "output JSONL")
+    n_samples: int = cfg(1, "responses per prompt; 2 writes response pairs (response_0, response_1)")
+    max_prompts: int = cfg(0, "use at most this many prompts (0 = all)")
+    max_new_tokens: int = cfg(128, "max response tokens")
+    max_prompt_length: int = cfg(256, "prompts are cut to their last N tokens")
+    temperature: float = cfg(1.0, "sampling temperature")
+    top_p: float = cfg(1.0, "nucleus sampling threshold")
+    greedy: bool = cfg(False, "greedy decoding instead of sampling")
+    batch_size: int = cfg(64, "prompts per generate call")
+    seed: int = cfg(0, "sampling seed")
+    distinct_pairs: bool = cfg(True, "with n_samples=2, resample (up to 4 times) pairs whose responses are identical")
+
+
+def resolve_prompts(spec: str, world_seed: int = 0) -> list[str]:
+    """Prompt texts from ``world:train`` / ``world:test`` or a prompt file (validated at load time)."""
+    if spec.startswith("world:"):
+        from saferlhf.world import build_world
+
+        return [p.text for p in build_world(world_seed).prompts(spec.split(":", 1)[1])]
+    from saferlhf.data.loaders import load_prompts
+
+    return [r.prompt for r in load_prompts(spec)]
+
+
+@torch.no_grad()
+def generate_texts(model, tokenizer, prompts: list[str], n_samples: int = 1, max_new_tokens: int = 128,
+                   max_prompt_length: int = 256, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
+                   batch_size: int = 64, progress_desc: str | None = None) -> list[list[str]]:
+    """``n_samples`` decoded responses for each prompt (batched, KV cache)."""
+    from saferlhf.batching import encode_prompt
+    from saferlhf.rollout import decode_responses, sample
+    from saferlhf.tracking import progress
+
+    encoded = [encode_prompt(tokenizer, p, max_prompt_length) for p in prompts]
+    out: list[list[str]] = [[] for _ in prompts]
+    jobs = [(i, s) for s in range(n_samples) for i in range(len(prompts))]
+    bar = progress(total=len(jobs), desc=progress_desc or "generate", disable=progress_desc is None)
+    for k in range(0, len(jobs), batch_size):
+        chunk = jobs[k: k + batch_size]
+        ids, _, P, rmask = sample(model, tokenizer, [encoded[i] for i, _ in chunk], max_new_tokens,
+                                  temperature, top_p, do_sample=not greedy)
+        for (i, _), text in zip(chunk, decode_responses(tokenizer, ids[:, P:], rmask)):
+            out[i].append(text)
+        bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+def run(cfg: GenerateConfig) -> int:
+    from saferlhf.models import load_policy
+    from saferlhf.tracking import atomic_write_text
+    from saferlhf.training import set_seed
+
+    prompts = resolve_prompts(cfg.prompts, cfg.world_seed)
+    if cfg.max_prompts:
+        prompts = prompts[: cfg.max_prompts]
+    set_seed(cfg.seed)
+    model, tokenizer = load_policy(cfg.model_path)
+    kw = dict(max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
+              temperature=cfg.temperature, top_p=cfg.top_p, greedy=cfg.greedy, batch_size=cfg.batch_size)
+    samples = generate_texts(model, tokenizer, prompts, cfg.n_samples, progress_desc="generate", **kw)
+    if cfg.n_samples == 2 and cfg.distinct_pairs:
+        for _ in range(4):
+            same = [i for i, s in enumerate(samples) if s[0] == s[1]]
+            if not same:
+                break
+            again = generate_texts(model, tokenizer, [prompts[i] for i in same], 1, **kw)
+            for i, (r,) in zip(same, again):
+                samples[i][1] = r
+    rows = []
+    for p, s in zip(prompts, samples):
+        if cfg.n_samples == 2:
+            rows.append({"prompt": p, "response_0": s[0], "response_1": s[1]})
+        else:
+            rows += [{"prompt": p, "response": r} for r in s]
+    atomic_write_text(Path(cfg.out), "".join(json.dumps(r) + "\n" for r in rows))
+    print(f"generate: {len(rows)} records from {cfg.model_path} -> {cfg.out}")
+    return 0
