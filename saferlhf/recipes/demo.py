@@ -1,0 +1,187 @@
+"""The whole Safe RLHF pipeline on the synthetic world, on a laptop CPU.
+
+  1. world: prompts (harmful / benign / look-alike; disjoint train and test), the Alpaca-like SFT corpus
+  2. tiny model: a tokenizer trained on the world's text + a small Llama created from a config
+  3. SFT on the corpus (about half of the answers to harmful prompts comply, as Alpaca-7B did)
+  4. collect two responses per training prompt from the SFT model
+  5. simulated annotation: qualified annotator panel -> PKU-SafeRLHF-schema dual preferences
+  6. reward model (helpfulness) and cost model (harmlessness; cost > 0 = unsafe) from the SFT model
+  7. PPO-Lagrangian (Safe RLHF), PPO (reward only) and reward shaping with fixed λ values
+  8. oracle evaluation of every policy on held-out test prompts; summary.json + report.html with plots
+
+Every stage runs the same code as its CLI command (`saferlhf sft`, `saferlhf score-model`, ...).
+
+Launch: `saferlhf demo --out runs/demo` (add `--seed N`; `--config configs/demo.yaml` is the default
+preset; `--fast` shrinks every stage for tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from saferlhf.config import cfg
+
+
+@dataclass
+class DemoConfig:
+    out: str = cfg("runs/demo", "output folder")
+    seed: int = cfg(0, "seed of the world, the models and every stage")
+    fast: bool = cfg(False, "tiny everything (for tests): fewer prompts, steps and tokens")
+    arch: str = cfg("llama", "tiny model architecture (llama | qwen2 | gpt2)")
+    hidden_size: int = cfg(128, "tiny model hidden size")
+    num_layers: int = cfg(2, "tiny model layers")
+    num_heads: int = cfg(4, "tiny model attention heads")
+    vocab_size: int = cfg(1024, "tokenizer vocabulary")
+    sft_examples: int = cfg(4000, "SFT corpus size")
+    sft_epochs: float = cfg(3.0, "SFT epochs")
+    sft_lr: float = cfg(2e-3, "SFT learning rate (tiny models from scratch want large rates)")
+    pair_prompts: int = cfg(0, "training prompts used for response-pair collection (0 = all)")
+    score_epochs: float = cfg(3.0, "reward / cost model epochs")
+    score_lr: float = cfg(1e-3, "reward / cost model learning rate")
+    max_new_tokens: int = cfg(48, "max response tokens in RL and evaluation")
+    rl_steps: int = cfg(60, "RL steps per policy")
+    rl_prompts_per_step: int = cfg(32, "prompts per RL step")
+    rl_ppo_epochs: int = cfg(2, "PPO epochs per rollout")
+    rl_minibatches: int = cfg(2, "minibatches per PPO epoch")
+    actor_lr: float = cfg(1e-4, "actor learning rate")
+    critic_lr: float = cfg(5e-4, "critic learning rate")
+    lambda_lr: float = cfg(0.1, "Lagrange multiplier learning rate")
+    lambda_init: float = cfg(1.0, "initial λ")
+    cost_threshold: float = cfg(0.0, "threshold d of the cost constraint E[C] <= d")
+    shaping_lambdas: list[float] = cfg([0.5, 2.0], "fixed λ grid of the reward-shaping baselines")
+    eval_samples: int = cfg(1, "sampled responses per test prompt")
+    threads: int = cfg(0, "torch CPU threads (0 = default)")
+
+
+FAST = dict(sft_examples=600, sft_epochs=2.0, pair_prompts=120, score_epochs=1.0, rl_steps=3,
+            rl_prompts_per_step=8, max_new_tokens=24, hidden_size=64, shaping_lambdas=[1.0])
+
+
+def _stage(name: str, t0: float) -> None:
+    from rich.console import Console
+
+    Console().print(f"[bold cyan]== {name}[/]  (t = {time.time() - t0:.0f} s)")
+
+
+def run(cfg: DemoConfig) -> int:
+    from saferlhf.eval.evaluate import EvaluateConfig, evaluate_policies, print_table, write_results
+    from saferlhf.eval.report import (plot_lagrange, plot_policy_bars, plot_reward_cost_scatter,
+                                      plot_training_curves, write_html_report)
+    from saferlhf.recipes import generate, ppo, score_model, sft, tiny_model
+    from saferlhf.tracking import atomic_write_json, prepare_out_dir
+    from saferlhf.training import OptimConfig, RuntimeConfig
+    from saferlhf.world.commands import (WorldAnnotateConfig, WorldCorpusConfig, WorldPromptsConfig,
+                                         run_world_annotate, run_world_corpus, run_world_prompts)
+
+    if cfg.fast:
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in FAST.items()})
+    out = prepare_out_dir(cfg.out, cfg)
+    t0, timings = time.time(), {}
+    rt = RuntimeConfig(seed=cfg.seed, threads=cfg.threads)
+
+    def timed(name: str, fn) -> None:
+        _stage(name, t0)
+        s = time.time()
+        fn()
+        timings[name] = round(time.time() - s, 2)
+
+    # 1. The world.
+    w = out / "world"
+    timed("world", lambda: (
+        run_world_prompts(WorldPromptsConfig(out=str(w / "train_prompts.jsonl"), seed=cfg.seed, split="train")),
+        run_world_prompts(WorldPromptsConfig(out=str(w / "test_prompts.jsonl"), seed=cfg.seed, split="test")),
+        run_world_corpus(WorldCorpusConfig(out=str(w / "sft_corpus.jsonl"), n=cfg.sft_examples, seed=cfg.seed))))
+
+    # 2-3. Tiny model and SFT.
+    timed("tiny model", lambda: tiny_model.run(tiny_model.TinyModelConfig(
+        out=str(out / "base"), corpus="world", world_seed=cfg.seed, arch=cfg.arch, vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads, seed=cfg.seed)))
+    timed("sft", lambda: sft.run(sft.SFTConfig(
+        model_path=str(out / "base"), train_file=str(w / "sft_corpus.jsonl"), out=str(out / "sft"), max_length=160,
+        batch_size=32, epochs=cfg.sft_epochs, optim=OptimConfig(lr=cfg.sft_lr, weight_decay=0.0), runtime=rt)))
+    sft_model = str(out / "sft" / "model")
+
+    # 4-5. Response pairs from the SFT model, annotated by the simulated panel.
+    timed("collect pairs", lambda: generate.run(generate.GenerateConfig(
+        model_path=sft_model, prompts=str(w / "train_prompts.jsonl"), out=str(w / "sft_pairs.jsonl"), n_samples=2,
+        max_prompts=cfg.pair_prompts, max_new_tokens=cfg.max_new_tokens, batch_size=128, seed=cfg.seed)))
+    timed("annotate", lambda: run_world_annotate(WorldAnnotateConfig(
+        input=str(w / "sft_pairs.jsonl"), out=str(w / "preferences.jsonl"), seed=cfg.seed)))
+
+    # 6. Reward and cost models, both initialised from the SFT model.
+    for kind in ("reward", "cost"):
+        timed(f"{kind} model", lambda kind=kind: score_model.run(score_model.ScoreModelConfig(
+            kind=kind, model_path=sft_model, train_file=str(w / "preferences.jsonl"), out=str(out / kind),
+            max_length=160, batch_size=32, epochs=cfg.score_epochs,
+            optim=OptimConfig(lr=cfg.score_lr, weight_decay=0.01), runtime=rt)))
+
+    # 7. RL: PPO-Lag, PPO, reward shaping (same loop, three settings).
+    def rl_config(algorithm: str, run_dir: str, **kw) -> ppo.PPOConfig:
+        return ppo.PPOConfig(
+            algorithm=algorithm, actor_path=sft_model, reward_model_path=str(out / "reward" / "model"),
+            cost_model_path=str(out / "cost" / "model"), train_prompts=str(w / "train_prompts.jsonl"),
+            out=str(out / run_dir), steps=cfg.rl_steps, ppo_epochs=cfg.rl_ppo_epochs,
+            num_minibatches=cfg.rl_minibatches,
+            lagrange=ppo.LagrangeConfig(init=cfg.lambda_init, lr=cfg.lambda_lr, threshold=cfg.cost_threshold),
+            rollout=ppo.RolloutConfig(prompts_per_step=cfg.rl_prompts_per_step, max_new_tokens=cfg.max_new_tokens),
+            actor_optim=OptimConfig(lr=cfg.actor_lr, weight_decay=0.0),
+            critic_optim=OptimConfig(lr=cfg.critic_lr, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
+            runtime=rt, **kw)
+
+    rl_runs = {"ppo_lag": rl_config("ppo_lag", "ppo_lag"), "ppo": rl_config("ppo", "ppo")}
+    for lam in cfg.shaping_lambdas:
+        rl_runs[f"shaping_{lam:g}"] = rl_config("reward_shaping", f"shaping_{lam:g}", shaping_lambda=lam)
+    for name, rc in rl_runs.items():
+        timed(name, lambda rc=rc: ppo.run(rc))
+
+    # 8. Evaluation with the oracle on held-out prompts, plots and report.
+    policies = {"sft": sft_model} | {n: str(out / n / "actor") for n in rl_runs}
+    ecfg = EvaluateConfig(policies=[f"{n}={p}" for n, p in policies.items()], baseline="sft", world_seed=cfg.seed,
+                          n_samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens,
+                          reward_model_path=str(out / "reward" / "model"), cost_model_path=str(out / "cost" / "model"),
+                          out=str(out / "eval"), seed=cfg.seed)
+    results: dict = {}
+    timed("evaluate", lambda: results.update(evaluate_policies(ecfg, policies)))
+    write_results(results, out / "eval")
+    print_table(results)
+    images = [out / "policies.png", out / "lagrange.png", out / "training_curves.png", out / "reward_cost_scatter.png",
+              out / "reward" / "score_distribution.png", out / "cost" / "score_distribution.png"]
+    plot_policy_bars(results, images[0])
+    plot_lagrange(out / "ppo_lag" / "metrics.jsonl", images[1])
+    plot_training_curves({n: out / n / "metrics.jsonl" for n in rl_runs}, images[2])
+    plot_reward_cost_scatter(results["_records"], images[3])
+
+    summary = _summary(cfg, out, results, rl_runs, timings, time.time() - t0)
+    atomic_write_json(out / "summary.json", summary)
+    rows = [{"policy": n} | {k: v for k, v in m.items() if isinstance(v, float)} for n, m in summary["policies"].items()]
+    write_html_report(out / "report.html", "saferlhf demo: Safe RLHF on the synthetic world", rows, images,
+                      notes=f"seed {cfg.seed}; whole run {summary['seconds']:.0f} s on CPU; command: "
+                            f"<code>saferlhf demo --out {cfg.out} --seed {cfg.seed}</code>",
+                      config=summary["config"])
+    _stage(f"done: {out}/summary.json, {out}/report.html", t0)
+    return 0
+
+
+def _summary(cfg: DemoConfig, out: Path, results: dict, rl_runs: dict, timings: dict, seconds: float) -> dict:
+    def last(path: Path, key: str):
+        rows = [json.loads(x) for x in path.read_text().splitlines() if key in x] if path.exists() else []
+        return rows[-1][key] if rows else None
+
+    policies = {}
+    for name, m in results["policies"].items():
+        policies[name] = {k: v for k, v in m.items() if not k.startswith("arena")}
+        if name in rl_runs:
+            mp = out / name / "metrics.jsonl"
+            policies[name] |= {"final_lambda": last(mp, "lagrange/lambda"),
+                               "final_episode_cost": last(mp, "lagrange/episode_cost"),
+                               "final_train_cost": last(mp, "cost/mean"),
+                               "final_train_reward": last(mp, "reward/mean")}
+    scores = {k: json.loads((out / k / "eval.json").read_text()) for k in ("reward", "cost") if (out / k / "eval.json").exists()}
+    return {"policies": policies, "score_models": scores, "seconds": round(seconds, 1), "stage_seconds": timings,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "cost_threshold": cfg.cost_threshold, "config": dataclasses.asdict(cfg)}
