@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv with the CPU build of torch FIRST (a plain `torch` requirement would pull a multi-GB
+# CUDA build), then saferlhf with its test extra. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0 || pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+pip install -q -e ".[test]"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: set-up (idempotent) + unit and recipe tests on tiny models (CPU, < 10 minutes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+export SAFERLHF_NO_PROGRESS=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+python -m pytest -q tests "$@"
