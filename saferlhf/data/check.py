@@ -1,0 +1,76 @@
+"""`saferlhf data check PATH`: validate a data file before training on it.
+
+Prints the detected format, what the file holds (records, valid records, reward / cost pairs, safe /
+unsafe responses, categories) and every problem as ``file:line: field: reason``. Exit status: 0 = no
+errors (warnings are printed but allowed unless ``--strict``), 1 = errors, 2 = no such file or unknown
+format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from saferlhf.config import cfg
+from saferlhf.data.loaders import FORMATS
+from saferlhf.data.validate import CheckReport, Problem, UnknownFormatError, check_file
+
+
+@dataclass
+class DataCheckConfig:
+    path: str = cfg("", "data file (json, jsonl, jsonl.gz, csv, parquet) or hub dataset owner/name[:split]",
+                    positional=True)
+    format: str | None = cfg(None, "force a format instead of detecting it: " + ", ".join(FORMATS))
+    max_problems: int = cfg(200, "print at most this many problems (0 = all)")
+    strict: bool = cfg(False, "exit 1 on warnings too (e.g. HH-RLHF empty replies)")
+
+
+def run_data_check(cfg: DataCheckConfig) -> int:
+    console = Console(highlight=False, soft_wrap=True)
+    if not cfg.path:
+        console.print(Text("error: no data file given (saferlhf data check PATH)", style="red"))
+        return 2
+    try:
+        report = check_file(cfg.path, format=cfg.format)
+    except (FileNotFoundError, UnknownFormatError) as e:
+        console.print(Text(f"error: {e}", style="red"))
+        return 2
+    console.print(_summary_table(report))
+    _print_problems(console, "errors (records dropped by on_error='drop')", report.errors, "red", cfg.max_problems)
+    _print_problems(console, "warnings (records kept)", report.warnings, "yellow", cfg.max_problems)
+    failed = bool(report.errors) or (cfg.strict and bool(report.warnings))
+    verdict = (f"FAILED: {len(report.errors)} error(s), {len(report.warnings)} warning(s) in {report.path}"
+               if failed else f"OK: {report.n_valid} valid records, {len(report.warnings)} warning(s) in {report.path}")
+    console.print(Text(verdict, style="bold red" if failed else "bold green"))
+    return 1 if failed else 0
+
+
+def _summary_table(report: CheckReport) -> Table:
+    table = Table(title=f"{report.path} ({report.format})", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("count")
+    rows: dict[str, Any] = {"format": report.format, "records": report.n_records, "valid records": report.n_valid}
+    for key, value in (rows | report.counts).items():
+        table.add_row(key, _cell(value))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return "\n".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+def _print_problems(console: Console, title: str, problems: list[Problem], style: str, limit: int) -> None:
+    if not problems:
+        return
+    console.print(Text(f"{len(problems)} {title}:", style=f"bold {style}"))
+    shown = problems if limit <= 0 else problems[:limit]
+    for p in shown:
+        console.print(Text(str(p), style=style))
+    if len(shown) < len(problems):
+        console.print(Text(f"... and {len(problems) - len(shown)} more (--max_problems 0 shows all)"))

@@ -1,0 +1,252 @@
+"""Records of the data layer and the harm-category vocabularies.
+
+* ``SafetyPreference``: one PKU-SafeRLHF record (two responses, a helpfulness preference
+  ``better_response_id``, a harmlessness preference ``safer_response_id`` and a safe/unsafe label per
+  response; version 1.0 adds 19 harm categories, a 0-3 severity and the sources).
+* ``PreferencePair``: what a score model trains on. ``kind="reward"``: chosen = the more helpful
+  response; ``kind="cost"``: chosen = the SAFER response, rejected = the less safe one, with the
+  per-response safety labels where the source has them (Safe RLHF's cost loss uses both, paper eq. 6).
+* ``PromptRecord``: a prompt to generate from or evaluate on. ``SFTRecord``: a (prompt, response) pair.
+
+Every record carries ``origin = "file:line"`` (the line where it starts; the row number for parquet
+and hub datasets) so that every later error can point back to the data.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+PairKind = Literal["reward", "cost"]
+
+# The 14 BeaverTails harm categories (Ji et al. 2023), canonical display names.
+HARM_CATEGORIES: tuple[str, ...] = (
+    "Hate Speech, Offensive Language",
+    "Discrimination, Stereotype, Injustice",
+    "Violence, Aiding and Abetting, Incitement",
+    "Financial Crime, Property Crime, Theft",
+    "Privacy Violation",
+    "Drug Abuse, Weapons, Banned Substance",
+    "Non-Violent Unethical Behavior",
+    "Sexually Explicit, Adult Content",
+    "Controversial Topics, Politics",
+    "Misinformation Regarding Ethics, Laws and Safety",
+    "Terrorism, Organized Crime",
+    "Self-Harm",
+    "Animal Abuse",
+    "Child Abuse",
+)
+
+# BeaverTails(-Evaluation) slugs, as in its ``category`` field, -> canonical names.
+BEAVERTAILS_SLUGS: dict[str, str] = {
+    "hate_speech,offensive_language": HARM_CATEGORIES[0],
+    "discrimination,stereotype,injustice": HARM_CATEGORIES[1],
+    "violence,aiding_and_abetting,incitement": HARM_CATEGORIES[2],
+    "financial_crime,property_crime,theft": HARM_CATEGORIES[3],
+    "privacy_violation": HARM_CATEGORIES[4],
+    "drug_abuse,weapons,banned_substance": HARM_CATEGORIES[5],
+    "non_violent_unethical_behavior": HARM_CATEGORIES[6],
+    "sexually_explicit,adult_content": HARM_CATEGORIES[7],
+    "controversial_topics,politics": HARM_CATEGORIES[8],
+    "misinformation_regarding_ethics,laws_and_safety": HARM_CATEGORIES[9],
+    "terrorism,organized_crime": HARM_CATEGORIES[10],
+    "self_harm": HARM_CATEGORIES[11],
+    "animal_abuse": HARM_CATEGORIES[12],
+    "child_abuse": HARM_CATEGORIES[13],
+}
+
+_HATE, _DISC, _VIOL, _FIN, _PRIV, _DRUG, _UNETH, _SEX, _POL, _MISINFO, _TERROR, _SELF, _ANIMAL, _CHILD = (
+    HARM_CATEGORIES
+)
+
+# PKU-SafeRLHF v1.0 (19 categories) -> BeaverTails (14). OUR mapping, not an official one: each PKU
+# category maps to every BeaverTails category whose definition covers it, so it is many-to-many where
+# the vocabularies cut differently (Cybercrime is theft and privacy violation; Physical Harm and
+# Psychological Harm include self-harm). Per-category rates computed through it can therefore
+# over-count a category; "any harm" is unaffected. No PKU category maps to "Controversial Topics,
+# Politics" or "Child Abuse". The rationale of each row is in docs/data.md.
+PKU_V1_TO_BEAVERTAILS: dict[str, tuple[str, ...]] = {
+    "Endangering National Security": (_TERROR,),
+    "Insulting Behavior": (_HATE,),
+    "Discriminatory Behavior": (_DISC,),
+    "Endangering Public Health": (_MISINFO, _DRUG),
+    "Copyright Issues": (_FIN,),
+    "Violence": (_VIOL,),
+    "Drugs": (_DRUG,),
+    "Privacy Violation": (_PRIV,),
+    "Economic Crime": (_FIN,),
+    "Mental Manipulation": (_UNETH,),
+    "Human Trafficking": (_TERROR, _VIOL),
+    "Physical Harm": (_VIOL, _SELF),
+    "Sexual Content": (_SEX,),
+    "Cybercrime": (_FIN, _PRIV),
+    "Disrupting Public Order": (_VIOL, _UNETH),
+    "Environmental Damage": (_UNETH,),
+    "Psychological Harm": (_UNETH, _SELF),
+    "White-Collar Crime": (_FIN,),
+    "Animal Abuse": (_ANIMAL,),
+}
+PKU_V1_CATEGORIES: tuple[str, ...] = tuple(PKU_V1_TO_BEAVERTAILS)
+
+
+def beavertails_names(category: str) -> tuple[str, ...]:
+    """The BeaverTails name(s) of a BeaverTails name, BeaverTails slug or PKU v1 category.
+
+    Raises ``ValueError`` for anything else.
+    """
+    if category in HARM_CATEGORIES:
+        return (category,)
+    if category in BEAVERTAILS_SLUGS:
+        return (BEAVERTAILS_SLUGS[category],)
+    if category in PKU_V1_TO_BEAVERTAILS:
+        return PKU_V1_TO_BEAVERTAILS[category]
+    raise ValueError(f"unknown harm category {category!r} (neither BeaverTails nor PKU-SafeRLHF v1)")
+
+
+def to_beavertails(categories: dict[str, bool]) -> dict[str, bool]:
+    """Map a harm-category dict (PKU v1 names, BeaverTails names or slugs) to all 14 BeaverTails names.
+
+    A BeaverTails category is True when any input category mapping to it is True.
+    """
+    out = dict.fromkeys(HARM_CATEGORIES, False)
+    for name, flagged in categories.items():
+        for target in beavertails_names(name):
+            out[target] = out[target] or bool(flagged)
+    return out
+
+
+@dataclass
+class PreferencePair:
+    """One comparison: ``chosen`` is preferred to ``rejected`` (more helpful, or SAFER for cost)."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_is_safe: bool | None = None
+    rejected_is_safe: bool | None = None
+    origin: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """TRL preference fields (prompt/chosen/rejected) plus the safety labels when known."""
+        out: dict[str, Any] = {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
+        if self.chosen_is_safe is not None or self.rejected_is_safe is not None:
+            out |= {"chosen_is_safe": self.chosen_is_safe, "rejected_is_safe": self.rejected_is_safe}
+        return out
+
+
+@dataclass
+class SafetyPreference:
+    """One PKU-SafeRLHF record (v0 fields; v1.0 adds harm categories, severities and sources)."""
+
+    prompt: str
+    response_0: str
+    response_1: str
+    better_response_id: int
+    safer_response_id: int
+    is_response_0_safe: bool
+    is_response_1_safe: bool
+    response_0_harm_category: dict[str, bool] | None = None
+    response_1_harm_category: dict[str, bool] | None = None
+    response_0_severity_level: int | None = None
+    response_1_severity_level: int | None = None
+    sources: dict[str, str | None] | None = None  # keys: prompt, response_0, response_1
+    origin: str = ""
+
+    def response(self, i: int) -> str:
+        return self.response_1 if i else self.response_0
+
+    def is_safe(self, i: int) -> bool:
+        return self.is_response_1_safe if i else self.is_response_0_safe
+
+    def pair(self, kind: PairKind) -> PreferencePair:
+        """reward: chosen = ``better_response_id``; cost: chosen = ``safer_response_id`` (the safer one)."""
+        if kind not in ("reward", "cost"):
+            raise ValueError(f"kind must be 'reward' or 'cost', got {kind!r}")
+        c = self.better_response_id if kind == "reward" else self.safer_response_id
+        return PreferencePair(self.prompt, self.response(c), self.response(1 - c),
+                              self.is_safe(c), self.is_safe(1 - c), self.origin)
+
+    def to_dict(self) -> dict[str, Any]:
+        """PKU-SafeRLHF field names (v1.0 order); v1-only fields are written only when present."""
+        out: dict[str, Any] = {"prompt": self.prompt, "response_0": self.response_0, "response_1": self.response_1}
+        if self.sources is not None:
+            out |= {f"{k}_source": self.sources.get(k) for k in ("prompt", "response_0", "response_1")}
+        out |= {"is_response_0_safe": self.is_response_0_safe, "is_response_1_safe": self.is_response_1_safe}
+        optional = {
+            "response_0_harm_category": self.response_0_harm_category,
+            "response_1_harm_category": self.response_1_harm_category,
+            "response_0_severity_level": self.response_0_severity_level,
+            "response_1_severity_level": self.response_1_severity_level,
+        }
+        out |= {k: v for k, v in optional.items() if v is not None}
+        out |= {"better_response_id": self.better_response_id, "safer_response_id": self.safer_response_id}
+        return out
+
+
+@dataclass
+class PromptRecord:
+    """A prompt; ``category`` is a canonical BeaverTails name where the source uses BeaverTails slugs.
+
+    ``label``: "safe" / "unsafe" (is complying appropriate?) where known; ``kind``: free-form prompt
+    kind (e.g. harmful / benign / lookalike) where the file has one.
+    """
+
+    prompt: str
+    category: str | None = None
+    label: str | None = None
+    source: str = ""
+    origin: str = ""
+    kind: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A ``prompts-jsonl`` record (prompt plus the known optional fields)."""
+        out: dict[str, Any] = {"prompt": self.prompt}
+        extra = {"category": self.category, "label": self.label, "kind": self.kind, "source": self.source or None}
+        return out | {k: v for k, v in extra.items() if v is not None}
+
+
+@dataclass
+class SFTRecord:
+    """A supervised fine-tuning example: the loss is taken on ``response`` only."""
+
+    prompt: str
+    response: str
+    origin: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "response": self.response}
+
+
+# HH-RLHF transcripts: "\n\nHuman: ...\n\nAssistant: ..." turns, chosen and rejected sharing a prefix.
+HH_HUMAN = "\n\nHuman:"
+HH_ASSISTANT = "\n\nAssistant:"
+
+
+def split_hh_transcripts(chosen: str, rejected: str) -> tuple[str, str, str] | None:
+    """Split an HH-RLHF pair into (prompt, chosen reply, rejected reply); None if they share no prompt.
+
+    The prompt ends at the last "\\n\\nAssistant:" that both transcripts share (the last one of their
+    common prefix), so a reply that itself contains a made-up "\\n\\nAssistant:" turn stays whole.
+    A single-turn prompt is the human text alone; a multi-turn prompt keeps its "Human:" /
+    "Assistant:" markers. Replies are stripped of surrounding whitespace.
+    """
+    shared = os.path.commonprefix([chosen, rejected])
+    cut = shared.rfind(HH_ASSISTANT)
+    if cut < 0:
+        return None
+    start = cut + len(HH_ASSISTANT)
+    return hh_prompt(chosen[:cut]), chosen[start:].strip(), rejected[start:].strip()
+
+
+def hh_prompt(transcript: str) -> str:
+    """The prompt text of an HH transcript prefix (everything before the replied-to assistant turn)."""
+    single = transcript.startswith(HH_HUMAN) and transcript.count(HH_HUMAN) == 1 and HH_ASSISTANT not in transcript
+    return transcript[len(HH_HUMAN):].strip() if single else transcript.strip()
+
+
+__all__ = [
+    "BEAVERTAILS_SLUGS", "HARM_CATEGORIES", "PKU_V1_CATEGORIES", "PKU_V1_TO_BEAVERTAILS", "PairKind",
+    "PreferencePair", "PromptRecord", "SFTRecord", "SafetyPreference", "beavertails_names", "hh_prompt",
+    "split_hh_transcripts", "to_beavertails",
+]

@@ -1,0 +1,304 @@
+"""Validation of data records at load time, before any training.
+
+Each format has one rule function ``<format>_issues(record) -> list[Issue]`` that checks a raw record
+(a dict read from JSON/CSV/parquet). Loaders turn issues into ``Problem(file, line, field, reason)``.
+
+Two severities:
+* ``error``: the record is malformed or contradicts itself (bad JSON/CSV, a missing or mistyped field,
+  an empty prompt, identical responses, a "safer" response labelled unsafe while the other is labelled
+  safe, ...). ``on_error="raise"`` raises ``DataValidationError`` listing every error of the file;
+  ``on_error="drop"`` drops those records and reports what was dropped.
+* ``warning``: the record is well formed but carries a weak signal, and public data has it on
+  purpose or by accident (HH-RLHF: an empty assistant reply, identical chosen and rejected). Warned
+  records are kept; ``saferlhf data check`` prints them and exits 0 unless ``--strict``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from saferlhf.data.schema import (
+    BEAVERTAILS_SLUGS, HARM_CATEGORIES, HH_HUMAN, PKU_V1_TO_BEAVERTAILS, split_hh_transcripts,
+)
+
+Severity = Literal["error", "warning"]
+MAX_LISTED = 20  # problems spelled out in a DataValidationError message
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a data file; ``str()`` gives ``file:line: field: reason``."""
+
+    file: str
+    line: int
+    field: str
+    reason: str
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}: {self.reason}"
+
+
+class Issue(NamedTuple):
+    """A problem of one record, before the loader knows its file and line."""
+
+    field: str
+    reason: str
+    severity: Severity = "error"
+
+
+def list_problems(problems: list[Problem], limit: int = MAX_LISTED) -> str:
+    """One problem per line, at most ``limit`` of them, then ``... and N more``."""
+    lines = [str(p) for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"... and {len(problems) - limit} more")
+    return "\n".join(lines)
+
+
+class DataValidationError(ValueError):
+    """Raised at load time with ALL the errors of a file (``.problems``)."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        files = sorted({p.file for p in self.problems})
+        where = files[0] if len(files) == 1 else f"{len(files)} files"
+        super().__init__(
+            f"{len(self.problems)} problem(s) in {where}:\n{list_problems(self.problems)}\n"
+            "(run `saferlhf data check FILE` for the full list; load with on_error='drop' to skip them)"
+        )
+
+
+class UnknownFormatError(ValueError):
+    """The format of a data file could not be detected (or a forced format name is unknown)."""
+
+
+@dataclass
+class LoadReport:
+    """What a loader read: ``problems`` holds errors (dropped records) and warnings (kept records)."""
+
+    path: str
+    format: str
+    n_records: int = 0
+    n_kept: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def n_dropped(self) -> int:
+        return self.n_records - self.n_kept
+
+    def dropped_by_field(self) -> dict[str, int]:
+        """Errors counted by field name (a record can have several)."""
+        return dict(Counter(p.field for p in self.errors).most_common())
+
+    def summary(self) -> str:
+        why = ", ".join(f"{k}: {v}" for k, v in self.dropped_by_field().items())
+        text = f"{self.path}: kept {self.n_kept} of {self.n_records} records ({self.format})"
+        if self.n_dropped:
+            text += f"; dropped {self.n_dropped} ({why}); first: {self.errors[0]}"
+        if self.warnings:
+            text += f"; {len(self.warnings)} warning(s)"
+        return text
+
+
+@dataclass
+class CheckReport:
+    """The result of ``check_file``: counts of what the file holds and every problem found."""
+
+    path: str
+    format: str
+    n_records: int
+    n_valid: int
+    counts: dict[str, Any]
+    problems: list[Problem]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+
+def check_file(path: str | Path, format: str | None = None) -> CheckReport:
+    """Validate a data file: detect (or force) its format, load it keeping valid records, count."""
+    from saferlhf.data import loaders  # loaders import this module
+
+    records, report = loaders.load_any(path, format=format)
+    counts = loaders.count_records(report.format, records)
+    return CheckReport(report.path, report.format, report.n_records, report.n_kept, counts, report.problems)
+
+
+# --------------------------------------------------------------------------- field checks
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def require_text(rec: dict, name: str) -> list[Issue]:
+    """A non-empty, not whitespace-only string."""
+    if rec.get(name) is None:
+        return [Issue(name, "missing")]
+    if not isinstance(rec[name], str):
+        return [Issue(name, f"expected a string, got {_short(rec[name])}")]
+    return [] if rec[name].strip() else [Issue(name, "empty or whitespace-only")]
+
+
+def require_binary_id(rec: dict, name: str) -> list[Issue]:
+    value = rec.get(name)
+    if value is None:
+        return [Issue(name, "missing")]
+    if isinstance(value, bool) or value not in (0, 1):
+        return [Issue(name, f"expected 0 or 1, got {_short(value)}")]
+    return []
+
+
+def require_bool(rec: dict, name: str, optional: bool = False) -> list[Issue]:
+    value = rec.get(name)
+    if value is None:
+        return [] if optional else [Issue(name, "missing")]
+    return [] if isinstance(value, bool) else [Issue(name, f"expected true or false, got {_short(value)}")]
+
+
+def optional_str(rec: dict, name: str) -> list[Issue]:
+    value = rec.get(name)
+    return [] if value is None or isinstance(value, str) else [Issue(name, f"expected a string, got {_short(value)}")]
+
+
+def optional_harm_category(rec: dict, name: str) -> list[Issue]:
+    """None, or a dict of known category name -> bool (PKU v1 or BeaverTails names)."""
+    value = rec.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [Issue(name, f"expected a dict of category -> bool, got {type(value).__name__}")]
+    known = set(PKU_V1_TO_BEAVERTAILS) | set(HARM_CATEGORIES) | set(BEAVERTAILS_SLUGS)
+    issues = [Issue(name, f"unknown harm category {_short(k)}") for k in value if k not in known]
+    issues += [Issue(name, f"category {k!r}: expected true or false, got {_short(v)}")
+               for k, v in value.items() if not isinstance(v, bool)]
+    return issues
+
+
+def optional_severity(rec: dict, name: str) -> list[Issue]:
+    value = rec.get(name)
+    if value is None:
+        return []
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
+        return [Issue(name, f"expected an int 0-3, got {_short(value)}")]
+    return []
+
+
+def not_a_record(value: Any) -> str:
+    return f"expected a JSON object, got {type(value).__name__}"
+
+
+# --------------------------------------------------------------------------- rules per format
+
+
+def pku_issues(rec: dict) -> list[Issue]:
+    """PKU-SafeRLHF v0/v1: types first, then consistency (identical responses, contradictory labels)."""
+    issues = require_text(rec, "prompt")
+    for k in (0, 1):
+        issues += require_text(rec, f"response_{k}")
+    issues += require_binary_id(rec, "better_response_id") + require_binary_id(rec, "safer_response_id")
+    for k in (0, 1):
+        issues += require_bool(rec, f"is_response_{k}_safe")
+        issues += optional_harm_category(rec, f"response_{k}_harm_category")
+        issues += optional_severity(rec, f"response_{k}_severity_level")
+    for name in ("prompt_source", "response_0_source", "response_1_source"):
+        issues += optional_str(rec, name)
+    return issues or _pku_consistency(rec)
+
+
+def _pku_consistency(rec: dict) -> list[Issue]:
+    if rec["response_0"] == rec["response_1"]:
+        return [Issue("response_1", "identical to response_0")]
+    safer = rec["safer_response_id"]
+    if not rec[f"is_response_{safer}_safe"] and rec[f"is_response_{1 - safer}_safe"]:
+        return [Issue("safer_response_id", f"response_{safer} is marked safer but labelled unsafe "
+                                           f"while response_{1 - safer} is labelled safe")]
+    return []
+
+
+def hh_issues(rec: dict) -> list[Issue]:
+    """HH-RLHF: two transcripts sharing a prompt, differing in the last assistant turn."""
+    issues = require_text(rec, "chosen") + require_text(rec, "rejected")
+    if issues:
+        return issues
+    for name in ("chosen", "rejected"):
+        if "\n\nAssistant:" not in rec[name]:
+            issues.append(Issue(name, "no '\\n\\nAssistant:' turn"))
+    return issues or _hh_pair_issues(rec["chosen"], rec["rejected"])
+
+
+def _hh_pair_issues(chosen: str, rejected: str) -> list[Issue]:
+    parts = split_hh_transcripts(chosen, rejected)
+    mismatch = Issue("rejected", "prefix does not match chosen: the transcripts differ before their last "
+                                 "assistant turn")
+    if parts is None or any(HH_HUMAN in reply for reply in parts[1:]):
+        return [mismatch]
+    prompt, chosen_reply, rejected_reply = parts
+    issues = [] if prompt else [Issue("chosen", "empty human turn (no prompt)")]
+    if chosen == rejected:
+        return issues + [Issue("rejected", "identical to chosen (no preference signal; kept)", "warning")]
+    for name, reply in (("chosen", chosen_reply), ("rejected", rejected_reply)):
+        if not reply:
+            issues.append(Issue(name, "empty assistant reply (kept: in HH-RLHF an empty reply is a real, "
+                                      "often the harmless, choice)", "warning"))
+    return issues
+
+
+def trl_issues(rec: dict) -> list[Issue]:
+    """TRL preference records: prompt / chosen / rejected strings, optional safety labels."""
+    issues = require_text(rec, "prompt") + require_text(rec, "chosen") + require_text(rec, "rejected")
+    issues += require_bool(rec, "chosen_is_safe", optional=True) + require_bool(rec, "rejected_is_safe", True)
+    if not issues and rec["chosen"] == rec["rejected"]:
+        issues.append(Issue("rejected", "identical to chosen"))
+    # chosen unsafe + rejected safe is NOT checked: a TRL file does not say whether "chosen" means more
+    # helpful (where an unsafe response may well win) or safer.
+    return issues
+
+
+def beavertails_issues(rec: dict) -> list[Issue]:
+    issues = require_text(rec, "prompt") + require_text(rec, "category")
+    if not issues and rec["category"] not in BEAVERTAILS_SLUGS and rec["category"] not in HARM_CATEGORIES:
+        issues.append(Issue("category", f"unknown BeaverTails category {_short(rec['category'])}"))
+    return issues
+
+
+def eval_prompt_issues(rec: dict) -> list[Issue]:
+    return require_text(rec, "prompt") + require_text(rec, "category")
+
+
+def xstest_issues(rec: dict) -> list[Issue]:
+    issues = require_text(rec, "prompt") + require_text(rec, "type")
+    if rec.get("label") not in ("safe", "unsafe"):
+        issues.append(Issue("label", f"expected 'safe' or 'unsafe', got {_short(rec.get('label'))}"))
+    return issues
+
+
+def prompt_issues(rec: dict) -> list[Issue]:
+    """A ``prompts-jsonl`` record: ``prompt`` plus optional category / label / kind / source."""
+    issues = require_text(rec, "prompt")
+    for name in ("category", "kind", "source"):
+        issues += optional_str(rec, name)
+    if rec.get("label") not in (None, "safe", "unsafe"):
+        issues.append(Issue("label", f"expected 'safe', 'unsafe' or null, got {_short(rec.get('label'))}"))
+    return issues
+
+
+def sft_issues(rec: dict) -> list[Issue]:
+    return require_text(rec, "prompt") + require_text(rec, "response")
