@@ -106,7 +106,8 @@ def evaluate(model, pairs: list[EncodedPair], kind: str, pad_id: int, batch_size
     model.train()
     n = len(chosen)
     res = {"eval/pairs": n,
-           "eval/accuracy": sum(w > l for w, l in zip(chosen, rejected)) / max(n, 1),
+           # reward: P(r_w > r_l); cost: chosen is the SAFER response, so P(c_u > c_s)
+           "eval/accuracy": sum((w > l) if kind == "reward" else (l > w) for w, l in zip(chosen, rejected)) / max(n, 1),
            "eval/score_chosen_mean": sum(chosen) / max(n, 1),
            "eval/score_rejected_mean": sum(rejected) / max(n, 1)}
     labelled = [(s, safe) for p, w, l in zip(pairs, chosen, rejected) if p.chosen_is_safe is not None
