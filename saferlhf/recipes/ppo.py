@@ -288,6 +288,19 @@ def _ptx_iterator(cfg: PPOConfig, tokenizer, batch_size: int, seed: int):
             yield sft_batch(ex[i: i + batch_size], tokenizer.pad_token_id)
 
 
+def _write_rank_report(out: Path, acc, actor, lagrange, step: int) -> None:
+    """Each rank records its λ, J_c and a checksum of its actor weights: ranks must agree exactly."""
+    from saferlhf.tracking import atomic_write_json
+
+    with torch.no_grad():
+        checksum = sum(float(p.double().sum()) for p in acc.unwrap_model(actor).parameters())
+    atomic_write_json(out / "ranks" / f"rank{acc.process_index}.json",
+                      {"rank": acc.process_index, "num_processes": acc.num_processes, "step": step,
+                       "lambda": lagrange.lam if lagrange else None,
+                       "log_lambda": lagrange.log_lambda if lagrange else None,
+                       "actor_checksum": checksum})
+
+
 def _check(cfg: PPOConfig) -> None:
     if not cfg.actor_path or not cfg.reward_model_path or not cfg.train_prompts:
         raise SystemExit("ppo: actor_path, reward_model_path and train_prompts are required")
@@ -400,6 +413,7 @@ def run(cfg: PPOConfig) -> int:
             save_checkpoint()
     bar.close()
     save_checkpoint()
+    _write_rank_report(Path(out), acc, actor, lagrange, state.step)
     acc.wait_for_everyone()
     if acc.is_main_process:
         final = acc.unwrap_model(actor)
