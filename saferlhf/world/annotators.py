@@ -1,0 +1,329 @@
+"""Simulated crowdworkers who write PKU-SafeRLHF records, with the paper's quality control.
+
+As in Safe RLHF (Dai et al. 2024, Sec. 3 and App. A) each annotator answers three questions
+INDEPENDENTLY for a pair of responses: which is more helpful (``better_response_id``), which is more
+harmless (``safer_response_id``), and, per response, is it safe and which harm categories / severity.
+Answers come from the oracle's judgement seen through the annotator's imperfections:
+
+* ``noise``: probability that each answer is wrong (a flipped preference or safety label, a swapped
+  harm category, a severity off by one);
+* ``length_bias``: perceived helpfulness gains ``length_bias`` per 40 words (prefers long answers);
+* ``safety_leniency``: probability of calling a severity-1 (minor) harmful response safe.
+
+Quality control: ``qualify`` admits annotators with >= 90 % accuracy on a gold set built from the
+oracle; each pair is labelled by 3 admitted annotators and aggregated by majority (ties, possible
+only with fewer than 3 admitted, go to the most accurate annotator); a 10 % audit sample is re-checked
+against the oracle; agreement is reported as mean pairwise agreement and Fleiss' kappa per question.
+Every random draw comes from ``random.Random`` seeded with a string of (panel seed, annotator, item).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from saferlhf.world.content import HARM_CATEGORIES
+from saferlhf.world.oracle import Judgement, Oracle
+
+DECISIVE_HELPFULNESS = 0.05  # a helpfulness preference counts in accuracies when the gap is at least this
+PROMPT_SOURCE = "saferlhf-world"
+
+
+@dataclass(frozen=True)
+class Annotator:
+    """One simulated crowdworker (see the module docstring for the three imperfections)."""
+
+    name: str
+    noise: float = 0.03
+    length_bias: float = 0.0
+    safety_leniency: float = 0.0
+
+    def label(self, j0: Judgement, j1: Judgement, words: tuple[int, int], rng: random.Random) -> Label:
+        """This annotator's answers to the three questions for a pair judged ``j0``, ``j1`` by the oracle."""
+        h = [j.helpfulness + self.length_bias * n / 40.0 for j, n in zip((j0, j1), words)]
+        better = self._flip(_argmax(h, rng), rng)
+        lenient = [j.harmful and j.severity == 1 and rng.random() < self.safety_leniency for j in (j0, j1)]
+        harm = [0.0 if ok else _harm_score(j) for j, ok in zip((j0, j1), lenient)]
+        safer = self._flip(_argmax([-harm[0], -harm[1]], rng), rng)
+        safe, cats, sev = [], [], []
+        for j, ok in zip((j0, j1), lenient):
+            unsafe = j.harmful and not ok
+            if rng.random() < self.noise:
+                unsafe = not unsafe
+            c = tuple(j.categories) if unsafe else ()
+            if unsafe and (not c or rng.random() < self.noise):
+                c = tuple(sorted(set(c[1:]) | {rng.choice(HARM_CATEGORIES)}, key=HARM_CATEGORIES.index))
+            s = max(1, j.severity) if unsafe else 0
+            if unsafe and rng.random() < self.noise:
+                s = min(3, max(1, s + rng.choice((-1, 1))))
+            safe.append(not unsafe)
+            cats.append(c)
+            sev.append(s)
+        return Label(self.name, better, safer, (safe[0], safe[1]), (cats[0], cats[1]), (sev[0], sev[1]))
+
+    def _flip(self, choice: int, rng: random.Random) -> int:
+        return 1 - choice if rng.random() < self.noise else choice
+
+
+@dataclass(frozen=True)
+class Label:
+    """One annotator's answers for one pair."""
+
+    annotator: str
+    better: int
+    safer: int
+    safe: tuple[bool, bool]
+    categories: tuple[tuple[str, ...], tuple[str, ...]]
+    severity: tuple[int, int]
+
+
+def default_panel() -> list[Annotator]:
+    """Six annotators: two careful, one who likes long answers, one lenient on mild harm, two bad ones."""
+    return [
+        Annotator("careful_a", noise=0.02),
+        Annotator("careful_b", noise=0.04),
+        Annotator("likes_long", noise=0.03, length_bias=0.15),
+        Annotator("lenient", noise=0.03, safety_leniency=0.5),
+        Annotator("careless", noise=0.30),
+        Annotator("random_clicker", noise=0.45),
+    ]
+
+
+def _argmax(values: list[float], rng: random.Random) -> int:
+    if abs(values[0] - values[1]) < 1e-9:
+        return rng.randrange(2)
+    return 0 if values[0] > values[1] else 1
+
+
+def _harm_score(j: Judgement) -> float:
+    return float(j.severity) + 0.1 * len(j.categories) if j.harmful else 0.0
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+# ---- agreement statistics ---------------------------------------------------------------------------
+def fleiss_kappa(items: list[list[Any]]) -> float:
+    """Fleiss' kappa of ``items`` (each the list of the raters' answers; the same number of raters each).
+
+    kappa = (P_bar - P_e) / (1 - P_e) with P_i = (sum_j n_ij^2 - n) / (n (n - 1)) and P_e = sum_j p_j^2.
+    Returns 1.0 when every answer is the same category (P_e = 1), nan without items.
+    """
+    items = [it for it in items if len(it) >= 2]
+    if not items:
+        return float("nan")
+    n = len(items[0])
+    if any(len(it) != n for it in items):
+        raise ValueError("Fleiss' kappa needs the same number of raters for every item")
+    cats = sorted({a for it in items for a in it}, key=repr)
+    totals = dict.fromkeys(cats, 0)
+    p_bar = 0.0
+    for it in items:
+        counts = [it.count(c) for c in cats]
+        for c, k in zip(cats, counts):
+            totals[c] += k
+        p_bar += (sum(k * k for k in counts) - n) / (n * (n - 1))
+    p_bar /= len(items)
+    p_e = sum((t / (len(items) * n)) ** 2 for t in totals.values())
+    if p_e >= 1.0 - 1e-12:
+        return 1.0
+    return (p_bar - p_e) / (1.0 - p_e)
+
+
+def pairwise_agreement(items: list[list[Any]]) -> float:
+    """Mean over items of the share of rater pairs that gave the same answer."""
+    shares = []
+    for it in items:
+        pairs = list(itertools.combinations(it, 2))
+        if pairs:
+            shares.append(sum(a == b for a, b in pairs) / len(pairs))
+    return sum(shares) / len(shares) if shares else float("nan")
+
+
+# ---- the panel --------------------------------------------------------------------------------------
+class AnnotatorPanel:
+    """Qualifies annotators on a gold set, then labels pairs by majority of 3 admitted annotators."""
+
+    def __init__(self, world, seed: int = 0, annotators: list[Annotator] | None = None, per_pair: int = 3,
+                 threshold: float = 0.9, audit_fraction: float = 0.1, gold_size: int = 200):
+        self.world = world
+        self.oracle = Oracle(world)
+        self.seed = seed
+        self.annotators = list(annotators) if annotators is not None else default_panel()
+        if len({a.name for a in self.annotators}) != len(self.annotators):
+            raise ValueError("annotator names must be unique")
+        self.per_pair, self.threshold = per_pair, threshold
+        self.audit_fraction, self.gold_size = audit_fraction, gold_size
+        self.qualification: dict[str, Any] | None = None
+        self.accuracy: dict[str, float] = {}
+        self.admitted: list[Annotator] = []
+
+    def _rng(self, *parts: Any) -> random.Random:
+        return random.Random(":".join(["panel", str(self.seed), *map(str, parts)]))
+
+    def gold_pairs(self, n: int | None = None) -> list[tuple[str, str, str]]:
+        """A gold set of world pairs (train prompts) whose answers the oracle knows."""
+        return self.world.response_pairs(n or self.gold_size, seed=f"gold-{self.seed}")
+
+    def _judge(self, pair: tuple[str, str, str]) -> tuple[Judgement, Judgement]:
+        prompt, r0, r1 = pair
+        return self.oracle.judge(prompt, r0), self.oracle.judge(prompt, r1)
+
+    def qualify(self, gold_pairs: list[tuple[str, str, str]] | None = None) -> dict[str, Any]:
+        """Each annotator's accuracy on the gold set; admits those at or above the threshold."""
+        gold = gold_pairs if gold_pairs is not None else self.gold_pairs()
+        judged = [(p, *self._judge(p)) for p in gold]
+        report: dict[str, Any] = {"threshold": self.threshold, "gold_pairs": len(gold), "annotators": {}}
+        for a in self.annotators:
+            labels = [a.label(j0, j1, (_words(p[1]), _words(p[2])), self._rng("gold", a.name, k))
+                      for k, (p, j0, j1) in enumerate(judged)]
+            acc = oracle_accuracy(labels, [(j0, j1) for _, j0, j1 in judged])
+            admitted = acc["accuracy"] >= self.threshold
+            report["annotators"][a.name] = {**acc, "admitted": admitted, **{k: v for k, v in asdict(a).items()
+                                                                            if k != "name"}}
+            self.accuracy[a.name] = acc["accuracy"]
+        self.admitted = [a for a in self.annotators if report["annotators"][a.name]["admitted"]]
+        report["admitted"] = [a.name for a in self.admitted]
+        self.qualification = report
+        return report
+
+    def annotate(self, pairs: list) -> tuple[list[dict], dict[str, Any]]:
+        """PKU-SafeRLHF records for ``pairs`` ((prompt, r0, r1) tuples or dicts with prompt, response_0,
+        response_1 and optional response_0_source / response_1_source) and the panel statistics."""
+        if self.qualification is None:
+            self.qualify()
+        if not self.admitted:
+            raise RuntimeError("no annotator passed qualification; lower the threshold or change the panel")
+        ranked = sorted(self.admitted, key=lambda a: (-self.accuracy[a.name], a.name))
+        records, all_labels, judgements = [], [], []
+        skipped = fixes = 0
+        for k, item in enumerate(pairs):
+            prompt, r0, r1, src0, src1 = _unpack(item)
+            if r0.strip() == r1.strip():
+                skipped += 1
+                continue
+            j0, j1 = self._judge((prompt, r0, r1))
+            chosen = self._rng("assign", k).sample(ranked, min(self.per_pair, len(ranked)))
+            chosen.sort(key=ranked.index)  # most accurate first: breaks ties
+            labels = [a.label(j0, j1, (_words(r0), _words(r1)), self._rng("label", a.name, k)) for a in chosen]
+            rec, fixed = _aggregate(prompt, r0, r1, labels, (src0, src1))
+            fixes += fixed
+            records.append(rec)
+            all_labels.append(labels)
+            judgements.append((j0, j1))
+        stats = {
+            "counts": {"pairs_in": len(pairs), "skipped_identical": skipped, "records": len(records),
+                       "safer_fixed_for_consistency": fixes,
+                       "raters_per_pair": min(self.per_pair, len(ranked))},
+            "qualification": self.qualification,
+            "agreement": agreement(all_labels),
+            "audit": self._audit(records, judgements),
+            "oracle_agreement": oracle_accuracy([_record_label(r) for r in records], judgements),
+        }
+        return records, stats
+
+    def _audit(self, records: list[dict], judgements: list[tuple[Judgement, Judgement]]) -> dict[str, Any]:
+        """Re-check a random ``audit_fraction`` of the records against the oracle."""
+        if not records:
+            return {"fraction": self.audit_fraction, "records": 0}
+        n = max(1, round(self.audit_fraction * len(records)))
+        idx = sorted(self._rng("audit").sample(range(len(records)), n))
+        acc = oracle_accuracy([_record_label(records[i]) for i in idx], [judgements[i] for i in idx])
+        return {"fraction": self.audit_fraction, "records": n, **acc}
+
+
+def _unpack(item: Any) -> tuple[str, str, str, str, str]:
+    if isinstance(item, dict):
+        return (item["prompt"], item["response_0"], item["response_1"],
+                item.get("response_0_source") or item.get("source") or "world",
+                item.get("response_1_source") or item.get("source") or "world")
+    prompt, r0, r1 = item
+    return prompt, r0, r1, "world", "world"
+
+
+def _majority(votes: list[Any]) -> Any:
+    """The most frequent vote; ties go to the earliest voter (voters are ordered most accurate first)."""
+    best = max(votes, key=lambda v: (votes.count(v), -votes.index(v)))
+    return best
+
+
+def _aggregate(prompt: str, r0: str, r1: str, labels: list[Label], sources: tuple[str, str]) -> tuple[dict, int]:
+    """Majority of the labels as one PKU-SafeRLHF v1 record; returns (record, 1 if safer was fixed)."""
+    better = _majority([lb.better for lb in labels])
+    safer = _majority([lb.safer for lb in labels])
+    safe, cats, sevs = [], [], []
+    for i in (0, 1):
+        is_safe = _majority([lb.safe[i] for lb in labels])
+        flagged: set[str] = set()
+        severity = 0
+        if not is_safe:
+            unsafe_votes = [lb for lb in labels if not lb.safe[i]]
+            flagged = {c for c in HARM_CATEGORIES
+                       if 2 * sum(c in lb.categories[i] for lb in labels) > len(labels)}
+            if not flagged:
+                flagged = set(unsafe_votes[0].categories[i])
+            severity = sorted(lb.severity[i] for lb in unsafe_votes)[(len(unsafe_votes) - 1) // 2]
+        safe.append(is_safe)
+        cats.append({c: c in flagged for c in HARM_CATEGORIES})
+        sevs.append(severity)
+    fixed = 0
+    if safe[0] != safe[1] and not safe[safer]:  # exactly one is safe: it must be the safer one
+        safer, fixed = (0 if safe[0] else 1), 1
+    record = {
+        "prompt": prompt, "response_0": r0, "response_1": r1,
+        "prompt_source": PROMPT_SOURCE, "response_0_source": sources[0], "response_1_source": sources[1],
+        "is_response_0_safe": safe[0], "is_response_1_safe": safe[1],
+        "response_0_harm_category": cats[0], "response_1_harm_category": cats[1],
+        "response_0_severity_level": sevs[0], "response_1_severity_level": sevs[1],
+        "better_response_id": better, "safer_response_id": safer,
+        "response_0_sha256": hashlib.sha256(r0.encode()).hexdigest(),
+        "response_1_sha256": hashlib.sha256(r1.encode()).hexdigest(),
+    }
+    return record, fixed
+
+
+def _record_label(rec: dict) -> Label:
+    cats = tuple(tuple(c for c, v in rec[f"response_{i}_harm_category"].items() if v) for i in (0, 1))
+    return Label("majority", rec["better_response_id"], rec["safer_response_id"],
+                 (rec["is_response_0_safe"], rec["is_response_1_safe"]), (cats[0], cats[1]),
+                 (rec["response_0_severity_level"], rec["response_1_severity_level"]))
+
+
+def oracle_accuracy(labels: list[Label], judgements: list[tuple[Judgement, Judgement]]) -> dict[str, Any]:
+    """Share of answers that match the oracle, per question and overall.
+
+    Preferences count only where the oracle is decisive (helpfulness gap >= 0.05; different harm);
+    every safety label counts. ``accuracy`` pools the three questions' answers.
+    """
+    right = {"helpfulness": 0, "harmlessness": 0, "safety": 0}
+    total = dict.fromkeys(right, 0)
+    for lb, (j0, j1) in zip(labels, judgements):
+        if abs(j0.helpfulness - j1.helpfulness) >= DECISIVE_HELPFULNESS:
+            total["helpfulness"] += 1
+            right["helpfulness"] += lb.better == (0 if j0.helpfulness > j1.helpfulness else 1)
+        h0, h1 = _harm_score(j0), _harm_score(j1)
+        if h0 != h1:
+            total["harmlessness"] += 1
+            right["harmlessness"] += lb.safer == (0 if h0 < h1 else 1)
+        for i, j in enumerate((j0, j1)):
+            total["safety"] += 1
+            right["safety"] += lb.safe[i] == (not j.harmful)
+    out: dict[str, Any] = {q: (right[q] / total[q] if total[q] else float("nan")) for q in right}
+    out["accuracy"] = sum(right.values()) / max(1, sum(total.values()))
+    out["answers"] = sum(total.values())
+    return out
+
+
+def agreement(all_labels: list[list[Label]]) -> dict[str, dict[str, float]]:
+    """Mean pairwise agreement and Fleiss' kappa of the raters, per question (safety: per response)."""
+    questions = {
+        "helpfulness": [[lb.better for lb in labels] for labels in all_labels],
+        "harmlessness": [[lb.safer for lb in labels] for labels in all_labels],
+        "safety": [[lb.safe[i] for lb in labels] for labels in all_labels for i in (0, 1)],
+    }
+    return {q: {"pairwise_agreement": pairwise_agreement(items), "fleiss_kappa": fleiss_kappa(items),
+                "items": len(items)} for q, items in questions.items()}
