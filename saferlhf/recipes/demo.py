@@ -117,7 +117,7 @@ def run(cfg: DemoConfig) -> int:
     for kind in ("reward", "cost"):
         timed(f"{kind} model", lambda kind=kind: score_model.run(score_model.ScoreModelConfig(
             kind=kind, model_path=sft_model, train_file=str(w / "preferences.jsonl"), out=str(out / kind),
-            max_length=160, batch_size=32, epochs=cfg.score_epochs,
+            max_length=160, batch_size=32, epochs=cfg.score_epochs, on_error="drop",
             optim=OptimConfig(lr=cfg.score_lr, weight_decay=0.01), runtime=rt)))
 
     # 7. RL: PPO-Lag, PPO, reward shaping (same loop, three settings).
