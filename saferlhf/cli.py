@@ -104,7 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"saferlhf {cmd.name}: config error: {e}", file=sys.stderr)
         return 2
-    status = getattr(module, cmd.run)(config)
+    from saferlhf.data.validate import DataValidationError
+
+    try:
+        status = getattr(module, cmd.run)(config)
+    except (DataValidationError, FileNotFoundError) as e:  # bad input: a clear message, no traceback
+        print(f"saferlhf {cmd.name}: error: {e}", file=sys.stderr)
+        return 2
     return int(status or 0)
 
 

@@ -225,6 +225,20 @@ def build_tiny_model(
     return atomic_save_dir(save, out_dir)
 
 
+def check_model_path(path: str | Path, what: str = "model path") -> None:
+    """Fail early and clearly when a LOCAL model folder is missing (hub names like `gpt2` or
+    `owner/name` are left to transformers)."""
+    text = str(path)
+    if not text:
+        raise FileNotFoundError(f"{what} is empty: give a local HF model folder or a hub name")
+    if Path(text).exists():
+        if Path(text).is_dir() and not (Path(text) / "config.json").exists():
+            raise FileNotFoundError(f"{what}: {text} is a folder without config.json, not a HF model")
+        return
+    if text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text:
+        raise FileNotFoundError(f"{what}: model path not found: {text}")
+
+
 def load_policy(
     path: str | Path,
     dtype: torch.dtype = torch.float32,
@@ -239,6 +253,7 @@ def load_policy(
     """
     from transformers import AutoModelForCausalLM
 
+    check_model_path(path, "policy")
     tokenizer = load_tokenizer(path, padding_side=padding_side)
     with _quiet_hf(progress_only=True):
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
@@ -376,6 +391,7 @@ class ScoreModel(nn.Module):
         """
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
+        check_model_path(path, f"{score_type or 'score'} model")
         config = AutoConfig.from_pretrained(str(path))
         is_score = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
         if is_score:

@@ -39,8 +39,13 @@ def test_sft_packing(tiny_models, sft_file, tmp_path):
 def test_sft_rejects_bad_data_before_training(tiny_models, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "hi", "response": "hello"}\n{"prompt": "x", "response": ""}\nnot json\n')
-    with pytest.raises(Exception) as e:
-        main(["sft", "--model_path", str(tiny_models["llama"]), "--train_file", str(bad), "--out", str(tmp_path / "o")])
-    msg = str(e.value)
+    rc = main(["sft", "--model_path", str(tiny_models["llama"]), "--train_file", str(bad), "--out", str(tmp_path / "o")])
+    msg = capsys.readouterr().err
+    assert rc == 2
     assert f"{bad}:2" in msg and "response" in msg and f"{bad}:3" in msg
     assert not (tmp_path / "o" / "model").exists()
+
+
+def test_missing_model_path_is_a_clear_error(sft_file, tmp_path, capsys):
+    rc = main(["sft", "--model_path", str(tmp_path / "nope"), "--train_file", str(sft_file), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "model path not found" in capsys.readouterr().err
