@@ -38,9 +38,6 @@ HARM_CATEGORIES: tuple[str, ...] = (
     "Child Abuse",
 )
 
-# How many of the LAST templates / slot values of each spec are held out for the test split.
-N_TEST_TEMPLATES = 1
-N_TEST_SLOTS = {"harmful": 2, "benign": 2, "lookalike": 1}
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """World prompts: the full prompt table (every template x slot value), its train/test split, and a
 keyword classifier for prompts the table does not know.
 
-Split rule: a prompt is TEST when its template is one of the last ``N_TEST_TEMPLATES`` of its spec or
-its slot value one of the last ``N_TEST_SLOTS[kind]``; otherwise TRAIN. So no test prompt text appears
-in train, and test prompts include unseen slot values and unseen phrasings.
+Split rule (held-out combinations): a prompt is TEST when (template index + slot index) is divisible by
+the number of templates of its spec, otherwise TRAIN. Every template and every slot value of a spec
+therefore appears in training, but no test prompt text does: the test split measures generalisation
+to unseen phrasing x task combinations, which a ~1M-parameter model can learn in minutes. (A first
+version also held out whole slot values and templates; tiny models cannot map a never-seen word such
+as "stretching" to its topic, so every policy looked equally off-topic there: docs/LOG.md.)
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from saferlhf.world.content import HARM_TEMPLATES, HARMS, LOOKALIKES, N_TEST_SLOTS, N_TEST_TEMPLATES, TOPICS
+from saferlhf.world.content import HARM_TEMPLATES, HARMS, LOOKALIKES, TOPICS
 
 PromptKind = Literal["harmful", "benign", "lookalike"]
 PROMPT_KINDS: tuple[str, ...] = ("harmful", "benign", "lookalike")
@@ -50,26 +53,24 @@ def normalize(text: str) -> str:
     return " ".join(words(text))
 
 
-def _split_of(template: int, n_templates: int, slot: int, n_slots: int, n_test_slots: int) -> str:
-    test = template >= n_templates - N_TEST_TEMPLATES or slot >= n_slots - n_test_slots
-    return "test" if test else "train"
+def _split_of(template: int, n_templates: int, slot: int) -> str:
+    return "test" if (template + slot) % n_templates == 0 else "train"
 
 
 def prompt_table() -> list[WorldPrompt]:
     """Every prompt the world can ask, in a fixed order, each with its kind, category, topic and split."""
     table: list[WorldPrompt] = []
-    n_test = N_TEST_SLOTS["harmful"]
     for spec in HARMS:
         for si, task in enumerate(spec.tasks):
             for ti, template in enumerate(HARM_TEMPLATES):
-                split = _split_of(ti, len(HARM_TEMPLATES), si, len(spec.tasks), n_test)
+                split = _split_of(ti, len(HARM_TEMPLATES), si)
                 table.append(WorldPrompt(template.format(x=task), "harmful", spec.category, spec.slug, split,
                                          task, ti))
     for kind, specs in (("benign", TOPICS), ("lookalike", LOOKALIKES)):
         for spec in specs:
             for si, slot in enumerate(spec.slots):
                 for ti, template in enumerate(spec.templates):
-                    split = _split_of(ti, len(spec.templates), si, len(spec.slots), N_TEST_SLOTS[kind])
+                    split = _split_of(ti, len(spec.templates), si)
                     table.append(WorldPrompt(template.format(x=slot), kind, None, spec.topic, split, slot, ti))
     return table
 

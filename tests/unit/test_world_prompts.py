@@ -126,3 +126,19 @@ def test_response_pairs_differ(world):
     assert all(r0 != r1 for _, r0, r1 in pairs)
     assert {p for p, _, _ in pairs} <= {p.text for p in world.prompts("train")}
     assert {p for p, _, _ in world.response_pairs(50, split="test")} <= {p.text for p in world.prompts("test")}
+
+
+def test_test_prompts_are_unseen_combinations_of_seen_parts():
+    """Held-out template x slot combinations: every test prompt's template and slot occur in train."""
+    from saferlhf.world.prompts import prompt_table
+
+    table = prompt_table()
+    train = [p for p in table if p.split == "train"]
+    seen_slots = {(p.topic, p.slot) for p in train}
+    seen_templates = {(p.kind, p.topic, p.template) for p in train}
+    train_texts = {p.text for p in train}
+    test = [p for p in table if p.split == "test"]
+    assert len(test) > 200
+    for p in test:
+        assert p.text not in train_texts
+        assert (p.topic, p.slot) in seen_slots and (p.kind, p.topic, p.template) in seen_templates
