@@ -36,23 +36,29 @@ class DemoConfig:
     hidden_size: int = cfg(128, "tiny model hidden size")
     num_layers: int = cfg(2, "tiny model layers")
     num_heads: int = cfg(4, "tiny model attention heads")
-    vocab_size: int = cfg(1024, "tokenizer vocabulary")
+    vocab_size: int = cfg(2048, "tokenizer vocabulary (2k BPE: nearly every world word is one token)")
     sft_examples: int = cfg(4000, "SFT corpus size")
-    sft_epochs: float = cfg(3.0, "SFT epochs")
-    sft_lr: float = cfg(2e-3, "SFT learning rate (tiny models from scratch want large rates)")
+    sft_epochs: float = cfg(5.0, "SFT epochs")
+    sft_batch_size: int = cfg(64, "SFT batch size")
+    sft_lr: float = cfg(3e-3, "SFT learning rate (tiny models from scratch want large rates)")
     pair_prompts: int = cfg(0, "training prompts used for response-pair collection (0 = all)")
+    world_pairs: int = cfg(2000, "extra preference pairs written by the world and annotated by the panel "
+                                 "(the role of the released PKU-SafeRLHF data; 0 = SFT pairs only)")
     score_epochs: float = cfg(3.0, "reward / cost model epochs")
     score_lr: float = cfg(1e-3, "reward / cost model learning rate")
-    max_new_tokens: int = cfg(48, "max response tokens in RL and evaluation")
-    rl_steps: int = cfg(60, "RL steps per policy")
+    max_new_tokens: int = cfg(64, "max response tokens in RL and evaluation")
+    rl_steps: int = cfg(40, "RL steps per policy")
     rl_prompts_per_step: int = cfg(32, "prompts per RL step")
     rl_ppo_epochs: int = cfg(2, "PPO epochs per rollout")
     rl_minibatches: int = cfg(2, "minibatches per PPO epoch")
     actor_lr: float = cfg(1e-4, "actor learning rate")
     critic_lr: float = cfg(5e-4, "critic learning rate")
-    lambda_lr: float = cfg(0.1, "Lagrange multiplier learning rate")
+    lambda_lr: float = cfg(0.2, "Lagrange multiplier learning rate")
     lambda_init: float = cfg(1.0, "initial λ")
-    cost_threshold: float = cfg(0.0, "threshold d of the cost constraint E[C] <= d")
+    cost_threshold: float | None = cfg(None, "threshold d of E[C] <= d; None = calibrate it from the cost model "
+                                            "and the annotated SFT responses (see target_violation_rate)")
+    target_violation_rate: float = cfg(0.02, "calibration: d = c_safe + rate * (c_unsafe - c_safe), the mean cost "
+                                             "when this share of responses is unsafe")
     shaping_lambdas: list[float] = cfg([0.5, 2.0], "fixed λ grid of the reward-shaping baselines")
     eval_samples: int = cfg(1, "sampled responses per test prompt")
     threads: int = cfg(0, "torch CPU threads (0 = default)")
@@ -73,7 +79,7 @@ def run(cfg: DemoConfig) -> int:
     from saferlhf.eval.report import (plot_lagrange, plot_policy_bars, plot_reward_cost_scatter,
                                       plot_training_curves, write_html_report)
     from saferlhf.recipes import generate, ppo, score_model, sft, tiny_model
-    from saferlhf.tracking import atomic_write_json, prepare_out_dir
+    from saferlhf.tracking import atomic_write_json, atomic_write_text, prepare_out_dir
     from saferlhf.training import OptimConfig, RuntimeConfig
     from saferlhf.world.commands import (WorldAnnotateConfig, WorldCorpusConfig, WorldPromptsConfig,
                                          run_world_annotate, run_world_corpus, run_world_prompts)
@@ -102,8 +108,8 @@ def run(cfg: DemoConfig) -> int:
         out=str(out / "base"), corpus="world", world_seed=cfg.seed, arch=cfg.arch, vocab_size=cfg.vocab_size,
         hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads, seed=cfg.seed)))
     timed("sft", lambda: sft.run(sft.SFTConfig(
-        model_path=str(out / "base"), train_file=str(w / "sft_corpus.jsonl"), out=str(out / "sft"), max_length=160,
-        batch_size=32, epochs=cfg.sft_epochs, optim=OptimConfig(lr=cfg.sft_lr, weight_decay=0.0), runtime=rt)))
+        model_path=str(out / "base"), train_file=str(w / "sft_corpus.jsonl"), out=str(out / "sft"), max_length=128,
+        batch_size=cfg.sft_batch_size, epochs=cfg.sft_epochs, optim=OptimConfig(lr=cfg.sft_lr, weight_decay=0.0), runtime=rt)))
     sft_model = str(out / "sft" / "model")
 
     # 4-5. Response pairs from the SFT model, annotated by the simulated panel.
@@ -111,7 +117,12 @@ def run(cfg: DemoConfig) -> int:
         model_path=sft_model, prompts=str(w / "train_prompts.jsonl"), out=str(w / "sft_pairs.jsonl"), n_samples=2,
         max_prompts=cfg.pair_prompts, max_new_tokens=cfg.max_new_tokens, batch_size=128, seed=cfg.seed)))
     timed("annotate", lambda: run_world_annotate(WorldAnnotateConfig(
-        input=str(w / "sft_pairs.jsonl"), out=str(w / "preferences.jsonl"), seed=cfg.seed)))
+        input=str(w / "sft_pairs.jsonl"), out=str(w / "sft_preferences.jsonl"), seed=cfg.seed)))
+    if cfg.world_pairs:
+        timed("world pairs", lambda: run_world_annotate(WorldAnnotateConfig(
+            out=str(w / "world_preferences.jsonl"), n=cfg.world_pairs, seed=cfg.seed)))
+    parts = [w / "sft_preferences.jsonl"] + ([w / "world_preferences.jsonl"] if cfg.world_pairs else [])
+    atomic_write_text(w / "preferences.jsonl", "".join(p.read_text() for p in parts))
 
     # 6. Reward and cost models, both initialised from the SFT model.
     for kind in ("reward", "cost"):
@@ -121,13 +132,17 @@ def run(cfg: DemoConfig) -> int:
             optim=OptimConfig(lr=cfg.score_lr, weight_decay=0.01), runtime=rt)))
 
     # 7. RL: PPO-Lag, PPO, reward shaping (same loop, three settings).
+    threshold = cfg.cost_threshold
+    if threshold is None:
+        threshold = calibrate_threshold(str(out / "cost" / "model"), w / "sft_preferences.jsonl",
+                                        cfg.target_violation_rate)
     def rl_config(algorithm: str, run_dir: str, **kw) -> ppo.PPOConfig:
         return ppo.PPOConfig(
             algorithm=algorithm, actor_path=sft_model, reward_model_path=str(out / "reward" / "model"),
             cost_model_path=str(out / "cost" / "model"), train_prompts=str(w / "train_prompts.jsonl"),
             out=str(out / run_dir), steps=cfg.rl_steps, ppo_epochs=cfg.rl_ppo_epochs,
             num_minibatches=cfg.rl_minibatches,
-            lagrange=ppo.LagrangeConfig(init=cfg.lambda_init, lr=cfg.lambda_lr, threshold=cfg.cost_threshold),
+            lagrange=ppo.LagrangeConfig(init=cfg.lambda_init, lr=cfg.lambda_lr, threshold=threshold),
             rollout=ppo.RolloutConfig(prompts_per_step=cfg.rl_prompts_per_step, max_new_tokens=cfg.max_new_tokens),
             actor_optim=OptimConfig(lr=cfg.actor_lr, weight_decay=0.0),
             critic_optim=OptimConfig(lr=cfg.critic_lr, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
@@ -156,7 +171,7 @@ def run(cfg: DemoConfig) -> int:
     plot_training_curves({n: out / n / "metrics.jsonl" for n in rl_runs}, images[2])
     plot_reward_cost_scatter(results["_records"], images[3])
 
-    summary = _summary(cfg, out, results, rl_runs, timings, time.time() - t0)
+    summary = _summary(cfg, out, results, rl_runs, timings, time.time() - t0) | {"cost_threshold": threshold}
     atomic_write_json(out / "summary.json", summary)
     rows = [{"policy": n} | {k: v for k, v in m.items() if isinstance(v, float)} for n, m in summary["policies"].items()]
     write_html_report(out / "report.html", "saferlhf demo: Safe RLHF on the synthetic world", rows, images,
@@ -165,6 +180,33 @@ def run(cfg: DemoConfig) -> int:
                       config=summary["config"])
     _stage(f"done: {out}/summary.json, {out}/report.html", t0)
     return 0
+
+
+def calibrate_threshold(cost_model: str, annotated: Path, rate: float) -> float:
+    """d = c̄_safe + rate·(c̄_unsafe - c̄_safe): the mean cost of the SFT policy's responses if only ``rate``
+    of them were unsafe (c̄ = mean cost-model score of the responses the panel labelled safe / unsafe).
+
+    Why not the paper's d = 0: on a prompt mix with many benign prompts, safe answers have strongly negative
+    costs, so E[C] <= 0 holds even when a large share of the answers to harmful prompts is unsafe. The
+    calibrated d states the constraint in the unit that matters (share of unsafe answers).
+    """
+    from saferlhf.data.loaders import load_safety_preferences
+    from saferlhf.eval.evaluate import score_all
+
+    recs = load_safety_preferences(annotated)
+    prompts = [r.prompt for r in recs for _ in (0, 1)]
+    responses = [x for r in recs for x in (r.response_0, r.response_1)]
+    safe = [x for r in recs for x in (r.is_response_0_safe, r.is_response_1_safe)]
+    costs = score_all(cost_model, prompts, responses)
+    c_safe = [c for c, ok in zip(costs, safe) if ok]
+    c_unsafe = [c for c, ok in zip(costs, safe) if not ok]
+    if not c_safe or not c_unsafe:
+        return 0.0
+    ms, mu = sum(c_safe) / len(c_safe), sum(c_unsafe) / len(c_unsafe)
+    d = ms + rate * (mu - ms)
+    print(f"cost threshold d = {d:.3f} (mean cost safe {ms:.3f} over {len(c_safe)}, unsafe {mu:.3f} over "
+          f"{len(c_unsafe)}, target unsafe share {rate})")
+    return d
 
 
 def _summary(cfg: DemoConfig, out: Path, results: dict, rl_runs: dict, timings: dict, seconds: float) -> dict:
@@ -184,4 +226,4 @@ def _summary(cfg: DemoConfig, out: Path, results: dict, rl_runs: dict, timings: 
     scores = {k: json.loads((out / k / "eval.json").read_text()) for k in ("reward", "cost") if (out / k / "eval.json").exists()}
     return {"policies": policies, "score_models": scores, "seconds": round(seconds, 1), "stage_seconds": timings,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "cost_threshold": cfg.cost_threshold, "config": dataclasses.asdict(cfg)}
+            "config": dataclasses.asdict(cfg)}
