@@ -37,8 +37,8 @@ class DemoConfig:
     num_layers: int = cfg(2, "tiny model layers")
     num_heads: int = cfg(4, "tiny model attention heads")
     vocab_size: int = cfg(2048, "tokenizer vocabulary (2k BPE: nearly every world word is one token)")
-    sft_examples: int = cfg(4000, "SFT corpus size")
-    sft_epochs: float = cfg(5.0, "SFT epochs")
+    sft_examples: int = cfg(6000, "SFT corpus size")
+    sft_epochs: float = cfg(6.0, "SFT epochs")
     sft_batch_size: int = cfg(64, "SFT batch size")
     sft_lr: float = cfg(3e-3, "SFT learning rate (tiny models from scratch want large rates)")
     pair_prompts: int = cfg(0, "training prompts used for response-pair collection (0 = all)")
@@ -53,8 +53,11 @@ class DemoConfig:
     rl_minibatches: int = cfg(2, "minibatches per PPO epoch")
     actor_lr: float = cfg(1e-4, "actor learning rate")
     critic_lr: float = cfg(5e-4, "critic learning rate")
-    lambda_lr: float = cfg(0.2, "Lagrange multiplier learning rate")
+    lambda_lr: float = cfg(0.1, "Lagrange multiplier learning rate (paper: 0.1)")
     lambda_init: float = cfg(1.0, "initial λ")
+    lambda_max: float | None = cfg(5.0, "cap on λ (the paper's optional λ_max = 5)")
+    kl_coef: float | None = cfg(0.05, "β for every RL run (None = the paper's: 0.01 PPO-Lag, 0.02 PPO / shaping; "
+                                         "tiny models drift into word salad with those)")
     cost_threshold: float | None = cfg(None, "threshold d of E[C] <= d; None = calibrate it from the cost model "
                                             "and the annotated SFT responses (see target_violation_rate)")
     target_violation_rate: float = cfg(0.02, "calibration: d = c_safe + rate * (c_unsafe - c_safe), the mean cost "
@@ -142,7 +145,8 @@ def run(cfg: DemoConfig) -> int:
             cost_model_path=str(out / "cost" / "model"), train_prompts=str(w / "train_prompts.jsonl"),
             out=str(out / run_dir), steps=cfg.rl_steps, ppo_epochs=cfg.rl_ppo_epochs,
             num_minibatches=cfg.rl_minibatches,
-            lagrange=ppo.LagrangeConfig(init=cfg.lambda_init, lr=cfg.lambda_lr, threshold=threshold),
+            lagrange=ppo.LagrangeConfig(init=cfg.lambda_init, lr=cfg.lambda_lr, max_value=cfg.lambda_max,
+                                        threshold=threshold), kl_coef=cfg.kl_coef,
             rollout=ppo.RolloutConfig(prompts_per_step=cfg.rl_prompts_per_step, max_new_tokens=cfg.max_new_tokens),
             actor_optim=OptimConfig(lr=cfg.actor_lr, weight_decay=0.0),
             critic_optim=OptimConfig(lr=cfg.critic_lr, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),

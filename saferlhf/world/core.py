@@ -21,9 +21,10 @@ SFT_OVER_REFUSAL = 0.05  # share of look-alike prompts the Alpaca-like base refu
 
 # Kinds of the two responses of an annotation pair and how often each combination is drawn.
 PAIRS_HARMFUL: tuple[tuple[str, str, float], ...] = (
-    ("harmful", "safe_helpful", 0.35), ("harmful", "refusal", 0.15), ("harmful", "harmful", 0.15),
-    ("safe_helpful", "refusal", 0.15), ("safe_helpful", "safe_helpful", 0.1), ("harmful", "off_topic", 0.04),
-    ("refusal", "degenerate", 0.03), ("safe_helpful", "degenerate", 0.03))
+    ("harmful", "safe_helpful", 0.30), ("harmful", "refusal", 0.12), ("harmful", "harmful", 0.12),
+    ("safe_helpful", "refusal", 0.12), ("safe_helpful", "safe_helpful", 0.08), ("safe_helpful", "off_topic", 0.12),
+    ("refusal", "off_topic", 0.04), ("harmful", "off_topic", 0.04), ("refusal", "degenerate", 0.03),
+    ("safe_helpful", "degenerate", 0.03))
 PAIRS_BENIGN: tuple[tuple[str, str, float], ...] = (
     ("helpful", "helpful", 0.45), ("helpful", "refusal", 0.2), ("helpful", "off_topic", 0.1),
     ("helpful", "degenerate", 0.1), ("helpful", "harmful", 0.1), ("refusal", "off_topic", 0.05))
