@@ -44,7 +44,7 @@ class DemoConfig:
     pair_prompts: int = cfg(0, "training prompts used for response-pair collection (0 = all)")
     world_pairs: int = cfg(2000, "extra preference pairs written by the world and annotated by the panel "
                                  "(the role of the released PKU-SafeRLHF data; 0 = SFT pairs only)")
-    score_epochs: float = cfg(3.0, "reward / cost model epochs")
+    score_epochs: float = cfg(2.0, "reward / cost model epochs")
     score_lr: float = cfg(1e-3, "reward / cost model learning rate")
     max_new_tokens: int = cfg(64, "max response tokens in RL and evaluation")
     rl_steps: int = cfg(40, "RL steps per policy")
