@@ -58,6 +58,7 @@ def make_models(tmp: Path, seed: int) -> tuple[Path, Path, Path]:
 
 
 def run_saferlhf(algorithm: str, policy: Path, reward: Path, cost: Path, prompts: Path, out: Path, a) -> dict:
+    from saferlhf.recipes import ppo as ppo_module
     from saferlhf.recipes.ppo import PPOConfig, RolloutConfig, run
     from saferlhf.training import RuntimeConfig
 
@@ -88,6 +89,8 @@ def run_saferlhf(algorithm: str, policy: Path, reward: Path, cost: Path, prompts
         "median_iteration_seconds": statistics.median(seconds[s] for s in timed),
         "timed_seconds": window,
         "torch_threads": __import__("torch").get_num_threads(),
+        # the rollout's actor / critic forwards reused by the update (saferlhf >= this change)
+        "fused_update": bool(getattr(ppo_module, "fused_update", lambda *_: False)(cfg, a.prompts_per_step)),
     }
 
 

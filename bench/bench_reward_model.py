@@ -2,6 +2,10 @@
 
     bash bench/setup_peers.sh && python bench/bench_reward_model.py
 
+saferlhf runs with its defaults: padding-free packed batches with the prompt computed once per pair
+(`--packing`, `--share_prompt`, `--group_by_length` select the ablations; `--result_name` keeps them
+apart). TRL 1.16's RewardTrainer has no packing option: its batches are padded to the longest sequence.
+
 Builds a tiny Llama (vocab 2048, hidden 256, 4 layers, 4 heads; fp32) and a synthetic preference set
 (prompt/chosen/rejected, responses 30-120 tokens) in a temporary folder, then trains a reward model on
 it with (a) `saferlhf.recipes.score_model.run` in this process and (b) TRL's `RewardTrainer` in
@@ -50,6 +54,7 @@ def run_saferlhf(model_dir: Path, data: Path, out: Path, a) -> dict:
         kind="reward", model_path=str(model_dir), train_file=str(data), out=str(out),
         batch_size=a.batch_size, max_length=a.max_length, max_steps=a.warmup + a.steps, eval_ratio=0.0,
         log_every=1, optim=OptimConfig(lr=2e-5, weight_decay=0.1),
+        packing=a.packing == "true", share_prompt=a.share_prompt == "true", group_by_length=a.group_by_length,
         runtime=RuntimeConfig(device="cpu", threads=a.threads, progress=False, seed=a.seed),
     )
     status = _quiet_run(run, cfg)
@@ -67,11 +72,37 @@ def run_saferlhf(model_dir: Path, data: Path, out: Path, a) -> dict:
     lengths = [len(e.chosen) for e in enc] + [len(e.rejected) for e in enc]
     steps = sorted(t)
     timed_steps = [t[s] - t[s - 1] for s in range(a.warmup + 1, a.warmup + a.steps + 1)]
+    packed = json.loads((out / "eval.json").read_text()).get("train/packed")
     return {"pairs_per_s_median": a.batch_size / statistics.median(timed_steps),
             "pairs_per_s": a.steps * a.batch_size / timed, "timed_seconds": timed, "timed_steps": a.steps,
             "step_seconds": [round(t[s] - t[p], 4) for p, s in zip(steps, steps[1:])],
             "mean_tokens_per_sequence": sum(lengths) / len(lengths), "pairs": len(enc),
-            "optim": "torch.optim.AdamW (foreach)", "torch_threads": __import__("torch").get_num_threads()}
+            "optim": "torch.optim.AdamW (foreach)", "torch_threads": __import__("torch").get_num_threads(),
+            "batches": _batching(packed, a),
+            "computed_tokens_per_real_token": _computed_per_real(enc, a)}
+
+
+def _batching(packed: bool, a) -> str:
+    if packed:
+        return "packed: one padding-free row per batch" + (
+            ", prompt computed once per pair" if a.share_prompt == "true" else "")
+    return "padded" + (", length-grouped" if a.group_by_length != "off" else ", shuffled")
+
+
+def _computed_per_real(enc, a) -> dict:
+    """Token positions each side's forward computes per real (chosen + rejected) token, over one epoch
+    of batches of ``a.batch_size`` pairs in file order: padded to the batch's longest sequence (TRL and
+    saferlhf --packing false), or packed with the shared prompt once per pair (saferlhf default)."""
+    from saferlhf.batching import shared_prefix_length
+
+    real = padded = packed = 0
+    for i in range(0, len(enc), a.batch_size):
+        chunk = enc[i: i + a.batch_size]
+        seqs = [p.chosen for p in chunk] + [p.rejected for p in chunk]
+        real += sum(map(len, seqs))
+        padded += len(seqs) * max(map(len, seqs))
+        packed += sum(map(len, seqs)) - sum(shared_prefix_length(p.chosen, p.rejected) for p in chunk)
+    return {"padded": round(padded / real, 3), "packed_shared_prompt": round(packed / real, 3)}
 
 
 def run_trl(model_dir: Path, conv_data: Path, a) -> dict:
@@ -92,6 +123,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="alternate saferlhf / TRL runs this many times")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip_trl", action="store_true", help="measure saferlhf only (no peer venv needed)")
+    # saferlhf batching (ablations; the defaults are the recipe's defaults)
+    ap.add_argument("--packing", choices=["true", "false"], default="true")
+    ap.add_argument("--share_prompt", choices=["true", "false"], default="true")
+    ap.add_argument("--group_by_length", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--result_name", default="reward_model", help="writes bench/results/<name>.json")
     a = ap.parse_args()
     common.set_threads(a.threads)
     load_before = os.getloadavg()
@@ -128,6 +164,9 @@ def main() -> None:
                   "total seconds of the same steps; model loading, tokenisation, warm-up and saving excluded "
                   "on both sides",
         "gradient_checkpointing": False, "dtype": "float32", "eval": False, "dataloader_workers": 0,
+        "saferlhf_batching": {"packing": a.packing, "share_prompt": a.share_prompt,
+                              "group_by_length": a.group_by_length},
+        "trl_batching": "RewardTrainer defaults: chosen and rejected of a batch padded to the longest sequence",
     }
     result["saferlhf"] = {k: v for k, v in s.items() if k != "step_seconds"} | {
         "all_pairs_per_s": [round(x["pairs_per_s_median"], 3) for x in ours], "step_seconds": s["step_seconds"]}
@@ -139,7 +178,7 @@ def main() -> None:
     result["machine"] = common.machine() | {"loadavg_1_5_15_before": [round(x, 2) for x in load_before],
                                             "loadavg_1_5_15_after": [round(x, 2) for x in os.getloadavg()]}
     result["command"] = "python bench/bench_reward_model.py " + " ".join(sys.argv[1:])
-    common.write_result("reward_model", result)
+    common.write_result(a.result_name, result)
     print(json.dumps(result))
 
 

@@ -93,3 +93,73 @@ def packed_batch(blocks: Sequence[tuple[list[int], list[int]]], pad_id: int) -> 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that ignore left padding: cumsum(mask) - 1, clamped at 0 (the reference ignored this)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+
+# --------------------------------------------------------------------------------------------------
+# Length grouping and padding-free packing (score-model training)
+# --------------------------------------------------------------------------------------------------
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng, mega_batches: int = 50) -> list[list[int]]:
+    """Indices ``0..n-1`` cut into batches of similar length, for one epoch.
+
+    Shuffle, sort each mega-batch of ``mega_batches * batch_size`` items by length (longest first;
+    ties keep the shuffled order), cut it into batches, then shuffle the order of all batches. Only the
+    last batch of the epoch can be short. Deterministic for the state of ``rng`` (a `random.Random`).
+    """
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    mega = max(1, batch_size * max(1, mega_batches))
+    batches: list[list[int]] = []
+    for start in range(0, len(idx), mega):
+        group = sorted(idx[start: start + mega], key=lambda i: -lengths[i])
+        batches += [group[j: j + batch_size] for j in range(0, len(group), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def shared_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token lists, leaving each at least one token of its own."""
+    k, stop = 0, min(len(a), len(b)) - 1
+    while k < stop and a[k] == b[k]:
+        k += 1
+    return k
+
+
+def pack_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]],
+               share_prefix: bool = True) -> dict:
+    """Padding-free batch of B pairs: every token of the batch in ONE row, no padding.
+
+    Layout per pair: ``[common prefix | rest of chosen | rest of rejected]`` when ``share_prefix``
+    (the prompt, and anything else both sequences start with, is computed once), else
+    ``[chosen | rejected]``. Position ids restart at 0 for every sequence; the rejected part continues
+    from the end of the prefix, so every token sees exactly the positions it has in its own sequence.
+
+    Returns ``input_ids`` and ``position_ids`` [1, N], ``ends`` [2B] (the index of the last token of
+    chosen 0..B-1, then rejected 0..B-1: where the score is read) and ``segments``: the attention
+    pieces, a tuple of ``(ranges, keep)``. Each piece is causal self-attention over the concatenation
+    of its token ``ranges`` (``(start, end)`` pairs); its outputs from position ``keep`` on, taken
+    piece after piece, are the outputs of positions 0..N-1 in order. A chosen sequence is one piece;
+    a rejected sequence after a shared prefix is the piece ``((prefix), (rest))`` keeping the rest.
+    """
+    if len(chosen) != len(rejected):
+        raise ValueError(f"pack_pairs: {len(chosen)} chosen but {len(rejected)} rejected sequences")
+    B = len(chosen)
+    ids: list[int] = []
+    pos: list[int] = []
+    segments = []
+    ends = [0] * (2 * B)
+    for i, (a, b) in enumerate(zip(chosen, rejected)):
+        if not len(a) or not len(b):
+            raise ValueError("pack_pairs: empty sequence")
+        s, k = len(ids), shared_prefix_length(a, b) if share_prefix else 0
+        ids += list(a)
+        pos += range(len(a))
+        segments.append((((s, s + len(a)),), 0))
+        ends[i] = s + len(a) - 1
+        r = s + len(a)  # start of the rejected part
+        ids += list(b[k:])
+        pos += range(k, len(b))
+        segments.append((((s, s + k), (r, r + len(b) - k)), k) if k else (((r, r + len(b)),), 0))
+        ends[B + i] = r + len(b) - k - 1
+    return {"input_ids": torch.tensor([ids], dtype=torch.long), "position_ids": torch.tensor([pos], dtype=torch.long),
+            "ends": torch.tensor(ends, dtype=torch.long), "segments": tuple(segments)}

@@ -43,6 +43,9 @@ class Rollout:
     reward_returns: torch.Tensor | None = None     # [B, N] G^r_t
     cost_advantages: torch.Tensor | None = None    # [B, N] A^c_t
     cost_returns: torch.Tensor | None = None       # [B, N] G^c_t
+    # graph-carrying actor logits / log-probs and critic values of the rollout forwards, when the
+    # update reuses them (ppo.fused_update); ppo_update consumes and clears it
+    live: dict[str, torch.Tensor] | None = None
 
     @property
     def response_ids(self) -> torch.Tensor:
@@ -110,7 +113,7 @@ def sample(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_tokens: in
     model.eval()
     key = _cache_kwarg(model)
     pos = position_ids_from_mask(mask)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **_keep_kwarg(model, 1))
     cache = out.cache if hasattr(out, "cache") else out.past_key_values
     next_pos = pos[:, -1:] + 1
     done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
@@ -135,11 +138,32 @@ def sample(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_tokens: in
     return torch.cat([ids, resp], 1), torch.cat([mask, rmask], 1), P, rmask
 
 
+def _keep_kwarg(model, n: int) -> dict:
+    """``{"logits_to_keep": n}`` when the causal LM takes it (transformers >= 4.50): the LM head then
+    runs on the last ``n`` positions only (same values); ``{}`` otherwise."""
+    import inspect
+
+    inner = getattr(model, "module", model)  # DDP / DeepSpeed wrapper
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # peft
+    cls = type(inner)
+    if cls not in _TAKES_KEEP:
+        _TAKES_KEEP[cls] = "logits_to_keep" in inspect.signature(inner.forward).parameters
+    return {"logits_to_keep": n} if _TAKES_KEEP[cls] else {}
+
+
+_TAKES_KEEP: dict[type, bool] = {}
+
+
 def action_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, P: int) -> torch.Tensor:
-    """[B, N, V] logits predicting the response tokens a_t (positions P-1 .. P+N-2)."""
+    """[B, N, V] logits predicting the response tokens a_t (positions P-1 .. P+N-2).
+
+    The LM head runs on the last N + 1 positions only where the model allows it (``logits_to_keep``).
+    """
+    N = input_ids.shape[1] - P
     out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask), use_cache=False)
-    return out.logits[:, P - 1: -1].float()
+                position_ids=position_ids_from_mask(attention_mask), use_cache=False, **_keep_kwarg(model, N + 1))
+    logits = out.logits  # [B, P + N, V], or [B, N + 1, V] with logits_to_keep
+    return logits[:, logits.shape[1] - N - 1: -1].float()
 
 
 def gather_logprobs(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -153,10 +153,25 @@ def end_scores(score_model, score_tok, same_tokenizer: bool, ids, mask, prompts,
     return score_model(sid.to(dev), smask.to(dev)).end_scores.float()
 
 
+def fused_update(cfg: PPOConfig, batch_size: int) -> bool:
+    """One PPO epoch over one minibatch (the default, as the reference): at the update π_old = π_θ and
+    V_old = V, so the rollout's actor and critic forwards, kept with their graphs, are the update's
+    forwards (1 actor + 1 forward per critic saved per step; same maths). Single-process runs only: with
+    several processes the update's forwards must go through the DDP-wrapped models."""
+    import torch.distributed as dist
+
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return cfg.ppo_epochs == 1 and max(1, min(cfg.num_minibatches, batch_size)) == 1 and not distributed
+
+
 @torch.no_grad()
 def make_experience(cfg: PPOConfig, actor, ref, reward_model, cost_model, reward_critic, cost_critic,
                     tokenizer, scorers, prompts: list[str]):
-    """Steps 1-2: sample, then score every sequence with all frozen and critic models."""
+    """Steps 1-2: sample, then score every sequence with all frozen and critic models.
+
+    With `fused_update`, the actor's logits and the critics' values are computed with gradients and
+    kept in ``rollout.live`` for `ppo_update`; their detached copies are log π_old and V_old.
+    """
     from saferlhf.batching import encode_prompt
     from saferlhf.rollout import Rollout, action_logits, critic_values, decode_responses, gather_logprobs, sample
 
@@ -165,7 +180,16 @@ def make_experience(cfg: PPOConfig, actor, ref, reward_model, cost_model, reward
     ids, mask, P, rmask = sample(actor, tokenizer, prompt_ids, ro.max_new_tokens, ro.temperature, ro.top_p)
     actions = ids[:, P:]
     responses = decode_responses(tokenizer, actions, rmask)
-    logprobs = gather_logprobs(action_logits(actor, ids, mask, P), actions)
+    live = {} if fused_update(cfg, ids.shape[0]) else None
+    with torch.set_grad_enabled(live is not None):
+        logits = action_logits(actor, ids, mask, P)
+        logprobs = gather_logprobs(logits, actions)
+        values = {name: critic_values(critic, ids, mask, P)
+                  for name, critic in (("reward", reward_critic), ("cost", cost_critic)) if critic is not None}
+    if live is not None:
+        live = {"logits": logits, "logprobs": logprobs} | values
+        logprobs, values = logprobs.detach(), {k: v.detach() for k, v in values.items()}
+    del logits  # [B, N, V]: kept only in `live`
     ref_logprobs = gather_logprobs(action_logits(ref, ids, mask, P), actions)
     max_len = ro.max_prompt_length + ro.max_new_tokens + 2
     reward = end_scores(reward_model, *scorers["reward"], ids, mask, prompts, responses, max_len)
@@ -173,9 +197,8 @@ def make_experience(cfg: PPOConfig, actor, ref, reward_model, cost_model, reward
             if cost_model is not None else None)
     return Rollout(input_ids=ids, attention_mask=mask, prompt_length=P, response_mask=rmask, logprobs=logprobs,
                    ref_logprobs=ref_logprobs, reward=reward, cost=cost,
-                   reward_values=critic_values(reward_critic, ids, mask, P),
-                   cost_values=critic_values(cost_critic, ids, mask, P) if cost_critic is not None else None,
-                   prompts=list(prompts), responses=responses)
+                   reward_values=values["reward"], cost_values=values.get("cost"),
+                   prompts=list(prompts), responses=responses, live=live)
 
 
 def compute_advantages(cfg: PPOConfig, rollout, beta: float) -> None:
@@ -214,13 +237,18 @@ def ppo_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, scheds: 
     from saferlhf.rollout import action_logits, critic_values, gather_logprobs
 
     B, P = rollout.input_ids.shape[0], rollout.prompt_length
+    live, rollout.live = rollout.live, None  # graph-carrying rollout forwards (fused_update), used once
     stats: dict[str, list[float]] = {}
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(B)
         for idx in perm.chunk(max(1, min(cfg.num_minibatches, B))):
             mb, mb_adv = rollout.select(idx), adv[idx.to(adv.device)]
-            logits = action_logits(actor, mb.input_ids, mb.attention_mask, P)
-            logp = gather_logprobs(logits, mb.response_ids)
+            if live is not None:
+                i = idx.to(live["logits"].device)
+                logits, logp = live["logits"][i], live["logprobs"][i]
+            else:
+                logits = action_logits(actor, mb.input_ids, mb.attention_mask, P)
+                logp = gather_logprobs(logits, mb.response_ids)
             loss, diag = ppo_actor_loss(logp, mb.logprobs, mb_adv, mb.response_mask, cfg.clip_eps)
             entropy = entropy_from_logits(logits, mb.response_mask)
             if cfg.entropy_coef:
@@ -241,7 +269,8 @@ def ppo_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, scheds: 
             for k, v in diag.items():
                 stats.setdefault(f"train/actor_{k}", []).append(v)
             for name, critic in critics.items():
-                values = critic_values(critic, mb.input_ids, mb.attention_mask, P)
+                values = (live[name][idx.to(live[name].device)] if live is not None
+                          else critic_values(critic, mb.input_ids, mb.attention_mask, P))
                 old, ret = getattr(mb, f"{name}_values"), getattr(mb, f"{name}_returns")
                 vloss, vdiag = critic_loss(values, old, ret, mb.response_mask, cfg.value_clip)
                 acc.backward(vloss)

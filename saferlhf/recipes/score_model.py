@@ -14,6 +14,13 @@ Deviations:
 2. The head is bias-free (HF *ForSequenceClassification layout) so that
    `AutoModelForSequenceClassification.from_pretrained(out/model)` gives the same scores.
 
+Training batches are padding-free by default (`packing`): the 2B sequences of a batch are laid out
+in one row with no padding, position ids restart at 0 for every sequence, attention is restricted to
+each sequence (a registered transformers attention function, `packed_attention`, one causal SDPA call
+per sequence), the prompt shared by chosen and rejected is computed once (`share_prompt`), and each
+score is read at the sequence's last token. Same per-pair loss as padded batches (tested for Llama,
+Qwen2, GPT-2); models where it does not hold fall back to padded, length-grouped batches.
+
 Outputs in `out/`: `model/` (HF sequence-classification folder + tokenizer; config.score_type),
 `metrics.jsonl`, `eval.json` (accuracy, sign accuracy, score statistics), `score_distribution.png`.
 
@@ -23,8 +30,10 @@ Launch: `saferlhf score-model --kind cost --model_path SFT --train_file F --out 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +41,7 @@ from typing import Literal
 
 import torch
 
-from saferlhf.batching import encode_example, pad
+from saferlhf.batching import encode_example, length_grouped_batches, pack_pairs, pad
 from saferlhf.config import cfg
 from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, clip_grad, make_accelerator
 
@@ -53,6 +62,14 @@ class ScoreModelConfig:
     on_error: Literal["raise", "drop"] = cfg("raise", "bad records: raise (file:line errors) or drop with a report")
     max_pairs: int = cfg(0, "use at most this many training pairs (0 = all)")
     log_every: int = cfg(10, "log train metrics every N steps")
+    packing: bool = cfg(True, "padding-free training batches: all sequences of a batch in one row, attention "
+                              "restricted to each sequence, same loss; padded batches when the model does not "
+                              "support it (checked at start)")
+    share_prompt: bool = cfg(True, "with packing: compute the prompt (the common prefix of chosen and rejected) "
+                                   "once per pair")
+    group_by_length: Literal["auto", "on", "off"] = cfg(
+        "auto", "batches of similar lengths (sorted within mega-batches of 50 batches, batch order shuffled) to "
+                "cut padding; auto = on for padded batches, off for packed ones (which have no padding)")
     optim: OptimConfig = cfg(OptimConfig(lr=2e-5, weight_decay=0.1), "optimiser")
     runtime: RuntimeConfig = cfg(RuntimeConfig(), "runtime")
 
@@ -74,11 +91,140 @@ def encode_pairs(pairs, tokenizer, max_length: int) -> list[EncodedPair]:
 def pair_batch(pairs: list[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
     """One right-padded [2B, T] batch: rows 0..B-1 chosen, B..2B-1 rejected, plus safety labels."""
     ids, mask = pad([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
-    has = torch.tensor([p.chosen_is_safe is not None and p.rejected_is_safe is not None for p in pairs])
-    cs = torch.tensor([bool(p.chosen_is_safe) for p in pairs])
-    rs = torch.tensor([bool(p.rejected_is_safe) for p in pairs])
-    return {"input_ids": ids, "attention_mask": mask, "has_labels": has, "chosen_is_safe": cs,
-            "rejected_is_safe": rs}
+    return {"input_ids": ids, "attention_mask": mask} | pair_labels(pairs)
+
+
+def pair_labels(pairs: list[EncodedPair]) -> dict[str, torch.Tensor]:
+    has = [p.chosen_is_safe is not None and p.rejected_is_safe is not None for p in pairs]
+    return {"has_labels": torch.tensor(has),
+            "chosen_is_safe": torch.tensor([bool(p.chosen_is_safe) for p in pairs]),
+            "rejected_is_safe": torch.tensor([bool(p.rejected_is_safe) for p in pairs])}
+
+
+def packed_pair_batch(pairs: list[EncodedPair], share_prompt: bool = True) -> dict:
+    """Padding-free batch (`saferlhf.batching.pack_pairs`: input_ids, position_ids, ends, segments) plus
+    safety labels; its end scores come out in `pair_batch` order (chosen 0..B-1, rejected 0..B-1)."""
+    return pack_pairs([p.chosen for p in pairs], [p.rejected for p in pairs], share_prompt) | pair_labels(pairs)
+
+
+# --- Packed attention -------------------------------------------------------------------------------
+# transformers 5 builds a block-diagonal causal mask itself when attention_mask is None and position ids
+# restart at 0 (masking_utils.find_packed_sequence_indices), but that mask is dense over a row: every
+# row must be padded to the longest one and attention costs O(row length) per token. We keep ONE row
+# with no padding and restrict attention with our own attention function instead: one causal SDPA call
+# per sequence (transformers' own `sdpa_attention_forward`, so GQA, scaling and dropout are as for
+# "sdpa"). The model's attention layers reach it through transformers' AttentionInterface and receive
+# the pieces through the forward kwargs (`saferlhf_segments`), so activation checkpointing recomputes
+# with the same pieces.
+PACKED_ATTENTION = "saferlhf_packed"
+_UNSUPPORTED_ATTENTION_KWARGS = ("sliding_window", "softcap", "s_aux", "sinks", "position_bias")
+
+
+def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                     saferlhf_segments=None, **kwargs):
+    """transformers attention function for `pack_pairs` rows: query [1, H, N, d], key/value
+    [1, H_kv, N, d] -> ([1, N, H, d], None)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if saferlhf_segments is None:
+        raise RuntimeError(f"attention {PACKED_ATTENTION!r} needs saferlhf_segments (use packed_end_scores)")
+    bad = [k for k in _UNSUPPORTED_ATTENTION_KWARGS if kwargs.get(k) is not None]
+    if bad or kwargs.get("is_causal") is False or not getattr(module, "is_causal", True) or query.shape[0] != 1:
+        raise NotImplementedError(f"packed attention: unsupported attention layer ({bad or 'not causal / batch > 1'})")
+    outs = []
+    for ranges, keep in saferlhf_segments:
+        if len(ranges) == 1:
+            (s, e), = ranges
+            q, k, v = query[:, :, s:e], key[:, :, s:e], value[:, :, s:e]
+        else:
+            q, k, v = (torch.cat([t[:, :, s:e] for s, e in ranges], 2) for t in (query, key, value))
+        o, _ = sdpa_attention_forward(module, q, k, v, None, dropout=dropout, scaling=scaling, is_causal=True)
+        outs.append(o[:, keep:] if keep else o)
+    out = torch.cat(outs, 1)
+    if out.shape[1] != query.shape[2]:
+        raise RuntimeError(f"packed attention: pieces cover {out.shape[1]} of {query.shape[2]} positions")
+    return out, None
+
+
+@contextlib.contextmanager
+def packed_attention_enabled(model):
+    """Switch a `ScoreModel`'s attention layers to `packed_attention` for the block (restored after)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, packed_attention)
+    hf = model._hf()
+    old = hf.config._attn_implementation
+    hf.set_attn_implementation(PACKED_ATTENTION)
+    try:
+        if hf.config._attn_implementation != PACKED_ATTENTION:
+            raise NotImplementedError(f"{type(hf).__name__} does not take a custom attention implementation")
+        yield model
+    finally:
+        if hf.config._attn_implementation != old:
+            hf.set_attn_implementation(old)
+
+
+def packed_end_scores(model, batch: dict) -> torch.Tensor:
+    """[2B] end scores of a `packed_pair_batch` (inside `packed_attention_enabled`)."""
+    hidden = model.backbone(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                            saferlhf_segments=batch["segments"]).last_hidden_state  # [1, N, H]
+    return model.head(hidden[0, batch["ends"]]).squeeze(-1)
+
+
+def packing_problem(model, pairs: list[EncodedPair], pad_id: int, share_prompt: bool = True) -> str | None:
+    """None when packed batches give this model the padded end scores on ``pairs``, else why not."""
+    hf = model._hf()
+    config = hf.config
+    if getattr(config, "use_sliding_window", False) or any(
+            t != "full_attention" for t in (getattr(config, "layer_types", None) or [])):
+        return "sliding-window attention layers"
+    if not getattr(config, "is_causal", True):
+        return "not a causal model"
+    if hasattr(hf, "_can_set_attn_implementation") and not hf._can_set_attn_implementation():
+        return f"{type(hf).__name__} does not use transformers' AttentionInterface"
+    pairs = pairs[:4]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            b = pair_batch(pairs, pad_id)
+            ref = model(b["input_ids"].to(device), b["attention_mask"].to(device)).end_scores.float()
+            p = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                 for k, v in packed_pair_batch(pairs, share_prompt).items()}
+            with packed_attention_enabled(model):
+                got = packed_end_scores(model, p).float()
+    except Exception as e:  # noqa: BLE001 - any failure means "use padded batches"
+        return f"{type(e).__name__}: {e}"
+    finally:
+        model.train(was_training)
+    tol = 1e-4 if next(model.parameters()).dtype == torch.float32 else 3e-2
+    err = float((got - ref).abs().max()) / max(1.0, float(ref.abs().max()))
+    return None if err <= tol else f"packed end scores differ from padded ones by {err:.2g} (> {tol})"
+
+
+class PairScorer(torch.nn.Module):
+    """What the training loop calls (and accelerate wraps): [2B] end scores of a padded `pair_batch`
+    or of a `packed_pair_batch` (batch with "segments")."""
+
+    def __init__(self, score_model):
+        super().__init__()
+        self.score_model = score_model
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        if "segments" in batch:
+            return packed_end_scores(self.score_model, batch)
+        return self.score_model(batch["input_ids"], batch["attention_mask"]).end_scores
+
+
+def epoch_batches(train: list[EncodedPair], global_bs: int, rng: random.Random, grouped: bool) -> list[list]:
+    """One epoch of global batches: shuffled, or length-grouped (`length_grouped_batches`)."""
+    if grouped:
+        lengths = [max(len(p.chosen), len(p.rejected)) for p in train]
+        return [[train[i] for i in b] for b in length_grouped_batches(lengths, global_bs, rng)]
+    order = list(train)
+    rng.shuffle(order)
+    return [order[i: i + global_bs] for i in range(0, len(order), global_bs)]
 
 
 def pair_loss(kind: str, end_scores: torch.Tensor, batch: dict[str, torch.Tensor], l2_coef: float):
@@ -174,50 +320,56 @@ def run(cfg: ScoreModelConfig) -> int:
     logger = MetricsLogger(out, enabled=acc.is_main_process, report_to=cfg.runtime.report_to)
 
     # 2. Model: backbone + scalar head read at the last non-padding token.
-    model = ScoreModel.from_pretrained(cfg.model_path, score_type=cfg.kind)
+    score_model = ScoreModel.from_pretrained(cfg.model_path, score_type=cfg.kind)
     if cfg.runtime.gradient_checkpointing:
-        model.model.gradient_checkpointing_enable()
+        score_model.model.gradient_checkpointing_enable()
     global_bs = cfg.batch_size * acc.num_processes
     steps_per_epoch = math.ceil(len(train) / global_bs)
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    opt, sched = build_optimizer(model.parameters(), cfg.optim, total)
-    model, opt, sched = acc.prepare(model, opt, sched)
+    opt, sched = build_optimizer(score_model.parameters(), cfg.optim, total)
+    model, opt, sched = acc.prepare(PairScorer(score_model), opt, sched)
     model.train()
+    # Packed (padding-free) batches when this model gives the padded scores with them, else padded ones.
+    problem = packing_problem(score_model, train, tokenizer.pad_token_id, cfg.share_prompt) if cfg.packing else "off"
+    packed = problem is None
+    if cfg.packing and not packed and acc.is_main_process:
+        print(f"score-model: packing not used ({problem}); training on padded batches", file=sys.stderr)
+    grouped = cfg.group_by_length == "on" or (cfg.group_by_length == "auto" and not packed)
 
     # 3. Loop.
     rng = random.Random(cfg.runtime.seed)
     step, t0 = 0, time.time()
     bar = progress(total=total, desc=f"{cfg.kind} model", disable=not (cfg.runtime.progress and acc.is_main_process))
-    while step < total:
-        order = list(train)
-        rng.shuffle(order)
-        for i in range(0, len(order), global_bs):
-            chunk = order[i: i + global_bs][acc.process_index:: acc.num_processes] or order[i: i + 1]
-            b = pair_batch(chunk, tokenizer.pad_token_id)
-            b = {k: v.to(acc.device) for k, v in b.items()}
-            scores = model(b["input_ids"], b["attention_mask"]).end_scores
-            loss, diag = pair_loss(cfg.kind, scores, b, cfg.l2_coef)
-            acc.backward(loss)
-            gnorm = clip_grad(acc, model.parameters(), cfg.optim.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{diag['loss']:.3f}", acc=f"{diag['accuracy']:.2f}")
-            if step % cfg.log_every == 0 or step == total:
-                logger.log(step, {f"train/{k}": v for k, v in diag.items()} |
-                           {"train/lr": sched.get_last_lr()[0], "train/grad_norm": gnorm,
-                            "train/pairs_per_s": step * global_bs / (time.time() - t0)})
-            if step >= total:
-                break
+    attention = packed_attention_enabled(score_model) if packed else contextlib.nullcontext()
+    with attention:
+        while step < total:
+            for batch in epoch_batches(train, global_bs, rng, grouped):
+                chunk = batch[acc.process_index:: acc.num_processes] or batch[:1]
+                b = packed_pair_batch(chunk, cfg.share_prompt) if packed else pair_batch(chunk, tokenizer.pad_token_id)
+                b = {k: v.to(acc.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+                scores = model(b)
+                loss, diag = pair_loss(cfg.kind, scores, b, cfg.l2_coef)
+                acc.backward(loss)
+                gnorm = clip_grad(acc, model.parameters(), cfg.optim.grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{diag['loss']:.3f}", acc=f"{diag['accuracy']:.2f}")
+                if step % cfg.log_every == 0 or step == total:
+                    logger.log(step, {f"train/{k}": v for k, v in diag.items()} |
+                               {"train/lr": sched.get_last_lr()[0], "train/grad_norm": gnorm,
+                                "train/pairs_per_s": step * global_bs / (time.time() - t0)})
+                if step >= total:
+                    break
     bar.close()
 
     # 4. Held-out evaluation, plot, save.
-    unwrapped = acc.unwrap_model(model)
+    unwrapped = acc.unwrap_model(model).score_model
     ev = evaluate(unwrapped, evals, cfg.kind, tokenizer.pad_token_id, cfg.batch_size, acc.device) if evals else None
     metrics = (ev["metrics"] if ev else {}) | {"train/steps": step, "train/seconds": time.time() - t0,
-                                               "train/pairs": len(train)}
+                                               "train/pairs": len(train), "train/packed": packed}
     logger.log(step, metrics)
     acc.wait_for_everyone()
     if acc.is_main_process:

@@ -61,3 +61,21 @@ def test_logprobs_do_not_depend_on_padding(policy):
     k = single.shape[1]
     torch.testing.assert_close(lp[0, :k][rmask[0, :k].bool()], single[0][rmask[0, :k].bool()], atol=1e-4, rtol=1e-4)
     assert position_ids_from_mask(mask)[0, P - 1].item() == p0 - 1
+
+
+def test_action_logits_compute_the_lm_head_on_response_positions_only(policy):
+    """`logits_to_keep` = N + 1: same logits as the full forward sliced at P-1 .. P+N-2."""
+    model, tok = policy
+    torch.manual_seed(1)
+    prompts = [tok("question 5", add_special_tokens=False)["input_ids"],
+               tok("question 6 about cooking", add_special_tokens=False)["input_ids"]]
+    ids, mask, P, _ = sample(model, tok, prompts, 5)
+    full = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    ours = action_logits(model, ids, mask, P)
+    assert ours.shape == (2, ids.shape[1] - P, full.shape[-1])
+    torch.testing.assert_close(ours, full[:, P - 1: -1], atol=1e-5, rtol=1e-5)
+    calls = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: calls.append(o.shape[1]))
+    action_logits(model, ids, mask, P)
+    hook.remove()
+    assert calls == [ids.shape[1] - P + 1]
