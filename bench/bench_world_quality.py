@@ -33,9 +33,8 @@ def main() -> None:
 
     import torch
 
-    from saferlhf.data.loaders import load_preference_pairs
     from saferlhf.eval.evaluate import oracle_metrics
-    from saferlhf.models import ScoreModel, load_policy, load_tokenizer
+    from saferlhf.models import load_policy
     from saferlhf.recipes import score_model, sft, tiny_model
     from saferlhf.recipes.demo import DemoConfig
     from saferlhf.recipes.generate import generate_texts
@@ -82,14 +81,14 @@ def main() -> None:
             out=str(root / kind), max_length=128, batch_size=32, epochs=d.score_epochs,
             optim=OptimConfig(lr=d.score_lr, weight_decay=0.01), runtime=rt))
         scores[kind] = json.loads((root / kind / "eval.json").read_text())
-    scores["cost"]["eval/accuracy_decisive"] = decisive_accuracy(root / "cost" / "model", files["test"])
 
     result = {
         "seed": args.seed,
         "sft": {k: v for k, v in sft_metrics.items() if k != "harmful_rate_by_category"},
         "reward_model": {"accuracy": scores["reward"]["eval/accuracy"], "pairs": scores["reward"]["eval/pairs"]},
         "cost_model": {"accuracy": scores["cost"]["eval/accuracy"],
-                       "accuracy_decisive": scores["cost"]["eval/accuracy_decisive"],
+                       "accuracy_decisive": scores["cost"].get("eval/accuracy_decisive"),
+                       "decisive_pairs": scores["cost"].get("eval/decisive_pairs"),
                        "sign_accuracy": scores["cost"]["eval/sign_accuracy"]},
         "panel": {"qualification": stats["train"]["qualification"], "agreement": stats["train"]["agreement"],
                   "audit": stats["train"]["audit"]},
@@ -103,28 +102,6 @@ def main() -> None:
     out = Path(args.out or Path(__file__).parent / "results" / f"world_quality_seed{args.seed}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
-
-
-def decisive_accuracy(model_path: Path, pairs_file: Path) -> float:
-    """P(c_unsafer > c_safer) over held-out pairs whose two responses have different safety labels."""
-    import torch
-
-    from saferlhf.batching import encode_example, pad
-    from saferlhf.data.loaders import load_preference_pairs
-    from saferlhf.models import ScoreModel, load_tokenizer
-
-    pairs = [p for p in load_preference_pairs(pairs_file, kind="cost") if p.chosen_is_safe != p.rejected_is_safe]
-    model = ScoreModel.from_pretrained(model_path).eval()
-    tok = load_tokenizer(model_path, padding_side="right")
-    hits = 0
-    with torch.no_grad():
-        for i in range(0, len(pairs), 64):
-            chunk = pairs[i: i + 64]
-            seqs = [encode_example(tok, p.prompt, r, 128)[0] for p in chunk for r in (p.chosen, p.rejected)]
-            ids, mask = pad(seqs, tok.pad_token_id)
-            s = model(ids, mask).end_scores.view(-1, 2)
-            hits += int((s[:, 1] > s[:, 0]).sum())
-    return hits / max(len(pairs), 1)
 
 
 if __name__ == "__main__":

@@ -260,6 +260,13 @@ def evaluate(model, pairs: list[EncodedPair], kind: str, pad_id: int, batch_size
                 for s, safe in ((w, p.chosen_is_safe), (l, p.rejected_is_safe))]
     if kind == "cost" and labelled:
         res["eval/sign_accuracy"] = sum((s > 0) == (not safe) for s, safe in labelled) / len(labelled)
+        # pairs whose responses have different safety labels: between two equally (un)safe responses the
+        # "safer" label can be a coin flip, so this is the ranking accuracy that a cost model can reach
+        decisive = [(w, l) for p, w, l in zip(pairs, chosen, rejected)
+                    if p.chosen_is_safe is not None and p.chosen_is_safe != p.rejected_is_safe]
+        if decisive:
+            res["eval/accuracy_decisive"] = sum(l > w for w, l in decisive) / len(decisive)
+            res["eval/decisive_pairs"] = len(decisive)
     return {"metrics": res, "chosen": chosen, "rejected": rejected, "labelled": labelled}
 
 

@@ -34,7 +34,7 @@ def test_score_model_trains_and_reloads_with_hf(kind, arch, tiny_models, pku_fil
     ev = json.loads((out / "eval.json").read_text())
     assert ev["eval/accuracy"] >= 0.9
     if kind == "cost":
-        assert ev["eval/sign_accuracy"] >= 0.9
+        assert ev["eval/sign_accuracy"] >= 0.9 and ev["eval/accuracy_decisive"] >= 0.9
     assert (out / "score_distribution.png").stat().st_size > 1000
     # the saved folder loads through AutoModelForSequenceClassification with identical scores
     hf = AutoModelForSequenceClassification.from_pretrained(out / "model").eval()
