@@ -530,6 +530,16 @@ def merge_lora(model: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 # Saving helpers
 # --------------------------------------------------------------------------------------------------
+def save_policy(model: Any, tokenizer: Any, path: str | Path) -> Path:
+    """Save a causal LM and its tokenizer as one HF folder, atomically."""
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return atomic_save_dir(write, path)
+
+
 def atomic_save_dir(save_fn: Callable[[Path], Any], path: str | Path) -> Path:
     """Call ``save_fn(tmp_dir)`` then rename ``tmp_dir`` over ``path``.
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +91,17 @@ def clip_grad(accelerator, params, max_norm: float) -> float:
     return float(norm) if norm is not None else 0.0
 
 
+def optimizer_step(accelerator, params, optimizer, scheduler, max_norm: float) -> float:
+    """Clip the global gradient norm, step the optimiser and the schedule, clear gradients.
+
+    Returns the gradient norm before clipping (0.0 when clipping is disabled)."""
+    norm = clip_grad(accelerator, params, max_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -121,28 +131,6 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def atomic_dir(write_fn, path: str | Path) -> Path:
-    """Call ``write_fn(tmp_dir)`` then swap the folder into place (readers never see half a save)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
-    try:
-        write_fn(tmp)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
 
 
 def unwrap(accelerator, model):

@@ -46,7 +46,7 @@ from typing import Literal
 import torch
 
 from saferlhf.config import cfg
-from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, clip_grad, make_accelerator
+from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, make_accelerator, optimizer_step
 
 DEFAULT_KL = {"ppo_lag": 0.01, "ppo": 0.02, "reward_shaping": 0.02}
 
@@ -262,10 +262,8 @@ def ppo_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, scheds: 
                 loss = loss + cfg.ptx_coef * ptx
                 diag["ptx_loss"] = float(ptx.detach())
             acc.backward(loss)
-            diag["grad_norm"] = clip_grad(acc, actor.parameters(), cfg.actor_optim.grad_clip)
-            optims["actor"].step()
-            scheds["actor"].step()
-            optims["actor"].zero_grad(set_to_none=True)
+            diag["grad_norm"] = optimizer_step(acc, actor.parameters(), optims["actor"], scheds["actor"],
+                                               cfg.actor_optim.grad_clip)
             for k, v in diag.items():
                 stats.setdefault(f"train/actor_{k}", []).append(v)
             for name, critic in critics.items():
@@ -274,10 +272,7 @@ def ppo_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, scheds: 
                 old, ret = getattr(mb, f"{name}_values"), getattr(mb, f"{name}_returns")
                 vloss, vdiag = critic_loss(values, old, ret, mb.response_mask, cfg.value_clip)
                 acc.backward(vloss)
-                clip_grad(acc, critic.parameters(), cfg.critic_optim.grad_clip)
-                optims[name].step()
-                scheds[name].step()
-                optims[name].zero_grad(set_to_none=True)
+                optimizer_step(acc, critic.parameters(), optims[name], scheds[name], cfg.critic_optim.grad_clip)
                 stats.setdefault(f"train/{name}_critic_loss", []).append(vdiag["loss"])
     out = {k: sum(v) / len(v) for k, v in stats.items()}
     for name in critics:
@@ -346,7 +341,7 @@ def run(cfg: PPOConfig) -> int:
     from saferlhf.models import ScoreModel, load_policy, load_tokenizer
     from saferlhf.rl import LagrangeMultiplier, global_mean
     from saferlhf.tracking import MetricsLogger, prepare_out_dir, progress
-    from saferlhf.training import atomic_dir
+    from saferlhf.models import atomic_save_dir, save_policy
 
     _check(cfg)
     acc = make_accelerator(cfg.runtime)
@@ -408,7 +403,7 @@ def run(cfg: PPOConfig) -> int:
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
         if acc.is_main_process:
-            atomic_dir(lambda d: [p.rename(d / p.name) for p in tmp.iterdir()], ckpt)
+            atomic_save_dir(lambda d: [p.rename(d / p.name) for p in tmp.iterdir()], ckpt)
             tmp.rmdir()
         acc.wait_for_everyone()
 
@@ -445,13 +440,7 @@ def run(cfg: PPOConfig) -> int:
     _write_rank_report(Path(out), acc, actor, lagrange, state.step)
     acc.wait_for_everyone()
     if acc.is_main_process:
-        final = acc.unwrap_model(actor)
-
-        def write(tmp: Path) -> None:
-            final.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-
-        atomic_dir(write, Path(out) / "actor")
+        save_policy(acc.unwrap_model(actor), tokenizer, Path(out) / "actor")
         print(f"{cfg.algorithm}: {state.step} steps -> {out}/actor"
               + (f" (λ = {lagrange.lam:.3f}, J_c = {lagrange.episode_cost():.3f})" if lagrange else ""))
     return 0

@@ -43,7 +43,7 @@ import torch
 
 from saferlhf.batching import encode_example, length_grouped_batches, pack_pairs, pad
 from saferlhf.config import cfg
-from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, clip_grad, make_accelerator
+from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, make_accelerator, optimizer_step
 
 
 @dataclass
@@ -309,7 +309,6 @@ def run(cfg: ScoreModelConfig) -> int:
     from saferlhf.data.loaders import load_preference_pairs
     from saferlhf.models import ScoreModel, load_tokenizer
     from saferlhf.tracking import MetricsLogger, atomic_write_json, prepare_out_dir, progress
-    from saferlhf.training import atomic_dir
 
     acc = make_accelerator(cfg.runtime)
     # 1. Data: validated at load time (file:line errors) before any model is built.
@@ -357,10 +356,7 @@ def run(cfg: ScoreModelConfig) -> int:
                 scores = model(b)
                 loss, diag = pair_loss(cfg.kind, scores, b, cfg.l2_coef)
                 acc.backward(loss)
-                gnorm = clip_grad(acc, model.parameters(), cfg.optim.grad_clip)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+                gnorm = optimizer_step(acc, model.parameters(), opt, sched, cfg.optim.grad_clip)
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{diag['loss']:.3f}", acc=f"{diag['accuracy']:.2f}")
@@ -383,7 +379,7 @@ def run(cfg: ScoreModelConfig) -> int:
         atomic_write_json(Path(out) / "eval.json", metrics)
         if ev:
             plot_distribution(cfg.kind, ev, Path(out) / "score_distribution.png")
-        atomic_dir(lambda tmp: unwrapped.save_pretrained(tmp, tokenizer=tokenizer), Path(out) / "model")
+        unwrapped.save_pretrained(Path(out) / "model", tokenizer=tokenizer)  # atomic folder swap
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if "accuracy" in k)
         print(f"{cfg.kind} model: {step} steps on {len(train)} pairs; held-out {shown} -> {out}/model")
     return 0

@@ -25,7 +25,7 @@ import torch
 
 from saferlhf.batching import encode_example, pack_examples, packed_batch, sft_batch
 from saferlhf.config import cfg
-from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, clip_grad, make_accelerator
+from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, make_accelerator, optimizer_step
 
 
 @dataclass
@@ -114,10 +114,7 @@ def run(cfg: SFTConfig) -> int:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             loss, diag = sft_loss(logits, batch["labels"])
             acc.backward(loss)
-            gnorm = clip_grad(acc, model.parameters(), cfg.optim.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            gnorm = optimizer_step(acc, model.parameters(), opt, sched, cfg.optim.grad_clip)
             step += 1
             tokens += int(batch["attention_mask"].sum())
             bar.update(1)
@@ -137,15 +134,9 @@ def run(cfg: SFTConfig) -> int:
     logger.log(step, final)
     acc.wait_for_everyone()
     if acc.is_main_process:
-        from saferlhf.training import atomic_dir
+        from saferlhf.models import save_policy
 
-        unwrapped = acc.unwrap_model(model)
-
-        def write(tmp: Path) -> None:
-            unwrapped.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-
-        atomic_dir(write, Path(out) / "model")
+        save_policy(acc.unwrap_model(model), tokenizer, Path(out) / "model")
         print(f"sft: {step} steps, final loss {diag['loss']:.4f}"
               + (f", eval loss {final['eval/loss']:.4f}" if evals else "") + f" -> {out}/model")
     return 0

@@ -20,23 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The 14 BeaverTails harm categories; identical strings to ``saferlhf.data.schema.HARM_CATEGORIES``.
-HARM_CATEGORIES: tuple[str, ...] = (
-    "Hate Speech, Offensive Language",
-    "Discrimination, Stereotype, Injustice",
-    "Violence, Aiding and Abetting, Incitement",
-    "Financial Crime, Property Crime, Theft",
-    "Privacy Violation",
-    "Drug Abuse, Weapons, Banned Substance",
-    "Non-Violent Unethical Behavior",
-    "Sexually Explicit, Adult Content",
-    "Controversial Topics, Politics",
-    "Misinformation Regarding Ethics, Laws and Safety",
-    "Terrorism, Organized Crime",
-    "Self-Harm",
-    "Animal Abuse",
-    "Child Abuse",
-)
+from saferlhf.data.schema import HARM_CATEGORIES  # noqa: E402  the 14 BeaverTails categories (one source)
 
 
 
