@@ -90,6 +90,21 @@ def packed_batch(blocks: Sequence[tuple[list[int], list[int]]], pad_id: int) -> 
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+@torch.no_grad()
+def text_end_scores(score_model, tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int = 512,
+                    batch_size: int = 64) -> torch.Tensor:
+    """[N] end scores of (prompt, response) texts, encoded exactly as score models are trained
+    (``encode_example``: prompt + response + eos), right-padded, on the model's device."""
+    device = next(score_model.parameters()).device
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        seqs = [encode_example(tokenizer, p, r, max_length)[0]
+                for p, r in zip(prompts[i: i + batch_size], responses[i: i + batch_size])]
+        ids, mask = pad(seqs, tokenizer.pad_token_id)
+        out.append(score_model(ids.to(device), mask.to(device)).end_scores.float())
+    return torch.cat(out) if out else torch.zeros(0, device=device)
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that ignore left padding: cumsum(mask) - 1, clamped at 0 (the reference ignored this)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -91,17 +91,13 @@ def arena(reward_a, cost_a, reward_b, cost_b) -> dict:
 
 @torch.no_grad()
 def score_all(path: str, prompts: list[str], responses: list[str], batch_size: int = 64) -> list[float]:
-    from saferlhf.batching import encode_example, pad
+    """Scores of (prompt, response) texts by the score model saved at ``path``."""
+    from saferlhf.batching import text_end_scores
     from saferlhf.models import ScoreModel, load_tokenizer
 
     model = ScoreModel.from_pretrained(path).eval()
     tok = load_tokenizer(path, padding_side="right")
-    scores: list[float] = []
-    for i in range(0, len(prompts), batch_size):
-        seqs = [encode_example(tok, p, r, 512)[0] for p, r in zip(prompts[i: i + batch_size], responses[i: i + batch_size])]
-        ids, mask = pad(seqs, tok.pad_token_id)
-        scores += model(ids, mask).end_scores.float().tolist()
-    return scores
+    return text_end_scores(model, tok, prompts, responses, 512, batch_size).tolist()
 
 
 def evaluate_policies(cfg: EvaluateConfig, policies: dict[str, str]) -> dict:

@@ -145,12 +145,9 @@ def end_scores(score_model, score_tok, same_tokenizer: bool, ids, mask, prompts,
     """R(x,y) or C(x,y) at each sequence's last token; re-tokenises text for a foreign tokenizer."""
     if same_tokenizer:
         return score_model(ids, mask).end_scores.float()
-    from saferlhf.batching import encode_example, pad
+    from saferlhf.batching import text_end_scores
 
-    seqs = [encode_example(score_tok, p, r, max_length)[0] for p, r in zip(prompts, responses)]
-    sid, smask = pad(seqs, score_tok.pad_token_id)
-    dev = ids.device
-    return score_model(sid.to(dev), smask.to(dev)).end_scores.float()
+    return text_end_scores(score_model, score_tok, prompts, responses, max_length, batch_size=len(prompts))
 
 
 def fused_update(cfg: PPOConfig, batch_size: int) -> bool:
