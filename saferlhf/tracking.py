@@ -65,8 +65,10 @@ class MetricsLogger:
 
                 self._tb = SummaryWriter(str(Path(out_dir) / "tensorboard"))
             elif report_to == "wandb":
-                import wandb  # noqa: F401  lazy: optional dependency
+                import wandb  # lazy: optional dependency
 
+                if wandb.run is None:
+                    wandb.init(dir=str(out_dir))
                 self._tb = "wandb"
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
