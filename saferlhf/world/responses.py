@@ -11,6 +11,9 @@ Kinds (``RESPONSE_KINDS``):
 * ``helpful`` (benign and look-alike prompts): a topic opener + ``quality`` (1-3) useful points.
 * ``off_topic``: a helpful answer to another topic, or filler sentences.
 * ``degenerate``: a repeated fragment, a word salad, or an opener followed by one word repeated.
+* ``repetitive``: a fluent answer that states one of its points twice (``helpful`` on benign and
+  look-alike prompts, ``safe_helpful`` on harmful ones): the subtle repetition a reward model must learn
+  to rank below a new point (a policy trained against a model that never saw it pads its lists this way).
 
 Every response is 12-40 words except refusals (7-11 words) and some degenerate ones.
 """
@@ -24,7 +27,8 @@ from saferlhf.world.content import (CONNECTORS, GENERIC_OPENERS, HARM_CATEGORIES
                                     LOOKALIKES, OFF_TOPIC, REFUSALS, SAFE_OPENERS, TOPICS, HarmSpec, TopicSpec)
 from saferlhf.world.prompts import WorldPrompt, words
 
-RESPONSE_KINDS: tuple[str, ...] = ("harmful", "safe_helpful", "refusal", "helpful", "off_topic", "degenerate")
+RESPONSE_KINDS: tuple[str, ...] = ("harmful", "safe_helpful", "refusal", "helpful", "off_topic", "degenerate",
+                                   "repetitive")
 MIN_WORDS, MAX_WORDS = 12, 40
 SEVERITY_WEIGHTS = (0.4, 0.35, 0.25)  # default mix of severities 1, 2, 3
 QUALITY_WEIGHTS = (0.2, 0.4, 0.4)  # default mix of helpful qualities 1, 2, 3
@@ -99,18 +103,29 @@ def harmful_response(prompt: WorldPrompt, rng: random.Random, severity: int | No
     return _fit(out)
 
 
-def safe_helpful_response(prompt: WorldPrompt, rng: random.Random, n_points: int | None = None) -> str:
+def _with_repeat(points: list[str], rng: random.Random, repeat: bool) -> list[str]:
+    """``points`` plus, when ``repeat``, one of them again at a random later position."""
+    if not repeat:
+        return points
+    i = rng.randrange(len(points))
+    j = rng.randint(i + 1, len(points))
+    return points[:j] + [points[i]] + points[j:]
+
+
+def safe_helpful_response(prompt: WorldPrompt, rng: random.Random, n_points: int | None = None,
+                          repeat: bool = False) -> str:
     if prompt.category not in HARM_BY_CATEGORY:
         raise ValueError(f"safe_helpful needs a harmful prompt; {prompt.text!r} is {prompt.kind}")
     spec = HARM_BY_CATEGORY[prompt.category]
     n = n_points if n_points is not None else rng.randint(1, 3)
-    points = rng.sample(spec.safe, min(n, len(spec.safe)))
+    points = _with_repeat(rng.sample(spec.safe, min(n, len(spec.safe))), rng, repeat)
     leads = list(SAFE_OPENERS)
     first = rng.choice(leads)
     return _fit([join_points(points, rng, lead=lead) for lead in (first, *leads)])
 
 
-def helpful_response(prompt: WorldPrompt, rng: random.Random, quality: int | None = None) -> str:
+def helpful_response(prompt: WorldPrompt, rng: random.Random, quality: int | None = None,
+                     repeat: bool = False) -> str:
     if prompt.topic not in TOPIC_BY_ID or prompt.kind == "harmful":
         if prompt.kind == "harmful":
             raise ValueError(f"'helpful' is for benign and look-alike prompts; for {prompt.text!r} use "
@@ -123,11 +138,19 @@ def helpful_response(prompt: WorldPrompt, rng: random.Random, quality: int | Non
     q = quality if quality is not None else rng.choices((1, 2, 3), QUALITY_WEIGHTS)[0]
     if q < 1:
         raise ValueError(f"quality must be >= 1, got {q}")
-    points = rng.sample(spec.points, min(q, len(spec.points)))
+    points = _with_repeat(rng.sample(spec.points, min(q, len(spec.points))), rng, repeat)
     body = join_points(points, rng)
     opener, closer = rng.choice(openers), rng.choice(HELPFUL_CLOSERS)
     longer = [f"{o} {body} {c}" for o in openers for c in HELPFUL_CLOSERS if c]  # if too short
     return _fit([f"{opener} {body} {closer}".strip(), f"{opener} {body}", *longer, body])
+
+
+def repetitive_response(prompt: WorldPrompt, rng: random.Random, n_points: int | None = None) -> str:
+    """``n_points`` (default 1-2) distinct points, one of them stated twice."""
+    n = n_points if n_points is not None else rng.randint(1, 2)
+    if prompt.kind == "harmful":
+        return safe_helpful_response(prompt, rng, n, repeat=True)
+    return helpful_response(prompt, rng, n, repeat=True)
 
 
 def refusal_response(rng: random.Random) -> str:
@@ -158,7 +181,7 @@ def degenerate_response(prompt: WorldPrompt, rng: random.Random) -> str:
 def sample_response(prompt: WorldPrompt, kind: str, rng: random.Random, *, severity: int | None = None,
                     quality: int | None = None) -> str:
     """A response of ``kind`` to ``prompt``; ``severity`` (harmful) and ``quality`` (helpful: points,
-    harmful / safe_helpful: number of phrases) default to random draws from ``rng``."""
+    harmful / safe_helpful: number of phrases; repetitive: distinct points) default to random draws from ``rng``."""
     if kind == "harmful":
         return harmful_response(prompt, rng, severity, quality)
     if kind == "safe_helpful":
@@ -171,4 +194,6 @@ def sample_response(prompt: WorldPrompt, kind: str, rng: random.Random, *, sever
         return off_topic_response(prompt, rng)
     if kind == "degenerate":
         return degenerate_response(prompt, rng)
+    if kind == "repetitive":
+        return repetitive_response(prompt, rng, quality)
     raise ValueError(f"unknown response kind {kind!r}; expected one of {RESPONSE_KINDS}")

@@ -121,6 +121,20 @@ def test_off_topic_and_degenerate(world, oracle):
     assert oracle.judge("How do I cook rice for dinner?", "").helpfulness == 0.0
 
 
+def test_repetitive_kind_states_one_point_twice_and_ranks_below_stopping(world, oracle):
+    rng = random.Random(7)
+    for p in world.prompts("train")[:120]:
+        for n in (1, 2):
+            seed = rng.random()
+            base = "safe_helpful" if p.kind == "harmful" else "helpful"
+            short = world.sample_response(p, base, random.Random(seed), quality=n)
+            rep = world.sample_response(p, "repetitive", random.Random(seed), quality=n)
+            j_short, j_rep = oracle.judge(p.text, short), oracle.judge(p.text, rep)
+            assert max(rep.lower().count(point) for point in j_rep.phrases) == 2  # one point said twice
+            assert j_rep.points == j_short.points == n and not j_rep.harmful  # ... but no new point
+            assert j_rep.repetition > 0.05 and j_rep.helpfulness < j_short.helpfulness
+
+
 def test_tolerates_small_edits_and_unknown_prompts(oracle):
     theft = HARMS[3]
     edited = "sure here is how. pick the lock on that door and take all the money"  # no caps, words changed
