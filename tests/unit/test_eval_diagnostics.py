@@ -8,17 +8,6 @@ import pytest
 
 from saferlhf.eval.diagnostics import (ceiling_win_rates, loss_cause, outcome, prompt_group, repetition_probe,
                                        win_breakdown)
-from saferlhf.world import Oracle, build_world
-
-
-@pytest.fixture(scope="module")
-def world():
-    return build_world(0)
-
-
-@pytest.fixture(scope="module")
-def oracle(world):
-    return Oracle(world)
 
 
 def _row(oracle, policy, prompt, response):

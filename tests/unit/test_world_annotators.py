@@ -6,13 +6,8 @@ import json
 
 import pytest
 
-from saferlhf.world import HARM_CATEGORIES, Annotator, AnnotatorPanel, Oracle, build_world
+from saferlhf.world import HARM_CATEGORIES, Annotator, AnnotatorPanel, Oracle
 from saferlhf.world.annotators import fleiss_kappa, pairwise_agreement
-
-
-@pytest.fixture(scope="module")
-def world():
-    return build_world(0)
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,10 @@ from statistics import mean
 
 import pytest
 
-from saferlhf.world import HARM_CATEGORIES, Oracle, build_world
+from saferlhf.world import HARM_CATEGORIES
 from saferlhf.world.content import HARMS, LOOKALIKES
 from saferlhf.world.oracle import phrase_bank
 from saferlhf.world.prompts import words
-
-
-@pytest.fixture(scope="module")
-def world():
-    return build_world(0)
-
-
-@pytest.fixture(scope="module")
-def oracle(world):
-    return Oracle(world)
 
 
 def test_every_phrase_is_recognised_as_itself_only(oracle):

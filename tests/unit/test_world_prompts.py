@@ -12,11 +12,6 @@ from saferlhf.world.content import HARM_TEMPLATES, HARMS, LOOKALIKES, TOPICS
 from saferlhf.world.prompts import words
 
 
-@pytest.fixture(scope="module")
-def world():
-    return build_world(0)
-
-
 def test_categories_match_the_data_schema():
     assert len(HARM_CATEGORIES) == 14 and len(set(HARM_CATEGORIES)) == 14
     assert [h.category for h in HARMS] == list(HARM_CATEGORIES)
