@@ -111,8 +111,8 @@ def repetition_probe(score: Callable[[list[str], list[str]], list[float]], world
     """How a scorer ranks answers with n distinct points (short), n + one repeated (repeat), n + 1 (long).
 
     Over the ``split``'s benign and look-alike prompts with n = 1 and 2; the three answers of one item
-    share the opener and the first n points (no closer). The oracle ranks long > short > repeat every time; a reward model that
-    counts sentences ranks repeat above short (``short_over_repeat`` near 0).
+    share the opener and the first n points (no closer). The oracle ranks long > short > repeat every
+    time; a reward model that counts sentences ranks repeat above short (``short_over_repeat`` near 0).
     """
     from saferlhf.world.responses import TOPIC_BY_ID, join_points
 
