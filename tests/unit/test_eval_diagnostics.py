@@ -30,7 +30,8 @@ def test_win_breakdown_counts_outcomes_and_loss_causes(world, oracle):
     rows = []
     # benign 0: policy repeats a point where the baseline stopped -> loss by repetition
     s = rng.random()
-    rows += [_row(oracle, "pol", benign[0], world.sample_response(benign[0], "repetitive", random.Random(s), quality=2)),
+    rep = world.sample_response(benign[0], "repetitive", random.Random(s), quality=2)
+    rows += [_row(oracle, "pol", benign[0], rep),
              _row(oracle, "sft", benign[0], world.sample_response(benign[0], "helpful", random.Random(s), quality=2))]
     # benign 1: one point against three -> loss by fewer points
     rows += [_row(oracle, "pol", benign[1], world.sample_response(benign[1], "helpful", rng, quality=1)),
