@@ -13,24 +13,34 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Iterable
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers never see a partial version (tmp file + fsync + rename)."""
+def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
+    """Write a file so that readers never see a partial version.
+
+    ``write(tmp)`` writes a temporary file in the same folder; it is then fsynced and renamed over
+    ``path``. On any failure the temporary file is removed and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``atomic_write`` of a text file."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -5,9 +5,7 @@ Kept small on purpose: the loops themselves live in the recipes, top to bottom.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +13,7 @@ from typing import Any, Literal
 import torch
 
 from saferlhf.config import cfg
+from saferlhf.tracking import atomic_write
 
 
 @dataclass
@@ -117,20 +116,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save to a temp file in the same folder, fsync, then rename over ``path`` (``atomic_write``)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def unwrap(accelerator, model):
