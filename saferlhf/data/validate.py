@@ -75,15 +75,10 @@ class UnknownFormatError(ValueError):
     """The format of a data file could not be detected (or a forced format name is unknown)."""
 
 
-@dataclass
-class LoadReport:
-    """What a loader read: ``problems`` holds errors (dropped records) and warnings (kept records)."""
+class _ProblemList:
+    """``errors`` and ``warnings`` views of a report's ``problems``."""
 
-    path: str
-    format: str
-    n_records: int = 0
-    n_kept: int = 0
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Problem]
 
     @property
     def errors(self) -> list[Problem]:
@@ -92,6 +87,17 @@ class LoadReport:
     @property
     def warnings(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "warning"]
+
+
+@dataclass
+class LoadReport(_ProblemList):
+    """What a loader read: ``problems`` holds errors (dropped records) and warnings (kept records)."""
+
+    path: str
+    format: str
+    n_records: int = 0
+    n_kept: int = 0
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def n_dropped(self) -> int:
@@ -112,7 +118,7 @@ class LoadReport:
 
 
 @dataclass
-class CheckReport:
+class CheckReport(_ProblemList):
     """The result of ``check_file``: counts of what the file holds and every problem found."""
 
     path: str
@@ -121,14 +127,6 @@ class CheckReport:
     n_valid: int
     counts: dict[str, Any]
     problems: list[Problem]
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
 
 
 def check_file(path: str | Path, format: str | None = None) -> CheckReport:
