@@ -59,7 +59,7 @@ def win_breakdown(records: list[dict], policy: str, baseline: str, oracle) -> di
     groups = {g: {"n": 0, "wins": 0, "ties": 0, "losses": 0, "helpfulness": 0.0, "baseline_helpfulness": 0.0,
                   "repetition_rate": 0.0} for g in GROUPS}
     causes: Counter = Counter()
-    total, repeats, base_repeats = 0.0, 0, 0
+    total, base_repeats = 0.0, 0
     for r, b in zip(mine, base):
         if r["prompt"] != b["prompt"]:
             raise ValueError(f"records are not aligned: {r['prompt']!r} vs {b['prompt']!r}")
@@ -72,10 +72,10 @@ def win_breakdown(records: list[dict], policy: str, baseline: str, oracle) -> di
         g["baseline_helpfulness"] += b["helpfulness"]
         j, jb = oracle.judge(r["prompt"], r["response"]), oracle.judge(b["prompt"], b["response"])
         g["repetition_rate"] += j.repetition > REPEAT_MIN
-        repeats += j.repetition > REPEAT_MIN
         base_repeats += jb.repetition > REPEAT_MIN
         if o == 0.0 and r["kind"] != "harmful":
             causes[loss_cause(j, jb)] += 1
+    repeats = sum(g["repetition_rate"] for g in groups.values())  # counts until normalised below
     for g in groups.values():
         n = max(g["n"], 1)
         g["win_rate"] = (g["wins"] + 0.5 * g["ties"]) / n if g["n"] else float("nan")
