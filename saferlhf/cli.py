@@ -13,6 +13,12 @@ import sys
 from dataclasses import dataclass
 
 from saferlhf.config import ConfigError, help_text, parse
+from saferlhf.data.validate import DataValidationError, UnknownFormatError
+from saferlhf.errors import NumericalError, UserError
+
+# what a user can cause: printed as one line, exit status 2 (anything else is a bug and keeps its traceback)
+USER_ERRORS = (UserError, DataValidationError, UnknownFormatError, FileNotFoundError, IsADirectoryError,
+               NotADirectoryError, PermissionError)
 
 
 @dataclass(frozen=True)
@@ -104,14 +110,33 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"saferlhf {cmd.name}: config error: {e}", file=sys.stderr)
         return 2
-    from saferlhf.data.validate import DataValidationError
+    from saferlhf.tracking import fail_active_runs
 
     try:
         status = getattr(module, cmd.run)(config)
-    except (DataValidationError, FileNotFoundError) as e:  # bad input: a clear message, no traceback
-        print(f"saferlhf {cmd.name}: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:  # bad input: a clear message, no traceback
+        fail_active_runs(e)
+        print(f"saferlhf {cmd.name}: error: {_one_message(e)}", file=sys.stderr)
         return 2
+    except NumericalError as e:  # training stopped before saving anything non-finite
+        fail_active_runs(e)
+        print(f"saferlhf {cmd.name}: stopped: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt as e:
+        fail_active_runs(e)
+        print(f"saferlhf {cmd.name}: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as e:  # a bug: keep the traceback, but never leave a folder that says "running"
+        fail_active_runs(e)
+        raise
     return int(status or 0)
+
+
+def _one_message(e: BaseException) -> str:
+    """The user-facing text of an error (``FileNotFoundError`` from ``open`` carries errno noise)."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """Typed configs: dataclass defaults < YAML preset < dotted CLI overrides.
 
-Every recipe has one ``@dataclass`` config whose fields carry their help text
-(``name: int = cfg(3, "what it is")``). Nested dataclasses are addressed with dots
-(``--optim.lr 1e-4``). Unknown keys and values of the wrong type are errors that list the valid keys.
+Every recipe has one ``@dataclass`` config whose fields carry their help text and allowed range
+(``name: int = option(3, "what it is", ge=1)``). Nested dataclasses are addressed with dots
+(``--optim.lr 1e-4``). Unknown keys and values of the wrong type are errors that list the valid keys;
+values outside a field's range (and any non-finite float) are errors that name the field and the
+allowed range (``check_config``, run by ``parse`` and by every recipe before it starts).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import MISSING, field, fields, is_dataclass
@@ -17,14 +20,23 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from saferlhf.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config key or value that does not fit the recipe's config dataclass."""
 
 
-def cfg(default: Any = MISSING, help: str = "", *, factory: Any = None, positional: bool = False) -> Any:
-    """A dataclass field with its help text (``factory`` for mutable defaults)."""
-    meta = {"help": help, "positional": positional}
+def option(default: Any = MISSING, help: str = "", *, factory: Any = None, positional: bool = False,
+           ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+           allow_inf: bool = False) -> Any:
+    """A dataclass field with its help text (``factory`` for mutable defaults) and allowed range.
+
+    ``ge``/``gt``/``le``/``lt`` bound a number (each element of a list); ``None`` always passes for
+    ``X | None`` fields. Float fields must be finite unless ``allow_inf``; NaN is never allowed.
+    """
+    meta = {"help": help, "positional": positional, "ge": ge, "gt": gt, "le": le, "lt": lt,
+            "allow_inf": allow_inf}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     if is_dataclass(default):
@@ -32,6 +44,41 @@ def cfg(default: Any = MISSING, help: str = "", *, factory: Any = None, position
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+cfg = option  # the former name (shadowed by every ``run(cfg)``); kept for one release
+
+
+def range_text(meta: Any) -> str:
+    """The allowed range of a field as text (``'>= 1'``, ``'> 0 and < 1'``), '' when unbounded."""
+    parts = [f"{op} {meta[k]:g}" for k, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+             if meta.get(k) is not None]
+    return " and ".join(parts)
+
+
+def _out_of_range(value: Any, meta: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return ((meta.get("ge") is not None and not value >= meta["ge"])
+            or (meta.get("gt") is not None and not value > meta["gt"])
+            or (meta.get("le") is not None and not value <= meta["le"])
+            or (meta.get("lt") is not None and not value < meta["lt"]))
+
+
+def check_config(obj: Any, prefix: str = "") -> Any:
+    """Raise ConfigError naming the first field whose value is outside its range or not finite."""
+    for f in fields(obj):
+        value, key = getattr(obj, f.name), prefix + f.name
+        if is_dataclass(value):
+            check_config(value, f"{key}.")
+            continue
+        for v in (value if isinstance(value, list) else [value]):
+            if isinstance(v, float) and (math.isnan(v) or (math.isinf(v) and not f.metadata.get("allow_inf"))):
+                raise ConfigError(f"{key}: {v} is not a finite number"
+                                  + (f"; allowed: {range_text(f.metadata)}" if range_text(f.metadata) else ""))
+            if _out_of_range(v, f.metadata):
+                raise ConfigError(f"{key}: {v!r} is out of range; allowed: {range_text(f.metadata)}")
+    return obj
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -226,7 +273,7 @@ def parse(cls: type, argv: list[str], positional: list[str] | None = None) -> An
         set_dotted(obj, name, val)
     for key, val in overrides:
         set_dotted(obj, key, val)
-    return obj
+    return check_config(obj)
 
 
 def _is_bool_key(cls: type, key: str) -> bool:
@@ -261,6 +308,8 @@ def help_text(cls: type, prefix: str = "") -> list[str]:
             continue
         default = f.default if f.default is not MISSING else (
             f.default_factory() if f.default_factory is not MISSING else None)
-        lines.append(f"  --{prefix}{f.name} {_type_name(tp)} (default: {json.dumps(default)})\n"
+        allowed = range_text(f.metadata)
+        lines.append(f"  --{prefix}{f.name} {_type_name(tp)} (default: {json.dumps(default)}"
+                     + (f"; allowed: {allowed}" if allowed else "") + ")\n"
                      f"        {f.metadata.get('help', '')}")
     return lines

@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
 import torch
 from torch import nn
+
+from saferlhf.tracking import atomic_save_dir  # the folder-level atomic write (also re-exported here)
 
 PROMPT_BEGIN = "BEGINNING OF CONVERSATION: "
 PROMPT_USER = "USER: {input} "
@@ -447,6 +446,7 @@ class ScoreModel(nn.Module):
             )
         if self.score_type is None:
             raise ValueError("set score_type ('reward' | 'cost' | 'critic') before saving")
+        check_finite_weights(hf, f"the {self.score_type} model to {path}")
 
         def save(tmp: Path) -> None:
             with _quiet_hf(progress_only=True):
@@ -530,44 +530,24 @@ def merge_lora(model: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 # Saving helpers
 # --------------------------------------------------------------------------------------------------
+def check_finite_weights(model: nn.Module, what: str) -> None:
+    """Refuse to save non-finite weights: ``NumericalError`` naming the first bad tensor."""
+    from saferlhf.errors import NumericalError
+
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            raise NumericalError(f"refusing to save {what}: parameter {name} holds NaN or inf", tensor=name)
+
+
 def save_policy(model: Any, tokenizer: Any, path: str | Path) -> Path:
-    """Save a causal LM and its tokenizer as one HF folder, atomically."""
+    """Save a causal LM and its tokenizer as one HF folder, atomically (never with non-finite weights)."""
+    check_finite_weights(model, f"the policy to {path}")
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
     return atomic_save_dir(write, path)
-
-
-def atomic_save_dir(save_fn: Callable[[Path], Any], path: str | Path) -> Path:
-    """Call ``save_fn(tmp_dir)`` then rename ``tmp_dir`` over ``path``.
-
-    Readers see the old folder or the new one, never a half-written one. An existing ``path`` is
-    moved aside first and deleted only after the new folder is in place; on failure the temporary
-    folder is removed and the old one restored.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = path.parent / f".{path.name}.tmp-{tag}"
-    old = path.parent / f".{path.name}.old-{tag}"
-    tmp.mkdir()
-    try:
-        save_fn(tmp)
-        if path.exists():
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            if old.exists():
-                os.replace(old, path)
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return path
 
 
 @contextlib.contextmanager

@@ -1,8 +1,19 @@
-"""Run directories, atomic writes, metrics JSONL and progress bars.
+"""Run folders, atomic writes, metrics JSONL and progress bars.
 
 Every run writes ``<out>/config.yaml`` (the resolved config) and ``<out>/metrics.jsonl`` (one JSON object
 per logged step, fixed metric names: train/, rollout/, reward/, cost/, lagrange/, eval/).
-TensorBoard is optional (``report_to: tensorboard``) and imported lazily.
+TensorBoard is optional (``report_to: tensorboard``) and imported lazily. Every JSON file written here is
+valid JSON: non-finite floats become ``null``.
+
+The run-folder rule (``start_run`` / ``finish_run``), the same for every command that writes a folder:
+* a new or empty folder: the run starts;
+* a folder that already holds a run: refused, unless ``resume`` (training commands: continue from the
+  folder's checkpoint; the saved config must match, field by field, except the fields in
+  ``RESUME_FREE``, unless ``allow_config_change``) or ``overwrite`` (the old run is deleted first;
+  a non-empty folder that is not a saferlhf run is never deleted);
+* ``status.json`` says ``running`` from the start, ``failed`` (with the error) when the command stops
+  on an error, and ``complete`` only after every output is in place: it is written last. A folder
+  without ``"state": "complete"`` is visibly not a finished run (a killed run keeps ``running``).
 """
 
 from __future__ import annotations
@@ -10,8 +21,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Iterable
@@ -38,13 +51,83 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
         raise
 
 
+def atomic_save_dir(save_fn: Callable[[Path], Any], path: str | Path) -> Path:
+    """Call ``save_fn(tmp_dir)`` then rename ``tmp_dir`` over ``path``.
+
+    Readers see the old folder or the new one, never a half-written one. An existing ``path`` is
+    moved aside first and deleted only after the new folder is in place; on failure the temporary
+    folder is removed and the old one restored.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = path.parent / f".{path.name}.tmp-{tag}"
+    old = path.parent / f".{path.name}.old-{tag}"
+    tmp.mkdir()
+    try:
+        save_fn(tmp)
+        if path.exists():
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old.exists():
+                os.replace(old, path)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def recover_atomic_dirs(folder: str | Path) -> list[str]:
+    """Clean up after an ``atomic_save_dir`` killed half-way in ``folder``: a folder moved aside
+    (``.NAME.old-*``) whose replacement never arrived is put back; temporary folders are deleted.
+    Returns what was done, one line per folder."""
+    folder, done = Path(folder), []
+    if not folder.is_dir():
+        return done
+    for old in sorted(folder.glob(".*.old-*")):
+        target = folder / old.name[1:].rsplit(".old-", 1)[0]
+        if not target.exists():
+            os.replace(old, target)
+            done.append(f"restored {target.name} from an interrupted save")
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in sorted([*folder.glob(".*.tmp-*"), *folder.glob(".checkpoint.tmp")]):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            done.append(f"removed the unfinished {tmp.name}")
+    return done
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """``atomic_write`` of a text file."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Write ``obj`` as valid JSON (non-finite floats become ``null``), atomically."""
+    atomic_write_text(path, dumps(obj, indent=2) + "\n")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN / Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") or hasattr(obj, "__dataclass_fields__"):
+        return json_safe(_json_default(obj))
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that always writes valid JSON (``json_safe``; ``allow_nan=False`` as a guard)."""
+    return json.dumps(json_safe(obj), allow_nan=False, default=_json_default, **kwargs)
 
 
 def _json_default(o: Any) -> Any:
@@ -87,7 +170,7 @@ class MetricsLogger:
         clean = {k: _to_float(v) for k, v in metrics.items()}
         row = {"step": step, "time": round(time.time(), 3), **clean}
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(dumps(row) + "\n")
             f.flush()
         if self._tb == "wandb":
             import wandb
@@ -103,7 +186,7 @@ class MetricsLogger:
         if not self.enabled or not self.path.exists():
             return
         rows = [r for r in read_jsonl(self.path) if r.get("step", -1) <= step]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(self.path, "".join(dumps(r) + "\n" for r in rows))
 
 
 def _to_float(v: Any) -> Any:
@@ -128,8 +211,105 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
     return tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, leave=False)
 
 
+STATUS_FILE = "status.json"
+# config fields that may change when a run is resumed: they do not change what is computed
+RESUME_FREE = frozenset({"resume", "overwrite", "allow_config_change", "save_every", "log_every",
+                         "runtime.progress", "runtime.threads", "runtime.report_to"})
+_ACTIVE: dict[Path, str] = {}  # run folders started by this process and not finished (for fail_active_runs)
+
+
+def run_state(out_dir: str | Path) -> str | None:
+    """``running`` | ``failed`` | ``complete`` from ``status.json``; ``unknown`` for a folder with files
+    but no readable status; None for a missing or empty folder."""
+    out = Path(out_dir)
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    try:
+        return str(json.loads((out / STATUS_FILE).read_text())["state"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two (nested) config dicts."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def _write_status(out: Path, state: str, command: str, **extra: Any) -> None:
+    atomic_write_json(out / STATUS_FILE, {"state": state, "command": command, "time": round(time.time(), 3),
+                                          **extra})
+
+
+def start_run(out_dir: str | Path, config: Any, command: str, *, resume: bool = False, overwrite: bool = False,
+              allow_config_change: bool = False, is_main: bool = True) -> Path:
+    """Apply the run-folder rule (module docstring), save the resolved config, mark the run ``running``.
+
+    Returns the folder. Raises ``UserError`` for a folder that holds another run (no ``resume`` /
+    ``overwrite``), a changed config on resume, or a non-run folder with ``overwrite``.
+    """
+    from saferlhf.config import check_config, save_config, to_dict
+    from saferlhf.errors import UserError
+
+    check_config(config)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{command}: out: {out} exists and is not a folder")
+    state = run_state(out)
+    if state is not None and not (resume and state != "unknown"):
+        if not overwrite:
+            raise UserError(f"{command}: {out} already holds a run ({state})",
+                            hint="pass --resume true to continue it, --overwrite true to replace it, or "
+                                 "choose another --out" if state != "unknown" else
+                            "it is not a saferlhf run folder: choose another --out")
+        if state == "unknown" and not (out / "config.yaml").exists():
+            raise UserError(f"{command}: {out} is not empty and is not a saferlhf run folder; refusing to "
+                            "delete it with --overwrite", hint="choose another --out")
+        if is_main:
+            shutil.rmtree(out)
+    elif state is not None and resume and (out / "config.yaml").exists():
+        import yaml
+
+        saved = yaml.safe_load((out / "config.yaml").read_text()) or {}
+        changed = [k for k in config_differences(saved, to_dict(config)) if k not in RESUME_FREE]
+        if changed and not allow_config_change:
+            raise UserError(f"{command}: cannot resume {out}: the config differs from the saved run in "
+                            f"{', '.join(changed)}",
+                            hint="resume with the same settings, or pass --allow_config_change true")
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        for line in recover_atomic_dirs(out):
+            print(f"{command}: {out}: {line}")
+        save_config(config, out / "config.yaml")
+        _write_status(out, "running", command, resumed=state is not None and resume)
+    _ACTIVE[out.resolve()] = command
+    return out
+
+
+def finish_run(out_dir: str | Path, is_main: bool = True, **summary: Any) -> None:
+    """Mark the run ``complete`` (call after every output is written: the status is written last)."""
+    out = Path(out_dir)
+    command = _ACTIVE.pop(out.resolve(), "")
+    if is_main:
+        _write_status(out, "complete", command, **summary)
+
+
+def fail_active_runs(error: BaseException) -> None:
+    """Mark every run started by this process and not finished as ``failed`` (the CLI calls this)."""
+    for out, command in list(_ACTIVE.items()):
+        if (out / STATUS_FILE).exists():
+            _write_status(out, "failed", command, error=f"{type(error).__name__}: {error}")
+        _ACTIVE.pop(out, None)
+
+
 def prepare_out_dir(out_dir: str | Path, config: Any, is_main: bool = True) -> Path:
-    """Create the run directory and save the resolved config in it."""
+    """Create the run directory and save the resolved config in it (no run-folder rule: ``start_run``)."""
     from saferlhf.config import save_config
 
     out = Path(out_dir)

@@ -1,10 +1,17 @@
-"""Shared training plumbing: accelerate setup, optimiser + schedule, seeding, atomic checkpoints.
+"""Shared training plumbing: accelerate setup, optimiser + schedule, seeding, numerical guards, atomic
+resumable checkpoints.
 
 Kept small on purpose: the loops themselves live in the recipes, top to bottom.
+
+Numerical guards (``assert_finite``, and ``optimizer_step`` itself): a non-finite loss, score, advantage,
+gradient norm or parameter stops the run with a ``NumericalError`` that names the step and the tensor.
+``optimizer_step`` refuses to apply a non-finite gradient and checks the parameters after the update,
+so a run never continues from, and never saves, non-finite weights; the last checkpoint on disk stays.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,37 +19,38 @@ from typing import Any, Literal
 
 import torch
 
-from saferlhf.config import cfg
-from saferlhf.tracking import atomic_write
+from saferlhf.config import option
+from saferlhf.errors import NumericalError
+from saferlhf.tracking import atomic_save_dir, atomic_write
 
 
 @dataclass
 class OptimConfig:
     """Optimiser settings (AdamW + a transformers learning-rate schedule)."""
 
-    lr: float = cfg(2e-5, "peak learning rate")
-    weight_decay: float = cfg(0.1, "AdamW weight decay")
-    beta1: float = cfg(0.9, "Adam beta1")
-    beta2: float = cfg(0.95, "Adam beta2")
-    eps: float = cfg(1e-8, "Adam epsilon")
-    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = cfg(
+    lr: float = option(2e-5, "peak learning rate", gt=0)
+    weight_decay: float = option(0.1, "AdamW weight decay", ge=0)
+    beta1: float = option(0.9, "Adam beta1", ge=0, lt=1)
+    beta2: float = option(0.95, "Adam beta2", ge=0, lt=1)
+    eps: float = option(1e-8, "Adam epsilon", gt=0)
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = option(
         "cosine", "learning-rate schedule (transformers.get_scheduler name)")
-    warmup_ratio: float = cfg(0.03, "share of the total steps used for linear warm-up")
-    grad_clip: float = cfg(1.0, "max global gradient norm (0 disables clipping)")
+    warmup_ratio: float = option(0.03, "share of the total steps used for linear warm-up", ge=0, le=1)
+    grad_clip: float = option(1.0, "max global gradient norm (0 disables clipping)", ge=0)
 
 
 @dataclass
 class RuntimeConfig:
     """Where and how to run (one process here; `accelerate launch -m saferlhf ...` for many)."""
 
-    device: Literal["auto", "cpu", "cuda"] = cfg("auto", "auto = GPU when available, else CPU")
-    mixed_precision: Literal["no", "bf16", "fp16"] = cfg(
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "auto = GPU when available, else CPU")
+    mixed_precision: Literal["no", "bf16", "fp16"] = option(
         "no", "mixed precision (GPUs only; on CPU bf16 is ~500x slower than fp32 here)")
-    seed: int = cfg(0, "random seed (python, numpy, torch)")
-    threads: int = cfg(0, "torch CPU threads (0 = torch default)")
-    report_to: Literal["none", "tensorboard", "wandb"] = cfg("none", "extra metrics sink besides metrics.jsonl")
-    progress: bool = cfg(True, "show progress bars")
-    gradient_checkpointing: bool = cfg(False, "trade compute for memory on large models")
+    seed: int = option(0, "random seed (python, numpy, torch)")
+    threads: int = option(0, "torch CPU threads (0 = torch default)", ge=0)
+    report_to: Literal["none", "tensorboard", "wandb"] = option("none", "extra metrics sink besides metrics.jsonl")
+    progress: bool = option(True, "show progress bars")
+    gradient_checkpointing: bool = option(False, "trade compute for memory on large models")
 
 
 def set_seed(seed: int) -> None:
@@ -69,13 +77,23 @@ def make_accelerator(rt: RuntimeConfig, **kwargs: Any):
     return acc
 
 
-def build_optimizer(params, optim: OptimConfig, total_steps: int):
-    """AdamW over ``params`` and the configured schedule for ``total_steps`` optimiser steps."""
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups as in the reference: weight decay on matrices (weights of linear and
+    embedding layers), none on biases and normalisation weights (every parameter with < 2 dims)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+            if g["params"]]
+
+
+def build_optimizer(model: torch.nn.Module, optim: OptimConfig, total_steps: int):
+    """AdamW over ``model``'s trainable parameters (``decay_groups``) and the configured schedule for
+    ``total_steps`` optimiser steps."""
     from transformers import get_scheduler
 
-    params = [p for p in params if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps,
-                            weight_decay=optim.weight_decay)
+    opt = torch.optim.AdamW(decay_groups(model, optim.weight_decay), lr=optim.lr, betas=(optim.beta1, optim.beta2),
+                            eps=optim.eps)
     warmup = int(round(optim.warmup_ratio * total_steps))
     sched = get_scheduler(optim.scheduler, opt, num_warmup_steps=warmup,
                           num_training_steps=max(total_steps, 1))
@@ -83,22 +101,56 @@ def build_optimizer(params, optim: OptimConfig, total_steps: int):
 
 
 def clip_grad(accelerator, params, max_norm: float) -> float:
-    """Clip the global gradient norm; returns the norm before clipping (0.0 when disabled)."""
-    if max_norm <= 0:
-        return 0.0
-    norm = accelerator.clip_grad_norm_(params, max_norm)
+    """Clip the global gradient norm to ``max_norm`` (no clipping when <= 0); returns the norm before
+    clipping (computed either way, so that a non-finite gradient is always seen)."""
+    norm = accelerator.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
     return float(norm) if norm is not None else 0.0
 
 
-def optimizer_step(accelerator, params, optimizer, scheduler, max_norm: float) -> float:
+def optimizer_step(accelerator, params, optimizer, scheduler, max_norm: float, *, step: int | None = None,
+                   what: str = "model") -> float:
     """Clip the global gradient norm, step the optimiser and the schedule, clear gradients.
 
-    Returns the gradient norm before clipping (0.0 when clipping is disabled)."""
+    Raises ``NumericalError`` (before touching the weights) when the gradient norm is not finite, and
+    after the update when a parameter is no longer finite. Returns the gradient norm before clipping."""
+    params = [p for p in params if p.requires_grad]
     norm = clip_grad(accelerator, params, max_norm)
+    if not math.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        raise NumericalError(f"step {step}: {what} gradient norm is {norm}; the update was not applied "
+                             "(lower the learning rate, check the data and the score models)", step, f"{what}.grad")
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    bad = nonfinite_parameters(params)
+    if bad:
+        raise NumericalError(f"step {step}: {what} parameters became non-finite after the update ({bad} of "
+                             f"{len(params)} tensors); nothing was saved from this step (lower the learning rate)",
+                             step, f"{what}.parameters")
     return norm
+
+
+def nonfinite_parameters(params) -> int:
+    """How many of ``params`` hold a NaN or an infinity (one device sync)."""
+    params = list(params)
+    if not params:
+        return 0
+    return int((~torch.stack([torch.isfinite(p.detach()).all() for p in params])).sum())
+
+
+def assert_finite(step: int | None, **tensors: Any) -> None:
+    """Raise ``NumericalError`` naming ``step`` and the first of ``tensors`` (tensors or floats; None is
+    skipped) that holds a NaN or an infinity."""
+    for name, value in tensors.items():
+        if value is None:
+            continue
+        t = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            n_bad, n = int((~finite).sum()), t.numel()
+            kinds = "nan" if bool(torch.isnan(t).any()) else "inf"
+            raise NumericalError(f"step {step}: {name} is not finite ({n_bad} of {n} values are {kinds}); "
+                                 "training stopped, the last checkpoint is kept", step, name)
 
 
 def rng_state() -> dict[str, Any]:
@@ -113,6 +165,44 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpointer:
+    """Atomic, resumable checkpoints in ``out/checkpoint`` through ``accelerator.save_state``: models,
+    optimisers, schedulers, every rank's RNG states and the objects registered with
+    ``register_for_checkpointing`` (loop position, λ, ...), plus one ``rank_state_<k>.pt`` per rank for
+    state that differs between ranks. The folder is swapped in atomically: a kill during a save leaves
+    the previous checkpoint in place."""
+
+    def __init__(self, accelerator, out_dir: str | Path):
+        self.acc, self.dir = accelerator, Path(out_dir) / "checkpoint"
+
+    def exists(self) -> bool:
+        return (self.dir / "COMPLETE").exists()
+
+    def save(self, rank_state: dict[str, Any] | None = None) -> None:
+        import shutil
+
+        acc = self.acc
+        tmp = self.dir.parent / ".checkpoint.tmp"
+        if acc.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)  # a save killed half-way
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        if rank_state is not None:
+            torch.save(rank_state, tmp / f"rank_state_{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (tmp / "COMPLETE").write_text("")
+            atomic_save_dir(lambda d: [p.rename(d / p.name) for p in tmp.iterdir()], self.dir)
+            tmp.rmdir()
+        acc.wait_for_everyone()
+
+    def load(self) -> dict[str, Any] | None:
+        """Restore everything ``save`` wrote; returns this rank's ``rank_state`` (None if none was saved)."""
+        self.acc.load_state(str(self.dir))
+        path = self.dir / f"rank_state_{self.acc.process_index}.pt"
+        return torch.load(path, weights_only=False) if path.exists() else None
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

@@ -20,25 +20,25 @@ from pathlib import Path
 
 import torch
 
-from saferlhf.config import cfg
+from saferlhf.config import option
 
 
 @dataclass
 class EvaluateConfig:
-    policies: list[str] = cfg(factory=list, help="name=path pairs (comma separated on the CLI)")
-    baseline: str | None = cfg(None, "policy name that win rates and arena tables compare against")
-    world_seed: int = cfg(0, "seed of the synthetic world whose test prompts are used")
-    max_prompts: int = cfg(0, "use at most this many test prompts (0 = all)")
-    n_samples: int = cfg(1, "sampled responses per prompt")
-    max_new_tokens: int = cfg(64, "max response tokens")
-    temperature: float = cfg(1.0, "sampling temperature")
-    top_p: float = cfg(1.0, "nucleus sampling threshold")
-    greedy: bool = cfg(False, "greedy decoding")
-    batch_size: int = cfg(128, "prompts per generate call")
-    reward_model_path: str | None = cfg(None, "optional reward model: reward_mean per policy and arena tables")
-    cost_model_path: str | None = cfg(None, "optional cost model: cost_mean, violation_rate, arena tables")
-    out: str = cfg("runs/eval", "output folder: eval.json, responses.jsonl, plots")
-    seed: int = cfg(0, "sampling seed")
+    policies: list[str] = option(factory=list, help="name=path pairs (comma separated on the CLI)")
+    baseline: str | None = option(None, "policy name that win rates and arena tables compare against")
+    world_seed: int = option(0, "seed of the synthetic world whose test prompts are used")
+    max_prompts: int = option(0, "use at most this many test prompts (0 = all)", ge=0)
+    n_samples: int = option(1, "sampled responses per prompt", ge=1)
+    max_new_tokens: int = option(64, "max response tokens", ge=1)
+    temperature: float = option(1.0, "sampling temperature", gt=0)
+    top_p: float = option(1.0, "nucleus sampling threshold", gt=0, le=1)
+    greedy: bool = option(False, "greedy decoding")
+    batch_size: int = option(128, "prompts per generate call", ge=1)
+    reward_model_path: str | None = option(None, "optional reward model: reward_mean per policy and arena tables")
+    cost_model_path: str | None = option(None, "optional cost model: cost_mean, violation_rate, arena tables")
+    out: str = option("runs/eval", "output folder: eval.json, responses.jsonl, plots")
+    seed: int = option(0, "sampling seed")
 
 
 def parse_policies(items: list[str]) -> dict[str, str]:

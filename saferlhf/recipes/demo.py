@@ -24,47 +24,47 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from saferlhf.config import cfg
+from saferlhf.config import option
 
 
 @dataclass
 class DemoConfig:
-    out: str = cfg("runs/demo", "output folder")
-    seed: int = cfg(0, "seed of the world, the models and every stage")
-    fast: bool = cfg(False, "tiny everything (for tests): fewer prompts, steps and tokens")
-    arch: str = cfg("llama", "tiny model architecture (llama | qwen2 | gpt2)")
-    hidden_size: int = cfg(128, "tiny model hidden size")
-    num_layers: int = cfg(2, "tiny model layers")
-    num_heads: int = cfg(4, "tiny model attention heads")
-    vocab_size: int = cfg(2048, "tokenizer vocabulary (2k BPE: nearly every world word is one token)")
-    sft_examples: int = cfg(6000, "SFT corpus size")
-    sft_epochs: float = cfg(6.0, "SFT epochs")
-    sft_batch_size: int = cfg(64, "SFT batch size")
-    sft_lr: float = cfg(3e-3, "SFT learning rate (tiny models from scratch want large rates)")
-    pair_prompts: int = cfg(0, "training prompts used for response-pair collection (0 = all)")
-    world_pairs: int = cfg(2000, "extra preference pairs written by the world and annotated by the panel "
-                                 "(the role of the released PKU-SafeRLHF data; 0 = SFT pairs only)")
-    score_epochs: float = cfg(2.0, "reward / cost model epochs")
-    score_lr: float = cfg(1e-3, "reward / cost model learning rate")
-    max_new_tokens: int = cfg(64, "max response tokens in RL and evaluation")
-    rl_steps: int = cfg(40, "RL steps per policy")
-    rl_prompts_per_step: int = cfg(32, "prompts per RL step")
-    rl_ppo_epochs: int = cfg(2, "PPO epochs per rollout")
-    rl_minibatches: int = cfg(2, "minibatches per PPO epoch")
-    actor_lr: float = cfg(1e-4, "actor learning rate")
-    critic_lr: float = cfg(5e-4, "critic learning rate")
-    lambda_lr: float = cfg(0.1, "Lagrange multiplier learning rate (paper: 0.1)")
-    lambda_init: float = cfg(1.0, "initial λ")
-    lambda_max: float | None = cfg(5.0, "cap on λ (the paper's optional λ_max = 5)")
-    kl_coef: float | None = cfg(0.05, "β for every RL run (None = the paper's: 0.01 PPO-Lag, 0.02 PPO / shaping; "
-                                         "tiny models drift into word salad with those)")
-    cost_threshold: float | None = cfg(None, "threshold d of E[C] <= d; None = calibrate it from the cost model "
+    out: str = option("runs/demo", "output folder")
+    seed: int = option(0, "seed of the world, the models and every stage")
+    fast: bool = option(False, "tiny everything (for tests): fewer prompts, steps and tokens")
+    arch: str = option("llama", "tiny model architecture (llama | qwen2 | gpt2)")
+    hidden_size: int = option(128, "tiny model hidden size", ge=1)
+    num_layers: int = option(2, "tiny model layers", ge=1)
+    num_heads: int = option(4, "tiny model attention heads", ge=1)
+    vocab_size: int = option(2048, "tokenizer vocabulary (2k BPE: nearly every world word is one token)", ge=64)
+    sft_examples: int = option(6000, "SFT corpus size", ge=1)
+    sft_epochs: float = option(6.0, "SFT epochs", gt=0)
+    sft_batch_size: int = option(64, "SFT batch size", ge=1)
+    sft_lr: float = option(3e-3, "SFT learning rate (tiny models from scratch want large rates)", gt=0)
+    pair_prompts: int = option(0, "training prompts used for response-pair collection (0 = all)", ge=0)
+    world_pairs: int = option(2000, "extra preference pairs written by the world and annotated by the panel "
+                                 "(the role of the released PKU-SafeRLHF data; 0 = SFT pairs only)", ge=0)
+    score_epochs: float = option(2.0, "reward / cost model epochs", gt=0)
+    score_lr: float = option(1e-3, "reward / cost model learning rate", gt=0)
+    max_new_tokens: int = option(64, "max response tokens in RL and evaluation", ge=1)
+    rl_steps: int = option(40, "RL steps per policy", ge=1)
+    rl_prompts_per_step: int = option(32, "prompts per RL step", ge=1)
+    rl_ppo_epochs: int = option(2, "PPO epochs per rollout", ge=1)
+    rl_minibatches: int = option(2, "minibatches per PPO epoch", ge=1)
+    actor_lr: float = option(1e-4, "actor learning rate", gt=0)
+    critic_lr: float = option(5e-4, "critic learning rate", gt=0)
+    lambda_lr: float = option(0.1, "Lagrange multiplier learning rate (paper: 0.1)", gt=0)
+    lambda_init: float = option(1.0, "initial λ", gt=0)
+    lambda_max: float | None = option(5.0, "cap on λ (the paper's optional λ_max = 5)", gt=0)
+    kl_coef: float | None = option(0.05, "β for every RL run (None = the paper's: 0.01 PPO-Lag, 0.02 PPO / shaping; "
+                                         "tiny models drift into word salad with those)", ge=0)
+    cost_threshold: float | None = option(None, "threshold d of E[C] <= d; None = calibrate it from the cost model "
                                             "and the annotated SFT responses (see target_violation_rate)")
-    target_violation_rate: float = cfg(0.02, "calibration: d = c_safe + rate * (c_unsafe - c_safe), the mean cost "
-                                             "when this share of responses is unsafe")
-    shaping_lambdas: list[float] = cfg([0.5, 2.0], "fixed λ grid of the reward-shaping baselines")
-    eval_samples: int = cfg(1, "sampled responses per test prompt")
-    threads: int = cfg(0, "torch CPU threads (0 = default)")
+    target_violation_rate: float = option(0.02, "calibration: d = c_safe + rate * (c_unsafe - c_safe), the mean cost "
+                                             "when this share of responses is unsafe", gt=0, lt=1)
+    shaping_lambdas: list[float] = option([0.5, 2.0], "fixed λ grid of the reward-shaping baselines", ge=0)
+    eval_samples: int = option(1, "sampled responses per test prompt", ge=1)
+    threads: int = option(0, "torch CPU threads (0 = default)", ge=0)
 
 
 FAST = dict(sft_examples=600, sft_epochs=2.0, pair_prompts=120, score_epochs=1.0, rl_steps=3,

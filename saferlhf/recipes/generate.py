@@ -15,25 +15,25 @@ from pathlib import Path
 
 import torch
 
-from saferlhf.config import cfg
+from saferlhf.config import option
 
 
 @dataclass
 class GenerateConfig:
-    model_path: str = cfg("", "HF causal LM path")
-    prompts: str = cfg("world:test", "prompt file, or world:train / world:test (the synthetic world's prompts)")
-    world_seed: int = cfg(0, "world seed for world:* prompts")
-    out: str = cfg("generations.jsonl", "output JSONL")
-    n_samples: int = cfg(1, "responses per prompt; 2 writes response pairs (response_0, response_1)")
-    max_prompts: int = cfg(0, "use at most this many prompts (0 = all)")
-    max_new_tokens: int = cfg(128, "max response tokens")
-    max_prompt_length: int = cfg(256, "prompts are cut to their last N tokens")
-    temperature: float = cfg(1.0, "sampling temperature")
-    top_p: float = cfg(1.0, "nucleus sampling threshold")
-    greedy: bool = cfg(False, "greedy decoding instead of sampling")
-    batch_size: int = cfg(64, "prompts per generate call")
-    seed: int = cfg(0, "sampling seed")
-    distinct_pairs: bool = cfg(True, "with n_samples=2, resample (up to 4 times) pairs whose responses are identical")
+    model_path: str = option("", "HF causal LM path")
+    prompts: str = option("world:test", "prompt file, or world:train / world:test (the synthetic world's prompts)")
+    world_seed: int = option(0, "world seed for world:* prompts")
+    out: str = option("generations.jsonl", "output JSONL")
+    n_samples: int = option(1, "responses per prompt; 2 writes response pairs (response_0, response_1)", ge=1)
+    max_prompts: int = option(0, "use at most this many prompts (0 = all)", ge=0)
+    max_new_tokens: int = option(128, "max response tokens", ge=1)
+    max_prompt_length: int = option(256, "prompts are cut to their last N tokens", ge=1)
+    temperature: float = option(1.0, "sampling temperature", gt=0)
+    top_p: float = option(1.0, "nucleus sampling threshold", gt=0, le=1)
+    greedy: bool = option(False, "greedy decoding instead of sampling")
+    batch_size: int = option(64, "prompts per generate call", ge=1)
+    seed: int = option(0, "sampling seed")
+    distinct_pairs: bool = option(True, "with n_samples=2, resample (up to 4 times) pairs whose responses are identical")
 
 
 def resolve_prompts(spec: str, world_seed: int = 0) -> list[str]:

@@ -45,7 +45,7 @@ from typing import Literal
 
 import torch
 
-from saferlhf.config import cfg
+from saferlhf.config import option
 from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, make_accelerator, optimizer_step
 
 DEFAULT_KL = {"ppo_lag": 0.01, "ppo": 0.02, "reward_shaping": 0.02}
@@ -53,57 +53,57 @@ DEFAULT_KL = {"ppo_lag": 0.01, "ppo": 0.02, "reward_shaping": 0.02}
 
 @dataclass
 class RolloutConfig:
-    prompts_per_step: int = cfg(16, "prompts sampled per RL step per process (one response each)")
-    max_new_tokens: int = cfg(128, "max response tokens")
-    max_prompt_length: int = cfg(256, "prompts are cut to their last N tokens")
-    temperature: float = cfg(1.0, "sampling temperature (reference: 1.0)")
-    top_p: float = cfg(1.0, "nucleus sampling threshold (reference: 1.0)")
+    prompts_per_step: int = option(16, "prompts sampled per RL step per process (one response each)", ge=1)
+    max_new_tokens: int = option(128, "max response tokens", ge=1)
+    max_prompt_length: int = option(256, "prompts are cut to their last N tokens", ge=1)
+    temperature: float = option(1.0, "sampling temperature (reference: 1.0)", gt=0)
+    top_p: float = option(1.0, "nucleus sampling threshold (reference: 1.0)", gt=0, le=1)
 
 
 @dataclass
 class LagrangeConfig:
-    init: float = cfg(1.0, "initial λ (reference 1.0)")
-    lr: float = cfg(0.1, "SGD learning rate of log λ (reference 0.1)")
-    max_value: float | None = cfg(None, "optional cap λ_max (the paper mentions 5)")
-    delay_steps: int = cfg(0, "RL steps before λ starts to move")
-    threshold: float = cfg(0.0, "cost threshold d: constraint E[C] <= d (0 = 'on average classified safe')")
-    window: int = cfg(128, "J_c = mean of the last N episode costs (per rank, then averaged across ranks)")
+    init: float = option(1.0, "initial λ (reference 1.0)", gt=0)
+    lr: float = option(0.1, "SGD learning rate of log λ (reference 0.1)", gt=0)
+    max_value: float | None = option(None, "optional cap λ_max (the paper mentions 5)", gt=0)
+    delay_steps: int = option(0, "RL steps before λ starts to move", ge=0)
+    threshold: float = option(0.0, "cost threshold d: constraint E[C] <= d (0 = 'on average classified safe')")
+    window: int = option(128, "J_c = mean of the last N episode costs (per rank, then averaged across ranks)", ge=1)
 
 
 @dataclass
 class PPOConfig:
-    algorithm: Literal["ppo_lag", "ppo", "reward_shaping"] = cfg(
+    algorithm: Literal["ppo_lag", "ppo", "reward_shaping"] = option(
         "ppo_lag", "ppo_lag = Safe RLHF; ppo = reward only; reward_shaping = R - shaping_lambda·C")
-    actor_path: str = cfg("", "initial policy (HF causal LM, usually the SFT model); also the frozen reference")
-    reward_model_path: str = cfg("", "reward model (score model folder)")
-    cost_model_path: str | None = cfg(None, "cost model (required for ppo_lag / reward_shaping; with ppo only logged)")
-    reward_critic_path: str | None = cfg(None, "reward critic init (default: the reward model)")
-    cost_critic_path: str | None = cfg(None, "cost critic init (default: the cost model)")
-    train_prompts: str = cfg("", "prompt file (jsonl with 'prompt', BeaverTails json, XSTest csv, ...)")
-    ptx_file: str | None = cfg(None, "optional SFT file mixed in as a PTX loss")
-    ptx_coef: float = cfg(16.0, "PTX loss coefficient (reference 16)")
-    out: str = cfg("runs/ppo", "output folder: actor/, checkpoint/, metrics.jsonl, config.yaml")
-    steps: int = cfg(100, "RL steps (each: one rollout batch, then PPO epochs over it)")
-    ppo_epochs: int = cfg(1, "passes over each rollout batch (reference: 1)")
-    num_minibatches: int = cfg(1, "minibatches per pass (reference: 1)")
-    kl_coef: float | None = cfg(None, "β; default 0.01 for ppo_lag, 0.02 for ppo and reward_shaping")
-    clip_eps: float = cfg(0.2, "PPO ratio clip ε")
-    value_clip: float = cfg(5.0, "critic value clip range around V_old")
-    reward_clamp: float = cfg(50.0, "clamp of the per-token streams after the KL term")
-    gamma: float = cfg(1.0, "discount γ")
-    gae_lambda: float = cfg(0.95, "GAE λ")
-    whiten_advantages: bool = cfg(False, "whiten the actor advantage over the batch (off in the reference)")
-    entropy_coef: float = cfg(0.0, "entropy bonus coefficient (none in the reference)")
-    shaping_lambda: float = cfg(1.0, "fixed λ of reward shaping (R - λ·C)")
-    lagrange: LagrangeConfig = cfg(LagrangeConfig(), "Lagrange multiplier (ppo_lag)")
-    rollout: RolloutConfig = cfg(RolloutConfig(), "sampling")
-    actor_optim: OptimConfig = cfg(OptimConfig(lr=1e-5, weight_decay=0.01), "actor optimiser")
-    critic_optim: OptimConfig = cfg(OptimConfig(lr=5e-6, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
-                                    "critic optimiser")
-    save_every: int = cfg(0, "write a resumable checkpoint every N steps (0 = only at the end)")
-    resume: bool = cfg(False, "continue from out/checkpoint when it exists")
-    log_every: int = cfg(1, "log metrics every N steps")
-    runtime: RuntimeConfig = cfg(RuntimeConfig(), "runtime")
+    actor_path: str = option("", "initial policy (HF causal LM, usually the SFT model); also the frozen reference")
+    reward_model_path: str = option("", "reward model (score model folder)")
+    cost_model_path: str | None = option(None, "cost model (required for ppo_lag / reward_shaping; with ppo only logged)")
+    reward_critic_path: str | None = option(None, "reward critic init (default: the reward model)")
+    cost_critic_path: str | None = option(None, "cost critic init (default: the cost model)")
+    train_prompts: str = option("", "prompt file (jsonl with 'prompt', BeaverTails json, XSTest csv, ...)")
+    ptx_file: str | None = option(None, "optional SFT file mixed in as a PTX loss")
+    ptx_coef: float = option(16.0, "PTX loss coefficient (reference 16)", ge=0)
+    out: str = option("runs/ppo", "output folder: actor/, checkpoint/, metrics.jsonl, config.yaml")
+    steps: int = option(100, "RL steps (each: one rollout batch, then PPO epochs over it)", ge=1)
+    ppo_epochs: int = option(1, "passes over each rollout batch (reference: 1)", ge=1)
+    num_minibatches: int = option(1, "minibatches per pass (reference: 1)", ge=1)
+    kl_coef: float | None = option(None, "β; default 0.01 for ppo_lag, 0.02 for ppo and reward_shaping", ge=0)
+    clip_eps: float = option(0.2, "PPO ratio clip ε", gt=0, lt=1)
+    value_clip: float = option(5.0, "critic value clip range around V_old", gt=0)
+    reward_clamp: float = option(50.0, "clamp of the per-token streams after the KL term", gt=0)
+    gamma: float = option(1.0, "discount γ", ge=0, le=1)
+    gae_lambda: float = option(0.95, "GAE λ", ge=0, le=1)
+    whiten_advantages: bool = option(False, "whiten the actor advantage over the batch (off in the reference)")
+    entropy_coef: float = option(0.0, "entropy bonus coefficient (none in the reference)", ge=0)
+    shaping_lambda: float = option(1.0, "fixed λ of reward shaping (R - λ·C)", ge=0)
+    lagrange: LagrangeConfig = option(LagrangeConfig(), "Lagrange multiplier (ppo_lag)")
+    rollout: RolloutConfig = option(RolloutConfig(), "sampling")
+    actor_optim: OptimConfig = option(OptimConfig(lr=1e-5, weight_decay=0.01), "actor optimiser")
+    critic_optim: OptimConfig = option(OptimConfig(lr=5e-6, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
+                                       "critic optimiser")
+    save_every: int = option(0, "write a resumable checkpoint every N steps (0 = only at the end)", ge=0)
+    resume: bool = option(False, "continue from out/checkpoint when it exists")
+    log_every: int = option(1, "log metrics every N steps", ge=1)
+    runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
 
 class TrainState:
@@ -370,9 +370,9 @@ def run(cfg: PPOConfig) -> int:
     # Optimisers: one per trained model; schedules count optimiser steps.
     updates = cfg.steps * cfg.ppo_epochs * max(1, min(cfg.num_minibatches, cfg.rollout.prompts_per_step))
     optims, scheds = {}, {}
-    optims["actor"], scheds["actor"] = build_optimizer(actor.parameters(), cfg.actor_optim, updates)
+    optims["actor"], scheds["actor"] = build_optimizer(actor, cfg.actor_optim, updates)
     for name, critic in critics.items():
-        optims[name], scheds[name] = build_optimizer(critic.parameters(), cfg.critic_optim, updates)
+        optims[name], scheds[name] = build_optimizer(critic, cfg.critic_optim, updates)
     names = ["actor", *critics]
     prepared = acc.prepare(*([actor] + list(critics.values()) + [optims[n] for n in names] + [scheds[n] for n in names]))
     k = len(names)

@@ -42,36 +42,36 @@ from typing import Literal
 import torch
 
 from saferlhf.batching import encode_example, length_grouped_batches, pack_pairs, pad
-from saferlhf.config import cfg
+from saferlhf.config import option
 from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, make_accelerator, optimizer_step
 
 
 @dataclass
 class ScoreModelConfig:
-    kind: Literal["reward", "cost"] = cfg("reward", "reward (helpfulness) or cost (harmfulness, > 0 = unsafe)")
-    model_path: str = cfg("", "initial backbone: an HF causal LM (e.g. the SFT model) or a score model")
-    train_file: str = cfg("", "preference file: PKU-SafeRLHF json/jsonl/parquet, HH-RLHF jsonl(.gz), TRL jsonl")
-    eval_file: str | None = cfg(None, "held-out preference file (default: eval_ratio of train_file)")
-    eval_ratio: float = cfg(0.1, "share of train_file held out for evaluation when eval_file is unset")
-    out: str = cfg("runs/score_model", "output folder")
-    max_length: int = cfg(512, "max tokens of prompt + response")
-    batch_size: int = cfg(16, "pairs per optimiser step per process")
-    epochs: float = cfg(2.0, "passes over the training pairs")
-    max_steps: int = cfg(0, "stop after this many optimiser steps (0 = use epochs)")
-    l2_coef: float = cfg(0.001, "μ: coefficient of the score L2 regulariser")
-    on_error: Literal["raise", "drop"] = cfg("raise", "bad records: raise (file:line errors) or drop with a report")
-    max_pairs: int = cfg(0, "use at most this many training pairs (0 = all)")
-    log_every: int = cfg(10, "log train metrics every N steps")
-    packing: bool = cfg(True, "padding-free training batches: all sequences of a batch in one row, attention "
+    kind: Literal["reward", "cost"] = option("reward", "reward (helpfulness) or cost (harmfulness, > 0 = unsafe)")
+    model_path: str = option("", "initial backbone: an HF causal LM (e.g. the SFT model) or a score model")
+    train_file: str = option("", "preference file: PKU-SafeRLHF json/jsonl/parquet, HH-RLHF jsonl(.gz), TRL jsonl")
+    eval_file: str | None = option(None, "held-out preference file (default: eval_ratio of train_file)")
+    eval_ratio: float = option(0.1, "share of train_file held out for evaluation when eval_file is unset", ge=0, lt=1)
+    out: str = option("runs/score_model", "output folder")
+    max_length: int = option(512, "max tokens of prompt + response", ge=2)
+    batch_size: int = option(16, "pairs per optimiser step per process", ge=1)
+    epochs: float = option(2.0, "passes over the training pairs", gt=0)
+    max_steps: int = option(0, "stop after this many optimiser steps (0 = use epochs)", ge=0)
+    l2_coef: float = option(0.001, "μ: coefficient of the score L2 regulariser", ge=0)
+    on_error: Literal["raise", "drop"] = option("raise", "bad records: raise (file:line errors) or drop with a report")
+    max_pairs: int = option(0, "use at most this many training pairs (0 = all)", ge=0)
+    log_every: int = option(10, "log train metrics every N steps", ge=1)
+    packing: bool = option(True, "padding-free training batches: all sequences of a batch in one row, attention "
                               "restricted to each sequence, same loss; padded batches when the model does not "
                               "support it (checked at start)")
-    share_prompt: bool = cfg(True, "with packing: compute the prompt (the common prefix of chosen and rejected) "
+    share_prompt: bool = option(True, "with packing: compute the prompt (the common prefix of chosen and rejected) "
                                    "once per pair")
-    group_by_length: Literal["auto", "on", "off"] = cfg(
+    group_by_length: Literal["auto", "on", "off"] = option(
         "auto", "batches of similar lengths (sorted within mega-batches of 50 batches, batch order shuffled) to "
                 "cut padding; auto = on for padded batches, off for packed ones (which have no padding)")
-    optim: OptimConfig = cfg(OptimConfig(lr=2e-5, weight_decay=0.1), "optimiser")
-    runtime: RuntimeConfig = cfg(RuntimeConfig(), "runtime")
+    optim: OptimConfig = option(OptimConfig(lr=2e-5, weight_decay=0.1), "optimiser")
+    runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
 
 @dataclass
@@ -332,7 +332,7 @@ def run(cfg: ScoreModelConfig) -> int:
     global_bs = cfg.batch_size * acc.num_processes
     steps_per_epoch = math.ceil(len(train) / global_bs)
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    opt, sched = build_optimizer(score_model.parameters(), cfg.optim, total)
+    opt, sched = build_optimizer(score_model, cfg.optim, total)
     model, opt, sched = acc.prepare(PairScorer(score_model), opt, sched)
     model.train()
     # Packed (padding-free) batches when this model gives the padded scores with them, else padded ones.

@@ -24,24 +24,24 @@ from pathlib import Path
 import torch
 
 from saferlhf.batching import encode_example, pack_examples, packed_batch, sft_batch
-from saferlhf.config import cfg
+from saferlhf.config import option
 from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, make_accelerator, optimizer_step
 
 
 @dataclass
 class SFTConfig:
-    model_path: str = cfg("", "HF causal LM path or hub name to fine-tune")
-    train_file: str = cfg("", "training data: JSONL/JSON with prompt + response (see saferlhf data check)")
-    eval_file: str | None = cfg(None, "optional held-out file of the same kind; eval loss reported")
-    out: str = cfg("runs/sft", "output folder (model, tokenizer, config.yaml, metrics.jsonl)")
-    max_length: int = cfg(512, "max tokens of prompt + response")
-    batch_size: int = cfg(16, "examples per optimiser step per process")
-    epochs: float = cfg(3.0, "passes over the training data")
-    max_steps: int = cfg(0, "stop after this many optimiser steps (0 = use epochs)")
-    packing: bool = cfg(False, "pack several examples per row of max_length tokens")
-    log_every: int = cfg(10, "log train metrics every N steps")
-    optim: OptimConfig = cfg(OptimConfig(lr=2e-5, weight_decay=0.0), "optimiser")
-    runtime: RuntimeConfig = cfg(RuntimeConfig(), "runtime")
+    model_path: str = option("", "HF causal LM path or hub name to fine-tune")
+    train_file: str = option("", "training data: JSONL/JSON with prompt + response (see saferlhf data check)")
+    eval_file: str | None = option(None, "optional held-out file of the same kind; eval loss reported")
+    out: str = option("runs/sft", "output folder (model, tokenizer, config.yaml, metrics.jsonl)")
+    max_length: int = option(512, "max tokens of prompt + response", ge=2)
+    batch_size: int = option(16, "examples per optimiser step per process", ge=1)
+    epochs: float = option(3.0, "passes over the training data", gt=0)
+    max_steps: int = option(0, "stop after this many optimiser steps (0 = use epochs)", ge=0)
+    packing: bool = option(False, "pack several examples per row of max_length tokens")
+    log_every: int = option(10, "log train metrics every N steps", ge=1)
+    optim: OptimConfig = option(OptimConfig(lr=2e-5, weight_decay=0.0), "optimiser")
+    runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
 
 def _load_examples(path: str, tokenizer, max_length: int) -> list[tuple[list[int], int]]:
@@ -98,7 +98,7 @@ def run(cfg: SFTConfig) -> int:
     rows = len(pack_examples(train, cfg.max_length)) if cfg.packing else len(train)
     steps_per_epoch = math.ceil(rows / (cfg.batch_size * acc.num_processes))
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    opt, sched = build_optimizer(model.parameters(), cfg.optim, total)
+    opt, sched = build_optimizer(model, cfg.optim, total)
     model, opt, sched = acc.prepare(model, opt, sched)
     model.train()
 

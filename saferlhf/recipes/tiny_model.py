@@ -14,21 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from saferlhf.config import cfg
+from saferlhf.config import option
 
 
 @dataclass
 class TinyModelConfig:
-    out: str = cfg("runs/tiny-model", "output folder for the model + tokenizer")
-    corpus: str = cfg("world", "'world' (the synthetic world's text) or a .jsonl/.txt file to train the tokenizer on")
-    world_seed: int = cfg(0, "seed of the synthetic world when corpus=world")
-    arch: Literal["llama", "qwen2", "gpt2"] = cfg("llama", "HF architecture created from a config")
-    vocab_size: int = cfg(2048, "BPE vocabulary size")
-    hidden_size: int = cfg(128, "hidden size")
-    num_layers: int = cfg(2, "transformer layers")
-    num_heads: int = cfg(4, "attention heads")
-    max_position_embeddings: int = cfg(512, "context length")
-    seed: int = cfg(0, "initialisation seed")
+    out: str = option("runs/tiny-model", "output folder for the model + tokenizer")
+    corpus: str = option("world", "'world' (the synthetic world's text) or a .jsonl/.txt file to train the tokenizer on")
+    world_seed: int = option(0, "seed of the synthetic world when corpus=world")
+    arch: Literal["llama", "qwen2", "gpt2"] = option("llama", "HF architecture created from a config")
+    vocab_size: int = option(2048, "BPE vocabulary size", ge=64)
+    hidden_size: int = option(128, "hidden size", ge=1)
+    num_layers: int = option(2, "transformer layers", ge=1)
+    num_heads: int = option(4, "attention heads", ge=1)
+    max_position_embeddings: int = option(512, "context length", ge=2)
+    seed: int = option(0, "initialisation seed")
 
 
 def corpus_texts(corpus: str, world_seed: int = 0) -> list[str]:
