@@ -66,6 +66,7 @@ def atomic_save_dir(save_fn: Callable[[Path], Any], path: str | Path) -> Path:
     tmp.mkdir()
     try:
         save_fn(tmp)
+        fault_point("dir_save")
         if path.exists():
             os.replace(path, old)
         try:
@@ -79,6 +80,26 @@ def atomic_save_dir(save_fn: Callable[[Path], Any], path: str | Path) -> Path:
         raise
     shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def fault_point(kind: str) -> None:
+    """Fault injection for the tests in ``tests/faults``: with ``SAFERLHF_FAULT=<kind>:<n>`` in the
+    environment, the n-th call of ``fault_point(kind)`` in this process kills it with SIGKILL (no clean-up
+    runs, as with a power cut or the OOM killer). Kinds: ``step`` (after a training step is complete and
+    logged), ``checkpoint`` (inside ``Checkpointer.save``, state written, not yet swapped in),
+    ``dir_save`` (inside ``atomic_save_dir``, the new folder written, not yet renamed into place)."""
+    spec = os.environ.get("SAFERLHF_FAULT")
+    if not spec:
+        return
+    _FAULT_COUNTS[kind] = _FAULT_COUNTS.get(kind, 0) + 1
+    want, _, n = spec.partition(":")
+    if want == kind and _FAULT_COUNTS[kind] == int(n or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def recover_atomic_dirs(folder: str | Path) -> list[str]:

@@ -21,7 +21,7 @@ import torch
 
 from saferlhf.config import option
 from saferlhf.errors import NumericalError
-from saferlhf.tracking import atomic_save_dir, atomic_write
+from saferlhf.tracking import atomic_save_dir, atomic_write, fault_point
 
 
 @dataclass
@@ -192,6 +192,7 @@ class Checkpointer:
         if rank_state is not None:
             torch.save(rank_state, tmp / f"rank_state_{acc.process_index}.pt")
         acc.wait_for_everyone()
+        fault_point("checkpoint")
         if acc.is_main_process:
             (tmp / "COMPLETE").write_text("")
             atomic_save_dir(lambda d: [p.rename(d / p.name) for p in tmp.iterdir()], self.dir)
