@@ -56,7 +56,8 @@ def main() -> None:
         d = out / f"seed{seed}"
         if not (args.reuse and (d / "summary.json").exists()):
             t = time.time()
-            cmd = [sys.executable, "-m", "saferlhf", "demo", "--out", str(d), "--seed", str(seed), *args.extra]
+            cmd = [sys.executable, "-m", "saferlhf", "demo", "--out", str(d), "--seed", str(seed), "--overwrite", "true",
+                   *args.extra]
             subprocess.run(cmd, check=True, env=dict(os.environ, SAFERLHF_NO_PROGRESS="1"))
             print(f"seed {seed}: {time.time() - t:.0f} s", file=sys.stderr)
         runs[seed] = json.loads((d / "summary.json").read_text())

@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-saferlhf demo --out runs/demo "$@"
+saferlhf demo --out runs/demo --overwrite true "$@"  # a rerun replaces runs/demo; add --resume true to continue a killed one

@@ -14,13 +14,13 @@ Launch: `saferlhf evaluate --policies sft=runs/sft/model,ppo_lag=runs/ppo/actor 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from saferlhf.config import option
+from saferlhf.errors import UserError
 
 
 @dataclass
@@ -38,6 +38,7 @@ class EvaluateConfig:
     reward_model_path: str | None = option(None, "optional reward model: reward_mean per policy and arena tables")
     cost_model_path: str | None = option(None, "optional cost model: cost_mean, violation_rate, arena tables")
     out: str = option("runs/eval", "output folder: eval.json, responses.jsonl, plots")
+    overwrite: bool = option(False, "replace a previous evaluation in out (otherwise an existing run is refused)")
     seed: int = option(0, "sampling seed")
 
 
@@ -46,7 +47,9 @@ def parse_policies(items: list[str]) -> dict[str, str]:
     for item in items:
         name, eq, path = item.partition("=")
         if not eq or not name or not path:
-            raise SystemExit(f"evaluate: policies entries are name=path, got {item!r}")
+            raise UserError(f"evaluate: policies entries are name=path, got {item!r}")
+        if name in out:
+            raise UserError(f"evaluate: policy name {name!r} is given twice")
         out[name] = path
     return out
 
@@ -97,7 +100,20 @@ def score_all(path: str, prompts: list[str], responses: list[str], batch_size: i
 
     model = ScoreModel.from_pretrained(path).eval()
     tok = load_tokenizer(path, padding_side="right")
-    return text_end_scores(model, tok, prompts, responses, 512, batch_size).tolist()
+    scores = text_end_scores(model, tok, prompts, responses, 512, batch_size)
+    check_scores(scores, path)
+    return scores.tolist()
+
+
+def check_scores(scores: torch.Tensor, path: str) -> None:
+    """A judge whose scores are not finite is broken: stop instead of reporting, e.g., no violations."""
+    bad = ~torch.isfinite(scores)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0, 0])
+        raise UserError(f"the score model {path} gave non-finite scores for {int(bad.sum())} of {scores.numel()} "
+                        f"responses (first: response {first}, score {float(scores[first])}); it cannot judge",
+                        hint="check the model's weights (saferlhf refuses to save non-finite weights, so it was "
+                             "written elsewhere) or retrain it")
 
 
 def evaluate_policies(cfg: EvaluateConfig, policies: dict[str, str]) -> dict:
@@ -152,12 +168,12 @@ def evaluate_policies(cfg: EvaluateConfig, policies: dict[str, str]) -> dict:
 
 
 def write_results(results: dict, out: Path) -> None:
-    from saferlhf.tracking import atomic_write_json, atomic_write_text
+    from saferlhf.tracking import atomic_write_json, atomic_write_text, dumps
 
     out.mkdir(parents=True, exist_ok=True)
     records = results.pop("_records", {})
     atomic_write_json(out / "eval.json", results)
-    atomic_write_text(out / "responses.jsonl", "".join(json.dumps({"policy": n, **r}) + "\n"
+    atomic_write_text(out / "responses.jsonl", "".join(dumps({"policy": n, **r}) + "\n"
                                                        for n, recs in records.items() for r in recs))
     results["_records"] = records
 
@@ -177,15 +193,21 @@ def print_table(results: dict) -> None:
 
 
 def run(cfg: EvaluateConfig) -> int:
-    from saferlhf.tracking import prepare_out_dir
+    from saferlhf.tracking import finish_run, start_run
+
+    from saferlhf.models import check_model_path
 
     policies = parse_policies(cfg.policies)
     if not policies:
-        raise SystemExit("evaluate: give --policies name=path[,name=path...]")
+        raise UserError("evaluate: give --policies name=path[,name=path...]")
+    if cfg.baseline is not None and cfg.baseline not in policies:
+        raise UserError(f"evaluate: baseline {cfg.baseline!r} is not one of the policies {list(policies)}")
     for name, path in policies.items():
-        if not Path(path).exists():
-            raise SystemExit(f"evaluate: policy {name}: model path not found: {path}")
-    out = prepare_out_dir(cfg.out, cfg)
+        check_model_path(path, f"evaluate: policy {name}")
+    for what, path in (("reward_model_path", cfg.reward_model_path), ("cost_model_path", cfg.cost_model_path)):
+        if path:
+            check_model_path(path, f"evaluate: {what}")
+    out = start_run(cfg.out, cfg, "evaluate", overwrite=cfg.overwrite)
     results = evaluate_policies(cfg, policies)
     write_results(results, out)
     print_table(results)
@@ -194,5 +216,6 @@ def run(cfg: EvaluateConfig) -> int:
     plot_policy_bars(results, out / "policies.png")
     if cfg.reward_model_path and cfg.cost_model_path:
         plot_reward_cost_scatter(results["_records"], out / "reward_cost_scatter.png")
+    finish_run(out)
     print(f"evaluate: results -> {out}/eval.json")
     return 0

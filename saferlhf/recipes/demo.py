@@ -12,7 +12,8 @@
 Every stage runs the same code as its CLI command (`saferlhf sft`, `saferlhf score-model`, ...).
 
 Launch: `saferlhf demo --out runs/demo` (add `--seed N`; `--config configs/demo.yaml` is the default
-preset; `--fast` shrinks every stage for tests).
+preset; `--fast` shrinks every stage for tests; `--resume true` continues a killed demo: stages whose
+folder is complete are skipped, SFT, score models and PPO resume from their checkpoints).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from saferlhf.config import option
 @dataclass
 class DemoConfig:
     out: str = option("runs/demo", "output folder")
+    resume: bool = option(False, "continue a killed demo in out: finished stages are kept, training stages resume "
+                                 "from their checkpoints, the rest runs again")
+    overwrite: bool = option(False, "replace a previous demo in out (otherwise an existing run is refused)")
     seed: int = option(0, "seed of the world, the models and every stage")
     fast: bool = option(False, "tiny everything (for tests): fewer prompts, steps and tokens")
     arch: str = option("llama", "tiny model architecture (llama | qwen2 | gpt2)")
@@ -82,18 +86,22 @@ def run(cfg: DemoConfig) -> int:
     from saferlhf.eval.report import (plot_lagrange, plot_policy_bars, plot_reward_cost_scatter,
                                       plot_training_curves, write_html_report)
     from saferlhf.recipes import generate, ppo, score_model, sft, tiny_model
-    from saferlhf.tracking import atomic_write_json, atomic_write_text, prepare_out_dir
+    from saferlhf.tracking import atomic_write_json, atomic_write_text, finish_run, run_state, start_run
     from saferlhf.training import OptimConfig, RuntimeConfig
     from saferlhf.world.commands import (WorldAnnotateConfig, WorldCorpusConfig, WorldPromptsConfig,
                                          run_world_annotate, run_world_corpus, run_world_prompts)
 
     if cfg.fast:
         cfg = dataclasses.replace(cfg, **{k: v for k, v in FAST.items()})
-    out = prepare_out_dir(cfg.out, cfg)
+    out = start_run(cfg.out, cfg, "demo", resume=cfg.resume, overwrite=cfg.overwrite)
     t0, timings = time.time(), {}
     rt = RuntimeConfig(seed=cfg.seed, threads=cfg.threads)
+    again = dict(resume=cfg.resume)  # training stages: resumable from their checkpoints
 
-    def timed(name: str, fn) -> None:
+    def timed(name: str, fn, folder: Path | None = None) -> None:
+        if cfg.resume and folder is not None and run_state(folder) == "complete":
+            _stage(f"{name}: complete in {folder}, kept", t0)
+            return
         _stage(name, t0)
         s = time.time()
         fn()
@@ -109,10 +117,12 @@ def run(cfg: DemoConfig) -> int:
     # 2-3. Tiny model and SFT.
     timed("tiny model", lambda: tiny_model.run(tiny_model.TinyModelConfig(
         out=str(out / "base"), corpus="world", world_seed=cfg.seed, arch=cfg.arch, vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads, seed=cfg.seed)))
+        hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads, seed=cfg.seed,
+        overwrite=True)))  # deterministic for a seed: rebuilt identically on resume
     timed("sft", lambda: sft.run(sft.SFTConfig(
         model_path=str(out / "base"), train_file=str(w / "sft_corpus.jsonl"), out=str(out / "sft"), max_length=128,
-        batch_size=cfg.sft_batch_size, epochs=cfg.sft_epochs, optim=OptimConfig(lr=cfg.sft_lr, weight_decay=0.0), runtime=rt)))
+        batch_size=cfg.sft_batch_size, epochs=cfg.sft_epochs, optim=OptimConfig(lr=cfg.sft_lr, weight_decay=0.0),
+        runtime=rt, save_every=100, **again)), out / "sft")
     sft_model = str(out / "sft" / "model")
 
     # 4-5. Response pairs from the SFT model, annotated by the simulated panel.
@@ -132,7 +142,7 @@ def run(cfg: DemoConfig) -> int:
         timed(f"{kind} model", lambda kind=kind: score_model.run(score_model.ScoreModelConfig(
             kind=kind, model_path=sft_model, train_file=str(w / "preferences.jsonl"), out=str(out / kind),
             max_length=160, batch_size=32, epochs=cfg.score_epochs, on_error="drop",
-            optim=OptimConfig(lr=cfg.score_lr, weight_decay=0.01), runtime=rt)))
+            optim=OptimConfig(lr=cfg.score_lr, weight_decay=0.01), runtime=rt, save_every=100, **again)), out / kind)
 
     # 7. RL: PPO-Lag, PPO, reward shaping (same loop, three settings).
     threshold = cfg.cost_threshold
@@ -150,13 +160,13 @@ def run(cfg: DemoConfig) -> int:
             rollout=ppo.RolloutConfig(prompts_per_step=cfg.rl_prompts_per_step, max_new_tokens=cfg.max_new_tokens),
             actor_optim=OptimConfig(lr=cfg.actor_lr, weight_decay=0.0),
             critic_optim=OptimConfig(lr=cfg.critic_lr, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
-            runtime=rt, **kw)
+            runtime=rt, save_every=10, **again, **kw)
 
     rl_runs = {"ppo_lag": rl_config("ppo_lag", "ppo_lag"), "ppo": rl_config("ppo", "ppo")}
     for lam in cfg.shaping_lambdas:
         rl_runs[f"shaping_{lam:g}"] = rl_config("reward_shaping", f"shaping_{lam:g}", shaping_lambda=lam)
     for name, rc in rl_runs.items():
-        timed(name, lambda rc=rc: ppo.run(rc))
+        timed(name, lambda rc=rc: ppo.run(rc), Path(rc.out))
 
     # 8. Evaluation with the oracle on held-out prompts, plots and report.
     policies = {"sft": sft_model} | {n: str(out / n / "actor") for n in rl_runs}
@@ -182,6 +192,7 @@ def run(cfg: DemoConfig) -> int:
                       notes=f"seed {cfg.seed}; whole run {summary['seconds']:.0f} s on CPU; command: "
                             f"<code>saferlhf demo --out {cfg.out} --seed {cfg.seed}</code>",
                       config=summary["config"])
+    finish_run(out, summary="summary.json", report="report.html")
     _stage(f"done: {out}/summary.json, {out}/report.html", t0)
     return 0
 

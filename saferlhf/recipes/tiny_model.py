@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from saferlhf.config import option
+from saferlhf.errors import UserError
 
 
 @dataclass
@@ -29,6 +30,7 @@ class TinyModelConfig:
     num_heads: int = option(4, "attention heads", ge=1)
     max_position_embeddings: int = option(512, "context length", ge=2)
     seed: int = option(0, "initialisation seed")
+    overwrite: bool = option(False, "replace an existing folder at out (otherwise it is refused)")
 
 
 def corpus_texts(corpus: str, world_seed: int = 0) -> list[str]:
@@ -38,25 +40,48 @@ def corpus_texts(corpus: str, world_seed: int = 0) -> list[str]:
 
         return build_world(world_seed).text_corpus()
     path = Path(corpus)
-    if not path.exists():
-        raise FileNotFoundError(f"corpus file not found: {path}")
+    if not path.is_file():
+        raise UserError(f"tiny-model: corpus: {path} is not a file", hint="give 'world' or a .jsonl/.txt file")
     if path.suffix == ".jsonl":
         texts = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(_read_text(path).splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: invalid JSON: {e.msg}") from None
-            texts += [v for v in rec.values() if isinstance(v, str)]
-        return texts
-    return [line for line in path.read_text().splitlines() if line.strip()]
+                raise UserError(f"{path}:{n}: invalid JSON: {e.msg}") from None
+            strings = [v for v in rec.values() if isinstance(v, str)] if isinstance(rec, dict) else []
+            if any(_has_surrogate(v) for v in strings):
+                raise UserError(f"{path}:{n}: text holds an unpaired UTF-16 surrogate (invalid Unicode)")
+            texts += strings
+    else:
+        texts = [line for line in _read_text(path).splitlines() if line.strip()]
+    if not texts:
+        raise UserError(f"tiny-model: corpus: {path} holds no text to train a tokenizer on")
+    return texts
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"tiny-model: corpus: {path} is not UTF-8 text (byte {e.start})") from None
 
 
 def run(cfg: TinyModelConfig) -> int:
     from saferlhf.models import build_tiny_model
 
+    out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
+        raise UserError(f"tiny-model: {out} already exists", hint="pass --overwrite true to replace it, or choose "
+                                                                  "another --out")
+    if cfg.hidden_size % cfg.num_heads:
+        raise UserError(f"tiny-model: hidden_size {cfg.hidden_size} is not a multiple of num_heads {cfg.num_heads}")
     texts = corpus_texts(cfg.corpus, cfg.world_seed)
     path = build_tiny_model(cfg.out, texts, arch=cfg.arch, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
                            num_layers=cfg.num_layers, num_heads=cfg.num_heads,

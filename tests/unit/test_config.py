@@ -67,3 +67,67 @@ def test_help_lists_every_field():
     for key in valid_keys(Outer):
         assert f"--{key} " in text
     assert "learning rate" in text
+
+
+# --- ranges (hardening): values outside a field's range name the field and the allowed range ------------
+from saferlhf.config import check_config, option  # noqa: E402
+
+
+@dataclass
+class Ranged:
+    steps: int = option(10, "steps", ge=1)
+    ratio: float = option(0.1, "ratio", ge=0, lt=1)
+    cap: float | None = option(None, "optional cap", gt=0)
+    grid: list[float] = option([0.5], "grid", ge=0)
+    inner: Inner = option(Inner(), "nested")
+
+
+@pytest.mark.parametrize("argv, field, allowed", [
+    (["--steps", "0"], "steps", ">= 1"),
+    (["--steps", "-2"], "steps", ">= 1"),
+    (["--ratio", "1.0"], "ratio", ">= 0 and < 1"),
+    (["--ratio", "-0.1"], "ratio", ">= 0 and < 1"),
+    (["--cap", "0"], "cap", "> 0"),
+    (["--grid", "0.5,-1"], "grid", ">= 0"),
+])
+def test_out_of_range_names_field_and_range(argv, field, allowed):
+    with pytest.raises(ConfigError) as e:
+        parse(Ranged, argv)
+    assert str(e.value).startswith(f"{field}: ") and f"allowed: {allowed}" in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_floats_are_rejected_everywhere(value):
+    with pytest.raises(ConfigError, match=r"inner\.lr: .* is not a finite number"):
+        parse(Ranged, ["--inner.lr", value])
+
+
+def test_in_range_values_and_none_pass():
+    c = parse(Ranged, ["--steps", "1", "--ratio", "0", "--cap", "none", "--grid", "0,2"])
+    assert (c.steps, c.ratio, c.cap, c.grid) == (1, 0.0, None, [0.0, 2.0])
+
+
+def test_check_config_catches_programmatic_configs():
+    with pytest.raises(ConfigError, match="steps"):
+        check_config(Ranged(steps=0))
+
+
+def test_help_shows_the_allowed_range():
+    assert any("--ratio float (default: 0.1; allowed: >= 0 and < 1)" in line for line in help_text(Ranged))
+
+
+def test_every_recipe_bounds_its_counts_and_rates():
+    """The fields the fuzzing review found unchecked all carry a range now."""
+    from saferlhf.recipes.ppo import PPOConfig
+    from saferlhf.recipes.score_model import ScoreModelConfig
+    from saferlhf.recipes.sft import SFTConfig
+
+    bad = [(SFTConfig, ["--max_steps", "-1"]), (SFTConfig, ["--epochs", "0"]), (SFTConfig, ["--max_length", "1"]),
+           (SFTConfig, ["--log_every", "0"]), (ScoreModelConfig, ["--eval_ratio", "-0.5"]),
+           (ScoreModelConfig, ["--eval_ratio", "1.0"]), (ScoreModelConfig, ["--batch_size", "-2"]),
+           (ScoreModelConfig, ["--l2_coef", "-1"]), (PPOConfig, ["--ppo_epochs", "0"]),
+           (PPOConfig, ["--kl_coef", "-0.1"]), (PPOConfig, ["--clip_eps", "-0.2"]), (PPOConfig, ["--save_every", "-1"]),
+           (PPOConfig, ["--lagrange.lr", "-0.1"]), (PPOConfig, ["--actor_optim.lr", "inf"])]
+    for cls, argv in bad:
+        with pytest.raises(ConfigError, match=argv[0][2:].replace(".", r"\.")):
+            parse(cls, argv)
