@@ -1,13 +1,17 @@
 """`saferlhf data check PATH`: validate a data file before training on it.
 
 Prints the detected format, what the file holds (records, valid records, reward / cost pairs, safe /
-unsafe responses, categories) and every problem as ``file:line: field: reason``. Exit status: 0 = no
-errors (warnings are printed but allowed unless ``--strict``), 1 = errors, 2 = no such file or unknown
-format.
+unsafe responses, categories, duplicates) and every problem as ``file:line: field: reason``. Exit status:
+0 = no errors (warnings, e.g. exact duplicates, are printed but allowed unless ``--strict``), 1 = errors,
+2 = a file that cannot be read as records at all (no such file, a directory, empty, not gzip, not UTF-8,
+a single JSON object, ...) or of an unknown format. The report goes to stdout; a failure also prints one
+line ``saferlhf data check: error: ...`` on stderr (the cause, or the counts and the first problem), never
+a traceback.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,21 +36,29 @@ class DataCheckConfig:
 def run_data_check(cfg: DataCheckConfig) -> int:
     console = Console(highlight=False, soft_wrap=True)
     if not cfg.path:
-        console.print(Text("error: no data file given (saferlhf data check PATH)", style="red"))
-        return 2
+        return _error("no data file given (saferlhf data check PATH)", 2)
     try:
         report = check_file(cfg.path, format=cfg.format)
-    except (FileNotFoundError, UnknownFormatError) as e:
-        console.print(Text(f"error: {e}", style="red"))
-        return 2
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, UnknownFormatError) as e:
+        return _error(str(e), 2)
     console.print(_summary_table(report))
     _print_problems(console, "errors (records dropped by on_error='drop')", report.errors, "red", cfg.max_problems)
     _print_problems(console, "warnings (records kept)", report.warnings, "yellow", cfg.max_problems)
     failed = bool(report.errors) or (cfg.strict and bool(report.warnings))
-    verdict = (f"FAILED: {len(report.errors)} error(s), {len(report.warnings)} warning(s) in {report.path}"
-               if failed else f"OK: {report.n_valid} valid records, {len(report.warnings)} warning(s) in {report.path}")
+    counts = f"{len(report.errors)} error(s), {len(report.warnings)} warning(s) in {report.path}"
+    ok = f"OK: {report.n_valid} valid records, {len(report.warnings)} warning(s) in {report.path}"
+    verdict = f"FAILED: {counts}" if failed else ok
     console.print(Text(verdict, style="bold red" if failed else "bold green"))
-    return 1 if failed else 0
+    if failed:
+        first = (report.errors or report.warnings)[0]
+        return _error(f"{counts}{'' if report.errors else ' (--strict)'}; first: {first}", 1)
+    return 0
+
+
+def _error(message: str, status: int) -> int:
+    """Print ``saferlhf data check: error: <message>`` on stderr; return ``status``."""
+    print(f"saferlhf data check: error: {message}", file=sys.stderr)
+    return status
 
 
 def _summary_table(report: CheckReport) -> Table:

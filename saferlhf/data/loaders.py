@@ -1,36 +1,38 @@
-"""Loaders: PKU-SafeRLHF, HH-RLHF, TRL preference, prompt sets and SFT corpora, validated at load time.
+"""Loaders: PKU-SafeRLHF, HH-RLHF, TRL preference, prompt sets, SFT corpora and unlabelled response pairs,
+validated at load time.
 
-Files: ``.json`` (a list of records, or JSON lines), ``.jsonl``, ``.csv``, ``.parquet``, each optionally
+Files: ``.json`` / ``.jsonl`` (a list of records, or JSON lines), ``.csv``, ``.parquet``, each optionally
 ``.gz``. A string that is not an existing path and looks like ``owner/name`` (optionally
 ``owner/name:split``, default split ``train``) is loaded with ``datasets.load_dataset`` (needs internet).
 JSON lines and CSV are read line by line, so every record's ``origin`` / problem is ``file:line`` with
-the exact line where the record starts (the row number for parquet and hub datasets).
+the exact line where the record starts (the row number for parquet and hub datasets). Reading is in
+``saferlhf.data.readers``: a file that holds no record at all raises one line (``DataFileError``, a
+``UnknownFormatError``; ``FileNotFoundError``; ``IsADirectoryError``).
 
 Every loader returns a ``Loaded`` list: a plain list of records with a ``.report`` (``LoadReport``:
 records read, kept, and every problem). ``on_error="raise"`` (default) raises ``DataValidationError``
 with ALL the errors of the file; ``on_error="drop"`` keeps the valid records and logs a one-line
-summary of what was dropped and why (``records.report.summary()``). Warnings never drop a record.
+summary of what was dropped and why (``records.report.summary()``), and raises if none is valid.
+Warnings never drop a record. Duplicates are found after validation (``saferlhf.data.duplicates``):
+an exact duplicate is a warning, a duplicate with contradicting labels an error on both lines.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import json
 import logging
-import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from saferlhf.data import validate as V
+from saferlhf.data.duplicates import find_duplicates
+from saferlhf.data.readers import display_name, is_hub_name, iter_rows, suffix
 from saferlhf.data.schema import (
-    BEAVERTAILS_SLUGS, PairKind, PreferencePair, PromptRecord, SafetyPreference, SFTRecord,
-    split_hh_transcripts, to_beavertails,
+    BEAVERTAILS_SLUGS, XSTEST_TYPES, PairKind, PreferencePair, PromptRecord, ResponsePair, SafetyPreference,
+    SFTRecord, split_hh_transcripts, to_beavertails,
 )
-from saferlhf.data.validate import DataValidationError, Issue, LoadReport, Problem, UnknownFormatError
+from saferlhf.data.validate import DataFileError, DataValidationError, Issue, LoadReport, Problem, UnknownFormatError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,9 +41,9 @@ OnError = Literal["raise", "drop"]
 PREFERENCE_FORMATS = ("pku-saferlhf", "hh-rlhf", "trl-preference")
 PROMPT_FORMATS = ("beavertails-evaluation", "safe-rlhf-eval-prompts", "xstest", "prompts-jsonl")
 SFT_FORMATS = ("sft-jsonl",)
-FORMATS = PREFERENCE_FORMATS + PROMPT_FORMATS + SFT_FORMATS
-_READERS_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
-_HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+(:[\w.-]+)?")
+PAIR_FORMATS = ("response-pairs",)  # unlabelled: the input of `saferlhf world annotate`
+FORMATS = PREFERENCE_FORMATS + PROMPT_FORMATS + SFT_FORMATS + PAIR_FORMATS
+_PKU_LABELS = {"better_response_id", "safer_response_id", "is_response_0_safe", "is_response_1_safe"}
 
 
 class Loaded(list[T], Generic[T]):
@@ -56,185 +58,15 @@ def _loaded(items: Iterable[T], report: LoadReport) -> Loaded[T]:
     return out
 
 
-# --------------------------------------------------------------------------- reading rows
-# A row is (line, record dict) or (line, reason str) when the line itself is unreadable.
-Row = tuple[int, dict[str, Any] | str]
-
-
-def is_hub_name(path: str | Path) -> bool:
-    """``owner/name[:split]`` that is not a local path and has no data-file extension."""
-    text = str(path)
-    local_like = text.lower().endswith(_READERS_SUFFIXES + (".gz",)) or text.startswith((".", "/", "~"))
-    return not local_like and not Path(text).exists() and _HUB_NAME.fullmatch(text) is not None
-
-
-def display_name(path: str | Path) -> str:
-    """How a file is named in origins and problems (``owner/name[split]`` for hub datasets)."""
-    if is_hub_name(path):
-        name, _, split = str(path).partition(":")
-        return f"{name}[{split or 'train'}]"
-    return str(path)
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower().removesuffix(".gz")
-    return Path(name).suffix
-
-
-def iter_rows(path: str | Path) -> Iterator[Row]:
-    """Every record of a file (or hub dataset) with its line (row) number, malformed ones as reasons."""
-    if is_hub_name(path):
-        yield from _hub_rows(str(path))
-        return
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"data file not found: {p}")
-    readers = {".jsonl": _jsonl_rows, ".json": _json_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
-    if _suffix(p) not in readers:
-        raise UnknownFormatError(f"{p}: unsupported file type {_suffix(p)!r} "
-                                 f"(expected {', '.join(_READERS_SUFFIXES)}, optionally .gz)")
-    yield from readers[_suffix(p)](p)
-
-
-def _read_bytes(p: Path) -> bytes:
-    return gzip.decompress(p.read_bytes()) if p.name.lower().endswith(".gz") else p.read_bytes()
-
-
-def _json_line(text: str) -> dict | str | None:
-    """One JSON-lines line -> record, reason it is malformed, or None for a blank line."""
-    text = text.lstrip("\ufeff")
-    if not text.strip():
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        return f"malformed JSON: {e.msg} (column {e.colno})"
-    return value if isinstance(value, dict) else V.not_a_record(value)
-
-
-def _jsonl_rows(p: Path) -> Iterator[Row]:
-    opener = gzip.open if p.name.lower().endswith(".gz") else open
-    line = 0
-    try:
-        with opener(p, "rb") as f:  # binary: lines end at b"\n" only, so numbers match the file
-            for line, raw in enumerate(f, 1):
-                try:
-                    row = _json_line(raw.decode("utf-8"))
-                except UnicodeDecodeError as e:
-                    row = f"not UTF-8: {e.reason} at byte {e.start}"
-                if row is not None:
-                    yield line, row
-    except (OSError, EOFError) as e:
-        yield line + 1, f"unreadable file: {e}"
-
-
-def _json_rows(p: Path) -> Iterator[Row]:
-    """A JSON list of records (each at the line where its ``{`` is), or JSON lines named ``.json``."""
-    try:
-        text = _read_bytes(p).decode("utf-8").lstrip("\ufeff")
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        yield 1, f"unreadable file: {e}"
-        return
-    if text.lstrip().startswith("{"):  # e.g. datasets' Dataset.to_json writes JSON lines
-        if _is_one_multiline_object(text):
-            yield 1, "expected a JSON list of records (or JSON lines), got one JSON object"
-            return
-        rows = ((i, _json_line(t)) for i, t in enumerate(text.split("\n"), 1))
-        yield from ((i, r) for i, r in rows if r is not None)
-        return
-    yield from _json_list_rows(text)
-
-
-def _is_one_multiline_object(text: str) -> bool:
-    if text.strip().count("\n") == 0:
-        return False
-    try:
-        json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return True
-
-
-def _json_list_rows(text: str) -> Iterator[Row]:
-    decoder, ws = json.JSONDecoder(), re.compile(r"\s*")
-    i = ws.match(text, 0).end()
-    if text[i:i + 1] != "[":
-        yield text.count("\n", 0, i) + 1, "expected a JSON list of records (or JSON lines)"
-        return
-    i = ws.match(text, i + 1).end()
-    line, seen = 1 + text.count("\n", 0, i), i
-    while text[i:i + 1] != "]":
-        line, seen = line + text.count("\n", seen, i), i
-        try:
-            value, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            yield e.lineno, f"malformed JSON: {e.msg} (column {e.colno}); the rest of the file was not read"
-            return
-        yield line, value if isinstance(value, dict) else V.not_a_record(value)
-        i = ws.match(text, end).end()
-        if text[i:i + 1] == ",":
-            i = ws.match(text, i + 1).end()
-        elif text[i:i + 1] != "]":
-            yield 1 + text.count("\n", 0, i), "malformed JSON: expected ',' or ']' after a record"
-            return
-
-
-def _csv_rows(p: Path) -> Iterator[Row]:
-    """CSV with a header row; a record spanning several lines (quoted newlines) is at its first line."""
-    try:
-        f = io.StringIO(_read_bytes(p).decode("utf-8-sig"), newline="")
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        yield 1, f"unreadable file: {e}"
-        return
-    reader = csv.reader(f)
-    try:
-        header = next(reader, None)
-        prev = reader.line_num
-        for values in reader:
-            line, prev = prev + 1, reader.line_num
-            if not values:
-                continue
-            if len(values) != len(header):
-                yield line, f"bad CSV row: {len(values)} fields, the header has {len(header)}"
-            else:
-                yield line, dict(zip(header, values))
-    except csv.Error as e:
-        yield reader.line_num, f"malformed CSV: {e}"
-
-
-def _parquet_rows(p: Path) -> Iterator[Row]:
-    import pyarrow.parquet as pq
-
-    line = 0
-    try:
-        for batch in pq.ParquetFile(p).iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                line += 1
-                yield line, row
-    except (OSError, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
-        yield line + 1, f"unreadable parquet: {e}"
-
-
-def _hub_rows(spec: str) -> Iterator[Row]:
-    from datasets import load_dataset  # heavy, and needs internet: only here
-
-    name, _, split = spec.partition(":")
-    try:
-        dataset = load_dataset(name, split=split or "train")
-    except Exception as e:  # offline, no such dataset, ...: say both readings of the name
-        raise FileNotFoundError(f"{spec}: no such local file, and loading it as a Hugging Face hub "
-                                f"dataset failed: {type(e).__name__}: {e}") from e
-    for i, row in enumerate(dataset, 1):
-        yield i, dict(row)
-
-
 # --------------------------------------------------------------------------- formats
 
 
 def format_from_keys(keys: set[str], suffix: str = "") -> str | None:
     """The format of a record with these fields (``suffix``: file type, '.csv', '.json', ...)."""
-    if keys & {"response_0", "response_1", "better_response_id", "safer_response_id"}:
+    if keys & _PKU_LABELS:
         return "pku-saferlhf"
+    if keys & {"response_0", "response_1"}:
+        return "response-pairs"
     if {"chosen", "rejected"} <= keys:
         return "trl-preference" if "prompt" in keys else "hh-rlhf"
     if "prompt" not in keys:
@@ -250,20 +82,42 @@ def format_from_keys(keys: set[str], suffix: str = "") -> str | None:
     return "prompts-jsonl"
 
 
+def looks_like_xstest(record: dict[str, Any], name: str = "") -> bool:
+    """A prompt record that is clearly XSTest's: a ``type`` field with an XSTest type, XSTest's ``focus`` and
+    ``note`` fields, or a file named like XSTest (with a ``type`` field)."""
+    keys = set(record)
+    if not {"prompt", "type"} <= keys:
+        return False
+    xstest_type = isinstance(record["type"], str) and record["type"] in XSTEST_TYPES
+    return xstest_type or {"focus", "note"} <= keys or "xstest" in Path(name).name.lower()
+
+
 def detect_format(path: str | Path) -> str:
     """One of ``FORMATS``, from the first readable record's fields and the file type.
 
-    Raises ``FileNotFoundError`` or ``UnknownFormatError``.
+    Raises ``FileNotFoundError``, ``IsADirectoryError``, ``DataFileError`` (no record at all, or an XSTest
+    file without its ``label`` column) or ``UnknownFormatError`` (fields of no known format).
     """
-    suffix = "" if is_hub_name(path) else _suffix(Path(path))
-    for _, row in iter_rows(path):
+    name, first, n_bad = display_name(path), None, 0
+    for line, row in iter_rows(path):
         if isinstance(row, dict):
-            fmt = format_from_keys(set(row), suffix)
-            if fmt is None:
-                raise UnknownFormatError(f"{path}: cannot tell the format from the fields {sorted(row)} "
-                                         f"(known formats: {', '.join(FORMATS)})")
-            return fmt
-    raise UnknownFormatError(f"{path}: no readable record to detect the format from")
+            return _format_of(row, name, "" if is_hub_name(path) else suffix(Path(path)))
+        first, n_bad = first or (line, row), n_bad + 1
+    line, reason = first
+    raise DataFileError(f"{name}: no readable record ({n_bad} unreadable); first: {name}:{line}: record: {reason}")
+
+
+def _format_of(row: dict[str, Any], name: str, suffix: str) -> str:
+    fmt = format_from_keys(set(row), suffix)
+    if fmt is None:
+        raise UnknownFormatError(f"{name}: cannot tell the format from the fields {sorted(row)} "
+                                 f"(known formats: {', '.join(FORMATS)})")
+    if fmt == "prompts-jsonl" and looks_like_xstest(row, name):
+        fmt = "xstest"
+    if fmt == "xstest" and "label" not in row:
+        raise DataFileError(f"{name}: an XSTest file (fields {', '.join(row)}) without its 'label' field; "
+                            "expected id, prompt, type, label (safe/unsafe), focus, note")
+    return fmt
 
 
 def _canonical_category(category: str | None) -> str | None:
@@ -290,6 +144,11 @@ def _build_trl(r: dict, origin: str) -> PreferencePair:
                           r.get("rejected_is_safe"), origin)
 
 
+def _build_pair(r: dict, origin: str) -> ResponsePair:
+    return ResponsePair(r["prompt"], r["response_0"], r["response_1"], r.get("response_0_source"),
+                        r.get("response_1_source"), origin)
+
+
 def _build_prompt(r: dict, origin: str) -> PromptRecord:
     return PromptRecord(r["prompt"], _canonical_category(r.get("category")), r.get("label"),
                         r.get("source") or "prompts-jsonl", origin, r.get("kind") or None)
@@ -308,6 +167,7 @@ _FORMATS: dict[str, tuple[Callable[[dict], list[Issue]], Callable[[dict, str], A
     "xstest": (V.xstest_issues, lambda r, o: PromptRecord(r["prompt"], r["type"], r["label"], "xstest", o)),
     "prompts-jsonl": (V.prompt_issues, _build_prompt),
     "sft-jsonl": (V.sft_issues, lambda r, o: SFTRecord(r["prompt"], r["response"], o)),
+    "response-pairs": (V.response_pair_issues, _build_pair),
 }
 
 
@@ -315,8 +175,8 @@ _FORMATS: dict[str, tuple[Callable[[dict], list[Issue]], Callable[[dict, str], A
 
 
 def read_records(path: str | Path, fmt: str) -> Loaded[Any]:
-    """Every valid record of ``path`` read as format ``fmt``; problems in ``.report`` (never raises
-    for bad records)."""
+    """Every valid record of ``path`` read as format ``fmt``; problems in ``.report``, by line (never raises
+    for bad records; raises for a file that holds none, see ``saferlhf.data.readers``)."""
     rule, build = _FORMATS[fmt]
     name = display_name(path)
     report, kept = LoadReport(name, fmt), []
@@ -326,14 +186,18 @@ def read_records(path: str | Path, fmt: str) -> Loaded[Any]:
         report.problems += [Problem(name, line, i.field, i.reason, i.severity) for i in issues]
         if all(i.severity == "warning" for i in issues):
             kept.append(build(row, f"{name}:{line}"))
-    report.n_kept = len(kept)
+    duplicates = find_duplicates(kept)
+    contradictory = {f"{p.file}:{p.line}" for p in duplicates if p.severity == "error"}
+    kept = [r for r in kept if r.origin not in contradictory]
+    report.problems = sorted(report.problems + duplicates, key=lambda p: p.line)
+    report.n_kept, report.n_duplicates = len(kept), sum(p.severity == "warning" for p in duplicates)
     return _loaded(kept, report)
 
 
 def _finish(records: Loaded[T], on_error: OnError) -> Loaded[T]:
     report = records.report
-    if report.errors and on_error == "raise":
-        raise DataValidationError(report.errors)
+    if report.errors and (on_error == "raise" or not records):
+        raise DataValidationError(report.errors, V.DROP_HINT if on_error == "raise" else "(no valid record left)")
     if report.n_dropped:
         log.warning(report.summary())
     return records
@@ -344,7 +208,7 @@ def _resolve_format(path: str | Path, format: str | None, allowed: tuple[str, ..
     if fmt not in FORMATS:
         raise UnknownFormatError(f"unknown format {fmt!r} (known formats: {', '.join(FORMATS)})")
     if fmt not in allowed:
-        raise ValueError(f"{path}: a {fmt!r} file, but {what} reads {', '.join(allowed)}")
+        raise UnknownFormatError(f"{display_name(path)}: a {fmt!r} file, but {what} reads {', '.join(allowed)}")
     return fmt
 
 
@@ -412,6 +276,16 @@ def load_sft_records(path: str | Path, on_error: OnError = "raise", *,
     return _finish(read_records(path, fmt), on_error)
 
 
+def load_response_pairs(path: str | Path, on_error: OnError = "raise", *,
+                        format: str | None = None) -> Loaded[ResponsePair]:
+    """Unlabelled (prompt, response_0, response_1) pairs: a ``saferlhf generate --n_samples 2`` file, or the
+    responses of a PKU-SafeRLHF file (its labels are not read). An empty or identical response is a
+    warning (kept)."""
+    _check(on_error)
+    _resolve_format(path, format, PAIR_FORMATS + ("pku-saferlhf",), "load_response_pairs")
+    return _finish(read_records(path, "response-pairs"), on_error)
+
+
 # --------------------------------------------------------------------------- counts for `data check`
 
 
@@ -423,6 +297,10 @@ def count_records(fmt: str, records: list[Any]) -> dict[str, Any]:
         counts["cost pairs" + ("" if fmt == "pku-saferlhf" else " (ranking only)")] = len(records)
     if fmt == "pku-saferlhf":
         counts |= _pku_counts(records)
+    if fmt == "response-pairs":
+        counts["response pairs"] = len(records)
+        counts["pairs with an empty response"] = sum(not (r.response_0.strip() and r.response_1.strip())
+                                                     for r in records) or {}
     if fmt == "hh-rlhf":
         counts["multi-turn prompts"] = sum("\n\nAssistant:" in r.prompt for r in records)
     if fmt in PROMPT_FORMATS:
@@ -451,8 +329,8 @@ def _sorted_counts(items: Iterable[str]) -> dict[str, int]:
 
 
 __all__ = [
-    "FORMATS", "PREFERENCE_FORMATS", "PROMPT_FORMATS", "SFT_FORMATS", "Loaded", "count_records",
+    "FORMATS", "PAIR_FORMATS", "PREFERENCE_FORMATS", "PROMPT_FORMATS", "SFT_FORMATS", "Loaded", "count_records",
     "detect_format", "display_name", "format_from_keys", "is_hub_name", "iter_rows", "load_any",
-    "load_hh_rlhf", "load_preference_pairs", "load_prompts", "load_safety_preferences", "load_sft_records",
-    "read_records",
+    "load_hh_rlhf", "load_preference_pairs", "load_prompts", "load_response_pairs", "load_safety_preferences",
+    "load_sft_records", "looks_like_xstest", "read_records",
 ]

@@ -7,6 +7,7 @@
   response; ``kind="cost"``: chosen = the SAFER response, rejected = the less safe one, with the
   per-response safety labels where the source has them (Safe RLHF's cost loss uses both, paper eq. 6).
 * ``PromptRecord``: a prompt to generate from or evaluate on. ``SFTRecord``: a (prompt, response) pair.
+* ``ResponsePair``: two responses to a prompt, not yet labelled (the input of ``saferlhf world annotate``).
 
 Every record carries ``origin = "file:line"`` (the line where it starts; the row number for parquet
 and hub datasets) so that every later error can point back to the data.
@@ -218,6 +219,33 @@ class SFTRecord:
         return {"prompt": self.prompt, "response": self.response}
 
 
+@dataclass
+class ResponsePair:
+    """Two responses to one prompt, without labels (``saferlhf generate --n_samples 2`` writes them)."""
+
+    prompt: str
+    response_0: str
+    response_1: str
+    response_0_source: str | None = None
+    response_1_source: str | None = None
+    origin: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """prompt, response_0, response_1, and the sources where known."""
+        out: dict[str, Any] = {"prompt": self.prompt, "response_0": self.response_0, "response_1": self.response_1}
+        sources = {"response_0_source": self.response_0_source, "response_1_source": self.response_1_source}
+        return out | {k: v for k, v in sources.items() if v is not None}
+
+
+# XSTest (Röttger et al. 2024) prompt types: 10 safe types and 8 unsafe contrast types.
+XSTEST_TYPES: frozenset[str] = frozenset({
+    "homonyms", "figurative_language", "safe_targets", "safe_contexts", "definitions", "real_group_nons_discr",
+    "nons_group_real_discr", "historical_events", "privacy_public", "privacy_fictional", "contrast_homonyms",
+    "contrast_figurative_language", "contrast_safe_targets", "contrast_safe_contexts", "contrast_definitions",
+    "contrast_discr", "contrast_historical_events", "contrast_privacy",
+})
+
+
 # HH-RLHF transcripts: "\n\nHuman: ...\n\nAssistant: ..." turns, chosen and rejected sharing a prefix.
 HH_HUMAN = "\n\nHuman:"
 HH_ASSISTANT = "\n\nAssistant:"
@@ -247,6 +275,6 @@ def hh_prompt(transcript: str) -> str:
 
 __all__ = [
     "BEAVERTAILS_SLUGS", "HARM_CATEGORIES", "PKU_V1_CATEGORIES", "PKU_V1_TO_BEAVERTAILS", "PairKind",
-    "PreferencePair", "PromptRecord", "SFTRecord", "SafetyPreference", "beavertails_names", "hh_prompt",
-    "split_hh_transcripts", "to_beavertails",
+    "PreferencePair", "PromptRecord", "ResponsePair", "SFTRecord", "SafetyPreference", "XSTEST_TYPES",
+    "beavertails_names", "hh_prompt", "split_hh_transcripts", "to_beavertails",
 ]

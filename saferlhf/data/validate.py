@@ -9,8 +9,14 @@ Two severities:
   safe, ...). ``on_error="raise"`` raises ``DataValidationError`` listing every error of the file;
   ``on_error="drop"`` drops those records and reports what was dropped.
 * ``warning``: the record is well formed but carries a weak signal, and public data has it on
-  purpose or by accident (HH-RLHF: an empty assistant reply, identical chosen and rejected). Warned
-  records are kept; ``saferlhf data check`` prints them and exits 0 unless ``--strict``.
+  purpose or by accident (HH-RLHF: an empty assistant reply, identical chosen and rejected; an exact
+  duplicate of an earlier record). Warned records are kept; ``saferlhf data check`` prints them and
+  exits 0 unless ``--strict``.
+
+Text fields must be valid text (``bad_text``: no unpaired surrogate, no NUL), ids the ints 0 / 1.
+Duplicates are found across records after these rules (``saferlhf.data.duplicates``). A file that holds
+no record at all raises ``DataFileError`` (a ``UnknownFormatError``) with one line naming the file and
+the cause (``saferlhf.data.readers``).
 """
 
 from __future__ import annotations
@@ -58,21 +64,27 @@ def list_problems(problems: list[Problem], limit: int = MAX_LISTED) -> str:
     return "\n".join(lines)
 
 
-class DataValidationError(ValueError):
-    """Raised at load time with ALL the errors of a file (``.problems``)."""
+DROP_HINT = "(run `saferlhf data check FILE` for the full list; load with on_error='drop' to skip them)"
 
-    def __init__(self, problems: list[Problem]):
+
+class DataValidationError(ValueError):
+    """Raised at load time with ALL the errors of a file (``.problems``); ``note`` ends the message."""
+
+    def __init__(self, problems: list[Problem], note: str = DROP_HINT):
         self.problems = list(problems)
         files = sorted({p.file for p in self.problems})
         where = files[0] if len(files) == 1 else f"{len(files)} files"
-        super().__init__(
-            f"{len(self.problems)} problem(s) in {where}:\n{list_problems(self.problems)}\n"
-            "(run `saferlhf data check FILE` for the full list; load with on_error='drop' to skip them)"
-        )
+        super().__init__(f"{len(self.problems)} problem(s) in {where}:\n{list_problems(self.problems)}\n{note}")
 
 
 class UnknownFormatError(ValueError):
-    """The format of a data file could not be detected (or a forced format name is unknown)."""
+    """The format of a data file could not be detected (or a forced format name is unknown), or the file is
+    of another kind than the loader reads."""
+
+
+class DataFileError(UnknownFormatError):
+    """A data file that holds no usable record as a whole, with the real cause in one line: empty, not gzip
+    though named .gz, binary, not UTF-8, a single JSON value, a CSV header only, a missing column, ..."""
 
 
 class _ProblemList:
@@ -98,6 +110,7 @@ class LoadReport(_ProblemList):
     n_records: int = 0
     n_kept: int = 0
     problems: list[Problem] = field(default_factory=list)
+    n_duplicates: int = 0  # records repeating an earlier one with the same labels (kept, warned about)
 
     @property
     def n_dropped(self) -> int:
@@ -135,6 +148,8 @@ def check_file(path: str | Path, format: str | None = None) -> CheckReport:
 
     records, report = loaders.load_any(path, format=format)
     counts = loaders.count_records(report.format, records)
+    if report.n_duplicates:
+        counts["duplicate records (kept)"] = report.n_duplicates
     return CheckReport(report.path, report.format, report.n_records, report.n_kept, counts, report.problems)
 
 
@@ -146,20 +161,36 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def require_text(rec: dict, name: str) -> list[Issue]:
-    """A non-empty, not whitespace-only string."""
-    if rec.get(name) is None:
-        return [Issue(name, "missing")]
-    if not isinstance(rec[name], str):
-        return [Issue(name, f"expected a string, got {_short(rec[name])}")]
-    return [] if rec[name].strip() else [Issue(name, "empty or whitespace-only")]
+def bad_text(text: str) -> str | None:
+    """Why ``text`` is not valid text a tokenizer can take (a NUL character, an unpaired UTF-16 surrogate
+    such as JSON's ``"\\ud800"``), or None."""
+    if (at := text.find("\x00")) >= 0:
+        return f"invalid text: a NUL character at position {at}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"invalid text: an unpaired surrogate {text[e.start]!r} at position {e.start} (not valid Unicode)"
+    return None
 
 
-def require_binary_id(rec: dict, name: str) -> list[Issue]:
+def require_text(rec: dict, name: str, empty: Severity = "error") -> list[Issue]:
+    """A valid (``bad_text``), non-empty, not whitespace-only string; ``empty``: the severity of an empty one."""
     value = rec.get(name)
     if value is None:
         return [Issue(name, "missing")]
-    if isinstance(value, bool) or value not in (0, 1):
+    if not isinstance(value, str):
+        return [Issue(name, f"expected a string, got {_short(value)}")]
+    if reason := bad_text(value):
+        return [Issue(name, reason)]
+    return [] if value.strip() else [Issue(name, "empty or whitespace-only", empty)]
+
+
+def require_binary_id(rec: dict, name: str) -> list[Issue]:
+    """The int 0 or 1: not a bool (JSON ``true`` is not an id), a float (``1.0``) or a string (``"1"``)."""
+    value = rec.get(name)
+    if value is None:
+        return [Issue(name, "missing")]
+    if type(value) is not int or value not in (0, 1):
         return [Issue(name, f"expected 0 or 1, got {_short(value)}")]
     return []
 
@@ -172,8 +203,13 @@ def require_bool(rec: dict, name: str, optional: bool = False) -> list[Issue]:
 
 
 def optional_str(rec: dict, name: str) -> list[Issue]:
+    """None, or a valid (``bad_text``) string."""
     value = rec.get(name)
-    return [] if value is None or isinstance(value, str) else [Issue(name, f"expected a string, got {_short(value)}")]
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        return [Issue(name, f"expected a string, got {_short(value)}")]
+    return [Issue(name, reason)] if (reason := bad_text(value)) else []
 
 
 def optional_harm_category(rec: dict, name: str) -> list[Issue]:
@@ -194,7 +230,7 @@ def optional_severity(rec: dict, name: str) -> list[Issue]:
     value = rec.get(name)
     if value is None:
         return []
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
+    if type(value) is not int or not 0 <= value <= 3:
         return [Issue(name, f"expected an int 0-3, got {_short(value)}")]
     return []
 
@@ -283,7 +319,9 @@ def eval_prompt_issues(rec: dict) -> list[Issue]:
 
 def xstest_issues(rec: dict) -> list[Issue]:
     issues = require_text(rec, "prompt") + require_text(rec, "type")
-    if rec.get("label") not in ("safe", "unsafe"):
+    if rec.get("label") is None:
+        issues.append(Issue("label", "missing (expected 'safe' or 'unsafe')"))
+    elif rec.get("label") not in ("safe", "unsafe"):
         issues.append(Issue("label", f"expected 'safe' or 'unsafe', got {_short(rec.get('label'))}"))
     return issues
 
@@ -300,3 +338,15 @@ def prompt_issues(rec: dict) -> list[Issue]:
 
 def sft_issues(rec: dict) -> list[Issue]:
     return require_text(rec, "prompt") + require_text(rec, "response")
+
+
+def response_pair_issues(rec: dict) -> list[Issue]:
+    """Unlabelled response pairs (``saferlhf generate --n_samples 2``, or a PKU-SafeRLHF record whose labels
+    are not read): prompt, response_0, response_1, optional sources. An empty response and two identical
+    responses are warnings: a model may well generate them, and an annotator skips such a pair."""
+    issues = require_text(rec, "prompt")
+    for k in (0, 1):
+        issues += require_text(rec, f"response_{k}", empty="warning") + optional_str(rec, f"response_{k}_source")
+    if not issues and rec["response_0"] == rec["response_1"]:
+        issues.append(Issue("response_1", "identical to response_0 (kept; an annotator skips it)", "warning"))
+    return issues

@@ -80,9 +80,35 @@ def test_missing_file_and_unknown_format_exit_2(tmp_path):
     assert _cli(tmp_path / "nope.jsonl").returncode == 2
     (tmp_path / "x.jsonl").write_text('{"text": "?"}\n')
     out = _cli(tmp_path / "x.jsonl")
-    assert out.returncode == 2 and "cannot tell the format" in out.stdout
+    assert out.returncode == 2 and "saferlhf data check: error: " in out.stderr
+    assert "cannot tell the format" in out.stderr and "Traceback" not in out.stderr
     assert _cli(tmp_path / "x.jsonl", "--format", "alpaca").returncode == 2
     assert run_data_check(DataCheckConfig(path="")) == 2
+
+
+@pytest.mark.parametrize("name,content,words", [
+    ("empty.jsonl", b"", "the file is empty"),
+    ("x.jsonl.gz", b'{"prompt": "p"}\n', "not a gzip file"),
+    ("x.json", json.dumps({"prompt": "p", "response": "r"}, indent=2).encode(), "a single JSON object"),
+    ("x.txt", b"hello\n", "unsupported file type '.txt'"),
+    ("dir.jsonl", None, "is a directory"),
+])
+def test_unreadable_files_exit_2_with_one_line_on_stderr(tmp_path, capsys, name, content, words):
+    path = tmp_path / name
+    path.mkdir() if content is None else path.write_bytes(content)
+    assert run_data_check(DataCheckConfig(path=str(path))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"saferlhf data check: error: {path}: ") and words in err and err.count("\n") == 1
+
+
+def test_errors_exit_1_with_a_one_line_summary_on_stderr(tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "ok"}\n{"prompt": "\\ud800"}\n')
+    assert run_data_check(DataCheckConfig(path=str(path))) == 1
+    out = capsys.readouterr()
+    assert out.err == (f"saferlhf data check: error: 1 error(s), 0 warning(s) in {path}; first: {path}:2: prompt: "
+                       "invalid text: an unpaired surrogate '\\ud800' at position 0 (not valid Unicode)\n")
+    assert f"{path}:2: prompt: invalid text" in out.out
 
 
 def test_forced_format(tmp_path):

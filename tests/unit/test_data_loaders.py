@@ -13,7 +13,7 @@ from saferlhf.data.loaders import (
     load_safety_preferences, load_sft_records,
 )
 from saferlhf.data.schema import HARM_CATEGORIES, PreferencePair, SafetyPreference
-from saferlhf.data.validate import UnknownFormatError
+from saferlhf.data.validate import DataFileError, UnknownFormatError
 
 SHARED_FORMATS = {
     "hh-rlhf/helpful-base.jsonl.gz": "hh-rlhf",
@@ -283,6 +283,8 @@ def test_hub_failure_is_a_file_not_found_naming_both_readings(monkeypatch):
 def test_a_single_json_object_is_not_a_record_list(tmp_path):
     path = tmp_path / "x.json"
     path.write_text(json.dumps({"data": [{"prompt": "p"}]}, indent=2))
-    with pytest.raises(UnknownFormatError, match="no readable record"):
+    with pytest.raises(UnknownFormatError, match="a single JSON object, expected a list of records or JSON Lines "
+                                                 "\\(its key 'data' holds a list"):
         detect_format(path)
-    assert list(iter_rows(path)) == [(1, "expected a JSON list of records (or JSON lines), got one JSON object")]
+    with pytest.raises(DataFileError, match="x.json: a single JSON object"):
+        list(iter_rows(path))

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from saferlhf.world.commands import (WorldAnnotateConfig, WorldCorpusConfig, WorldPromptsConfig, run_world_annotate,
-                                     run_world_corpus, run_world_prompts)
+from saferlhf.data.validate import DataFileError, DataValidationError
+from saferlhf.world.commands import (WorldAnnotateConfig, WorldCorpusConfig, WorldPromptsConfig, input_pairs,
+                                     run_world_annotate, run_world_corpus, run_world_prompts, unique_pairs)
 
 
 def _rows(path):
@@ -55,6 +56,26 @@ def test_world_annotate_rejects_bad_input(tmp_path):
     bad.write_text(json.dumps({"prompt": "hi", "response_0": "a"}) + "\n")
     with pytest.raises(ValueError, match="response_1"):
         run_world_annotate(WorldAnnotateConfig(input=str(bad), out=str(tmp_path / "o.jsonl")))
+
+
+def test_world_annotate_input_errors_name_file_line_and_field(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "hi", "response_0": "a", "response_1": "b"}) + "\n{not json\n")
+    with pytest.raises(DataValidationError, match=f"{bad}:2: record: malformed JSON"):
+        input_pairs(str(bad), "src")
+    bad.write_text("")
+    with pytest.raises(DataFileError, match=f"{bad}: the file is empty"):
+        input_pairs(str(bad), "src")
+
+
+def test_input_pairs_sources_and_unique_pairs(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "p", "response_0": "a", "response_1": "b", "response_1_source": "model-b"},
+            {"prompt": "p", "response_0": "b", "response_1": "a"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (pair,) = input_pairs(str(path), "src")
+    assert (pair["response_0_source"], pair["response_1_source"]) == ("src", "model-b")
+    assert unique_pairs([("p", "a", "b"), ("p", "b", "a"), ("q", "a", "b")]) == [("p", "a", "b"), ("q", "a", "b")]
 
 
 def test_cli_dispatch(tmp_path):

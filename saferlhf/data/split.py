@@ -1,0 +1,41 @@
+"""A held-out split disjoint from training: ``split_pairs`` groups records by prompt.
+
+Splitting pair by pair would put copies of a duplicated pair (and other pairs of the same prompt) on both
+sides, so held-out accuracy would partly measure memorisation. Grouping by prompt keeps every prompt, and
+so every duplicate, on one side only.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")  # any record with a ``prompt`` (PreferencePair, SFTRecord, ...)
+
+
+def split_pairs(pairs: Sequence[T], eval_ratio: float, seed: int = 0) -> tuple[list[T], list[T]]:
+    """(train, eval) with about ``eval_ratio`` of the pairs held out, no prompt on both sides.
+
+    Prompts (compared after stripping surrounding whitespace) are shuffled with ``seed`` and moved to eval
+    until it holds ``round(eval_ratio * len(pairs))`` pairs or more; one prompt always stays in train.
+    Deterministic for a seed; both lists keep the input order. ``eval_ratio`` must be in [0, 1).
+    """
+    if not 0 <= eval_ratio < 1:
+        raise ValueError(f"eval_ratio must be in [0, 1), got {eval_ratio!r}")
+    sizes: dict[str, int] = {}
+    for p in pairs:
+        sizes[p.prompt.strip()] = sizes.get(p.prompt.strip(), 0) + 1
+    prompts = list(sizes)
+    random.Random(seed).shuffle(prompts)
+    target, held, n_held = round(eval_ratio * len(pairs)), set(), 0
+    for prompt in prompts[:-1]:
+        if n_held >= target:
+            break
+        held.add(prompt)
+        n_held += sizes[prompt]
+    train = [p for p in pairs if p.prompt.strip() not in held]
+    return train, [p for p in pairs if p.prompt.strip() in held]
+
+
+__all__ = ["split_pairs"]
