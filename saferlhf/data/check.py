@@ -19,18 +19,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from saferlhf.config import cfg
+from saferlhf.config import option
 from saferlhf.data.loaders import FORMATS
 from saferlhf.data.validate import CheckReport, Problem, UnknownFormatError, check_file
 
 
 @dataclass
 class DataCheckConfig:
-    path: str = cfg("", "data file (json, jsonl, jsonl.gz, csv, parquet) or hub dataset owner/name[:split]",
+    path: str = option("", "data file (json, jsonl, jsonl.gz, csv, parquet) or hub dataset owner/name[:split]",
                     positional=True)
-    format: str | None = cfg(None, "force a format instead of detecting it: " + ", ".join(FORMATS))
-    max_problems: int = cfg(200, "print at most this many problems (0 = all)")
-    strict: bool = cfg(False, "exit 1 on warnings too (e.g. HH-RLHF empty replies)")
+    format: str | None = option(None, "force a format instead of detecting it: " + ", ".join(FORMATS))
+    max_problems: int = option(200, "print at most this many problems (0 = all)", ge=0)
+    strict: bool = option(False, "exit 1 on warnings too (e.g. HH-RLHF empty replies)")
 
 
 def run_data_check(cfg: DataCheckConfig) -> int:
