@@ -50,9 +50,9 @@ def make_models(tmp: Path, seed: int) -> tuple[Path, Path, Path]:
 
     policy = common.build_tiny_llama(tmp / "policy", seed=seed)
     tok = load_tokenizer(policy, padding_side="right")
-    rm = ScoreModel.from_pretrained(policy, score_type="reward", seed=seed + 1)
+    rm = ScoreModel.from_pretrained(policy, score_type="reward", seed=seed + 1, allow_new_head=True)
     rm.save_pretrained(tmp / "reward", tokenizer=tok)
-    cm = ScoreModel.from_pretrained(policy, score_type="cost", seed=seed + 2)
+    cm = ScoreModel.from_pretrained(policy, score_type="cost", seed=seed + 2, allow_new_head=True)
     cm.save_pretrained(tmp / "cost", tokenizer=tok)
     return policy, tmp / "reward", tmp / "cost"
 

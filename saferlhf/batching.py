@@ -3,10 +3,15 @@
 A (prompt, response) example is encoded as ``ids(format_prompt(prompt)) + ids(response) + [eos]``:
 the prompt and the response are tokenised separately so that the prompt tokens are exactly the
 tokens a policy is conditioned on at generation time.
+
+Training order (SFT and score models): each epoch's batches are a pure function of (seed, epoch)
+(`epoch_rng`), so that a resumed run finds its data position from the step alone (`batch_stream`); every
+global batch is dealt out to the processes by `rank_share`.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Sequence
 
 import torch
@@ -178,3 +183,55 @@ def pack_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]
         ends[B + i] = r + len(b) - k - 1
     return {"input_ids": torch.tensor([ids], dtype=torch.long), "position_ids": torch.tensor([pos], dtype=torch.long),
             "ends": torch.tensor(ends, dtype=torch.long), "segments": tuple(segments)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Batch order and the per-rank share of a batch (SFT and score-model training)
+# --------------------------------------------------------------------------------------------------
+def epoch_rng(seed: int, epoch: int):
+    """The `random.Random` that orders epoch ``epoch``: a pure function of (seed, epoch), so that the
+    step alone locates the data position on resume."""
+    return random.Random(f"saferlhf-epoch/{seed}/{epoch}")
+
+
+def batch_stream(make_epoch, start_step: int = 0):
+    """Yield ``(epoch, batch)`` forever from ``make_epoch(epoch) -> list of batches``, skipping the first
+    ``start_step`` batches (resume). An epoch without batches is an error, not an endless loop."""
+    epoch, skip = 0, start_step
+    while True:
+        batches = make_epoch(epoch)
+        if not batches:
+            raise RuntimeError(f"epoch {epoch} has no batches (empty training set)")
+        if skip >= len(batches):
+            skip -= len(batches)
+        else:
+            for b in batches[skip:]:
+                yield epoch, b
+            skip = 0
+        epoch += 1
+
+
+def rank_share(rows: Sequence, rank: int, world: int) -> tuple[list, float]:
+    """This rank's rows of a global batch and the weight of its loss.
+
+    Rows are dealt out strided (``rows[rank::world]``). A short last batch can leave a rank without rows:
+    it gets ``rows[:1]`` with weight 0, so that every rank still runs forward and backward together (DDP)
+    and no row counts twice; the other ranks get weight ``world / ranks with rows``, so that the DDP
+    average of the weighted losses is the mean over the ranks that hold rows (weight 1 for full batches)."""
+    mine = list(rows[rank::world])
+    if not mine:
+        return list(rows[:1]), 0.0
+    return mine, world / min(len(rows), world)
+
+
+class LoopState:
+    """Optimiser steps done: registered with accelerate so that checkpoints record the loop position."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])

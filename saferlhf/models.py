@@ -25,6 +25,7 @@ Deliberate deviations from the reference implementation:
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 import torch
 from torch import nn
 
+from saferlhf.errors import UserError
 from saferlhf.tracking import atomic_save_dir  # the folder-level atomic write (also re-exported here)
 
 PROMPT_BEGIN = "BEGINNING OF CONVERSATION: "
@@ -143,7 +145,9 @@ def load_tokenizer(path: str | Path, padding_side: str = "left"):
     """
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    check_model_path(path, "tokenizer", weights=False)
+    with _loading(path, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
     tokenizer.padding_side = padding_side
     source = "own"
     if tokenizer.pad_token is None:
@@ -152,7 +156,7 @@ def load_tokenizer(path: str | Path, padding_side: str = "left"):
         elif tokenizer.eos_token is not None:
             tokenizer.pad_token, source = tokenizer.eos_token, "eos"
         else:
-            raise ValueError(f"tokenizer at {path} has neither a pad, unk nor eos token")
+            raise UserError(f"tokenizer at {path} has neither a pad, unk nor eos token")
     tokenizer.saferlhf_pad_source = source
     return tokenizer
 
@@ -224,18 +228,68 @@ def build_tiny_model(
     return atomic_save_dir(save, out_dir)
 
 
-def check_model_path(path: str | Path, what: str = "model path") -> None:
-    """Fail early and clearly when a LOCAL model folder is missing (hub names like `gpt2` or
-    `owner/name` are left to transformers)."""
+class ModelPathError(UserError, FileNotFoundError):
+    """A model path that is not a usable model: a ``UserError`` (and a ``FileNotFoundError``, as before)."""
+
+
+MODEL_PATH_EXPECTED = "expected a folder with config.json (an HF model) or a hub name owner/name"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
+
+
+def model_path_problem(path: str | Path, weights: bool = True) -> str | None:
+    """What is wrong with a model path, or None. Hub names (``gpt2``, ``owner/name``: not an existing path and
+    not path-like) are left to transformers. ``weights=False`` for a tokenizer: a folder with tokenizer
+    files and no config.json, or a model folder without weights, passes."""
     text = str(path)
     if not text:
-        raise FileNotFoundError(f"{what} is empty: give a local HF model folder or a hub name")
-    if Path(text).exists():
-        if Path(text).is_dir() and not (Path(text) / "config.json").exists():
-            raise FileNotFoundError(f"{what}: {text} is a folder without config.json, not a HF model")
-        return
-    if text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text:
-        raise FileNotFoundError(f"{what}: model path not found: {text}")
+        return "is empty"
+    p = Path(text).expanduser()
+    if not p.exists():
+        looks_local = text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
+        return "model path not found" if looks_local else None
+    if not p.is_dir():
+        return "is a file, not a model folder"
+    names = [q.name for q in p.iterdir()]
+    if not names:
+        return "is an empty folder"
+    if "config.json" not in names:
+        if not weights and any(n in _TOKENIZER_FILES for n in names):
+            return None
+        return "is a folder without config.json, not an HF model"
+    try:
+        config = json.loads((p / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"has a config.json that is not valid JSON ({e})"
+    if not isinstance(config, dict):
+        return "has a config.json that is not a JSON object"
+    if weights and not any(n.endswith(_WEIGHT_SUFFIXES) or n.endswith(".index.json") for n in names):
+        return "has config.json but no weight file (*.safetensors or *.bin)"
+    return None
+
+
+def check_model_path(path: str | Path, what: str = "model path", weights: bool = True) -> None:
+    """Fail early with one clear ``UserError`` (a ``FileNotFoundError`` too) when ``path`` is not a usable
+    LOCAL model folder: missing, a file, empty, no / unreadable config.json, no weights (``model_path_problem``)."""
+    problem = model_path_problem(path, weights)
+    if problem is not None:
+        raise ModelPathError(f"{what}: {path}: {problem}" if str(path) else f"{what} {problem}",
+                             hint=MODEL_PATH_EXPECTED)
+
+
+@contextlib.contextmanager
+def _loading(path: str | Path, what: str) -> Iterator[None]:
+    """Turn what transformers raises for a broken folder or an unreachable hub name (OSError, ValueError,
+    a corrupt safetensors file) into a ``UserError`` naming ``path``."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except UserError:
+        raise
+    except (OSError, ValueError, SafetensorError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{what}: cannot load {path}: {type(e).__name__}: {first}", hint=MODEL_PATH_EXPECTED) from e
 
 
 def load_policy(
@@ -254,7 +308,7 @@ def load_policy(
 
     check_model_path(path, "policy")
     tokenizer = load_tokenizer(path, padding_side=padding_side)
-    with _quiet_hf(progress_only=True):
+    with _quiet_hf(progress_only=True), _loading(path, "policy"):
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     _set_generation_ids(model, tokenizer)
     if gradient_checkpointing:
@@ -380,28 +434,40 @@ class ScoreModel(nn.Module):
         device: str | torch.device | None = None,
         gradient_checkpointing: bool = False,
         seed: int = 0,
+        allow_new_head: bool = False,
     ) -> "ScoreModel":
-        """Load a score model, or initialise one from a causal LM checkpoint (e.g. the SFT model).
+        """Load a score model, or (``allow_new_head``) initialise one from a causal LM (e.g. the SFT model).
 
         A sequence-classification checkpoint (num_labels=1) is loaded as is; ``score_type``, when
-        given, overrides the stored one (e.g. "critic" initialised from a reward model). From a causal
-        LM the backbone is reused and a new head is drawn from N(0, 1/(hidden+1)) with ``seed``
-        (reference init, bias-free: deviation 2).
+        given, overrides the stored one (e.g. "critic" initialised from a reward model). A folder that is
+        not a score model (no ``*ForSequenceClassification`` architecture and no ``score_type``) is refused
+        with a ``UserError`` unless ``allow_new_head``: then the backbone is reused and a new head is drawn
+        from N(0, 1/(hidden+1)) with ``seed`` (reference init, bias-free: deviation 2). Training a reward /
+        cost model or a critic passes ``allow_new_head=True``; loading a judge keeps the default.
         """
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
-        check_model_path(path, f"{score_type or 'score'} model")
-        config = AutoConfig.from_pretrained(str(path))
-        is_score = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-        if is_score:
-            if config.num_labels != 1:
-                raise ValueError(f"{path}: sequence-classification checkpoint with "
-                                 f"{config.num_labels} labels; a score model has 1")
-            with _quiet_hf(progress_only=True):
-                hf = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dtype)
-        else:
-            with _quiet_hf():  # the "score.weight MISSING" report is expected here
-                hf = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=dtype)
+        what = f"{score_type or 'score'} model"
+        check_model_path(path, what)
+        with _loading(path, what):
+            config = AutoConfig.from_pretrained(str(path))
+        is_score = (any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+                    or getattr(config, "score_type", None) is not None)
+        if not is_score and not allow_new_head:
+            raise UserError(f"{what}: {path} is a causal LM, not a reward/cost model (it has no trained score "
+                            "head: its score would be random)",
+                            hint="give a folder written by `saferlhf score-model` (or another "
+                                 "*ForSequenceClassification model with one label)")
+        if is_score and config.num_labels != 1:
+            raise UserError(f"{what}: {path}: sequence-classification checkpoint with {config.num_labels} "
+                            "labels; a score model has 1")
+        with _loading(path, what):
+            if is_score:
+                with _quiet_hf(progress_only=True):
+                    hf = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dtype)
+            else:
+                with _quiet_hf():  # the "score.weight MISSING" report is expected here
+                    hf = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=dtype)
         model = cls(hf)
         if not is_score:
             model.reset_head(seed)
@@ -544,7 +610,8 @@ def save_policy(model: Any, tokenizer: Any, path: str | Path) -> Path:
     check_finite_weights(model, f"the policy to {path}")
 
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+        with _quiet_hf(progress_only=True):
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
     return atomic_save_dir(write, path)

@@ -13,6 +13,14 @@ Deviations:
    time, not discovered mid-training.
 2. The head is bias-free (HF *ForSequenceClassification layout) so that
    `AutoModelForSequenceClassification.from_pretrained(out/model)` gives the same scores.
+3. The held-out split (`eval_ratio`, when no `eval_file` is given) is grouped by prompt
+   (`saferlhf.data.split_pairs`): no prompt, hence no duplicate of a pair, is on both sides.
+4. Exact resume: `--save_every N` writes a checkpoint (model, optimiser, schedule, RNG states, step) every
+   N optimiser steps and one at the end; `--resume true` continues from it and gives the weights and
+   metrics rows of an uninterrupted run (the batch order is a pure function of (seed, epoch)).
+5. Weight decay exempts biases and normalisation weights (`saferlhf.training.decay_groups`).
+6. A non-finite loss, score, gradient norm or parameter stops the run (`NumericalError`, exit 3) before
+   anything is saved; the last checkpoint stays.
 
 Training batches are padding-free by default (`packing`): the 2B sequences of a batch are laid out
 in one row with no padding, position ids restart at 0 for every sequence, attention is restricted to
@@ -22,7 +30,9 @@ score is read at the sequence's last token. Same per-pair loss as padded batches
 Qwen2, GPT-2); models where it does not hold fall back to padded, length-grouped batches.
 
 Outputs in `out/`: `model/` (HF sequence-classification folder + tokenizer; config.score_type),
-`metrics.jsonl`, `eval.json` (accuracy, sign accuracy, score statistics), `score_distribution.png`.
+`metrics.jsonl`, `eval.json` (accuracy, sign accuracy, score statistics), `score_distribution.png`,
+`checkpoint/`, `config.yaml` and `status.json` (`complete` only once every other output is written; a
+folder that holds a run is refused unless `--resume true` or `--overwrite true`).
 
 Launch: `saferlhf score-model --kind cost --model_path SFT --train_file F --out DIR`;
 `accelerate launch -m saferlhf score-model ...` for several processes.
@@ -32,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -41,9 +50,12 @@ from typing import Literal
 
 import torch
 
-from saferlhf.batching import encode_example, length_grouped_batches, pack_pairs, pad
+from saferlhf.batching import (batch_stream, encode_example, epoch_rng, length_grouped_batches, pack_pairs, pad,
+                               rank_share)
 from saferlhf.config import option
-from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, make_accelerator, optimizer_step
+from saferlhf.errors import UserError
+from saferlhf.training import (OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
+                               optimizer_step)
 
 
 @dataclass
@@ -70,6 +82,10 @@ class ScoreModelConfig:
     group_by_length: Literal["auto", "on", "off"] = option(
         "auto", "batches of similar lengths (sorted within mega-batches of 50 batches, batch order shuffled) to "
                 "cut padding; auto = on for padded batches, off for packed ones (which have no padding)")
+    save_every: int = option(0, "write a resumable checkpoint every N optimiser steps (0 = only at the end)", ge=0)
+    resume: bool = option(False, "continue from out/checkpoint")
+    overwrite: bool = option(False, "replace a previous run in out")
+    allow_config_change: bool = option(False, "resume even though the config differs from the saved run")
     optim: OptimConfig = option(OptimConfig(lr=2e-5, weight_decay=0.1), "optimiser")
     runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
@@ -217,8 +233,10 @@ class PairScorer(torch.nn.Module):
         return self.score_model(batch["input_ids"], batch["attention_mask"]).end_scores
 
 
-def epoch_batches(train: list[EncodedPair], global_bs: int, rng: random.Random, grouped: bool) -> list[list]:
-    """One epoch of global batches: shuffled, or length-grouped (`length_grouped_batches`)."""
+def epoch_batches(train: list[EncodedPair], global_bs: int, seed: int, epoch: int, grouped: bool) -> list[list]:
+    """The global batches of one epoch, shuffled or length-grouped (`length_grouped_batches`): a pure
+    function of (seed, epoch), so that the step alone locates the data position on resume."""
+    rng = epoch_rng(seed, epoch)
     if grouped:
         lengths = [max(len(p.chosen), len(p.rejected)) for p in train]
         return [[train[i] for i in b] for b in length_grouped_batches(lengths, global_bs, rng)]
@@ -298,37 +316,50 @@ def plot_distribution(kind: str, ev: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _split(pairs: list, ratio: float, seed: int) -> tuple[list, list]:
-    idx = list(range(len(pairs)))
-    random.Random(seed).shuffle(idx)
-    n_eval = int(round(len(pairs) * ratio))
-    return [pairs[i] for i in idx[n_eval:]], [pairs[i] for i in idx[:n_eval]]
+def load_pairs(cfg: ScoreModelConfig) -> tuple[list, list]:
+    """(train, held-out) preference pairs: ``eval_file``, or a split of ``train_file`` grouped by prompt.
+    No training pair (or an ``eval_file`` without pairs) is a ``UserError`` naming the file."""
+    from saferlhf.data import split_pairs
+    from saferlhf.data.loaders import load_preference_pairs
+
+    def load(path: str, what: str) -> list:
+        pairs = load_preference_pairs(path, kind=cfg.kind, on_error=cfg.on_error)
+        if not pairs:
+            why = "every record was dropped (--on_error drop)" if cfg.on_error == "drop" else "it holds no pairs"
+            raise UserError(f"score-model: {what}: {path}: no {cfg.kind} preference pairs: {why}",
+                            hint="check the file with `saferlhf data check`")
+        return pairs
+
+    pairs = load(cfg.train_file, "train_file")
+    if cfg.eval_file:
+        train, held_out = pairs, load(cfg.eval_file, "eval_file")
+    else:
+        train, held_out = split_pairs(pairs, cfg.eval_ratio, cfg.runtime.seed)
+    if not train:
+        raise UserError(f"score-model: train_file: {cfg.train_file}: eval_ratio {cfg.eval_ratio} leaves no pair "
+                        "to train on", hint="lower --eval_ratio or give --eval_file")
+    return (train[: cfg.max_pairs] if cfg.max_pairs else train), held_out
 
 
 def run(cfg: ScoreModelConfig) -> int:
-    from saferlhf.data.loaders import load_preference_pairs
-    from saferlhf.models import ScoreModel, load_tokenizer
-    from saferlhf.tracking import MetricsLogger, atomic_write_json, prepare_out_dir, progress
+    from saferlhf.models import ScoreModel, check_model_path, load_tokenizer
+    from saferlhf.recipes.sft import restore_loop, start_run_on_every_rank
+    from saferlhf.tracking import MetricsLogger, atomic_write_json, fault_point, finish_run, progress
 
-    acc = make_accelerator(cfg.runtime)
-    # 1. Data: validated at load time (file:line errors) before any model is built.
-    pairs = load_preference_pairs(cfg.train_file, kind=cfg.kind, on_error=cfg.on_error)
-    if cfg.eval_file:
-        train_pairs, eval_pairs = pairs, load_preference_pairs(cfg.eval_file, kind=cfg.kind, on_error=cfg.on_error)
-    else:
-        train_pairs, eval_pairs = _split(pairs, cfg.eval_ratio, cfg.runtime.seed)
-    if cfg.max_pairs:
-        train_pairs = train_pairs[: cfg.max_pairs]
+    check_model_path(cfg.model_path, "model_path")
+    acc = make_accelerator(cfg.runtime, step_scheduler_with_optimizer=False)  # one schedule step per step
+    main = acc.is_main_process
+    # 1. Data: validated at load time (file:line errors) before any model is built or the run folder touched.
+    train_pairs, eval_pairs = load_pairs(cfg)
     tokenizer = load_tokenizer(cfg.model_path, padding_side="right")
     train = encode_pairs(train_pairs, tokenizer, cfg.max_length)
     evals = encode_pairs(eval_pairs, tokenizer, cfg.max_length)
-    out = prepare_out_dir(cfg.out, cfg, acc.is_main_process)
-    logger = MetricsLogger(out, enabled=acc.is_main_process, report_to=cfg.runtime.report_to)
+    out = start_run_on_every_rank(acc, cfg, "score-model")
+    logger = MetricsLogger(out, enabled=main, report_to=cfg.runtime.report_to)
 
-    # 2. Model: backbone + scalar head read at the last non-padding token.
-    score_model = ScoreModel.from_pretrained(cfg.model_path, score_type=cfg.kind)
-    if cfg.runtime.gradient_checkpointing:
-        score_model.model.gradient_checkpointing_enable()
+    # 2. Model: backbone + scalar head read at the last non-padding token (a new head on a causal LM).
+    score_model = ScoreModel.from_pretrained(cfg.model_path, score_type=cfg.kind, allow_new_head=True,
+                                             gradient_checkpointing=cfg.runtime.gradient_checkpointing)
     global_bs = cfg.batch_size * acc.num_processes
     steps_per_epoch = math.ceil(len(train) / global_bs)
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
@@ -338,48 +369,60 @@ def run(cfg: ScoreModelConfig) -> int:
     # Packed (padding-free) batches when this model gives the padded scores with them, else padded ones.
     problem = packing_problem(score_model, train, tokenizer.pad_token_id, cfg.share_prompt) if cfg.packing else "off"
     packed = problem is None
-    if cfg.packing and not packed and acc.is_main_process:
+    if cfg.packing and not packed and main:
         print(f"score-model: packing not used ({problem}); training on padded batches", file=sys.stderr)
     grouped = cfg.group_by_length == "on" or (cfg.group_by_length == "auto" and not packed)
+    state, ckpt = restore_loop(acc, out, logger, cfg.resume, "score-model")
+    start = state.step
 
-    # 3. Loop.
-    rng = random.Random(cfg.runtime.seed)
-    step, t0 = 0, time.time()
-    bar = progress(total=total, desc=f"{cfg.kind} model", disable=not (cfg.runtime.progress and acc.is_main_process))
+    # 3. Loop: every global batch is dealt out to the processes (rank_share).
+    stream = batch_stream(lambda epoch: epoch_batches(train, global_bs, cfg.runtime.seed, epoch, grouped), start)
+    t0 = time.time()
+    bar = progress(total=total, desc=f"{cfg.kind} model", disable=not (cfg.runtime.progress and main))
+    bar.update(start)
     attention = packed_attention_enabled(score_model) if packed else contextlib.nullcontext()
     with attention:
-        while step < total:
-            for batch in epoch_batches(train, global_bs, rng, grouped):
-                chunk = batch[acc.process_index:: acc.num_processes] or batch[:1]
-                b = packed_pair_batch(chunk, cfg.share_prompt) if packed else pair_batch(chunk, tokenizer.pad_token_id)
-                b = {k: v.to(acc.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
-                scores = model(b)
-                loss, diag = pair_loss(cfg.kind, scores, b, cfg.l2_coef)
-                acc.backward(loss)
-                gnorm = optimizer_step(acc, model.parameters(), opt, sched, cfg.optim.grad_clip)
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{diag['loss']:.3f}", acc=f"{diag['accuracy']:.2f}")
-                if step % cfg.log_every == 0 or step == total:
-                    logger.log(step, {f"train/{k}": v for k, v in diag.items()} |
-                               {"train/lr": sched.get_last_lr()[0], "train/grad_norm": gnorm,
-                                "train/pairs_per_s": step * global_bs / (time.time() - t0)})
-                if step >= total:
-                    break
+        while state.step < total:
+            _, batch = next(stream)
+            rows, weight = rank_share(batch, acc.process_index, acc.num_processes)
+            b = packed_pair_batch(rows, cfg.share_prompt) if packed else pair_batch(rows, tokenizer.pad_token_id)
+            b = {k: v.to(acc.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+            step = state.step + 1
+            scores = model(b)
+            loss, diag = pair_loss(cfg.kind, scores, b, cfg.l2_coef)
+            assert_finite(step, scores=scores, loss=loss)
+            acc.backward(loss * weight)
+            gnorm = optimizer_step(acc, model.parameters(), opt, sched, cfg.optim.grad_clip, step=step,
+                                   what=f"{cfg.kind} model")
+            state.step = step
+            bar.update(1)
+            bar.set_postfix(loss=f"{diag['loss']:.3f}", acc=f"{diag['accuracy']:.2f}")
+            if step % cfg.log_every == 0 or step == total:
+                logger.log(step, {f"train/{k}": v for k, v in diag.items()} |
+                           {"train/lr": sched.get_last_lr()[0], "train/grad_norm": gnorm,
+                            "time/pairs_per_s": (step - start) * global_bs / (time.time() - t0)})
+            fault_point("step")
+            if cfg.save_every and step % cfg.save_every == 0 and step < total:
+                ckpt.save()
     bar.close()
 
-    # 4. Held-out evaluation, plot, save.
+    # 4. Held-out evaluation; the summary row, then the end checkpoint (a run resumed from it has logged
+    #    the row already); eval.json, the plot and the model; the run is complete (status written last).
     unwrapped = acc.unwrap_model(model).score_model
     ev = evaluate(unwrapped, evals, cfg.kind, tokenizer.pad_token_id, cfg.batch_size, acc.device) if evals else None
-    metrics = (ev["metrics"] if ev else {}) | {"train/steps": step, "train/seconds": time.time() - t0,
-                                               "train/pairs": len(train), "train/packed": packed}
-    logger.log(step, metrics)
+    metrics = (ev["metrics"] if ev else {}) | {"train/steps": state.step, "train/pairs": len(train),
+                                               "train/packed": packed}
+    seconds = time.time() - t0
+    if start < total:
+        logger.log(state.step, metrics | {"time/seconds": seconds})
+        ckpt.save()
     acc.wait_for_everyone()
-    if acc.is_main_process:
-        atomic_write_json(Path(out) / "eval.json", metrics)
+    if main:
+        atomic_write_json(Path(out) / "eval.json", metrics | {"train/seconds": seconds})
         if ev:
             plot_distribution(cfg.kind, ev, Path(out) / "score_distribution.png")
         unwrapped.save_pretrained(Path(out) / "model", tokenizer=tokenizer)  # atomic folder swap
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if "accuracy" in k)
-        print(f"{cfg.kind} model: {step} steps on {len(train)} pairs; held-out {shown} -> {out}/model")
+        print(f"{cfg.kind} model: {state.step} steps on {len(train)} pairs; held-out {shown} -> {out}/model")
+    finish_run(out, is_main=main, **{k: v for k, v in metrics.items() if k.startswith("train/")})
     return 0

@@ -8,6 +8,13 @@ Deviations / choices:
 1. Loss on response tokens only (prompt tokens are labels -100), mean over response tokens of the batch.
 2. Optional packing concatenates whole examples into blocks of `max_length` tokens; attention then
    crosses example boundaries inside a block (cheap packing; off by default).
+3. Exact resume: `--save_every N` writes a checkpoint (model, optimiser, schedule, RNG states, step) every
+   N optimiser steps and one at the end; `--resume true` continues from it and gives the weights and
+   metrics rows of an uninterrupted run (the batch order is a pure function of (seed, epoch)).
+4. Weight decay (when set) exempts biases and normalisation weights (`saferlhf.training.decay_groups`).
+
+Run folder (`saferlhf.tracking.start_run`): a folder that holds a run is refused unless `--resume true` or
+`--overwrite true`; `status.json` says `complete` only once `model/` is written.
 
 Launch: `saferlhf sft --model_path M --train_file F --out DIR` (one CPU or GPU);
 `accelerate launch -m saferlhf sft ...` for several processes (DDP or DeepSpeed via accelerate config).
@@ -16,16 +23,18 @@ Launch: `saferlhf sft --model_path M --train_file F --out DIR` (one CPU or GPU);
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from saferlhf.batching import encode_example, pack_examples, packed_batch, sft_batch
+from saferlhf.batching import (LoopState, batch_stream, encode_example, epoch_rng, pack_examples, packed_batch,
+                               rank_share, sft_batch)
 from saferlhf.config import option
-from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, make_accelerator, optimizer_step
+from saferlhf.errors import UserError
+from saferlhf.training import (Checkpointer, OptimConfig, RuntimeConfig, assert_finite, build_optimizer,
+                               make_accelerator, optimizer_step)
 
 
 @dataclass
@@ -33,33 +42,67 @@ class SFTConfig:
     model_path: str = option("", "HF causal LM path or hub name to fine-tune")
     train_file: str = option("", "training data: JSONL/JSON with prompt + response (see saferlhf data check)")
     eval_file: str | None = option(None, "optional held-out file of the same kind; eval loss reported")
-    out: str = option("runs/sft", "output folder (model, tokenizer, config.yaml, metrics.jsonl)")
+    out: str = option("runs/sft", "output folder (model, tokenizer, config.yaml, metrics.jsonl, checkpoint)")
     max_length: int = option(512, "max tokens of prompt + response", ge=2)
     batch_size: int = option(16, "examples per optimiser step per process", ge=1)
     epochs: float = option(3.0, "passes over the training data", gt=0)
     max_steps: int = option(0, "stop after this many optimiser steps (0 = use epochs)", ge=0)
     packing: bool = option(False, "pack several examples per row of max_length tokens")
     log_every: int = option(10, "log train metrics every N steps", ge=1)
+    save_every: int = option(0, "write a resumable checkpoint every N optimiser steps (0 = only at the end)", ge=0)
+    resume: bool = option(False, "continue from out/checkpoint")
+    overwrite: bool = option(False, "replace a previous run in out")
+    allow_config_change: bool = option(False, "resume even though the config differs from the saved run")
     optim: OptimConfig = option(OptimConfig(lr=2e-5, weight_decay=0.0), "optimiser")
     runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
 
-def _load_examples(path: str, tokenizer, max_length: int) -> list[tuple[list[int], int]]:
+def load_examples(path: str, tokenizer, max_length: int, what: str) -> list[tuple[list[int], int]]:
+    """Encoded (ids, n_prompt) examples of an SFT file; a file without examples is a ``UserError``."""
     from saferlhf.data.loaders import load_sft_records
 
-    return [encode_example(tokenizer, r.prompt, r.response, max_length) for r in load_sft_records(path)]
+    examples = [encode_example(tokenizer, r.prompt, r.response, max_length) for r in load_sft_records(path)]
+    if not examples:
+        raise UserError(f"sft: {what}: {path} holds no (prompt, response) examples")
+    return examples
 
 
-def _batches(examples, batch_size: int, pad_id: int, packing: bool, max_length: int, rng: random.Random):
+def epoch_batches(examples, global_bs: int, seed: int, epoch: int, packing: bool, max_length: int) -> list[list]:
+    """The global batches of one epoch (examples, or packed blocks): a pure function of (seed, epoch)."""
     order = list(examples)
-    rng.shuffle(order)
-    if packing:
-        blocks = pack_examples(order, max_length)
-        for i in range(0, len(blocks), batch_size):
-            yield packed_batch(blocks[i: i + batch_size], pad_id)
-    else:
-        for i in range(0, len(order), batch_size):
-            yield sft_batch(order[i: i + batch_size], pad_id)
+    epoch_rng(seed, epoch).shuffle(order)
+    rows = pack_examples(order, max_length) if packing else order
+    return [rows[i: i + global_bs] for i in range(0, len(rows), global_bs)]
+
+
+def start_run_on_every_rank(acc, cfg, command: str) -> Path:
+    """The run-folder rule (`tracking.start_run`) on every rank: the other ranks check the folder before the
+    main process writes (or, with overwrite, deletes) it, so that all of them judge the same folder."""
+    from saferlhf.tracking import start_run
+
+    kw = dict(resume=cfg.resume, overwrite=cfg.overwrite, allow_config_change=cfg.allow_config_change)
+    if not acc.is_main_process:
+        start_run(cfg.out, cfg, command, is_main=False, **kw)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        start_run(cfg.out, cfg, command, is_main=True, **kw)
+    acc.wait_for_everyone()
+    return Path(cfg.out)
+
+
+def restore_loop(acc, out: Path, logger, resume: bool, command: str) -> tuple[LoopState, Checkpointer]:
+    """The loop position (registered for checkpointing) and the checkpointer of ``out``. On resume: the
+    checkpoint, if any, is loaded (models, optimisers, schedules, RNG states, step), and the metrics rows
+    that the killed run logged after it (all of them, without a checkpoint) are dropped."""
+    state, ckpt = LoopState(), Checkpointer(acc, out)
+    acc.register_for_checkpointing(state)
+    if resume and ckpt.exists():
+        ckpt.load()
+        if acc.is_main_process:
+            print(f"{command}: resumed from {ckpt.dir} at step {state.step}")
+    if resume:
+        logger.truncate_after(state.step)
+    return state, ckpt
 
 
 @torch.no_grad()
@@ -81,62 +124,75 @@ def evaluate_loss(model, examples, tokenizer, batch_size: int, device) -> float:
 
 def run(cfg: SFTConfig) -> int:
     from saferlhf.losses import sft_loss
-    from saferlhf.models import load_policy
-    from saferlhf.tracking import MetricsLogger, prepare_out_dir, progress
+    from saferlhf.models import check_model_path, load_policy, load_tokenizer, save_policy
+    from saferlhf.tracking import MetricsLogger, fault_point, finish_run, progress
 
-    acc = make_accelerator(cfg.runtime)
-    # 1. Data first: bad input fails here, before any model is loaded or trained.
-    model, tokenizer = load_policy(cfg.model_path)
-    train = _load_examples(cfg.train_file, tokenizer, cfg.max_length)
-    evals = _load_examples(cfg.eval_file, tokenizer, cfg.max_length) if cfg.eval_file else []
-    out = prepare_out_dir(cfg.out, cfg, acc.is_main_process)
-    logger = MetricsLogger(out, enabled=acc.is_main_process, report_to=cfg.runtime.report_to)
+    check_model_path(cfg.model_path, "model_path")
+    acc = make_accelerator(cfg.runtime, step_scheduler_with_optimizer=False)  # one schedule step per step
+    main = acc.is_main_process
+    # 1. Data first: bad input fails here, before the model is loaded or the run folder is touched.
+    tokenizer = load_tokenizer(cfg.model_path)
+    train = load_examples(cfg.train_file, tokenizer, cfg.max_length, "train_file")
+    evals = load_examples(cfg.eval_file, tokenizer, cfg.max_length, "eval_file") if cfg.eval_file else []
+    out = start_run_on_every_rank(acc, cfg, "sft")
+    logger = MetricsLogger(out, enabled=main, report_to=cfg.runtime.report_to)
 
-    # 2. Model, optimiser, schedule.
-    if cfg.runtime.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    rows = len(pack_examples(train, cfg.max_length)) if cfg.packing else len(train)
-    steps_per_epoch = math.ceil(rows / (cfg.batch_size * acc.num_processes))
+    # 2. Model, optimiser, schedule; the checkpoint when resuming.
+    model, tokenizer = load_policy(cfg.model_path, gradient_checkpointing=cfg.runtime.gradient_checkpointing)
+    global_bs = cfg.batch_size * acc.num_processes
+
+    def batches_of(epoch: int) -> list[list]:
+        return epoch_batches(train, global_bs, cfg.runtime.seed, epoch, cfg.packing, cfg.max_length)
+
+    steps_per_epoch = len(batches_of(0))
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
     opt, sched = build_optimizer(model, cfg.optim, total)
     model, opt, sched = acc.prepare(model, opt, sched)
+    state, ckpt = restore_loop(acc, out, logger, cfg.resume, "sft")
+    start = state.step
     model.train()
 
-    # 3. Loop: each process takes its own slice of every shuffled epoch.
-    rng = random.Random(cfg.runtime.seed)
-    step, t0, tokens = 0, time.time(), 0
-    bar = progress(total=total, desc="sft", disable=not (cfg.runtime.progress and acc.is_main_process))
-    while step < total:
-        for i, batch in enumerate(_batches(train, cfg.batch_size * acc.num_processes, tokenizer.pad_token_id,
-                                           cfg.packing, cfg.max_length, rng)):
-            batch = {k: v.chunk(acc.num_processes)[acc.process_index].to(acc.device) if v.shape[0] >= acc.num_processes
-                     else v.to(acc.device) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss, diag = sft_loss(logits, batch["labels"])
-            acc.backward(loss)
-            gnorm = optimizer_step(acc, model.parameters(), opt, sched, cfg.optim.grad_clip)
-            step += 1
-            tokens += int(batch["attention_mask"].sum())
-            bar.update(1)
-            bar.set_postfix(loss=f"{diag['loss']:.3f}")
-            if step % cfg.log_every == 0 or step == total:
-                logger.log(step, {"train/loss": diag["loss"], "train/lr": sched.get_last_lr()[0],
-                                  "train/grad_norm": gnorm, "train/tokens_per_s": tokens / (time.time() - t0),
-                                  "train/epoch": step / steps_per_epoch})
-            if step >= total:
-                break
+    # 3. Loop: every global batch is dealt out to the processes (rank_share).
+    stream = batch_stream(batches_of, start)
+    t0, tokens, diag = time.time(), 0, {"loss": float("nan")}
+    bar = progress(total=total, desc="sft", disable=not (cfg.runtime.progress and main))
+    bar.update(start)
+    while state.step < total:
+        _, batch = next(stream)
+        rows, weight = rank_share(batch, acc.process_index, acc.num_processes)
+        b = packed_batch(rows, tokenizer.pad_token_id) if cfg.packing else sft_batch(rows, tokenizer.pad_token_id)
+        b = {k: v.to(acc.device) for k, v in b.items()}
+        step = state.step + 1
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        loss, diag = sft_loss(logits, b["labels"])
+        assert_finite(step, loss=loss)
+        acc.backward(loss * weight)
+        gnorm = optimizer_step(acc, model.parameters(), opt, sched, cfg.optim.grad_clip, step=step, what="policy")
+        state.step = step
+        tokens += int(b["attention_mask"].sum())
+        bar.update(1)
+        bar.set_postfix(loss=f"{diag['loss']:.3f}")
+        if step % cfg.log_every == 0 or step == total:
+            logger.log(step, {"train/loss": diag["loss"], "train/lr": sched.get_last_lr()[0],
+                              "train/grad_norm": gnorm, "train/epoch": step / steps_per_epoch,
+                              "time/tokens_per_s": tokens / (time.time() - t0)})
+        fault_point("step")
+        if cfg.save_every and step % cfg.save_every == 0 and step < total:
+            ckpt.save()
     bar.close()
 
-    # 4. Evaluate and save (atomic folder swap).
-    final = {"train/steps": step, "train/seconds": time.time() - t0}
+    # 4. Held-out loss; the summary row, then the end checkpoint (so a run resumed from it, which has
+    #    logged the row already, does not log it twice); the model; the run is complete.
+    final = {"train/steps": state.step}
     if evals:
         final["eval/loss"] = evaluate_loss(acc.unwrap_model(model), evals, tokenizer, cfg.batch_size, acc.device)
-    logger.log(step, final)
+    if start < total:
+        logger.log(state.step, final | {"time/seconds": time.time() - t0})
+        ckpt.save()
     acc.wait_for_everyone()
-    if acc.is_main_process:
-        from saferlhf.models import save_policy
-
+    if main:
         save_policy(acc.unwrap_model(model), tokenizer, Path(out) / "model")
-        print(f"sft: {step} steps, final loss {diag['loss']:.4f}"
+        print(f"sft: {state.step} steps, final loss {diag['loss']:.4f}"
               + (f", eval loss {final['eval/loss']:.4f}" if evals else "") + f" -> {out}/model")
+    finish_run(out, is_main=main, **final)
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -153,7 +155,7 @@ def test_built_model_loads_with_auto_classes(arch, tiny_paths):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_end_scores_match_unpadded(arch, side, tiny_paths):
     tok = M.load_tokenizer(tiny_paths[arch])
-    model = M.ScoreModel.from_pretrained(tiny_paths[arch], score_type="reward").eval()
+    model = M.ScoreModel.from_pretrained(tiny_paths[arch], score_type="reward", allow_new_head=True).eval()
     hidden = model.head.weight.shape[-1]
     assert model.head.weight.std().item() == pytest.approx(1 / (hidden + 1) ** 0.5, rel=0.35)
     seqs = _example_ids(tok)
@@ -180,7 +182,7 @@ def test_last_token_index_and_positions():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_save_reload_with_hf_gives_identical_scores(arch, tiny_paths, tmp_path):
     tok = M.load_tokenizer(tiny_paths[arch])
-    model = M.ScoreModel.from_pretrained(tiny_paths[arch], score_type="cost").eval()
+    model = M.ScoreModel.from_pretrained(tiny_paths[arch], score_type="cost", allow_new_head=True).eval()
     out_dir = model.save_pretrained(tmp_path / "cost", tokenizer=tok)
     hf = AutoModelForSequenceClassification.from_pretrained(out_dir).eval()
     assert hf.config.score_type == "cost"
@@ -207,7 +209,7 @@ def test_save_reload_with_hf_gives_identical_scores(arch, tiny_paths, tmp_path):
 
 
 def test_reward_config_and_save_refusals(tiny_paths, tmp_path):
-    model = M.ScoreModel.from_pretrained(tiny_paths["llama"])
+    model = M.ScoreModel.from_pretrained(tiny_paths["llama"], allow_new_head=True)
     with pytest.raises(ValueError, match="score_type"):
         model.save_pretrained(tmp_path / "untyped")
     with pytest.raises(ValueError, match="score_type must be"):
@@ -223,16 +225,16 @@ def test_reward_config_and_save_refusals(tiny_paths, tmp_path):
 
 
 def test_head_init_is_seeded(tiny_paths):
-    a = M.ScoreModel.from_pretrained(tiny_paths["qwen2"], seed=1)
-    b = M.ScoreModel.from_pretrained(tiny_paths["qwen2"], seed=1)
-    c = M.ScoreModel.from_pretrained(tiny_paths["qwen2"], seed=2)
+    a = M.ScoreModel.from_pretrained(tiny_paths["qwen2"], seed=1, allow_new_head=True)
+    b = M.ScoreModel.from_pretrained(tiny_paths["qwen2"], seed=1, allow_new_head=True)
+    c = M.ScoreModel.from_pretrained(tiny_paths["qwen2"], seed=2, allow_new_head=True)
     assert torch.equal(a.head.weight, b.head.weight) and not torch.equal(a.head.weight, c.head.weight)
     assert getattr(a.head, "bias", None) is None
 
 
 def test_score_texts_matches_forward(tiny_paths):
     tok = M.load_tokenizer(tiny_paths["gpt2"])
-    model = M.ScoreModel.from_pretrained(tiny_paths["gpt2"], score_type="reward").eval()
+    model = M.ScoreModel.from_pretrained(tiny_paths["gpt2"], score_type="reward", allow_new_head=True).eval()
     prompts, responses = zip(*PAIRS)
     got = M.score_texts(model, tok, list(prompts), list(responses), batch_size=1)
     with torch.no_grad():
@@ -243,7 +245,8 @@ def test_score_texts_matches_forward(tiny_paths):
 
 
 def test_gradient_checkpointing_passthrough(tiny_paths):
-    model = M.ScoreModel.from_pretrained(tiny_paths["llama"], score_type="critic", gradient_checkpointing=True)
+    model = M.ScoreModel.from_pretrained(tiny_paths["llama"], score_type="critic", gradient_checkpointing=True,
+                                     allow_new_head=True)
     assert model.backbone.gradient_checkpointing
     model.train()
     tok = M.load_tokenizer(tiny_paths["llama"])
@@ -258,8 +261,8 @@ def test_gradient_checkpointing_passthrough(tiny_paths):
 def test_lora_score_model_trains_and_saves_merged(tiny_paths, tmp_path):
     pytest.importorskip("peft")
     tok = M.load_tokenizer(tiny_paths["llama"])
-    model = M.apply_lora(M.ScoreModel.from_pretrained(tiny_paths["llama"], score_type="reward"), r=4, alpha=8,
-                         dropout=0.0)
+    base = M.ScoreModel.from_pretrained(tiny_paths["llama"], score_type="reward", allow_new_head=True)
+    model = M.apply_lora(base, r=4, alpha=8, dropout=0.0)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any("lora_" in n for n in trainable) and any("score" in n for n in trainable)
     ids, mask = _batch(_example_ids(tok), tok.pad_token_id, "right")
@@ -295,3 +298,77 @@ def test_atomic_save_dir_replaces_and_survives_failure(tmp_path):
         M.atomic_save_dir(boom, target)
     assert (target / "f.txt").read_text() == "two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+# ---------------------------------------------------------------- model paths and score-model loading refusals
+def _bad_path(make: str, tmp_path: Path, good: Path) -> Path:
+    p = tmp_path / "model"
+    if make == "text file":
+        p.write_text("hello")
+    elif make != "missing":
+        p.mkdir()
+        if make == "no config.json":
+            (p / "model.safetensors").write_bytes(b"x")
+        elif make == "bad config.json":
+            (p / "config.json").write_text("{not json")
+            (p / "model.safetensors").write_bytes(b"x")
+        elif make == "no weights":
+            (p / "config.json").write_text((good / "config.json").read_text())
+    return p
+
+
+BAD_PATHS = ["missing", "text file", "empty folder", "no config.json", "bad config.json", "no weights"]
+
+
+@pytest.mark.parametrize("make", BAD_PATHS)
+def test_check_model_path_says_what_was_expected(make, tmp_path, tiny_paths):
+    from saferlhf.errors import UserError
+
+    p = _bad_path(make, tmp_path, tiny_paths["llama"])
+    with pytest.raises(UserError, match="expected a folder with config.json") as e:
+        M.check_model_path(p, "model_path")
+    assert str(p) in str(e.value) and isinstance(e.value, FileNotFoundError)  # as before, for older callers
+    M.check_model_path(tiny_paths["llama"])  # a model folder and hub names pass
+    M.check_model_path("gpt2")
+    M.check_model_path("owner/name")
+
+
+@pytest.mark.parametrize("load", ["tokenizer", "policy", "score model"])
+@pytest.mark.parametrize("make", ["missing", "text file", "empty folder"])
+def test_loaders_check_the_path_first(load, make, tmp_path, tiny_paths):
+    from saferlhf.errors import UserError
+
+    p = _bad_path(make, tmp_path, tiny_paths["llama"])
+    fn = {"tokenizer": M.load_tokenizer, "policy": M.load_policy,
+          "score model": lambda x: M.ScoreModel.from_pretrained(x, allow_new_head=True)}[load]
+    with pytest.raises(UserError, match=re.escape(str(p))):
+        fn(p)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_weight_file_is_a_user_error_naming_the_folder(damage, tmp_path, tiny_paths):
+    from saferlhf.errors import UserError
+
+    p = tmp_path / "corrupt"
+    shutil.copytree(tiny_paths["llama"], p)
+    weights = p / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(b"garbage" * 8 if damage == "garbage" else data[: len(data) // 2])
+    with pytest.raises(UserError, match=f"cannot load {re.escape(str(p))}"):
+        M.load_policy(p)
+    with pytest.raises(UserError, match=f"cannot load {re.escape(str(p))}"):
+        M.ScoreModel.from_pretrained(p, allow_new_head=True)
+
+
+def test_a_causal_lm_is_not_a_reward_or_cost_model(tiny_paths, tmp_path):
+    from saferlhf.errors import UserError
+
+    with pytest.raises(UserError, match="is a causal LM, not a reward/cost model") as e:
+        M.ScoreModel.from_pretrained(tiny_paths["llama"], score_type="cost")
+    assert e.value.hint
+    new = M.ScoreModel.from_pretrained(tiny_paths["llama"], score_type="cost", allow_new_head=True)
+    new.save_pretrained(tmp_path / "cost", tokenizer=M.load_tokenizer(tiny_paths["llama"]))
+    loaded = M.ScoreModel.from_pretrained(tmp_path / "cost")  # a score model needs no permission
+    assert loaded.score_type == "cost" and torch.equal(loaded.head.weight, new.head.weight)
+    critic = M.ScoreModel.from_pretrained(tmp_path / "cost", score_type="critic")
+    assert critic.score_type == "critic"

@@ -45,7 +45,7 @@ def _pairs(tok, n: int = 6, seed: int = 0) -> list[S.EncodedPair]:
 
 
 def _model(path: Path, kind: str = "cost") -> M.ScoreModel:
-    model = M.ScoreModel.from_pretrained(path, score_type=kind)
+    model = M.ScoreModel.from_pretrained(path, score_type=kind, allow_new_head=True)
     for m in model.modules():  # dropout off: both paths must compute the same function
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
