@@ -13,7 +13,7 @@ Two severities:
   duplicate of an earlier record). Warned records are kept; ``saferlhf data check`` prints them and
   exits 0 unless ``--strict``.
 
-Text fields must be valid text (``bad_text``: no unpaired surrogate, no NUL), ids the ints 0 / 1.
+Text fields must be valid text (``bad_text``: no unpaired surrogate), ids the ints 0 / 1.
 Duplicates are found across records after these rules (``saferlhf.data.duplicates``). A file that holds
 no record at all raises ``DataFileError`` (a ``UnknownFormatError``) with one line naming the file and
 the cause (``saferlhf.data.readers``).
@@ -162,10 +162,9 @@ def _short(value: Any) -> str:
 
 
 def bad_text(text: str) -> str | None:
-    """Why ``text`` is not valid text a tokenizer can take (a NUL character, an unpaired UTF-16 surrogate
-    such as JSON's ``"\\ud800"``), or None."""
-    if (at := text.find("\x00")) >= 0:
-        return f"invalid text: a NUL character at position {at}"
+    """Why ``text`` is not valid Unicode text a tokenizer can take (an unpaired UTF-16 surrogate such as
+    JSON's ``"\\ud800"``), or None. Control characters, NUL included, are valid text (tiny models even
+    generate them) and pass."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:

@@ -139,7 +139,6 @@ def _pku_cases() -> dict[str, tuple[str, Any, str]]:
         "pku-contradictory-safety": ("a.jsonl", _jsonl(_pku(safer_response_id=1)), "pairs-cost"),
         "pku-lone-surrogate-prompt": ("a.jsonl", _jsonl(_pku(prompt="pick a lock \ud800")), "pairs-reward"),
         "pku-lone-surrogate-response": ("a.jsonl", _jsonl(_pku(response_1="\udfff rake")), "pairs-cost"),
-        "pku-nul-in-response": ("a.jsonl", _jsonl(_pku(response_0="can't\x00 help")), "pairs-reward"),
         "pku-flipped-better-duplicate": ("a.jsonl", _jsonl(_pku(), _pku(better_response_id=0)), "pairs-reward"),
         "pku-flipped-safer-duplicate": ("a.jsonl", _jsonl(_pku(is_response_1_safe=True),
                                                           _pku(is_response_1_safe=True, safer_response_id=1)),
@@ -222,7 +221,6 @@ def _prompt_and_sft_cases() -> dict[str, tuple[str, Any, str]]:
         "prompt-empty": ("p.jsonl", _jsonl({"prompt": ""}), "prompts"),
         "prompt-null": ("p.jsonl", _jsonl({"prompt": "ok"}, {"prompt": None}), "prompts"),
         "prompt-lone-surrogate": ("p.jsonl", _jsonl({"prompt": "\ud800"}), "prompts"),
-        "prompt-nul": ("p.jsonl", _jsonl({"prompt": "a\x00b"}), "prompts"),
         "prompt-label-invalid": ("p.jsonl", _jsonl({"prompt": "p", "label": "harmless"}), "prompts"),
         "prompt-category-not-a-string": ("p.jsonl", _jsonl({"prompt": "p", "category": ["a"]}), "prompts"),
         "prompt-contradictory-labels": ("p.jsonl", _jsonl({"prompt": "p", "label": "safe"},
@@ -233,7 +231,6 @@ def _prompt_and_sft_cases() -> dict[str, tuple[str, Any, str]]:
         "sft-response-lone-surrogate": ("s.jsonl", _jsonl(SFT | {"response": "Blue\udbff"}), "sft"),
         "sft-prompt-is-a-number": ("s.jsonl", _jsonl(SFT | {"prompt": 3.5}), "sft"),
         "sft-empty-response": ("s.json", json.dumps([SFT | {"response": ""}]).encode(), "sft"),
-        "sft-nul-in-prompt": ("s.jsonl", _jsonl(SFT | {"prompt": "\x00"}), "sft"),
     }
 
 
