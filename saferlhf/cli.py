@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         status = getattr(module, cmd.run)(config)
     except USER_ERRORS as e:  # bad input: a clear message, no traceback
         fail_active_runs(e)
-        print(f"saferlhf {cmd.name}: error: {_one_message(e)}", file=sys.stderr)
+        print(f"saferlhf {cmd.name}: error: {_one_message(e, cmd.name)}", file=sys.stderr)
         return 2
     except NumericalError as e:  # training stopped before saving anything non-finite
         fail_active_runs(e)
@@ -132,11 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     return int(status or 0)
 
 
-def _one_message(e: BaseException) -> str:
-    """The user-facing text of an error (``FileNotFoundError`` from ``open`` carries errno noise)."""
-    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+def _one_message(e: BaseException, command: str) -> str:
+    """The user-facing text of an error (``FileNotFoundError`` from ``open`` carries errno noise; a message
+    that starts with the command's name, as library code writes them, loses that prefix)."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror and not isinstance(e, UserError):
         return f"{e.filename}: {e.strerror}"
-    return str(e)
+    text = str(e)
+    return text[len(command) + 2:] if text.startswith(f"{command}: ") else text
 
 
 if __name__ == "__main__":
