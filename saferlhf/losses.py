@@ -25,6 +25,7 @@ __all__ = [
     "dpo_loss",
     "ppo_actor_loss",
     "critic_loss",
+    "actor_ptx_objective",
     "entropy_from_logits",
 ]
 
@@ -238,6 +239,18 @@ def critic_loss(
             "value_clip_frac": _f(masked_mean((err_clipped > err_unclipped).float(), mask)),
         }
     return loss, diagnostics
+
+
+def actor_ptx_objective(rl_loss: torch.Tensor, ptx_loss: torch.Tensor, ptx_coef: float) -> torch.Tensor:
+    """The actor's loss when a PTX (supervised) term is mixed in (algorithm-reference §2.8):
+
+        L = (L_RL + c·L_PTX) / 2,   c = ``ptx_coef``
+
+    as in the reference, where the RL backward and the PTX backward (of c·L_PTX) are two micro-steps
+    of one DeepSpeed gradient-accumulation window of 2 (each scaled by 1/2, one clipped optimiser
+    step). Without PTX the actor loss is L_RL alone (accumulation window 1).
+    """
+    return (rl_loss + ptx_coef * ptx_loss) / 2
 
 
 def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

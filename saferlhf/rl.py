@@ -28,7 +28,9 @@ __all__ = [
     "gae",
     "combine_advantages",
     "explained_variance",
+    "log_lambda_step",
     "LagrangeMultiplier",
+    "LAMBDA_CEILING",
     "global_mean",
 ]
 
@@ -185,51 +187,88 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 # --------------------------------------------------------------------------- Lagrange multiplier
 
 
+LAMBDA_CEILING = 1e6  # upper bound of λ when no cap is configured: e^η never overflows
+
+
+def log_lambda_step(log_lambda: float, lr: float, violation: float, log_min: float, log_max: float) -> float:
+    """One ascent step on η = log λ, bounded: η' = clamp(η + lr·e^η·(J_c - d), log λ_min, log λ_max).
+
+    ``violation`` = J_c - d. Never overflows: η is within the bounds, so e^η <= λ_max is finite, and a
+    step too large for a float (inf) is clamped like any other. Raises ``ValueError`` for a
+    non-finite violation.
+    """
+    if not math.isfinite(violation):
+        raise ValueError(f"the constraint violation J_c - d must be finite, got {violation}")
+    step = lr * math.exp(log_lambda) * violation  # a float product: inf, never OverflowError
+    return min(log_max, max(log_min, log_lambda + step))
+
+
 class LagrangeMultiplier:
     """λ >= 0 for max_θ J_R s.t. J_C + d <= 0, as in algorithm-reference §2.7.
 
-    Parameterised as η = log λ, updated by plain gradient ascent on the Lagrangian:
+    Parameterised as η = log λ, updated by plain gradient ascent on the Lagrangian (``log_lambda_step``):
 
-        η ← η + lr·λ·(J_c - d),   λ = min(e^η, λ_max)
+        η ← clamp(η + lr·λ·(J_c - d), log λ_min, log λ_max),   λ = e^η
 
-    where J_c is the mean of the last ``window`` sequence costs. In distributed runs each rank
-    keeps its own window; the caller averages ``episode_cost()`` across ranks (``global_mean``) and
-    passes the result to ``update`` so that every rank computes the same λ. The first
-    ``delay_steps`` calls of ``update`` leave λ unchanged. ``state_dict`` holds η, the step count
-    and the window contents, so a resumed run continues exactly.
+    where J_c is the mean of the last ``window`` sequence costs. λ_max = ``max_value`` (the reference
+    script's 5.0 by default; ``None`` = no cap below ``LAMBDA_CEILING``). λ_min = ``min_value`` (1e-3):
+    the update is multiplicative in λ, so a λ that reached 0.0 (one large step down underflows e^η)
+    could never move again and would silently switch the constraint off; from λ_min it climbs back
+    (1/λ falls by about lr·(J_c - d) per step). In distributed runs each rank keeps its own window;
+    the caller averages ``episode_cost()`` across ranks (``global_mean``) and passes the result to
+    ``update`` so that every rank computes the same λ. The first ``delay_steps`` calls of ``update``
+    leave λ unchanged. ``state_dict`` holds η, the step count, the window and the range of the costs
+    seen, so a resumed run continues exactly.
+
+    ``threshold_side()`` tells whether d lies outside the range of every cost observed so far (below
+    it: J_c > d whatever the policy does now, λ climbs to λ_max; above it: the constraint always holds,
+    λ decays towards λ_min and the cost term fades out) — usually a mis-set threshold.
     """
 
     def __init__(
         self,
         init: float = 1.0,
         lr: float = 0.1,
-        max_value: float | None = None,
+        max_value: float | None = 5.0,
         delay_steps: int = 0,
         threshold: float = 0.0,
         window: int = 128,
+        min_value: float = 1e-3,
     ) -> None:
-        if init <= 0:
-            raise ValueError(f"initial λ must be > 0 (it is parameterised as log λ), got {init}")
-        if max_value is not None and max_value <= 0:
-            raise ValueError(f"max_value must be > 0 or None, got {max_value}")
-        self.lr, self.max_value, self.delay_steps, self.threshold = lr, max_value, delay_steps, threshold
-        self.log_lambda = self._capped(math.log(init))
+        if not (math.isfinite(init) and init > 0):
+            raise ValueError(f"initial λ must be finite and > 0 (it is parameterised as log λ), got {init}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"the λ learning rate must be finite and > 0, got {lr}")
+        if not (math.isfinite(min_value) and min_value > 0):
+            raise ValueError(f"min_value must be finite and > 0, got {min_value}")
+        if max_value is not None and not (math.isfinite(max_value) and max_value > min_value):
+            raise ValueError(f"max_value must be finite and > min_value = {min_value} (or None), got {max_value}")
+        if not math.isfinite(threshold):
+            raise ValueError(f"the threshold d must be finite, got {threshold}")
+        self.lr, self.max_value, self.min_value = lr, max_value, min_value
+        self.delay_steps, self.threshold = delay_steps, threshold
+        self.log_min = math.log(min_value)
+        self.log_max = math.log(max_value if max_value is not None else max(LAMBDA_CEILING, 2 * min_value))
+        self.log_lambda = self._bounded(math.log(init))
         self.step = 0
         self.costs: deque[float] = deque(maxlen=window)
+        self.cost_min, self.cost_max = math.inf, -math.inf  # range of every cost observed
         self._last_episode_cost: float | None = None
 
-    def _capped(self, eta: float) -> float:
-        return eta if self.max_value is None else min(eta, math.log(self.max_value))
+    def _bounded(self, eta: float) -> float:
+        return min(self.log_max, max(self.log_min, eta))
 
     @property
     def lam(self) -> float:
-        """λ = min(e^η, λ_max) as a python float (detached by construction)."""
-        value = math.exp(self.log_lambda)
-        return value if self.max_value is None else min(value, self.max_value)
+        """λ = e^η as a python float (detached by construction; λ_min <= λ <= λ_max)."""
+        return math.exp(self.log_lambda)
 
     def observe(self, costs: torch.Tensor) -> None:
         """Append sequence costs C(x, y), shape [B], to the window (oldest dropped beyond it)."""
-        self.costs.extend(costs.detach().float().flatten().cpu().tolist())
+        values = costs.detach().float().flatten().cpu().tolist()
+        self.costs.extend(values)
+        if values:
+            self.cost_min, self.cost_max = min(self.cost_min, *values), max(self.cost_max, *values)
 
     def episode_cost(self) -> float:
         """Local J_c: mean of this rank's window (``nan`` when nothing was observed yet)."""
@@ -245,12 +284,35 @@ class LagrangeMultiplier:
         if self.step >= self.delay_steps:
             if not math.isfinite(jc):
                 raise ValueError(f"episode cost J_c must be finite to update λ, got {jc} (observe costs first)")
-            self.log_lambda = self._capped(self.log_lambda + self.lr * self.lam * (jc - self.threshold))
+            self.log_lambda = log_lambda_step(self.log_lambda, self.lr, jc - self.threshold, self.log_min,
+                                              self.log_max)
         self.step += 1
         return self.lam
 
+    def threshold_side(self) -> int:
+        """-1 when d is below every cost observed so far, +1 when above every one, 0 otherwise (or none seen)."""
+        if self.cost_min > self.cost_max:  # nothing observed
+            return 0
+        return -1 if self.threshold < self.cost_min else (1 if self.threshold > self.cost_max else 0)
+
+    def threshold_warning(self) -> str | None:
+        """One line saying what a threshold outside the observed cost range does, or None."""
+        side = self.threshold_side()
+        if side == 0:
+            return None
+        seen = f"[{self.cost_min:.4g}, {self.cost_max:.4g}]"
+        if side < 0:
+            return (f"the cost threshold d = {self.threshold:g} is below every episode cost seen so far {seen}: "
+                    f"J_c > d whatever the policy does now, so λ will climb to its cap "
+                    f"{self.max_value if self.max_value is not None else LAMBDA_CEILING:g}")
+        return (f"the cost threshold d = {self.threshold:g} is above every episode cost seen so far {seen}: the "
+                f"constraint always holds, so λ will decay to min_value = {self.min_value:g} and the cost term "
+                "fades out")
+
     def metrics(self) -> dict[str, float]:
-        """``lagrange/*`` metrics; episode cost is the J_c of the last ``update`` (else local)."""
+        """``lagrange/*`` metrics; episode cost is the J_c of the last ``update`` (else local).
+
+        ``lagrange/threshold_outside_costs`` is ``threshold_side()``: -1 / 0 / +1."""
         jc = self._last_episode_cost if self._last_episode_cost is not None else self.episode_cost()
         return {
             "lagrange/lambda": self.lam,
@@ -258,23 +320,27 @@ class LagrangeMultiplier:
             "lagrange/episode_cost": jc,
             "lagrange/threshold": self.threshold,
             "lagrange/violation": jc - self.threshold,
+            "lagrange/threshold_outside_costs": float(self.threshold_side()),
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """η, step, window contents (and the J_c last used) — everything needed to resume."""
+        """η, step, window contents, observed cost range (and the J_c last used) — everything to resume."""
         return {
             "log_lambda": self.log_lambda,
             "step": self.step,
             "costs": list(self.costs),
+            "cost_range": [self.cost_min, self.cost_max],
             "last_episode_cost": self._last_episode_cost,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict``; hyper-parameters (lr, cap, delay, d, window) stay this object's."""
-        self.log_lambda = self._capped(float(state["log_lambda"]))
+        """Restore a ``state_dict``; hyper-parameters (lr, bounds, delay, d, window) stay this object's
+        (η is clamped into this object's bounds)."""
+        self.log_lambda = self._bounded(float(state["log_lambda"]))
         self.step = int(state["step"])
         self.costs.clear()
         self.costs.extend(float(c) for c in state["costs"])
+        self.cost_min, self.cost_max = (float(v) for v in state.get("cost_range", (math.inf, -math.inf)))
         self._last_episode_cost = state.get("last_episode_cost")
 
 

@@ -84,10 +84,17 @@ def _cache_kwarg(model) -> str:
 
 
 def next_token(logits: torch.Tensor, temperature: float, top_p: float, do_sample: bool) -> torch.Tensor:
-    """Pick one token per row from [B, V] logits: greedy, or temperature + nucleus (top-p) sampling."""
+    """Pick one token per row from [B, V] logits: greedy, or temperature + nucleus (top-p) sampling.
+
+    Raises ``NumericalError`` when sampling from non-finite logits."""
     if not do_sample:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / max(temperature, 1e-6), -1)
+    if not bool(torch.isfinite(probs).all()):  # else torch.multinomial fails with an opaque message
+        from saferlhf.errors import NumericalError
+
+        raise NumericalError("sampling: the policy's next-token logits are not finite (NaN or inf): its weights "
+                             "or inputs are broken; nothing was trained on this batch", tensor="actor logits")
     if top_p < 1.0:
         sorted_p, order = probs.sort(-1, descending=True)
         drop = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the smallest set whose mass reaches top_p

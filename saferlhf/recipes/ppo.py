@@ -7,16 +7,17 @@ min_θ max_{λ>=0} -J_R(θ) + λ·(J_C(θ) - d). Per step:
      KL_t = log π_old(a_t) - log π_ref(a_t);
   3. streams r_t = -β·KL_t + 1[t=T]·R and c_t = +β·KL_t + 1[t=T]·C, clamped to ±50;
   4. GAE per stream (γ, λ_GAE); returns G = A + V;
-  5. λ update: log λ <- log λ + lr_λ·λ·(J_c - d), J_c = mean of the last `cost_window` episode costs,
-     averaged across ranks so that every rank holds the same λ;
+  5. λ update: log λ <- clamp(log λ + lr_λ·λ·(J_c - d), log λ_min, log λ_max), J_c = mean of the last
+     `cost_window` episode costs, averaged across ranks so that every rank holds the same λ;
   6. actor: clipped surrogate on Ã = (A^r - λ·A^c)/(1+λ) (λ detached); critics: clipped value losses;
-     optional PTX (supervised) loss in the same actor step.
+     optional PTX (supervised) loss in the same actor step: L = (L_RL + c_ptx·L_PTX)/2 as the reference.
 PPO: a single reward stream with β = 0.02. Reward shaping: R' = R - λ_fixed·C in the reward stream,
 no (1+λ) normalisation, β = 0.02.
 
 Defaults are the paper's / reference's (β 0.01 for PPO-Lag, γ 1, λ_GAE 0.95, ε 0.2, value clip 5, λ_0 1,
-lr_λ 0.1, d 0, window 128, actor lr 1e-5 cosine + 3 % warm-up + wd 0.01, critic lr 5e-6 constant, Adam
-betas (0.9, 0.95), grad clip 1, 16 prompts per device, 1 PPO epoch, 1 minibatch, PTX coefficient 16).
+lr_λ 0.1, λ_max 5, d 0, window 128, actor lr 1e-5 cosine + 3 % warm-up + wd 0.01 (not on biases and
+norms), critic lr 5e-6 constant, Adam betas (0.9, 0.95), grad clip 1, 16 prompts per device, 1 PPO epoch,
+1 minibatch, PTX coefficient 16, PTX gradient scaled by 1/2).
 
 Deliberate deviations from the reference implementation:
   1. PPO epochs and minibatches are configurable (the reference used each rollout for exactly one
@@ -24,31 +25,53 @@ Deliberate deviations from the reference implementation:
   2. Optional advantage whitening (`whiten_advantages`, off by default) and entropy bonus (`entropy_coef`).
   3. γ and λ_GAE are configurable (hard-coded in the reference).
   4. Position ids are computed from the attention mask, so left-padded prompts get correct positions.
-  5. λ, the cost window, optimisers, schedulers, data position and RNG states are checkpointed
-     atomically and training resumes exactly (the reference had no resume).
+  5. λ, the cost windows (one per rank), optimisers, schedulers, RNG states and the step are checkpointed
+     atomically and training resumes exactly (the reference had no resume); prompt and PTX batches are
+     pure functions of (seed, rank, batch index), so they need no saved position.
   6. Dropout is disabled in actor and critics (log-probs of π_old and π_θ come from the same function).
-  7. Rollouts run in eval mode with the actor's own KV cache through `generate`; score models may use
-     a different tokenizer (responses are re-tokenised as text then).
+  7. Rollouts run in eval mode with the actor's own KV cache; score models may use a different
+     tokenizer (responses are re-tokenised as text then).
+  8. λ is updated once per rollout, before the PPO epochs; the reference updates it before every
+     minibatch step (identical with the default 1 epoch × 1 minibatch). J_c only changes with new
+     rollouts, so repeating the step k times per rollout only multiplies lr_λ by k and ties λ's speed
+     to the minibatch setting.
+  9. λ has a floor `lagrange.min_value` (1e-3; the reference only caps from above). The update is
+     multiplicative in λ, so a λ that reached 0.0 could never move again (constraint silently off).
+ 10. Numerical guards: a NaN / inf anywhere in a rollout, the streams, advantages, returns, losses,
+     gradient norms or parameters, or a score with |R| or |C| > `score_limit` (1e6: a broken judge),
+     stops the run (`NumericalError`, CLI exit 3) naming the step and the tensor; the last checkpoint
+     stays, nothing non-finite is saved. A warning (stderr and `lagrange/threshold_outside_costs`) says
+     when d lies outside the range of every episode cost seen.
+ 11. With PTX the learning-rate schedule counts the optimiser steps actually taken (the reference sizes
+     the actor schedule for twice as many steps when PTX is on).
+
+Run folder (`saferlhf.tracking.start_run`): a folder that holds a run is refused unless `--resume true`
+(the config must match, except run-independent fields, unless `--allow_config_change true`) or
+`--overwrite true`; `status.json` says `complete` only once actor/ and the rank reports are written.
 
 Launch: `saferlhf ppo --algorithm ppo_lag --actor_path SFT --reward_model_path RM --cost_model_path CM
 --train_prompts prompts.jsonl --out DIR` (one CPU or GPU); `accelerate launch -m saferlhf ppo ...` for DDP /
-DeepSpeed (each rank samples its own prompts; J_c is averaged across ranks).
+DeepSpeed (each rank samples its own prompts and PTX batches; J_c is averaged across ranks).
 """
 
 from __future__ import annotations
 
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
 from saferlhf.config import option
-from saferlhf.training import OptimConfig, RuntimeConfig, build_optimizer, make_accelerator, optimizer_step
+from saferlhf.errors import NumericalError, UserError
+from saferlhf.training import (OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
+                               optimizer_step)
 
 DEFAULT_KL = {"ppo_lag": 0.01, "ppo": 0.02, "reward_shaping": 0.02}
+PTX_SEED_OFFSET = 7_919  # the PTX stream's seed differs from the prompt stream's
 
 
 @dataclass
@@ -64,7 +87,10 @@ class RolloutConfig:
 class LagrangeConfig:
     init: float = option(1.0, "initial λ (reference 1.0)", gt=0)
     lr: float = option(0.1, "SGD learning rate of log λ (reference 0.1)", gt=0)
-    max_value: float | None = option(None, "optional cap λ_max (the paper mentions 5)", gt=0)
+    max_value: float | None = option(5.0, "cap λ_max (reference script 5.0); none = only the numerical ceiling 1e6",
+                                     gt=0)
+    min_value: float = option(1e-3, "floor λ_min: λ never reaches 0, where the multiplicative update could not "
+                                    "move it again (1/λ falls by about lr·(J_c - d) per step)", gt=0)
     delay_steps: int = option(0, "RL steps before λ starts to move", ge=0)
     threshold: float = option(0.0, "cost threshold d: constraint E[C] <= d (0 = 'on average classified safe')")
     window: int = option(128, "J_c = mean of the last N episode costs (per rank, then averaged across ranks)", ge=1)
@@ -82,7 +108,7 @@ class PPOConfig:
     train_prompts: str = option("", "prompt file (jsonl with 'prompt', BeaverTails json, XSTest csv, ...)")
     ptx_file: str | None = option(None, "optional SFT file mixed in as a PTX loss")
     ptx_coef: float = option(16.0, "PTX loss coefficient (reference 16)", ge=0)
-    out: str = option("runs/ppo", "output folder: actor/, checkpoint/, metrics.jsonl, config.yaml")
+    out: str = option("runs/ppo", "output folder: actor/, checkpoint/, metrics.jsonl, config.yaml, status.json")
     steps: int = option(100, "RL steps (each: one rollout batch, then PPO epochs over it)", ge=1)
     ppo_epochs: int = option(1, "passes over each rollout batch (reference: 1)", ge=1)
     num_minibatches: int = option(1, "minibatches per pass (reference: 1)", ge=1)
@@ -90,6 +116,8 @@ class PPOConfig:
     clip_eps: float = option(0.2, "PPO ratio clip ε", gt=0, lt=1)
     value_clip: float = option(5.0, "critic value clip range around V_old", gt=0)
     reward_clamp: float = option(50.0, "clamp of the per-token streams after the KL term", gt=0)
+    score_limit: float = option(1e6, "stop when a reward / cost score or a critic value exceeds ±N: a broken judge "
+                                     "(finite but absurd scores make the ±reward_clamp clamp meaningless)", gt=0)
     gamma: float = option(1.0, "discount γ", ge=0, le=1)
     gae_lambda: float = option(0.95, "GAE λ", ge=0, le=1)
     whiten_advantages: bool = option(False, "whiten the actor advantage over the batch (off in the reference)")
@@ -101,43 +129,90 @@ class PPOConfig:
     critic_optim: OptimConfig = option(OptimConfig(lr=5e-6, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
                                        "critic optimiser")
     save_every: int = option(0, "write a resumable checkpoint every N steps (0 = only at the end)", ge=0)
-    resume: bool = option(False, "continue from out/checkpoint when it exists")
+    resume: bool = option(False, "continue the run in `out` from its checkpoint (from step 0 when it has none)")
+    overwrite: bool = option(False, "delete the run already in `out` and start afresh")
+    allow_config_change: bool = option(False, "on resume, accept a config that differs from the saved one")
     log_every: int = option(1, "log metrics every N steps", ge=1)
     runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
 
 class TrainState:
-    """Loop position + Lagrange multiplier: registered with accelerate so that it is checkpointed."""
+    """Loop position, registered with accelerate so that it is checkpointed (λ and its cost window are
+    per-rank state: `Checkpointer.save(rank_state=...)`)."""
 
-    def __init__(self, lagrange):
-        self.step, self.lagrange = 0, lagrange
+    def __init__(self):
+        self.step = 0
 
     def state_dict(self):
-        return {"step": self.step, "lagrange": self.lagrange.state_dict() if self.lagrange else None}
+        return {"step": self.step}
 
     def load_state_dict(self, state):
         self.step = state["step"]
-        if self.lagrange is not None:
-            self.lagrange.load_state_dict(state["lagrange"])
 
 
 def _no_dropout(model: torch.nn.Module) -> None:
+    """Dropout off everywhere: nn.Dropout modules and the float attention-dropout rates that some attention
+    implementations read in training mode. Train and eval mode then compute the same function."""
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
+        for name in ("attention_dropout", "dropout"):
+            if isinstance(getattr(m, name, None), float):
+                setattr(m, name, 0.0)
+
+
+def _set_mode(models, train: bool) -> None:
+    """Train mode for the forwards that carry gradients (gradient checkpointing only acts there), eval mode
+    for sampling and scoring; with dropout off both compute the same function."""
+    for m in models:
+        if m is not None:
+            m.train(train)
+
+
+# --------------------------------------------------------------------------- data streams
+
+
+def stream_indices(n: int, index: int, per_rank: int, rank: int, world: int, seed: int) -> list[int]:
+    """Record indices of batch ``index`` of ``rank``: a pure function of its arguments.
+
+    The records form an endless stream of epochs, each a seeded shuffle (``random.Random(seed·1000003 +
+    epoch)``); batch ``index`` is the slice of ``world·per_rank`` positions starting at ``index·world·per_rank``,
+    and ``rank`` takes its ``per_rank`` positions of it, so ranks never share a position. The stream wraps
+    around epochs, so a batch may be larger than ``n`` (records then repeat)."""
+    if n <= 0:
+        raise ValueError("stream_indices needs at least one record")
+    start = (index * world + rank) * per_rank
+    orders: dict[int, list[int]] = {}
+    out = []
+    for j in range(start, start + per_rank):
+        epoch, pos = divmod(j, n)
+        if epoch not in orders:
+            orders[epoch] = list(range(n))
+            random.Random(seed * 1_000_003 + epoch).shuffle(orders[epoch])
+        out.append(orders[epoch][pos])
+    return out
 
 
 def prompt_batch(prompts: list, step: int, per_step: int, rank: int, world: int, seed: int) -> list:
     """The prompts of ``step`` for ``rank``: epochs of a seeded shuffle, each rank a disjoint slice."""
-    global_bs = per_step * world
-    start = step * global_bs
-    out = []
-    for j in range(start + rank * per_step, start + (rank + 1) * per_step):
-        epoch, pos = divmod(j, len(prompts))
-        order = list(range(len(prompts)))
-        random.Random(seed * 1_000_003 + epoch).shuffle(order)
-        out.append(prompts[order[pos]])
-    return out
+    return [prompts[i] for i in stream_indices(len(prompts), step, per_step, rank, world, seed)]
+
+
+def ptx_batch(examples: list, index: int, batch_size: int, rank: int, world: int, seed: int, pad_id: int) -> dict:
+    """PTX batch ``index`` of ``rank`` (``stream_indices`` with its own seed): a pure function of (seed, rank,
+    index), so a resumed run draws exactly the batches of an uninterrupted one without a saved position,
+    ranks draw disjoint examples, and a file with fewer records than ``batch_size`` wraps around."""
+    from saferlhf.batching import sft_batch
+
+    idx = stream_indices(len(examples), index, batch_size, rank, world, seed + PTX_SEED_OFFSET)
+    return sft_batch([examples[i] for i in idx], pad_id)
+
+
+def n_minibatches(cfg: "PPOConfig", batch_size: int) -> int:
+    return max(1, min(cfg.num_minibatches, batch_size))
+
+
+# --------------------------------------------------------------------------- one RL step
 
 
 @torch.no_grad()
@@ -154,30 +229,35 @@ def fused_update(cfg: PPOConfig, batch_size: int) -> bool:
     """One PPO epoch over one minibatch (the default, as the reference): at the update π_old = π_θ and
     V_old = V, so the rollout's actor and critic forwards, kept with their graphs, are the update's
     forwards (1 actor + 1 forward per critic saved per step; same maths). Single-process runs only: with
-    several processes the update's forwards must go through the DDP-wrapped models."""
+    several processes the update's forwards must go through the DDP-wrapped models. Works with gradient
+    checkpointing (those forwards run in train mode, so they are checkpointed as the update's are)."""
     import torch.distributed as dist
 
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    return cfg.ppo_epochs == 1 and max(1, min(cfg.num_minibatches, batch_size)) == 1 and not distributed
+    return cfg.ppo_epochs == 1 and n_minibatches(cfg, batch_size) == 1 and not distributed
 
 
 @torch.no_grad()
 def make_experience(cfg: PPOConfig, actor, ref, reward_model, cost_model, reward_critic, cost_critic,
-                    tokenizer, scorers, prompts: list[str]):
+                    tokenizer, scorers, prompts: list[str], step: int | None = None):
     """Steps 1-2: sample, then score every sequence with all frozen and critic models.
 
-    With `fused_update`, the actor's logits and the critics' values are computed with gradients and
-    kept in ``rollout.live`` for `ppo_update`; their detached copies are log π_old and V_old.
+    With `fused_update`, the actor's logits and the critics' values are computed with gradients (in train
+    mode) and kept in ``rollout.live`` for `ppo_update`; their detached copies are log π_old and V_old.
     """
     from saferlhf.batching import encode_prompt
     from saferlhf.rollout import Rollout, action_logits, critic_values, decode_responses, gather_logprobs, sample
 
     ro = cfg.rollout
     prompt_ids = [encode_prompt(tokenizer, p, ro.max_prompt_length) for p in prompts]
-    ids, mask, P, rmask = sample(actor, tokenizer, prompt_ids, ro.max_new_tokens, ro.temperature, ro.top_p)
+    try:
+        ids, mask, P, rmask = sample(actor, tokenizer, prompt_ids, ro.max_new_tokens, ro.temperature, ro.top_p)
+    except NumericalError as e:
+        raise NumericalError(f"step {step}: {e}", step, e.tensor) from None
     actions = ids[:, P:]
     responses = decode_responses(tokenizer, actions, rmask)
     live = {} if fused_update(cfg, ids.shape[0]) else None
+    _set_mode([actor, reward_critic, cost_critic], train=live is not None)
     with torch.set_grad_enabled(live is not None):
         logits = action_logits(actor, ids, mask, P)
         logprobs = gather_logprobs(logits, actions)
@@ -198,8 +278,38 @@ def make_experience(cfg: PPOConfig, actor, ref, reward_model, cost_model, reward
                    prompts=list(prompts), responses=responses, live=live)
 
 
-def compute_advantages(cfg: PPOConfig, rollout, beta: float) -> None:
-    """Steps 3-4: per-token streams (opposite KL signs) and GAE per stream, written into ``rollout``."""
+def check_scores(step: int | None, name: str, scores: torch.Tensor | None, source: str, limit: float) -> None:
+    """Stop on a broken judge or critic: ``NumericalError`` when a score is NaN / inf or |score| > ``limit``.
+
+    A finite but absurd score (say 1e30) would be clamped to ±reward_clamp in the streams and look like
+    a normal reward, while the critics (initialised from the same model) and every square of it blow up:
+    training on it is meaningless, so it is refused like a NaN."""
+    if scores is None:
+        return
+    s = scores.detach()
+    bad = ~torch.isfinite(s) | (s.abs() > limit)
+    if not bool(bad.any()):
+        return
+    example = float(s[bad].flatten()[0])
+    raise NumericalError(f"step {step}: {source} returned {example:g} for {int(bad.sum())} of {s.numel()} values "
+                         f"(|value| must be finite and <= score_limit = {limit:g}): the model is broken or the "
+                         "wrong model; training stopped, the last checkpoint is kept", step, name)
+
+
+def check_rollout(cfg: PPOConfig, rollout, step: int | None) -> None:
+    """Guards after steps 1-2: R and C, critic values (finite and within ``score_limit``), log-probs (finite)."""
+    check_scores(step, "reward", rollout.reward, f"the reward model {cfg.reward_model_path}", cfg.score_limit)
+    check_scores(step, "cost", rollout.cost, f"the cost model {cfg.cost_model_path}", cfg.score_limit)
+    check_scores(step, "reward_values", rollout.reward_values,
+                 f"the reward critic (from {cfg.reward_critic_path or cfg.reward_model_path})", cfg.score_limit)
+    check_scores(step, "cost_values", rollout.cost_values,
+                 f"the cost critic (from {cfg.cost_critic_path or cfg.cost_model_path})", cfg.score_limit)
+    assert_finite(step, logprobs=rollout.logprobs, ref_logprobs=rollout.ref_logprobs)
+
+
+def compute_advantages(cfg: PPOConfig, rollout, beta: float, step: int | None = None) -> None:
+    """Steps 3-4: per-token streams (opposite KL signs) and GAE per stream, written into ``rollout``;
+    every stream, advantage and return must be finite (``NumericalError`` naming it otherwise)."""
     from saferlhf.rl import gae, kl_per_token, token_rewards
 
     kl = kl_per_token(rollout.logprobs, rollout.ref_logprobs)
@@ -209,9 +319,13 @@ def compute_advantages(cfg: PPOConfig, rollout, beta: float) -> None:
         end_reward = rollout.reward - cfg.shaping_lambda * rollout.cost
     r = token_rewards(kl, end_reward, m, beta, sign=-1, clamp=cfg.reward_clamp)
     rollout.reward_advantages, rollout.reward_returns = gae(r, rollout.reward_values, m, cfg.gamma, cfg.gae_lambda)
+    assert_finite(step, reward_stream=r, reward_advantages=rollout.reward_advantages,
+                  reward_returns=rollout.reward_returns)
     if cfg.algorithm == "ppo_lag":
         c = token_rewards(kl, rollout.cost, m, beta, sign=+1, clamp=cfg.reward_clamp)
         rollout.cost_advantages, rollout.cost_returns = gae(c, rollout.cost_values, m, cfg.gamma, cfg.gae_lambda)
+        assert_finite(step, cost_stream=c, cost_advantages=rollout.cost_advantages,
+                      cost_returns=rollout.cost_returns)
 
 
 def actor_advantages(cfg: PPOConfig, rollout, lam: float) -> torch.Tensor:
@@ -227,18 +341,23 @@ def actor_advantages(cfg: PPOConfig, rollout, lam: float) -> torch.Tensor:
 
 
 def ppo_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, scheds: dict, rollout, adv,
-               ptx_batches) -> dict[str, float]:
-    """Step 6: `ppo_epochs` × `num_minibatches` clipped updates of the actor and each critic."""
-    from saferlhf.losses import critic_loss, entropy_from_logits, ppo_actor_loss, sft_loss
+               ptx: Callable[[int], dict] | None, step: int | None = None) -> dict[str, float]:
+    """Step 6: `ppo_epochs` × `num_minibatches` clipped updates of the actor and each critic.
+
+    ``ptx(k)`` gives the PTX batch of the k-th update of this step (or None: no PTX). Every loss must be
+    finite, and `optimizer_step` refuses a non-finite gradient and checks the parameters after the update."""
+    from saferlhf.losses import actor_ptx_objective, critic_loss, entropy_from_logits, ppo_actor_loss, sft_loss
     from saferlhf.rl import explained_variance
     from saferlhf.rollout import action_logits, critic_values, gather_logprobs
 
     B, P = rollout.input_ids.shape[0], rollout.prompt_length
     live, rollout.live = rollout.live, None  # graph-carrying rollout forwards (fused_update), used once
+    _set_mode([actor, *critics.values()], train=True)
     stats: dict[str, list[float]] = {}
+    k = 0
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(B)
-        for idx in perm.chunk(max(1, min(cfg.num_minibatches, B))):
+        for idx in perm.chunk(n_minibatches(cfg, B)):
             mb, mb_adv = rollout.select(idx), adv[idx.to(adv.device)]
             if live is not None:
                 i = idx.to(live["logits"].device)
@@ -251,27 +370,32 @@ def ppo_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, scheds: 
             if cfg.entropy_coef:
                 loss = loss - cfg.entropy_coef * entropy
             diag["entropy"] = float(entropy.detach())
-            if ptx_batches is not None:
-                b = next(ptx_batches)
-                ptx, _ = sft_loss(actor(input_ids=b["input_ids"].to(acc.device),
-                                        attention_mask=b["attention_mask"].to(acc.device)).logits,
-                                  b["labels"].to(acc.device))
-                loss = loss + cfg.ptx_coef * ptx
-                diag["ptx_loss"] = float(ptx.detach())
+            if ptx is not None:
+                b = ptx(k)
+                out = actor(input_ids=b["input_ids"].to(acc.device), attention_mask=b["attention_mask"].to(acc.device),
+                            use_cache=False)
+                ptx_loss, _ = sft_loss(out.logits, b["labels"].to(acc.device))
+                assert_finite(step, ptx_loss=ptx_loss)
+                loss = actor_ptx_objective(loss, ptx_loss, cfg.ptx_coef)
+                diag["ptx_loss"] = float(ptx_loss.detach())
+            assert_finite(step, actor_loss=loss)
             acc.backward(loss)
             diag["grad_norm"] = optimizer_step(acc, actor.parameters(), optims["actor"], scheds["actor"],
-                                               cfg.actor_optim.grad_clip)
-            for k, v in diag.items():
-                stats.setdefault(f"train/actor_{k}", []).append(v)
+                                               cfg.actor_optim.grad_clip, step=step, what="actor")
+            for key, v in diag.items():
+                stats.setdefault(f"train/actor_{key}", []).append(v)
             for name, critic in critics.items():
                 values = (live[name][idx.to(live[name].device)] if live is not None
                           else critic_values(critic, mb.input_ids, mb.attention_mask, P))
                 old, ret = getattr(mb, f"{name}_values"), getattr(mb, f"{name}_returns")
                 vloss, vdiag = critic_loss(values, old, ret, mb.response_mask, cfg.value_clip)
+                assert_finite(step, **{f"{name}_critic_loss": vloss})
                 acc.backward(vloss)
-                optimizer_step(acc, critic.parameters(), optims[name], scheds[name], cfg.critic_optim.grad_clip)
+                optimizer_step(acc, critic.parameters(), optims[name], scheds[name], cfg.critic_optim.grad_clip,
+                               step=step, what=f"{name} critic")
                 stats.setdefault(f"train/{name}_critic_loss", []).append(vdiag["loss"])
-    out = {k: sum(v) / len(v) for k, v in stats.items()}
+            k += 1
+    out = {key: sum(v) / len(v) for key, v in stats.items()}
     for name in critics:
         out[f"train/{name}_explained_variance"] = explained_variance(
             getattr(rollout, f"{name}_values"), getattr(rollout, f"{name}_returns"), rollout.response_mask)
@@ -296,17 +420,35 @@ def rollout_metrics(rollout, beta: float, seconds: float) -> dict[str, float]:
     return out
 
 
-def _ptx_iterator(cfg: PPOConfig, tokenizer, batch_size: int, seed: int):
-    from saferlhf.batching import encode_example, sft_batch
+# --------------------------------------------------------------------------- set-up helpers
+
+
+def _load_ptx_records(cfg: PPOConfig) -> list:
+    """The PTX file's (prompt, response) records, read before any model loads; none is a ``UserError``."""
     from saferlhf.data.loaders import load_sft_records
 
-    ex = [encode_example(tokenizer, r.prompt, r.response, cfg.rollout.max_prompt_length + cfg.rollout.max_new_tokens)
-          for r in load_sft_records(cfg.ptx_file)]
-    rng = random.Random(seed)
-    while True:
-        rng.shuffle(ex)
-        for i in range(0, len(ex) - batch_size + 1, batch_size):
-            yield sft_batch(ex[i: i + batch_size], tokenizer.pad_token_id)
+    if not cfg.ptx_file:
+        return []
+    records = list(load_sft_records(cfg.ptx_file))
+    if not records:
+        raise UserError(f"ppo: ptx_file {cfg.ptx_file} holds no (prompt, response) records",
+                        hint="give an SFT file, or leave ptx_file unset to train without PTX")
+    return records
+
+
+def _start(cfg: PPOConfig, acc) -> Path:
+    """The run-folder rule (`tracking.start_run`) on every rank; the other ranks check before the main
+    process writes (or deletes, with overwrite), so that all of them judge the same folder."""
+    from saferlhf.tracking import start_run
+
+    kw = dict(resume=cfg.resume, overwrite=cfg.overwrite, allow_config_change=cfg.allow_config_change)
+    if not acc.is_main_process:
+        start_run(cfg.out, cfg, "ppo", is_main=False, **kw)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        start_run(cfg.out, cfg, "ppo", is_main=True, **kw)
+    acc.wait_for_everyone()
+    return Path(cfg.out)
 
 
 def _write_rank_report(out: Path, acc, actor, lagrange, step: int) -> None:
@@ -319,41 +461,55 @@ def _write_rank_report(out: Path, acc, actor, lagrange, step: int) -> None:
                       {"rank": acc.process_index, "num_processes": acc.num_processes, "step": step,
                        "lambda": lagrange.lam if lagrange else None,
                        "log_lambda": lagrange.log_lambda if lagrange else None,
+                       "episode_cost_local": lagrange.episode_cost() if lagrange else None,
                        "actor_checksum": checksum})
 
 
 def _check(cfg: PPOConfig) -> None:
     if not cfg.actor_path or not cfg.reward_model_path or not cfg.train_prompts:
-        raise SystemExit("ppo: actor_path, reward_model_path and train_prompts are required")
+        raise UserError("ppo: actor_path, reward_model_path and train_prompts are required")
     if cfg.algorithm in ("ppo_lag", "reward_shaping") and not cfg.cost_model_path:
-        raise SystemExit(f"ppo: algorithm={cfg.algorithm} needs cost_model_path")
+        raise UserError(f"ppo: algorithm={cfg.algorithm} needs cost_model_path")
+    lc = cfg.lagrange
+    if lc.max_value is not None and lc.max_value <= lc.min_value:
+        raise UserError(f"ppo: lagrange.max_value ({lc.max_value:g}) must be > lagrange.min_value ({lc.min_value:g})")
     for name in ("actor_path", "reward_model_path", "cost_model_path", "reward_critic_path", "cost_critic_path"):
         p = getattr(cfg, name)
         if p and not Path(p).exists() and p.count("/") != 1:
-            raise SystemExit(f"ppo: {name}: model path not found: {p}")
+            raise UserError(f"ppo: {name}: model path not found: {p}")
+
+
+# --------------------------------------------------------------------------- the loop
 
 
 def run(cfg: PPOConfig) -> int:
+    from saferlhf.batching import encode_example
     from saferlhf.data.loaders import load_prompts
-    from saferlhf.models import ScoreModel, load_policy, load_tokenizer
+    from saferlhf.models import ScoreModel, load_policy, load_tokenizer, save_policy
     from saferlhf.rl import LagrangeMultiplier, global_mean
-    from saferlhf.tracking import MetricsLogger, prepare_out_dir, progress
-    from saferlhf.models import atomic_save_dir, save_policy
+    from saferlhf.tracking import MetricsLogger, fault_point, finish_run, progress
+    from saferlhf.training import Checkpointer
 
     _check(cfg)
     acc = make_accelerator(cfg.runtime)
-    prompts = [r.prompt for r in load_prompts(cfg.train_prompts)]  # validated before any model loads
+    prompts = [r.prompt for r in load_prompts(cfg.train_prompts)]  # data validated before any model loads
+    ptx_records = _load_ptx_records(cfg)
     beta = cfg.kl_coef if cfg.kl_coef is not None else DEFAULT_KL[cfg.algorithm]
-    out = prepare_out_dir(cfg.out, cfg, acc.is_main_process)
+    out = _start(cfg, acc)
+    main = acc.is_main_process
 
-    # Models: trained actor + critics; frozen reference, reward and cost models.
-    actor, tokenizer = load_policy(cfg.actor_path)
+    # Models: trained actor + critics; frozen reference, reward and cost models. Gradient checkpointing
+    # (actor and critics) acts in the update's train-mode forwards; sampling runs in eval mode with the cache.
+    gc = cfg.runtime.gradient_checkpointing
+    actor, tokenizer = load_policy(cfg.actor_path, gradient_checkpointing=gc)
     ref, _ = load_policy(cfg.actor_path)
+    actor.config.use_cache = ref.config.use_cache  # the saved actor keeps its own setting
     reward_model = ScoreModel.from_pretrained(cfg.reward_model_path)
     cost_model = ScoreModel.from_pretrained(cfg.cost_model_path) if cfg.cost_model_path else None
-    critics = {"reward": ScoreModel.from_pretrained(cfg.reward_critic_path or cfg.reward_model_path, score_type="critic")}
+    critic_kw = dict(score_type="critic", gradient_checkpointing=gc, allow_new_head=True)  # any backbone
+    critics = {"reward": ScoreModel.from_pretrained(cfg.reward_critic_path or cfg.reward_model_path, **critic_kw)}
     if cfg.algorithm == "ppo_lag":
-        critics["cost"] = ScoreModel.from_pretrained(cfg.cost_critic_path or cfg.cost_model_path, score_type="critic")
+        critics["cost"] = ScoreModel.from_pretrained(cfg.cost_critic_path or cfg.cost_model_path, **critic_kw)
     for m in [actor, *critics.values()]:
         _no_dropout(m)
     scorers = {}
@@ -364,15 +520,15 @@ def run(cfg: PPOConfig) -> int:
     frozen = [ref, reward_model] + ([cost_model] if cost_model is not None else [])
     for m in frozen:
         m.eval().requires_grad_(False).to(acc.device)
-    if cfg.runtime.gradient_checkpointing:
-        actor.gradient_checkpointing_enable()
+    ptx_examples = [encode_example(tokenizer, r.prompt, r.response,
+                                   cfg.rollout.max_prompt_length + cfg.rollout.max_new_tokens) for r in ptx_records]
 
     # Optimisers: one per trained model; schedules count optimiser steps.
-    updates = cfg.steps * cfg.ppo_epochs * max(1, min(cfg.num_minibatches, cfg.rollout.prompts_per_step))
+    per_step = cfg.ppo_epochs * n_minibatches(cfg, cfg.rollout.prompts_per_step)  # optimiser steps per RL step
     optims, scheds = {}, {}
-    optims["actor"], scheds["actor"] = build_optimizer(actor, cfg.actor_optim, updates)
+    optims["actor"], scheds["actor"] = build_optimizer(actor, cfg.actor_optim, cfg.steps * per_step)
     for name, critic in critics.items():
-        optims[name], scheds[name] = build_optimizer(critic, cfg.critic_optim, updates)
+        optims[name], scheds[name] = build_optimizer(critic, cfg.critic_optim, cfg.steps * per_step)
     names = ["actor", *critics]
     prepared = acc.prepare(*([actor] + list(critics.values()) + [optims[n] for n in names] + [scheds[n] for n in names]))
     k = len(names)
@@ -383,46 +539,66 @@ def run(cfg: PPOConfig) -> int:
     lagrange = None
     if cfg.algorithm == "ppo_lag":
         lc = cfg.lagrange
-        lagrange = LagrangeMultiplier(lc.init, lc.lr, lc.max_value, lc.delay_steps, lc.threshold, lc.window)
-    state = TrainState(lagrange)
+        lagrange = LagrangeMultiplier(init=lc.init, lr=lc.lr, max_value=lc.max_value, delay_steps=lc.delay_steps,
+                                      threshold=lc.threshold, window=lc.window, min_value=lc.min_value)
+
+    # Checkpoint: models, optimisers, schedules, RNG states and the step (accelerate), plus each rank's own
+    # λ state (its cost window differs from the other ranks'). Prompt / PTX batches need no position.
+    state = TrainState()
     acc.register_for_checkpointing(state)
-    ckpt = Path(out) / "checkpoint"
-    logger = MetricsLogger(out, enabled=acc.is_main_process, report_to=cfg.runtime.report_to)
+    ckpt = Checkpointer(acc, out)
+    logger = MetricsLogger(out, enabled=main, report_to=cfg.runtime.report_to)
+
+    def rank_state() -> dict:
+        return {"num_processes": acc.num_processes, "lagrange": lagrange.state_dict() if lagrange else None}
+
     if cfg.resume and ckpt.exists():
-        acc.load_state(str(ckpt))
+        saved = len(list(ckpt.dir.glob("rank_state_*.pt")))
+        if saved != acc.num_processes:
+            raise UserError(f"ppo: {ckpt.dir} was written by {saved} processes; resume it with {saved}, "
+                            f"not {acc.num_processes}")
+        mine = ckpt.load()
+        if lagrange is not None:
+            lagrange.load_state_dict(mine["lagrange"])
         logger.truncate_after(state.step)
-        if acc.is_main_process:
-            print(f"ppo: resumed from {ckpt} at step {state.step}")
-    ptx = _ptx_iterator(cfg, tokenizer, cfg.rollout.prompts_per_step, cfg.runtime.seed) if cfg.ptx_file else None
+        if main:
+            print(f"ppo: resumed from {ckpt.dir} at step {state.step}")
+    elif cfg.resume:
+        logger.truncate_after(0)  # killed before its first checkpoint: start again from step 0
+        if main:
+            print(f"ppo: {out} has no checkpoint yet: starting from step 0")
 
-    def save_checkpoint() -> None:
-        tmp = Path(out) / ".checkpoint.tmp"
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            atomic_save_dir(lambda d: [p.rename(d / p.name) for p in tmp.iterdir()], ckpt)
-            tmp.rmdir()
-        acc.wait_for_everyone()
-
-    bar = progress(total=cfg.steps, desc=cfg.algorithm, disable=not (cfg.runtime.progress and acc.is_main_process))
+    bar = progress(total=cfg.steps, desc=cfg.algorithm, disable=not (cfg.runtime.progress and main))
     bar.update(state.step)
     unwrapped = {n: acc.unwrap_model(m) for n, m in critics.items()}
+    warned = False
     while state.step < cfg.steps:
-        t0 = time.time()
+        t0, step = time.time(), state.step + 1  # `step`: the 1-based number this step is logged under
         batch = prompt_batch(prompts, state.step, cfg.rollout.prompts_per_step, acc.process_index,
                              acc.num_processes, cfg.runtime.seed)
         rollout = make_experience(cfg, acc.unwrap_model(actor), ref, reward_model, cost_model, unwrapped["reward"],
-                                  unwrapped.get("cost"), tokenizer, scorers, batch)
+                                  unwrapped.get("cost"), tokenizer, scorers, batch, step)
         t_roll = time.time() - t0
-        compute_advantages(cfg, rollout, beta)
+        check_rollout(cfg, rollout, step)
+        compute_advantages(cfg, rollout, beta, step)
         metrics = rollout_metrics(rollout, beta, t_roll)
         lam = cfg.shaping_lambda if cfg.algorithm == "reward_shaping" else 0.0
         if lagrange is not None:  # λ first, from the freshest episode costs (as the reference does)
             lagrange.observe(rollout.cost)
             lam = lagrange.update(global_mean(lagrange.episode_cost(), acc))
             metrics |= lagrange.metrics()
+            warning = lagrange.threshold_warning()
+            if warning and main and not warned:
+                print(f"ppo: warning: {warning} (lagrange.threshold)", file=sys.stderr)
+                warned = True
         adv = actor_advantages(cfg, rollout, lam)
-        metrics |= ppo_update(cfg, acc, actor, critics, optims, scheds, rollout, adv, ptx)
+        assert_finite(step, actor_advantages=adv)
+        ptx = None
+        if ptx_examples:
+            ptx = (lambda u, base=state.step * per_step: ptx_batch(
+                ptx_examples, base + u, cfg.rollout.prompts_per_step, acc.process_index, acc.num_processes,
+                cfg.runtime.seed, tokenizer.pad_token_id))
+        metrics |= ppo_update(cfg, acc, actor, critics, optims, scheds, rollout, adv, ptx, step)
         metrics |= {"train/actor_lr": scheds["actor"].get_last_lr()[0], "time/step_seconds": time.time() - t0}
         state.step += 1
         bar.update(1)
@@ -430,14 +606,20 @@ def run(cfg: PPOConfig) -> int:
                         C=f"{metrics.get('cost/mean', float('nan')):.2f}", lam=f"{lam:.2f}")
         if state.step % cfg.log_every == 0 or state.step == cfg.steps:
             logger.log(state.step, metrics)
+        fault_point("step")
         if cfg.save_every and state.step % cfg.save_every == 0 and state.step < cfg.steps:
-            save_checkpoint()
+            ckpt.save(rank_state())
     bar.close()
-    save_checkpoint()
-    _write_rank_report(Path(out), acc, actor, lagrange, state.step)
+
+    # Outputs, then the status (written last): checkpoint, rank reports, actor/.
+    ckpt.save(rank_state())
+    _write_rank_report(out, acc, actor, lagrange, state.step)
     acc.wait_for_everyone()
-    if acc.is_main_process:
-        save_policy(acc.unwrap_model(actor), tokenizer, Path(out) / "actor")
+    if main:
+        save_policy(acc.unwrap_model(actor), tokenizer, out / "actor")
         print(f"{cfg.algorithm}: {state.step} steps -> {out}/actor"
               + (f" (λ = {lagrange.lam:.3f}, J_c = {lagrange.episode_cost():.3f})" if lagrange else ""))
+    acc.wait_for_everyone()
+    finish_run(out, is_main=main, steps=state.step,
+               **({"lambda": lagrange.lam, "episode_cost": lagrange.episode_cost()} if lagrange else {}))
     return 0

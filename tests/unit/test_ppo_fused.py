@@ -25,7 +25,8 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     policy = M.build_tiny_model(root / "policy", TEXTS, arch="llama", vocab_size=300, **SIZE)
     tok = M.load_tokenizer(policy, padding_side="right")
     for i, kind in enumerate(("reward", "cost")):
-        M.ScoreModel.from_pretrained(policy, score_type=kind, seed=i + 1).save_pretrained(root / kind, tokenizer=tok)
+        model = M.ScoreModel.from_pretrained(policy, score_type=kind, seed=i + 1, allow_new_head=True)
+        model.save_pretrained(root / kind, tokenizer=tok)
     prompts = root / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": " ".join(random.Random(i).choices(WORDS, k=5)) + "?"}) + "\n"
                                for i in range(16)))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from saferlhf.rl import (
+    LAMBDA_CEILING,
     LagrangeMultiplier,
     combine_advantages,
     explained_variance,
@@ -15,6 +16,7 @@ from saferlhf.rl import (
     global_mean,
     kl_per_token,
     last_token_index,
+    log_lambda_step,
     masked_mean,
     masked_var,
     masked_whiten,
@@ -268,6 +270,7 @@ def test_lagrange_direction_and_threshold():
         "lagrange/episode_cost": pytest.approx(-1.5),
         "lagrange/threshold": 0.0,
         "lagrange/violation": pytest.approx(-1.5),
+        "lagrange/threshold_outside_costs": 1.0,  # d = 0 is above every cost seen (-2, -1)
     }
 
 
@@ -333,6 +336,81 @@ def test_lagrange_state_dict_round_trip_is_exact():
         assert a.update() == b.update()
         assert a.metrics() == b.metrics()
     assert b.step == 10
+
+
+def test_log_lambda_step_hand_values_and_bounds():
+    lo, hi = math.log(1e-3), math.log(5.0)
+    # inside the bounds: η + lr·e^η·(J_c - d)
+    assert log_lambda_step(0.0, 0.1, 0.5, lo, hi) == pytest.approx(0.05)
+    assert log_lambda_step(0.05, 0.1, -2.0, lo, hi) == pytest.approx(0.05 - 0.2 * math.exp(0.05))
+    # a step past a bound stops at it; a step too large for a float (inf) too, without OverflowError
+    assert log_lambda_step(0.0, 1e6, -1.0, lo, hi) == lo
+    assert log_lambda_step(0.0, 1e6, 1.0, lo, hi) == hi
+    assert log_lambda_step(hi, 1e308, 1e308, lo, hi) == hi
+    assert log_lambda_step(hi, 1e308, -1e308, lo, hi) == lo
+    with pytest.raises(ValueError):
+        log_lambda_step(0.0, 0.1, float("nan"), lo, hi)
+
+
+def test_lagrange_threshold_far_below_costs_never_overflows():
+    """--lagrange.threshold -20: λ went 1 → e² → e^16.8 → OverflowError. Now bounded in log space."""
+    lag = LagrangeMultiplier(init=1.0, lr=0.1, max_value=None, threshold=-20.0)
+    assert lag.update(0.0) == pytest.approx(math.exp(2.0))      # η = 0 + 0.1·1·20
+    eta2 = 2.0 + 0.1 * math.exp(2.0) * 20.0                        # 16.78 > log 1e6
+    assert eta2 > math.log(LAMBDA_CEILING)
+    assert lag.update(0.0) == pytest.approx(LAMBDA_CEILING)
+    for _ in range(20):
+        assert lag.update(0.0) == pytest.approx(LAMBDA_CEILING)
+    capped = LagrangeMultiplier(threshold=-20.0)  # default cap: the reference script's λ_max = 5
+    for _ in range(5):
+        lam = capped.update(0.0)
+    assert lam == pytest.approx(5.0) and capped.max_value == 5.0
+
+
+def test_lagrange_huge_step_down_keeps_lambda_positive_and_it_recovers():
+    """--lagrange.lr 1e6 (or d far above the costs) drove λ to exactly 0.0, where the multiplicative update
+    η ← η + lr·λ·(J_c - d) cannot move it again: the constraint was silently switched off."""
+    lag = LagrangeMultiplier(init=1.0, lr=1e6, min_value=1e-3)
+    assert lag.update(-1.0) == pytest.approx(1e-3)       # floor, not 0
+    assert lag.log_lambda == pytest.approx(math.log(1e-3))
+    # back up: η = log 1e-3 + 1e6·1e-3·1 = 993 -> capped at log 5
+    assert lag.update(1.0) == pytest.approx(5.0)
+    # with the reference lr: one step from the floor is the hand-computed 0.1·1e-3·(J_c - d)
+    slow = LagrangeMultiplier(init=1e-3, lr=0.1, min_value=1e-3)
+    slow.update(2.0)
+    assert slow.log_lambda == pytest.approx(math.log(1e-3) + 0.1 * 1e-3 * 2.0)
+
+
+def test_lagrange_validates_its_settings():
+    for bad in (dict(lr=0.0), dict(lr=-1.0), dict(lr=float("nan")), dict(lr=float("inf")), dict(init=0.0),
+                dict(init=float("inf")), dict(min_value=0.0), dict(min_value=1.0, max_value=1.0),
+                dict(max_value=float("inf")), dict(threshold=float("nan"))):
+        with pytest.raises(ValueError):
+            LagrangeMultiplier(**bad)
+    assert LagrangeMultiplier(init=1e-9, min_value=1e-3).lam == pytest.approx(1e-3)  # clamped like the cap
+
+
+def test_lagrange_threshold_outside_observed_costs():
+    lag = LagrangeMultiplier(threshold=0.0)
+    assert lag.threshold_side() == 0 and lag.threshold_warning() is None  # nothing seen yet
+    lag.observe(torch.tensor([-1.0, 2.0]))
+    assert lag.threshold_side() == 0 and lag.threshold_warning() is None
+    above = LagrangeMultiplier(threshold=5.0)
+    above.observe(torch.tensor([-1.0, 2.0]))
+    above.update()
+    assert above.threshold_side() == 1 and above.metrics()["lagrange/threshold_outside_costs"] == 1.0
+    assert "above every episode cost seen so far [-1, 2]" in above.threshold_warning()
+    below = LagrangeMultiplier(threshold=-3.0)
+    below.observe(torch.tensor([-1.0, 2.0]))
+    assert below.threshold_side() == -1
+    assert "below every episode cost" in below.threshold_warning()
+    below.observe(torch.tensor([-4.0]))  # the range only widens: now d is inside
+    assert below.threshold_side() == 0
+    assert (below.cost_min, below.cost_max) == (-4.0, 2.0)
+    # the range survives a state_dict round trip (a resumed run warns the same way)
+    again = LagrangeMultiplier(threshold=-3.0)
+    again.load_state_dict(below.state_dict())
+    assert (again.cost_min, again.cost_max) == (-4.0, 2.0)
 
 
 class FakeAccelerator:
