@@ -206,6 +206,38 @@ class Checkpointer:
         return torch.load(path, weights_only=False) if path.exists() else None
 
 
+def start_run_on_every_rank(acc, cfg, command: str) -> Path:
+    """The run-folder rule (`tracking.start_run`) on every rank: the other ranks check the folder before the
+    main process writes (or, with overwrite, deletes) it, so that all of them judge the same folder."""
+    from saferlhf.tracking import start_run
+
+    kw = dict(resume=cfg.resume, overwrite=cfg.overwrite, allow_config_change=cfg.allow_config_change)
+    if not acc.is_main_process:
+        start_run(cfg.out, cfg, command, is_main=False, **kw)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        start_run(cfg.out, cfg, command, is_main=True, **kw)
+    acc.wait_for_everyone()
+    return Path(cfg.out)
+
+
+def restore_loop(acc, out: Path, logger, resume: bool, command: str) -> tuple[Any, Checkpointer]:
+    """The loop position (registered for checkpointing) and the checkpointer of ``out``. On resume: the
+    checkpoint, if any, is loaded (models, optimisers, schedules, RNG states, step), and the metrics rows
+    that the killed run logged after it (all of them, without a checkpoint) are dropped."""
+    from saferlhf.batching import LoopState
+
+    state, ckpt = LoopState(), Checkpointer(acc, out)
+    acc.register_for_checkpointing(state)
+    if resume and ckpt.exists():
+        ckpt.load()
+        if acc.is_main_process:
+            print(f"{command}: resumed from {ckpt.dir} at step {state.step}")
+    if resume:
+        logger.truncate_after(state.step)
+    return state, ckpt
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temp file in the same folder, fsync, then rename over ``path`` (``atomic_write``)."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))

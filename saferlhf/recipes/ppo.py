@@ -436,21 +436,6 @@ def _load_ptx_records(cfg: PPOConfig) -> list:
     return records
 
 
-def _start(cfg: PPOConfig, acc) -> Path:
-    """The run-folder rule (`tracking.start_run`) on every rank; the other ranks check before the main
-    process writes (or deletes, with overwrite), so that all of them judge the same folder."""
-    from saferlhf.tracking import start_run
-
-    kw = dict(resume=cfg.resume, overwrite=cfg.overwrite, allow_config_change=cfg.allow_config_change)
-    if not acc.is_main_process:
-        start_run(cfg.out, cfg, "ppo", is_main=False, **kw)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        start_run(cfg.out, cfg, "ppo", is_main=True, **kw)
-    acc.wait_for_everyone()
-    return Path(cfg.out)
-
-
 def _write_rank_report(out: Path, acc, actor, lagrange, step: int) -> None:
     """Each rank records its λ, J_c and a checksum of its actor weights: ranks must agree exactly."""
     from saferlhf.tracking import atomic_write_json
@@ -488,14 +473,14 @@ def run(cfg: PPOConfig) -> int:
     from saferlhf.models import ScoreModel, load_policy, load_tokenizer, save_policy
     from saferlhf.rl import LagrangeMultiplier, global_mean
     from saferlhf.tracking import MetricsLogger, fault_point, finish_run, progress
-    from saferlhf.training import Checkpointer
+    from saferlhf.training import Checkpointer, start_run_on_every_rank
 
     _check(cfg)
     acc = make_accelerator(cfg.runtime)
     prompts = [r.prompt for r in load_prompts(cfg.train_prompts)]  # data validated before any model loads
     ptx_records = _load_ptx_records(cfg)
     beta = cfg.kl_coef if cfg.kl_coef is not None else DEFAULT_KL[cfg.algorithm]
-    out = _start(cfg, acc)
+    out = start_run_on_every_rank(acc, cfg, "ppo")
     main = acc.is_main_process
 
     # Models: trained actor + critics; frozen reference, reward and cost models. Gradient checkpointing

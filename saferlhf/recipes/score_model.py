@@ -338,12 +338,17 @@ def load_pairs(cfg: ScoreModelConfig) -> tuple[list, list]:
     if not train:
         raise UserError(f"score-model: train_file: {cfg.train_file}: eval_ratio {cfg.eval_ratio} leaves no pair "
                         "to train on", hint="lower --eval_ratio or give --eval_file")
+    if cfg.eval_ratio > 0 and not cfg.eval_file and not held_out:
+        raise UserError(f"score-model: train_file: {cfg.train_file}: eval_ratio {cfg.eval_ratio} holds out no pair "
+                        f"({len(pairs)} pairs; the split keeps every prompt on one side and at least one prompt "
+                        "for training)", hint="pass --eval_ratio 0 to train without a held-out evaluation, or give "
+                                              "--eval_file")
     return (train[: cfg.max_pairs] if cfg.max_pairs else train), held_out
 
 
 def run(cfg: ScoreModelConfig) -> int:
     from saferlhf.models import ScoreModel, check_model_path, load_tokenizer
-    from saferlhf.recipes.sft import restore_loop, start_run_on_every_rank
+    from saferlhf.training import restore_loop, start_run_on_every_rank
     from saferlhf.tracking import MetricsLogger, atomic_write_json, fault_point, finish_run, progress
 
     check_model_path(cfg.model_path, "model_path")

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 
-from saferlhf.batching import (LoopState, batch_stream, encode_example, epoch_rng, pack_examples, packed_batch,
+from saferlhf.batching import (batch_stream, encode_example, epoch_rng, pack_examples, packed_batch,
                                rank_share, sft_batch)
 from saferlhf.config import option
 from saferlhf.errors import UserError
-from saferlhf.training import (Checkpointer, OptimConfig, RuntimeConfig, assert_finite, build_optimizer,
-                               make_accelerator, optimizer_step)
+from saferlhf.training import (OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
+                               optimizer_step, restore_loop, start_run_on_every_rank)
 
 
 @dataclass
@@ -73,36 +73,6 @@ def epoch_batches(examples, global_bs: int, seed: int, epoch: int, packing: bool
     epoch_rng(seed, epoch).shuffle(order)
     rows = pack_examples(order, max_length) if packing else order
     return [rows[i: i + global_bs] for i in range(0, len(rows), global_bs)]
-
-
-def start_run_on_every_rank(acc, cfg, command: str) -> Path:
-    """The run-folder rule (`tracking.start_run`) on every rank: the other ranks check the folder before the
-    main process writes (or, with overwrite, deletes) it, so that all of them judge the same folder."""
-    from saferlhf.tracking import start_run
-
-    kw = dict(resume=cfg.resume, overwrite=cfg.overwrite, allow_config_change=cfg.allow_config_change)
-    if not acc.is_main_process:
-        start_run(cfg.out, cfg, command, is_main=False, **kw)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        start_run(cfg.out, cfg, command, is_main=True, **kw)
-    acc.wait_for_everyone()
-    return Path(cfg.out)
-
-
-def restore_loop(acc, out: Path, logger, resume: bool, command: str) -> tuple[LoopState, Checkpointer]:
-    """The loop position (registered for checkpointing) and the checkpointer of ``out``. On resume: the
-    checkpoint, if any, is loaded (models, optimisers, schedules, RNG states, step), and the metrics rows
-    that the killed run logged after it (all of them, without a checkpoint) are dropped."""
-    state, ckpt = LoopState(), Checkpointer(acc, out)
-    acc.register_for_checkpointing(state)
-    if resume and ckpt.exists():
-        ckpt.load()
-        if acc.is_main_process:
-            print(f"{command}: resumed from {ckpt.dir} at step {state.step}")
-    if resume:
-        logger.truncate_after(state.step)
-    return state, ckpt
 
 
 @torch.no_grad()

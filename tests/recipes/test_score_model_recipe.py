@@ -151,14 +151,18 @@ def test_an_eval_file_without_pairs_is_an_error_naming_it(tiny_models, pku_file,
     assert str(bad) in capsys.readouterr().err
 
 
-def test_eval_ratio_never_leaves_training_empty(tiny_models, pku_file, tmp_path):
-    """Two pairs of one prompt and eval_ratio 0.9: both stay in training (one prompt always does)."""
+def test_eval_ratio_never_leaves_training_empty(tiny_models, pku_file, tmp_path, capsys):
+    """Two pairs of one prompt and eval_ratio 0.9 (a hang before): the prompt stays in training, so nothing
+    is held out, which is an error rather than a silent run without evaluation; eval_ratio 0 trains."""
     rows = [json.loads(line) for line in pku_file.read_text().splitlines()[:1]] * 2
     small = write_jsonl(tmp_path / "small.jsonl", rows)
     with deadline(60):
         assert _train("reward", tiny_models["llama"], small, tmp_path / "o", steps=2,
-                      extra=["--eval_ratio", "0.9"]) == 0
-    assert json.loads((tmp_path / "o" / "eval.json").read_text())["train/pairs"] == 2
+                      extra=["--eval_ratio", "0.9"]) == 2
+        assert "holds out no pair" in capsys.readouterr().err
+        assert _train("reward", tiny_models["llama"], small, tmp_path / "o2", steps=2,
+                      extra=["--eval_ratio", "0"]) == 0
+    assert json.loads((tmp_path / "o2" / "eval.json").read_text())["train/pairs"] == 2
 
 
 def test_held_out_split_is_disjoint_from_training_with_duplicates(pku_file, tmp_path):
