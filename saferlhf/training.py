@@ -11,6 +11,8 @@ so a run never continues from, and never saves, non-finite weights; the last che
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import random
 from dataclasses import dataclass
@@ -167,6 +169,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 class Checkpointer:
     """Atomic, resumable checkpoints in ``out/checkpoint`` through ``accelerator.save_state``: models,
     optimisers, schedulers, every rank's RNG states and the objects registered with
@@ -188,7 +201,8 @@ class Checkpointer:
         if acc.is_main_process and tmp.exists():
             shutil.rmtree(tmp)  # a save killed half-way
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
+        with _quiet_logger("accelerate.utils.other"):  # "Removed shared tensor": tied embeddings, expected
+            acc.save_state(str(tmp))
         if rank_state is not None:
             torch.save(rank_state, tmp / f"rank_state_{acc.process_index}.pt")
         acc.wait_for_everyone()
