@@ -386,6 +386,7 @@ def main() -> None:
         "not_clear": [dict(group=g, **r) for g, rs in results.items() for r in rs
                       if r["verdict"] != "clear_error"][: args.show],
         "examples": {g: [r["message"] for r in rs[:: max(1, len(rs) // 4)]][:4] for g, rs in results.items()},
+        "messages": {g: {r["case"]: r["message"] for r in rs} for g, rs in results.items() if len(rs) <= 60},
         "seconds": round(time.time() - t0, 1),
         "command": "python bench/bench_fuzz.py " + " ".join(sys.argv[1:]),
     }
