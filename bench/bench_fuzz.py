@@ -11,6 +11,9 @@ bench/results/fuzz.json.
 
     python bench/bench_fuzz.py                 # ~2-4 min on 2 CPU cores
     python bench/bench_fuzz.py --groups config,data --show 20
+    PYTHONPATH=OLD_CHECKOUT python bench/bench_fuzz.py --limit_s 4 --result_name fuzz_before
+        the same inputs against an older saferlhf (a case still running after 4 s has accepted the input
+        and is training on it)
 """
 
 from __future__ import annotations
@@ -355,6 +358,7 @@ def main() -> None:
     ap.add_argument("--limit_s", type=float, default=60.0, help="time limit per case (a hang above it)")
     ap.add_argument("--show", type=int, default=50, help="list at most this many non-clear cases")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--result_name", default="fuzz", help="write bench/results/NAME.json ('' = do not write)")
     args = ap.parse_args()
     import torch
 
@@ -392,8 +396,8 @@ def main() -> None:
     }
     text = json.dumps(report, indent=2)
     print(text)
-    if args.groups == ap.get_default("groups"):
-        (BENCH / "results" / "fuzz.json").write_text(text + "\n")
+    if args.result_name and args.groups == ap.get_default("groups"):
+        (BENCH / "results" / f"{args.result_name}.json").write_text(text + "\n")
 
 
 if __name__ == "__main__":
