@@ -327,14 +327,3 @@ def fail_active_runs(error: BaseException) -> None:
         if (out / STATUS_FILE).exists():
             _write_status(out, "failed", command, error=f"{type(error).__name__}: {error}")
         _ACTIVE.pop(out, None)
-
-
-def prepare_out_dir(out_dir: str | Path, config: Any, is_main: bool = True) -> Path:
-    """Create the run directory and save the resolved config in it (no run-folder rule: ``start_run``)."""
-    from saferlhf.config import save_config
-
-    out = Path(out_dir)
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    return out

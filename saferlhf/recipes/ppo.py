@@ -458,10 +458,11 @@ def _check(cfg: PPOConfig) -> None:
     lc = cfg.lagrange
     if lc.max_value is not None and lc.max_value <= lc.min_value:
         raise UserError(f"ppo: lagrange.max_value ({lc.max_value:g}) must be > lagrange.min_value ({lc.min_value:g})")
+    from saferlhf.models import check_model_path
+
     for name in ("actor_path", "reward_model_path", "cost_model_path", "reward_critic_path", "cost_critic_path"):
-        p = getattr(cfg, name)
-        if p and not Path(p).exists() and p.count("/") != 1:
-            raise UserError(f"ppo: {name}: model path not found: {p}")
+        if getattr(cfg, name):
+            check_model_path(getattr(cfg, name), name)
 
 
 # --------------------------------------------------------------------------- the loop
