@@ -214,7 +214,16 @@ class Checkpointer:
         acc.wait_for_everyone()
 
     def load(self) -> dict[str, Any] | None:
-        """Restore everything ``save`` wrote; returns this rank's ``rank_state`` (None if none was saved)."""
+        """Restore everything ``save`` wrote; returns this rank's ``rank_state`` (None if none was saved).
+
+        A checkpoint written by another number of processes is a ``UserError``: accelerate keeps one RNG
+        state per rank, and per-rank state (a cost window) cannot be dealt out to a different count."""
+        from saferlhf.errors import UserError
+
+        saved = len(list(self.dir.glob("random_states_*.pkl")))
+        if saved != self.acc.num_processes:
+            raise UserError(f"{self.dir} was written by {saved} processes; resume it with {saved}, "
+                            f"not {self.acc.num_processes}")
         self.acc.load_state(str(self.dir))
         path = self.dir / f"rank_state_{self.acc.process_index}.pt"
         return torch.load(path, weights_only=False) if path.exists() else None
@@ -235,21 +244,24 @@ def start_run_on_every_rank(acc, cfg, command: str) -> Path:
     return Path(cfg.out)
 
 
-def restore_loop(acc, out: Path, logger, resume: bool, command: str) -> tuple[Any, Checkpointer]:
-    """The loop position (registered for checkpointing) and the checkpointer of ``out``. On resume: the
-    checkpoint, if any, is loaded (models, optimisers, schedules, RNG states, step), and the metrics rows
-    that the killed run logged after it (all of them, without a checkpoint) are dropped."""
+def restore_loop(acc, out: Path, logger, resume: bool, command: str) -> tuple[Any, Checkpointer, dict | None]:
+    """The loop position (registered for checkpointing), the checkpointer of ``out`` and this rank's saved
+    ``rank_state`` (None when none was loaded). On resume: the checkpoint, if any, is loaded (models,
+    optimisers, schedules, RNG states, step, rank state), and the metrics rows that the killed run logged
+    after it (all of them, without a checkpoint) are dropped."""
     from saferlhf.batching import LoopState
 
-    state, ckpt = LoopState(), Checkpointer(acc, out)
+    state, ckpt, rank_state = LoopState(), Checkpointer(acc, out), None
     acc.register_for_checkpointing(state)
     if resume and ckpt.exists():
-        ckpt.load()
+        rank_state = ckpt.load()
         if acc.is_main_process:
             print(f"{command}: resumed from {ckpt.dir} at step {state.step}")
+    elif resume and acc.is_main_process:
+        print(f"{command}: {out} has no checkpoint yet: starting from step 0")
     if resume:
         logger.truncate_after(state.step)
-    return state, ckpt
+    return state, ckpt, rank_state
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

@@ -136,20 +136,6 @@ class PPOConfig:
     runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
 
-class TrainState:
-    """Loop position, registered with accelerate so that it is checkpointed (λ and its cost window are
-    per-rank state: `Checkpointer.save(rank_state=...)`)."""
-
-    def __init__(self):
-        self.step = 0
-
-    def state_dict(self):
-        return {"step": self.step}
-
-    def load_state_dict(self, state):
-        self.step = state["step"]
-
-
 def _no_dropout(model: torch.nn.Module) -> None:
     """Dropout off everywhere: nn.Dropout modules and the float attention-dropout rates that some attention
     implementations read in training mode. Train and eval mode then compute the same function."""
@@ -474,7 +460,7 @@ def run(cfg: PPOConfig) -> int:
     from saferlhf.models import ScoreModel, load_policy, load_tokenizer, save_policy
     from saferlhf.rl import LagrangeMultiplier, global_mean
     from saferlhf.tracking import MetricsLogger, fault_point, finish_run, progress
-    from saferlhf.training import Checkpointer, start_run_on_every_rank
+    from saferlhf.training import restore_loop, start_run_on_every_rank
 
     _check(cfg)
     acc = make_accelerator(cfg.runtime)
@@ -530,29 +516,13 @@ def run(cfg: PPOConfig) -> int:
 
     # Checkpoint: models, optimisers, schedules, RNG states and the step (accelerate), plus each rank's own
     # λ state (its cost window differs from the other ranks'). Prompt / PTX batches need no position.
-    state = TrainState()
-    acc.register_for_checkpointing(state)
-    ckpt = Checkpointer(acc, out)
     logger = MetricsLogger(out, enabled=main, report_to=cfg.runtime.report_to)
+    state, ckpt, mine = restore_loop(acc, out, logger, cfg.resume, "ppo")
+    if mine is not None and lagrange is not None:
+        lagrange.load_state_dict(mine["lagrange"])
 
     def rank_state() -> dict:
-        return {"num_processes": acc.num_processes, "lagrange": lagrange.state_dict() if lagrange else None}
-
-    if cfg.resume and ckpt.exists():
-        saved = len(list(ckpt.dir.glob("rank_state_*.pt")))
-        if saved != acc.num_processes:
-            raise UserError(f"ppo: {ckpt.dir} was written by {saved} processes; resume it with {saved}, "
-                            f"not {acc.num_processes}")
-        mine = ckpt.load()
-        if lagrange is not None:
-            lagrange.load_state_dict(mine["lagrange"])
-        logger.truncate_after(state.step)
-        if main:
-            print(f"ppo: resumed from {ckpt.dir} at step {state.step}")
-    elif cfg.resume:
-        logger.truncate_after(0)  # killed before its first checkpoint: start again from step 0
-        if main:
-            print(f"ppo: {out} has no checkpoint yet: starting from step 0")
+        return {"lagrange": lagrange.state_dict() if lagrange else None}
 
     bar = progress(total=cfg.steps, desc=cfg.algorithm, disable=not (cfg.runtime.progress and main))
     bar.update(state.step)

@@ -377,7 +377,7 @@ def run(cfg: ScoreModelConfig) -> int:
     if cfg.packing and not packed and main:
         print(f"score-model: packing not used ({problem}); training on padded batches", file=sys.stderr)
     grouped = cfg.group_by_length == "on" or (cfg.group_by_length == "auto" and not packed)
-    state, ckpt = restore_loop(acc, out, logger, cfg.resume, "score-model")
+    state, ckpt, _ = restore_loop(acc, out, logger, cfg.resume, "score-model")
     start = state.step
 
     # 3. Loop: every global batch is dealt out to the processes (rank_share).

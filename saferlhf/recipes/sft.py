@@ -118,7 +118,7 @@ def run(cfg: SFTConfig) -> int:
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
     opt, sched = build_optimizer(model, cfg.optim, total)
     model, opt, sched = acc.prepare(model, opt, sched)
-    state, ckpt = restore_loop(acc, out, logger, cfg.resume, "sft")
+    state, ckpt, _ = restore_loop(acc, out, logger, cfg.resume, "sft")
     start = state.step
     model.train()
 
