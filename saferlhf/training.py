@@ -140,6 +140,17 @@ def nonfinite_parameters(params) -> int:
     return int((~torch.stack([torch.isfinite(p.detach()).all() for p in params])).sum())
 
 
+def bad_values(t: torch.Tensor, limit: float = math.inf) -> tuple[int, int, float] | None:
+    """The values of ``t`` that are NaN, ±inf or larger than ``limit`` in magnitude, as (how many, flat
+    index of the first, its value); None when there is none. One device sync when all are fine."""
+    flat = t.detach().flatten()
+    bad = ~torch.isfinite(flat) | (flat.abs() > limit)
+    if not bool(bad.any()):
+        return None
+    first = int(bad.nonzero()[0, 0])
+    return int(bad.sum()), first, float(flat[first])
+
+
 def assert_finite(step: int | None, **tensors: Any) -> None:
     """Raise ``NumericalError`` naming ``step`` and the first of ``tensors`` (tensors or floats; None is
     skipped) that holds a NaN or an infinity."""
@@ -147,11 +158,10 @@ def assert_finite(step: int | None, **tensors: Any) -> None:
         if value is None:
             continue
         t = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
-        finite = torch.isfinite(t)
-        if not bool(finite.all()):
-            n_bad, n = int((~finite).sum()), t.numel()
+        found = bad_values(t)
+        if found is not None:
             kinds = "nan" if bool(torch.isnan(t).any()) else "inf"
-            raise NumericalError(f"step {step}: {name} is not finite ({n_bad} of {n} values are {kinds}); "
+            raise NumericalError(f"step {step}: {name} is not finite ({found[0]} of {t.numel()} values are {kinds}); "
                                  "training stopped, the last checkpoint is kept", step, name)
 
 

@@ -107,11 +107,13 @@ def score_all(path: str, prompts: list[str], responses: list[str], batch_size: i
 
 def check_scores(scores: torch.Tensor, path: str) -> None:
     """A judge whose scores are not finite is broken: stop instead of reporting, e.g., no violations."""
-    bad = ~torch.isfinite(scores)
-    if bool(bad.any()):
-        first = int(bad.nonzero()[0, 0])
-        raise UserError(f"the score model {path} gave non-finite scores for {int(bad.sum())} of {scores.numel()} "
-                        f"responses (first: response {first}, score {float(scores[first])}); it cannot judge",
+    from saferlhf.training import bad_values
+
+    found = bad_values(scores)
+    if found is not None:
+        n_bad, first, value = found
+        raise UserError(f"the score model {path} gave non-finite scores for {n_bad} of {scores.numel()} "
+                        f"responses (first: response {first}, score {value}); it cannot judge",
                         hint="check the model's weights (saferlhf refuses to save non-finite weights, so it was "
                              "written elsewhere) or retrain it")
 

@@ -67,8 +67,8 @@ import torch
 
 from saferlhf.config import option
 from saferlhf.errors import NumericalError, UserError
-from saferlhf.training import (OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
-                               optimizer_step)
+from saferlhf.training import (OptimConfig, RuntimeConfig, assert_finite, bad_values, build_optimizer,
+                               make_accelerator, optimizer_step)
 
 DEFAULT_KL = {"ppo_lag": 0.01, "ppo": 0.02, "reward_shaping": 0.02}
 PTX_SEED_OFFSET = 7_919  # the PTX stream's seed differs from the prompt stream's
@@ -270,14 +270,11 @@ def check_scores(step: int | None, name: str, scores: torch.Tensor | None, sourc
     A finite but absurd score (say 1e30) would be clamped to ±reward_clamp in the streams and look like
     a normal reward, while the critics (initialised from the same model) and every square of it blow up:
     training on it is meaningless, so it is refused like a NaN."""
-    if scores is None:
+    found = None if scores is None else bad_values(scores, limit)
+    if found is None:
         return
-    s = scores.detach()
-    bad = ~torch.isfinite(s) | (s.abs() > limit)
-    if not bool(bad.any()):
-        return
-    example = float(s[bad].flatten()[0])
-    raise NumericalError(f"step {step}: {source} returned {example:g} for {int(bad.sum())} of {s.numel()} values "
+    n_bad, _, example = found
+    raise NumericalError(f"step {step}: {source} returned {example:g} for {n_bad} of {scores.numel()} values "
                          f"(|value| must be finite and <= score_limit = {limit:g}): the model is broken or the "
                          "wrong model; training stopped, the last checkpoint is kept", step, name)
 

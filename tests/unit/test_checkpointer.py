@@ -39,3 +39,12 @@ def test_a_checkpoint_of_another_process_count_is_refused(acc_and_model, tmp_pat
     shutil.copy(ckpt.dir / "random_states_0.pkl", ckpt.dir / "random_states_1.pkl")  # as 2 processes write it
     with pytest.raises(UserError, match="written by 2 processes; resume it with 2, not 1"):
         ckpt.load()
+
+
+def test_bad_values_counts_and_locates_the_first():
+    from saferlhf.training import bad_values
+
+    assert bad_values(torch.tensor([1.0, 2.0])) is None
+    assert bad_values(torch.tensor([[1.0, float("nan")], [float("inf"), 3.0]])) == (2, 1, pytest.approx(float("nan"),
+                                                                                                      nan_ok=True))
+    assert bad_values(torch.tensor([1.0, -5.0, 7.0]), limit=4.0) == (2, 1, -5.0)
