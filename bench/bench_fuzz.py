@@ -28,8 +28,6 @@ import signal
 import sys
 import tempfile
 import time
-import typing
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -105,45 +103,22 @@ def _problem_listing(lines: list[str]) -> bool:
 # --------------------------------------------------------------------------- case generators
 def config_cases(commands) -> list[tuple[str, list[str]]]:
     """For every command and field: out-of-range values, non-finite floats, wrong types, bogus choices."""
-    from saferlhf.config import _hints
+    import importlib
+
+    from saferlhf.config import _is_optional, leaf_fields
 
     cases = []
     for cmd in commands:
-        import importlib
-
         cls = getattr(importlib.import_module(cmd.module), cmd.config)
         name = cmd.name.split()
-        for key, tp, meta in _walk(cls):
-            inner = _strip_optional(tp)
-            for bad in _bad_values(inner, meta):
+        for key, tp, meta in leaf_fields(cls):
+            for bad in _bad_values(_is_optional(tp)[1], meta):
                 cases.append((f"{cmd.name} --{key} {bad}", [*name, f"--{key}", bad]))
         cases.append((f"{cmd.name} unknown key", [*name, "--no_such_key", "1"]))
-        last_valued = [k for k, tp, _ in _walk(cls) if tp is not bool][-1]  # a bare bool flag means true
+        last_valued = [k for k, tp, _ in leaf_fields(cls) if tp is not bool][-1]  # a bare bool flag means true
         cases.append((f"{cmd.name} missing value", [*name, f"--{last_valued}"]))
         cases.append((f"{cmd.name} extra positional", [*name, "a", "b", "c"]))
-    _ = _hints
     return cases
-
-
-def _walk(cls, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    from saferlhf.config import _hints
-
-    out = []
-    hints = _hints(cls)
-    for f in fields(cls):
-        tp = hints[f.name]
-        if is_dataclass(tp):
-            out += _walk(tp, f"{prefix}{f.name}.")
-        else:
-            out.append((prefix + f.name, tp, f.metadata))
-    return out
-
-
-def _strip_optional(tp):
-    if get_origin(tp) in (typing.Union, __import__("types").UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        return args[0] if len(args) == 1 else tp
-    return tp
 
 
 def _bad_values(tp, meta) -> list[str]:

@@ -164,17 +164,22 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported config type {tp!r}")
 
 
-def valid_keys(cls: type, prefix: str = "") -> list[str]:
-    """All dotted keys of a config dataclass."""
+def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, type, field metadata) of every non-dataclass field of a config, nested ones included."""
     out = []
     hints = _hints(cls)
     for f in fields(cls):
         tp = hints[f.name]
         if is_dataclass(tp):
-            out += valid_keys(tp, f"{prefix}{f.name}.")
+            out += leaf_fields(tp, f"{prefix}{f.name}.")
         else:
-            out.append(prefix + f.name)
+            out.append((prefix + f.name, tp, f.metadata))
     return out
+
+
+def valid_keys(cls: type, prefix: str = "") -> list[str]:
+    """All dotted keys of a config dataclass."""
+    return [key for key, _, _ in leaf_fields(cls, prefix)]
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
