@@ -78,3 +78,20 @@ def pku_file(tmp_path_factory) -> Path:
                      "better_response_id": unsafe_id if unsafe_more_helpful else 1 - unsafe_id,
                      "safer_response_id": 1 - unsafe_id})
     return write_jsonl(tmp_path_factory.mktemp("pku") / "prefs.jsonl", rows)
+
+
+@pytest.fixture
+def llama_mlp_calls(monkeypatch) -> list:
+    """A list that grows by one at every LlamaMLP forward (one per decoder layer per forward; gradient
+    checkpointing runs each layer again in backward). Clear it between runs."""
+    from transformers.models.llama import modeling_llama
+
+    calls: list = []
+    forward = modeling_llama.LlamaMLP.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_llama.LlamaMLP, "forward", counted)
+    return calls

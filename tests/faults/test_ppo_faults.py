@@ -17,11 +17,11 @@ import random
 import pytest
 import torch
 
-from faults.util import assert_no_duplicate_rows, assert_same_weights, run_killed, run_state, tensors
+from faults.util import (assert_no_duplicate_rows, assert_same_weights, metric_rows, run_killed, run_state,
+                         tensors)
 from saferlhf.cli import main
 
 STEPS, SAVE_EVERY = 4, 1
-WALL_CLOCK = ("time", "rollout/tokens_per_s")  # + every time/... field
 
 
 def fault_counts() -> dict[str, int]:
@@ -67,14 +67,6 @@ def args(s: dict, out) -> list[str]:
             "--runtime.threads", "1", "--runtime.device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    """`--runtime.threads 1` sets torch's thread count in this process: put it back after each test."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def reference(setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("ppo-reference") / "run"
@@ -83,12 +75,6 @@ def reference(setup, tmp_path_factory):
     torch.set_num_threads(n)
     assert run_state(out) == "complete"
     return out
-
-
-def rows(out) -> list[dict]:
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(x).items() if k not in WALL_CLOCK and not k.startswith("time/")}
-            for x in lines if x.strip()]
 
 
 def test_fault_points_are_drawn_within_range():
@@ -104,7 +90,7 @@ def test_killed_then_resumed_equals_uninterrupted(setup, reference, tmp_path, fa
     run_killed(args(setup, out), fault)
     assert run_state(out) == "running"  # visibly not finished
     if fault == "step:1":  # killed before the first checkpoint: nothing to resume from
-        assert not (out / "checkpoint").exists() and [r["step"] for r in rows(out)] == [1]
+        assert not (out / "checkpoint").exists() and [r["step"] for r in metric_rows(out)] == [1]
     assert main([*args(setup, out), "--resume", "true"]) == 0
     assert run_state(out) == "complete"
     assert_same_weights(reference / "actor", out / "actor")
@@ -115,6 +101,6 @@ def test_killed_then_resumed_equals_uninterrupted(setup, reference, tmp_path, fa
     lam = [torch.load(o / "checkpoint" / "rank_state_0.pt", weights_only=False) for o in (reference, out)]
     assert lam[0] == lam[1]
     assert_no_duplicate_rows(out)
-    assert [r["step"] for r in rows(out)] == list(range(1, STEPS + 1))
-    assert rows(out) == rows(reference)
+    assert [r["step"] for r in metric_rows(out)] == list(range(1, STEPS + 1))
+    assert metric_rows(out) == metric_rows(reference)
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no half-written folder left

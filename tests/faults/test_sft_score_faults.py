@@ -53,14 +53,6 @@ def args(recipe: str, tiny_models, sft_file, pku_file, out) -> list[str]:
             "--eval_ratio", "0.25", "--optim.lr", "3e-3"]
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    """`--runtime.threads 1` sets torch's thread count in this process: put it back after each test."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def references(tiny_models, sft_file, pku_file, tmp_path_factory):
     """One uninterrupted run per recipe, built on first use."""

@@ -63,10 +63,13 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert not differ, f"tensors that differ: {differ}"
 
 
+WALL_CLOCK = ("time", "rollout/tokens_per_s")  # plus every time/... field
+
+
 def metric_rows(out: Path) -> list[dict]:
-    """``metrics.jsonl`` rows without the wall-clock fields (``time`` and ``time/...``)."""
+    """``metrics.jsonl`` rows without the wall-clock fields (``WALL_CLOCK`` and ``time/...``)."""
     rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [{k: v for k, v in r.items() if k != "time" and not k.startswith("time/")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in WALL_CLOCK and not k.startswith("time/")} for r in rows]
 
 
 def assert_no_duplicate_rows(out: Path) -> None:

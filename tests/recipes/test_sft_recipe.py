@@ -123,19 +123,9 @@ def test_non_finite_loss_stops_at_the_first_step(tiny_models, sft_file, tmp_path
     assert not (tmp_path / "o" / "model").exists()
 
 
-def test_gradient_checkpointing_recomputes_every_layer(tiny_models, sft_file, tmp_path, monkeypatch):
+def test_gradient_checkpointing_recomputes_every_layer(tiny_models, sft_file, tmp_path, llama_mlp_calls):
     """With checkpointing each decoder layer runs twice per training step (forward, then again in backward)."""
-    from transformers.models.llama import modeling_llama
-
-    calls = []
-    forward = modeling_llama.LlamaMLP.forward
-
-    def counted(self, *args, **kwargs):
-        calls.append(1)
-        return forward(self, *args, **kwargs)
-
-    monkeypatch.setattr(modeling_llama.LlamaMLP, "forward", counted)
-    counts = {}
+    calls, counts = llama_mlp_calls, {}
     for on in ("false", "true"):
         calls.clear()
         assert _sft(tiny_models["llama"], sft_file, tmp_path / on, "--max_steps", "3",
