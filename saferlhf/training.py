@@ -193,8 +193,8 @@ def _quiet_logger(name: str):
 class Checkpointer:
     """Atomic, resumable checkpoints in ``out/checkpoint`` through ``accelerator.save_state``: models,
     optimisers, schedulers, every rank's RNG states and the objects registered with
-    ``register_for_checkpointing`` (loop position, λ, ...), plus one ``rank_state_<k>.pt`` per rank for
-    state that differs between ranks. The folder is swapped in atomically: a kill during a save leaves
+    ``register_for_checkpointing`` (the loop position), plus one ``rank_state_<k>.pt`` per rank for
+    state that differs between ranks (PPO: λ and its cost window). The folder is swapped in atomically: a kill during a save leaves
     the previous checkpoint in place."""
 
     def __init__(self, accelerator, out_dir: str | Path):
