@@ -297,7 +297,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 def save_config(obj: Any, path: str | Path) -> None:
     """Write the fully resolved config as YAML (atomically)."""
-    from saferlhf.tracking import atomic_write_text
+    from saferlhf.files import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(obj), sort_keys=False))
 

@@ -23,7 +23,7 @@ import torch
 
 from saferlhf.config import option
 from saferlhf.errors import NumericalError
-from saferlhf.tracking import atomic_save_dir, atomic_write, fault_point
+from saferlhf.files import atomic_save_dir, atomic_write, fault_point
 
 
 @dataclass

@@ -12,7 +12,7 @@ See docs/data.md for the formats, the validation rules and the PKU v1 -> BeaverT
 from saferlhf.data.duplicates import find_duplicates
 from saferlhf.data.loaders import (
     FORMATS, Loaded, detect_format, load_hh_rlhf, load_preference_pairs, load_prompts, load_response_pairs,
-    load_safety_preferences, load_sft_records,
+    check_file, load_safety_preferences, load_sft_records,
 )
 from saferlhf.data.schema import (
     BEAVERTAILS_SLUGS, HARM_CATEGORIES, PKU_V1_TO_BEAVERTAILS, PreferencePair, PromptRecord, ResponsePair,
@@ -20,7 +20,7 @@ from saferlhf.data.schema import (
 )
 from saferlhf.data.split import split_pairs
 from saferlhf.data.validate import (
-    CheckReport, DataFileError, DataValidationError, LoadReport, Problem, UnknownFormatError, check_file,
+    CheckReport, DataFileError, DataValidationError, LoadReport, Problem, UnknownFormatError,
 )
 
 __all__ = [

@@ -20,8 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from saferlhf.config import option
-from saferlhf.data.loaders import FORMATS
-from saferlhf.data.validate import CheckReport, Problem, UnknownFormatError, check_file
+from saferlhf.data.loaders import FORMATS, check_file
+from saferlhf.data.validate import CheckReport, Problem, UnknownFormatError
 
 
 @dataclass

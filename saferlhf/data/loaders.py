@@ -32,7 +32,8 @@ from saferlhf.data.schema import (
     BEAVERTAILS_SLUGS, XSTEST_TYPES, PairKind, PreferencePair, PromptRecord, ResponsePair, SafetyPreference,
     SFTRecord, split_hh_transcripts, to_beavertails,
 )
-from saferlhf.data.validate import DataFileError, DataValidationError, Issue, LoadReport, Problem, UnknownFormatError
+from saferlhf.data.validate import (CheckReport, DataFileError, DataValidationError, Issue, LoadReport, Problem,
+                                    UnknownFormatError)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -328,8 +329,17 @@ def _sorted_counts(items: Iterable[str]) -> dict[str, int]:
     return dict(Counter(items).most_common())
 
 
+def check_file(path: str | Path, format: str | None = None) -> CheckReport:
+    """Validate a data file: detect (or force) its format, load it keeping valid records, count."""
+    records, report = load_any(path, format=format)
+    counts = count_records(report.format, records)
+    if report.n_duplicates:
+        counts["duplicate records (kept)"] = report.n_duplicates
+    return CheckReport(report.path, report.format, report.n_records, report.n_kept, counts, report.problems)
+
+
 __all__ = [
-    "FORMATS", "PAIR_FORMATS", "PREFERENCE_FORMATS", "PROMPT_FORMATS", "SFT_FORMATS", "Loaded", "count_records",
+    "FORMATS", "PAIR_FORMATS", "PREFERENCE_FORMATS", "PROMPT_FORMATS", "SFT_FORMATS", "Loaded", "check_file", "count_records",
     "detect_format", "display_name", "format_from_keys", "is_hub_name", "iter_rows", "load_any",
     "load_hh_rlhf", "load_preference_pairs", "load_prompts", "load_response_pairs", "load_safety_preferences",
     "load_sft_records", "looks_like_xstest", "read_records",

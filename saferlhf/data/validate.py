@@ -142,16 +142,6 @@ class CheckReport(_ProblemList):
     problems: list[Problem]
 
 
-def check_file(path: str | Path, format: str | None = None) -> CheckReport:
-    """Validate a data file: detect (or force) its format, load it keeping valid records, count."""
-    from saferlhf.data import loaders  # loaders import this module
-
-    records, report = loaders.load_any(path, format=format)
-    counts = loaders.count_records(report.format, records)
-    if report.n_duplicates:
-        counts["duplicate records (kept)"] = report.n_duplicates
-    return CheckReport(report.path, report.format, report.n_records, report.n_kept, counts, report.problems)
-
 
 # --------------------------------------------------------------------------- field checks
 

@@ -170,7 +170,7 @@ def evaluate_policies(cfg: EvaluateConfig, policies: dict[str, str]) -> dict:
 
 
 def write_results(results: dict, out: Path) -> None:
-    from saferlhf.tracking import atomic_write_json, atomic_write_text, dumps
+    from saferlhf.files import atomic_write_json, atomic_write_text, dumps
 
     out.mkdir(parents=True, exist_ok=True)
     records = results.pop("_records", {})

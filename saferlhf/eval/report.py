@@ -121,7 +121,7 @@ def _img(path: Path) -> str:
 def write_html_report(path: Path, title: str, table_rows: list[dict], images: list[Path], notes: str = "",
                       config: dict | None = None) -> None:
     """A single self-contained HTML file: a metrics table, the plots inline, the configuration."""
-    from saferlhf.tracking import atomic_write_text
+    from saferlhf.files import atomic_write_text
 
     cols = list(dict.fromkeys(k for r in table_rows for k in r))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)

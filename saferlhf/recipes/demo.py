@@ -86,7 +86,8 @@ def run(cfg: DemoConfig) -> int:
     from saferlhf.eval.report import (plot_lagrange, plot_policy_bars, plot_reward_cost_scatter,
                                       plot_training_curves, write_html_report)
     from saferlhf.recipes import generate, ppo, score_model, sft, tiny_model
-    from saferlhf.tracking import atomic_write_json, atomic_write_text, finish_run, run_state, start_run
+    from saferlhf.files import atomic_write_json, atomic_write_text
+    from saferlhf.tracking import finish_run, run_state, start_run
     from saferlhf.training import OptimConfig, RuntimeConfig
     from saferlhf.world.commands import (WorldAnnotateConfig, WorldCorpusConfig, WorldPromptsConfig,
                                          run_world_annotate, run_world_corpus, run_world_prompts)

@@ -73,7 +73,7 @@ def generate_texts(model, tokenizer, prompts: list[str], n_samples: int = 1, max
 
 def run(cfg: GenerateConfig) -> int:
     from saferlhf.models import load_policy
-    from saferlhf.tracking import atomic_write_text
+    from saferlhf.files import atomic_write_text
     from saferlhf.training import set_seed
 
     prompts = resolve_prompts(cfg.prompts, cfg.world_seed)

@@ -421,7 +421,7 @@ def _load_ptx_records(cfg: PPOConfig) -> list:
 
 def _write_rank_report(out: Path, acc, actor, lagrange, step: int) -> None:
     """Each rank records its λ, J_c and a checksum of its actor weights: ranks must agree exactly."""
-    from saferlhf.tracking import atomic_write_json
+    from saferlhf.files import atomic_write_json
 
     with torch.no_grad():
         checksum = sum(float(p.double().sum()) for p in acc.unwrap_model(actor).parameters())
@@ -456,7 +456,8 @@ def run(cfg: PPOConfig) -> int:
     from saferlhf.data.loaders import load_prompts
     from saferlhf.models import ScoreModel, load_policy, load_tokenizer, save_policy
     from saferlhf.rl import LagrangeMultiplier, global_mean
-    from saferlhf.tracking import MetricsLogger, fault_point, finish_run, progress
+    from saferlhf.files import fault_point
+    from saferlhf.tracking import MetricsLogger, finish_run, progress
     from saferlhf.training import restore_loop, start_run_on_every_rank
 
     _check(cfg)

@@ -349,7 +349,8 @@ def load_pairs(cfg: ScoreModelConfig) -> tuple[list, list]:
 def run(cfg: ScoreModelConfig) -> int:
     from saferlhf.models import ScoreModel, check_model_path, load_tokenizer
     from saferlhf.training import restore_loop, start_run_on_every_rank
-    from saferlhf.tracking import MetricsLogger, atomic_write_json, fault_point, finish_run, progress
+    from saferlhf.files import atomic_write_json, fault_point
+    from saferlhf.tracking import MetricsLogger, finish_run, progress
 
     check_model_path(cfg.model_path, "model_path")
     acc = make_accelerator(cfg.runtime, step_scheduler_with_optimizer=False)  # one schedule step per step

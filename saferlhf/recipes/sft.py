@@ -95,7 +95,8 @@ def evaluate_loss(model, examples, tokenizer, batch_size: int, device) -> float:
 def run(cfg: SFTConfig) -> int:
     from saferlhf.losses import sft_loss
     from saferlhf.models import check_model_path, load_policy, load_tokenizer, save_policy
-    from saferlhf.tracking import MetricsLogger, fault_point, finish_run, progress
+    from saferlhf.files import fault_point
+    from saferlhf.tracking import MetricsLogger, finish_run, progress
 
     check_model_path(cfg.model_path, "model_path")
     acc = make_accelerator(cfg.runtime, step_scheduler_with_optimizer=False)  # one schedule step per step

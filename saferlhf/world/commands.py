@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from saferlhf.config import option
-from saferlhf.tracking import atomic_write_json, atomic_write_text
+from saferlhf.files import atomic_write_json, atomic_write_text
 
 
 @dataclass

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from saferlhf.data.loaders import load_preference_pairs, load_prompts, load_sft_records
-from saferlhf.data.validate import DataValidationError, UnknownFormatError, check_file
+from saferlhf.data.loaders import check_file
+from saferlhf.data.validate import DataValidationError, UnknownFormatError
 
 CLEAR_ERRORS = (DataValidationError, UnknownFormatError, FileNotFoundError, IsADirectoryError)
 KINDS = ("pairs-reward", "pairs-cost", "prompts", "sft", "check")

@@ -14,7 +14,8 @@ from bad_data_cases import A, CLEAR_ERRORS, HH, PKU, SFT, TRL, H, bad_data_cases
 from saferlhf.data.loaders import (
     detect_format, load_preference_pairs, load_prompts, load_safety_preferences, load_sft_records,
 )
-from saferlhf.data.validate import DataFileError, DataValidationError, UnknownFormatError, check_file
+from saferlhf.data.loaders import check_file
+from saferlhf.data.validate import DataFileError, DataValidationError, UnknownFormatError
 
 
 def _write_jsonl(path, *records):

@@ -7,7 +7,8 @@ import pytest
 
 from saferlhf.data.loaders import load_hh_rlhf, load_preference_pairs, load_prompts, load_safety_preferences
 from saferlhf.data.schema import HARM_CATEGORIES
-from saferlhf.data.validate import DataValidationError, Problem, check_file
+from saferlhf.data.loaders import check_file
+from saferlhf.data.validate import DataValidationError, Problem
 
 
 def _v1_rows(shared_data) -> list[dict]:

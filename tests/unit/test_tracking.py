@@ -8,8 +8,9 @@ import pytest
 
 from saferlhf.config import option
 from saferlhf.errors import UserError
-from saferlhf.tracking import (MetricsLogger, atomic_write_json, config_differences, dumps, fail_active_runs,
-                               finish_run, json_safe, read_jsonl, recover_atomic_dirs, run_state, start_run)
+from saferlhf.files import atomic_write_json, dumps, json_safe, recover_atomic_dirs
+from saferlhf.tracking import (MetricsLogger, config_differences, fail_active_runs, finish_run, read_jsonl, run_state,
+                               start_run)
 
 
 @dataclass
