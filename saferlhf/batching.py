@@ -1,8 +1,7 @@
-"""Tokenisation and padding shared by every recipe (one formatting for SFT, score models and RL).
+"""Padding, batch layout and batch order shared by every recipe (token lists in, tensors out).
 
-A (prompt, response) example is encoded as ``ids(format_prompt(prompt)) + ids(response) + [eos]``:
-the prompt and the response are tokenised separately so that the prompt tokens are exactly the
-tokens a policy is conditioned on at generation time.
+Token lists come from `saferlhf.data.formatting.encode_example` (the one (prompt, response) encoding);
+padding-free PAIR batches live in `saferlhf.packing`.
 
 Training order (SFT and score models): each epoch's batches are a pure function of (seed, epoch)
 (`epoch_rng`), so that a resumed run finds its data position from the step alone (`batch_stream`); every
@@ -15,29 +14,6 @@ import random
 from typing import Sequence
 
 import torch
-
-
-def encode_prompt(tokenizer, prompt: str, max_prompt_length: int | None = None) -> list[int]:
-    """Token ids of the chat-formatted prompt (keeps the END of over-long prompts)."""
-    from saferlhf.models import format_prompt
-
-    ids = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=True)["input_ids"]
-    if max_prompt_length is not None and len(ids) > max_prompt_length:
-        ids = ids[-max_prompt_length:]
-    return ids
-
-
-def encode_example(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], int]:
-    """(ids, n_prompt_tokens) of prompt + response + eos, truncated to ``max_length``.
-
-    The prompt keeps at most ``max_length // 2`` tokens (its end); the response is cut at the end but
-    always finishes with eos so that score models read their score at eos.
-    """
-    p = encode_prompt(tokenizer, prompt, max_prompt_length=max(max_length // 2, 1))
-    r = tokenizer(response, add_special_tokens=False)["input_ids"]
-    room = max_length - len(p) - 1
-    r = r[: max(room, 0)] + [tokenizer.eos_token_id]
-    return p + r, len(p)
 
 
 def pad(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right",
@@ -95,29 +71,21 @@ def packed_batch(blocks: Sequence[tuple[list[int], list[int]]], pad_id: int) -> 
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-@torch.no_grad()
-def text_end_scores(score_model, tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int = 512,
-                    batch_size: int = 64) -> torch.Tensor:
-    """[N] end scores of (prompt, response) texts, encoded exactly as score models are trained
-    (``encode_example``: prompt + response + eos), right-padded, on the model's device."""
-    device = next(score_model.parameters()).device
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        seqs = [encode_example(tokenizer, p, r, max_length)[0]
-                for p, r in zip(prompts[i: i + batch_size], responses[i: i + batch_size])]
-        ids, mask = pad(seqs, tokenizer.pad_token_id)
-        out.append(score_model(ids.to(device), mask.to(device)).end_scores.float())
-    return torch.cat(out) if out else torch.zeros(0, device=device)
-
-
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that ignore left padding: cumsum(mask) - 1, clamped at 0 (the reference ignored this)."""
+    """[B, T] -> [B, T] position ids that ignore left padding: cumsum(mask) - 1, clamped at 0 (the reference
+    ignored left padding)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] -> [B] (long) index T_b of the last ``mask == 1`` position of each row, any padding side;
+    -1 for a row without tokens (callers decide: a score model refuses it, a reward stream stays 0)."""
+    positions = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
+    return torch.where(mask.bool(), positions, torch.full_like(positions, -1)).amax(dim=-1)
+
 
 # --------------------------------------------------------------------------------------------------
-# Length grouping and padding-free packing (score-model training)
+# Length grouping (score-model training on padded batches)
 # --------------------------------------------------------------------------------------------------
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng, mega_batches: int = 50) -> list[list[int]]:
     """Indices ``0..n-1`` cut into batches of similar length, for one epoch.
@@ -135,54 +103,6 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng, mega_ba
         batches += [group[j: j + batch_size] for j in range(0, len(group), batch_size)]
     rng.shuffle(batches)
     return batches
-
-
-def shared_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the common prefix of two token lists, leaving each at least one token of its own."""
-    k, stop = 0, min(len(a), len(b)) - 1
-    while k < stop and a[k] == b[k]:
-        k += 1
-    return k
-
-
-def pack_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]],
-               share_prefix: bool = True) -> dict:
-    """Padding-free batch of B pairs: every token of the batch in ONE row, no padding.
-
-    Layout per pair: ``[common prefix | rest of chosen | rest of rejected]`` when ``share_prefix``
-    (the prompt, and anything else both sequences start with, is computed once), else
-    ``[chosen | rejected]``. Position ids restart at 0 for every sequence; the rejected part continues
-    from the end of the prefix, so every token sees exactly the positions it has in its own sequence.
-
-    Returns ``input_ids`` and ``position_ids`` [1, N], ``ends`` [2B] (the index of the last token of
-    chosen 0..B-1, then rejected 0..B-1: where the score is read) and ``segments``: the attention
-    pieces, a tuple of ``(ranges, keep)``. Each piece is causal self-attention over the concatenation
-    of its token ``ranges`` (``(start, end)`` pairs); its outputs from position ``keep`` on, taken
-    piece after piece, are the outputs of positions 0..N-1 in order. A chosen sequence is one piece;
-    a rejected sequence after a shared prefix is the piece ``((prefix), (rest))`` keeping the rest.
-    """
-    if len(chosen) != len(rejected):
-        raise ValueError(f"pack_pairs: {len(chosen)} chosen but {len(rejected)} rejected sequences")
-    B = len(chosen)
-    ids: list[int] = []
-    pos: list[int] = []
-    segments = []
-    ends = [0] * (2 * B)
-    for i, (a, b) in enumerate(zip(chosen, rejected)):
-        if not len(a) or not len(b):
-            raise ValueError("pack_pairs: empty sequence")
-        s, k = len(ids), shared_prefix_length(a, b) if share_prefix else 0
-        ids += list(a)
-        pos += range(len(a))
-        segments.append((((s, s + len(a)),), 0))
-        ends[i] = s + len(a) - 1
-        r = s + len(a)  # start of the rejected part
-        ids += list(b[k:])
-        pos += range(k, len(b))
-        segments.append((((s, s + k), (r, r + len(b) - k)), k) if k else (((r, r + len(b)),), 0))
-        ends[B + i] = r + len(b) - k - 1
-    return {"input_ids": torch.tensor([ids], dtype=torch.long), "position_ids": torch.tensor([pos], dtype=torch.long),
-            "ends": torch.tensor(ends, dtype=torch.long), "segments": tuple(segments)}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from saferlhf.batching import last_token_index
 
 __all__ = [
     "masked_mean",
@@ -27,6 +31,11 @@ __all__ = [
     "token_rewards",
     "gae",
     "combine_advantages",
+    "reward_end_score",
+    "shaped_end_score",
+    "reward_advantage",
+    "Algorithm",
+    "ALGORITHMS",
     "explained_variance",
     "log_lambda_step",
     "LagrangeMultiplier",
@@ -95,15 +104,6 @@ def kl_per_token(logp_old: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor
     return logp_old - logp_ref
 
 
-def last_token_index(mask: torch.Tensor) -> torch.Tensor:
-    """T_b = index of the last ``mask == 1`` position of each row: mask [B, T] -> [B] (long).
-
-    Rows with no tokens give -1.
-    """
-    positions = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
-    return torch.where(mask.bool(), positions, torch.full_like(positions, -1)).amax(dim=-1)
-
-
 def token_rewards(
     kl: torch.Tensor,
     end_score: torch.Tensor,
@@ -169,6 +169,56 @@ def gae(
 def combine_advantages(adv_r: torch.Tensor, adv_c: torch.Tensor, lam: float) -> torch.Tensor:
     """Ã_t = (A^r_t - λ·A^c_t) / (1 + λ), λ a detached float (algorithm-reference §2.5)."""
     return (adv_r - lam * adv_c) / (1.0 + lam)
+
+
+# --------------------------------------------------------------------------- algorithms: one row each
+# Every algorithm of `saferlhf ppo` is one row of `ALGORITHMS`: which end score feeds the reward stream,
+# how the actor's advantage is formed, and which models and controllers it needs. The loop in
+# `saferlhf.recipes.ppo` reads the row chosen at set-up and has no per-algorithm branches.
+
+
+def reward_end_score(reward: torch.Tensor, cost: torch.Tensor | None, lam: float) -> torch.Tensor:
+    """End score of the reward stream for PPO and PPO-Lag: R(x, y) [B] (the cost has its own stream)."""
+    return reward
+
+
+def shaped_end_score(reward: torch.Tensor, cost: torch.Tensor | None, lam: float) -> torch.Tensor:
+    """Reward shaping (the paper's baseline, §4.2.2): R'(x, y) = R(x, y) - λ·C(x, y) with a FIXED λ [B]."""
+    if cost is None:
+        raise ValueError("reward shaping needs the cost C(x, y)")
+    return reward - lam * cost
+
+
+def reward_advantage(adv_r: torch.Tensor, adv_c: torch.Tensor | None, lam: float) -> torch.Tensor:
+    """Actor advantage of PPO and reward shaping: Ã_t = A^r_t (one stream)."""
+    return adv_r
+
+
+def lagrangian_advantage(adv_r: torch.Tensor, adv_c: torch.Tensor | None, lam: float) -> torch.Tensor:
+    """Actor advantage of PPO-Lag: Ã_t = (A^r_t - λ·A^c_t) / (1 + λ) (`combine_advantages`)."""
+    if adv_c is None:
+        raise ValueError("PPO-Lag needs the cost advantages A^c")
+    return combine_advantages(adv_r, adv_c, lam)
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One row of the algorithm table (see `ALGORITHMS`)."""
+
+    name: str
+    kl_coef: float          # default β (the paper's: 0.01 for PPO-Lag, 0.02 for PPO and reward shaping)
+    needs_cost_model: bool  # a cost model is required (PPO only logs the cost when one is given)
+    cost_critic: bool       # a cost stream with its own critic and GAE (A^c, G^c)
+    adaptive_lambda: bool   # λ from `LagrangeMultiplier`; otherwise the fixed `shaping_lambda` (or none)
+    end_score: Callable[[torch.Tensor, torch.Tensor | None, float], torch.Tensor]
+    actor_advantage: Callable[[torch.Tensor, torch.Tensor | None, float], torch.Tensor]
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "ppo_lag": Algorithm("ppo_lag", 0.01, True, True, True, reward_end_score, lagrangian_advantage),
+    "ppo": Algorithm("ppo", 0.02, False, False, False, reward_end_score, reward_advantage),
+    "reward_shaping": Algorithm("reward_shaping", 0.02, True, False, False, shaped_end_score, reward_advantage),
+}
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:

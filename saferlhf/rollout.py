@@ -1,4 +1,9 @@
-"""Batched sampling with a KV cache and the ``Rollout`` record (reward and cost fields side by side).
+"""Generation behind one interface (`Generator`), the KV-cache sampler, and the ``Rollout`` record.
+
+A generator turns prompt texts into `Samples` (token ids, masks and decoded responses): `HFGenerator`, a
+lean KV-cache loop over any HF causal LM, is the implementation today; vLLM will be another. PPO, `generate`
+and evaluation all sample through it. The ``Rollout`` record holds one PPO batch (reward and cost fields
+side by side).
 
 Layout of one rollout batch (B sequences, prompt block of P tokens, response block of N tokens):
 
@@ -15,11 +20,13 @@ padding does not shift positions (the reference implementation ignored this).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from saferlhf.batching import pad, position_ids_from_mask
+from saferlhf.data.formatting import encode_prompt
+from saferlhf.errors import NumericalError
 
 
 @dataclass
@@ -91,8 +98,6 @@ def next_token(logits: torch.Tensor, temperature: float, top_p: float, do_sample
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / max(temperature, 1e-6), -1)
     if not bool(torch.isfinite(probs).all()):  # else torch.multinomial fails with an opaque message
-        from saferlhf.errors import NumericalError
-
         raise NumericalError("sampling: the policy's next-token logits are not finite (NaN or inf): its weights "
                              "or inputs are broken; nothing was trained on this batch", tensor="actor logits")
     if top_p < 1.0:
@@ -186,3 +191,83 @@ def critic_values(critic, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
     return [tokenizer.decode(r[m.bool()], skip_special_tokens=True).strip()
             for r, m in zip(response_ids.cpu(), response_mask.cpu())]
+
+
+
+# --------------------------------------------------------------------------------------------------
+# The generator interface
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How responses are drawn: the same fields for PPO rollouts, `saferlhf generate` and evaluation."""
+
+    max_new_tokens: int = 128
+    max_prompt_length: int = 256   # prompts are cut to their last N tokens
+    temperature: float = 1.0
+    top_p: float = 1.0
+    greedy: bool = False
+
+
+@dataclass
+class Samples:
+    """One sampled response per prompt. B prompts, prompt block of P tokens, response block of N tokens."""
+
+    input_ids: torch.Tensor        # [B, P + N] prompts left-padded, responses right-padded (pad after eos)
+    attention_mask: torch.Tensor   # [B, P + N]
+    prompt_length: int             # P
+    response_mask: torch.Tensor    # [B, N] 1 up to and including the first eos
+    responses: list[str]           # decoded responses (special tokens removed, stripped)
+    ended: list[bool]              # response i produced eos (False: cut off at max_new_tokens)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Anything that turns prompts into responses: `sample` (token-level, for RL) and `generate` (texts)."""
+
+    settings: SamplingSettings
+
+    def sample(self, prompts: Sequence[str]) -> Samples:
+        """One response per prompt, as one batch (token ids in the policy's own tokenizer)."""
+        ...
+
+    def generate(self, prompts: Sequence[str], n_samples: int = 1, progress_desc: str | None = None) -> list[list[str]]:
+        """``n_samples`` decoded responses for each prompt (batched), prompt-major."""
+        ...
+
+
+class HFGenerator:
+    """`Generator` over an HF causal LM with the KV-cache loop `sample` (the model is used as it is at each
+    call, so PPO's actor samples with its current weights). ``batch_size`` bounds a `generate` call's batches."""
+
+    def __init__(self, model: Any, tokenizer: Any, settings: SamplingSettings = SamplingSettings(),
+                 batch_size: int = 64) -> None:
+        self.model, self.tokenizer, self.settings, self.batch_size = model, tokenizer, settings, batch_size
+
+    def encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        return [encode_prompt(self.tokenizer, p, self.settings.max_prompt_length) for p in prompts]
+
+    def sample_ids(self, prompt_ids: Sequence[list[int]]) -> Samples:
+        s, tok = self.settings, self.tokenizer
+        ids, mask, P, rmask = sample(self.model, tok, prompt_ids, s.max_new_tokens, s.temperature, s.top_p,
+                                     do_sample=not s.greedy)
+        ended = ((ids[:, P:] == tok.eos_token_id) & rmask.bool()).any(-1)
+        return Samples(ids, mask, P, rmask, decode_responses(tok, ids[:, P:], rmask), ended.tolist())
+
+    def sample(self, prompts: Sequence[str]) -> Samples:
+        return self.sample_ids(self.encode(prompts))
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], n_samples: int = 1, progress_desc: str | None = None) -> list[list[str]]:
+        from saferlhf.tracking import progress
+
+        encoded = self.encode(prompts)
+        out: list[list[str]] = [[] for _ in prompts]
+        jobs = [(i, k) for k in range(n_samples) for i in range(len(prompts))]
+        bar = progress(total=len(jobs), desc=progress_desc or "generate", disable=progress_desc is None)
+        for start in range(0, len(jobs), self.batch_size):
+            chunk = jobs[start: start + self.batch_size]
+            for (i, _), text in zip(chunk, self.sample_ids([encoded[i] for i, _ in chunk]).responses):
+                out[i].append(text)
+            bar.update(len(chunk))
+        bar.close()
+        return out

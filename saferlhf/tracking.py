@@ -24,7 +24,6 @@ import os
 import shutil
 import time
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Iterable
 
 from saferlhf.files import atomic_write_json, atomic_write_text, dumps, recover_atomic_dirs

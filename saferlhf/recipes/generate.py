@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from saferlhf.config import option
 
@@ -47,33 +46,10 @@ def resolve_prompts(spec: str, world_seed: int = 0) -> list[str]:
     return [r.prompt for r in load_prompts(spec)]
 
 
-@torch.no_grad()
-def generate_texts(model, tokenizer, prompts: list[str], n_samples: int = 1, max_new_tokens: int = 128,
-                   max_prompt_length: int = 256, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
-                   batch_size: int = 64, progress_desc: str | None = None) -> list[list[str]]:
-    """``n_samples`` decoded responses for each prompt (batched, KV cache)."""
-    from saferlhf.batching import encode_prompt
-    from saferlhf.rollout import decode_responses, sample
-    from saferlhf.tracking import progress
-
-    encoded = [encode_prompt(tokenizer, p, max_prompt_length) for p in prompts]
-    out: list[list[str]] = [[] for _ in prompts]
-    jobs = [(i, s) for s in range(n_samples) for i in range(len(prompts))]
-    bar = progress(total=len(jobs), desc=progress_desc or "generate", disable=progress_desc is None)
-    for k in range(0, len(jobs), batch_size):
-        chunk = jobs[k: k + batch_size]
-        ids, _, P, rmask = sample(model, tokenizer, [encoded[i] for i, _ in chunk], max_new_tokens,
-                                  temperature, top_p, do_sample=not greedy)
-        for (i, _), text in zip(chunk, decode_responses(tokenizer, ids[:, P:], rmask)):
-            out[i].append(text)
-        bar.update(len(chunk))
-    bar.close()
-    return out
-
-
 def run(cfg: GenerateConfig) -> int:
-    from saferlhf.models import load_policy
     from saferlhf.files import atomic_write_text
+    from saferlhf.models.policy import load_policy
+    from saferlhf.rollout import HFGenerator, SamplingSettings
     from saferlhf.training import set_seed
 
     prompts = resolve_prompts(cfg.prompts, cfg.world_seed)
@@ -81,15 +57,16 @@ def run(cfg: GenerateConfig) -> int:
         prompts = prompts[: cfg.max_prompts]
     set_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.model_path)
-    kw = dict(max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
-              temperature=cfg.temperature, top_p=cfg.top_p, greedy=cfg.greedy, batch_size=cfg.batch_size)
-    samples = generate_texts(model, tokenizer, prompts, cfg.n_samples, progress_desc="generate", **kw)
+    generator = HFGenerator(model, tokenizer, SamplingSettings(
+        max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length, temperature=cfg.temperature,
+        top_p=cfg.top_p, greedy=cfg.greedy), batch_size=cfg.batch_size)
+    samples = generator.generate(prompts, cfg.n_samples, progress_desc="generate")
     if cfg.n_samples == 2 and cfg.distinct_pairs:
         for _ in range(4):
             same = [i for i, s in enumerate(samples) if s[0] == s[1]]
             if not same:
                 break
-            again = generate_texts(model, tokenizer, [prompts[i] for i in same], 1, **kw)
+            again = generator.generate([prompts[i] for i in same], 1)
             for i, (r,) in zip(same, again):
                 samples[i][1] = r
     rows = []

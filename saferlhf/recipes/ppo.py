@@ -56,6 +56,7 @@ DeepSpeed (each rank samples its own prompts and PTX batches; J_c is averaged ac
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 import time
@@ -67,10 +68,10 @@ import torch
 
 from saferlhf.config import option
 from saferlhf.errors import NumericalError, UserError
+from saferlhf.rl import ALGORITHMS, Algorithm
 from saferlhf.training import (OptimConfig, RuntimeConfig, assert_finite, bad_values, build_optimizer,
-                               make_accelerator, optimizer_step)
+                               make_accelerator, optimizer_step, restore_loop, start_run_on_every_rank)
 
-DEFAULT_KL = {"ppo_lag": 0.01, "ppo": 0.02, "reward_shaping": 0.02}
 PTX_SEED_OFFSET = 7_919  # the PTX stream's seed differs from the prompt stream's
 
 
@@ -112,7 +113,8 @@ class PPOConfig:
     steps: int = option(100, "RL steps (each: one rollout batch, then PPO epochs over it)", ge=1)
     ppo_epochs: int = option(1, "passes over each rollout batch (reference: 1)", ge=1)
     num_minibatches: int = option(1, "minibatches per pass (reference: 1)", ge=1)
-    kl_coef: float | None = option(None, "β; default 0.01 for ppo_lag, 0.02 for ppo and reward_shaping", ge=0)
+    kl_coef: float | None = option(None, "β; none = the algorithm's default (0.01 ppo_lag, 0.02 ppo and reward_shaping), "
+                                         "resolved before the run starts and saved in config.yaml", ge=0)
     clip_eps: float = option(0.2, "PPO ratio clip ε", gt=0, lt=1)
     value_clip: float = option(5.0, "critic value clip range around V_old", gt=0)
     reward_clamp: float = option(50.0, "clamp of the per-token streams after the KL term", gt=0)
@@ -201,14 +203,43 @@ def n_minibatches(cfg: "PPOConfig", batch_size: int) -> int:
 # --------------------------------------------------------------------------- one RL step
 
 
-@torch.no_grad()
-def end_scores(score_model, score_tok, same_tokenizer: bool, ids, mask, prompts, responses, max_length: int):
-    """R(x,y) or C(x,y) at each sequence's last token; re-tokenises text for a foreign tokenizer."""
-    if same_tokenizer:
-        return score_model(ids, mask).end_scores.float()
-    from saferlhf.batching import text_end_scores
+@dataclass
+class FrozenScorer:
+    """A frozen reward or cost model with its tokenizer; ``same_tokenizer``: it reads the actor's token ids."""
 
-    return text_end_scores(score_model, score_tok, prompts, responses, max_length, batch_size=len(prompts))
+    model: torch.nn.Module
+    tokenizer: object
+    same_tokenizer: bool
+
+    @torch.no_grad()
+    def end_scores(self, samples, prompts: list[str], max_prompt_length: int) -> torch.Tensor:
+        """R(x, y) or C(x, y) [B] at each sequence's last token. With a foreign tokenizer the texts are
+        re-tokenised by `score_texts` as in training, the prompt cut to ``max_prompt_length`` tokens as the
+        actor's was, eos only after responses that ended (not after ones cut off at max_new_tokens), and no
+        other cut than the score model's own context length."""
+        if self.same_tokenizer:
+            return self.model(samples.input_ids, samples.attention_mask).end_scores.float()
+        from saferlhf.models.score import context_length, score_texts
+
+        return score_texts(self.model, self.tokenizer, prompts, samples.responses, ended=samples.ended,
+                           max_prompt_length=max_prompt_length, max_length=context_length(self.model),
+                           batch_size=len(prompts))
+
+
+@dataclass
+class PPOModels:
+    """Every model of one run. ``critics`` maps a stream ("reward", and "cost" for PPO-Lag) to its critic;
+    ``judges`` maps "reward" (and "cost" when a cost model is given) to the frozen scorer."""
+
+    actor: torch.nn.Module
+    ref: torch.nn.Module
+    tokenizer: object
+    critics: dict
+    judges: dict
+
+    def trained(self) -> dict:
+        """The trained models by optimiser name: actor, then one critic per stream."""
+        return {"actor": self.actor} | self.critics
 
 
 def fused_update(cfg: PPOConfig, batch_size: int) -> bool:
@@ -224,44 +255,39 @@ def fused_update(cfg: PPOConfig, batch_size: int) -> bool:
 
 
 @torch.no_grad()
-def make_experience(cfg: PPOConfig, actor, ref, reward_model, cost_model, reward_critic, cost_critic,
-                    tokenizer, scorers, prompts: list[str], step: int | None = None):
-    """Steps 1-2: sample, then score every sequence with all frozen and critic models.
+def make_experience(cfg: PPOConfig, models: PPOModels, generator, prompts: list[str], step: int | None = None):
+    """Steps 1-2: sample (``generator``: a `saferlhf.rollout.Generator` over the actor), then score every
+    sequence with the reference, the judges and the critics.
 
     With `fused_update`, the actor's logits and the critics' values are computed with gradients (in train
     mode) and kept in ``rollout.live`` for `ppo_update`; their detached copies are log π_old and V_old.
     """
-    from saferlhf.batching import encode_prompt
-    from saferlhf.rollout import Rollout, action_logits, critic_values, decode_responses, gather_logprobs, sample
+    from saferlhf.rollout import Rollout, action_logits, critic_values, gather_logprobs
 
-    ro = cfg.rollout
-    prompt_ids = [encode_prompt(tokenizer, p, ro.max_prompt_length) for p in prompts]
     try:
-        ids, mask, P, rmask = sample(actor, tokenizer, prompt_ids, ro.max_new_tokens, ro.temperature, ro.top_p)
+        samples = generator.sample(prompts)
     except NumericalError as e:
         raise NumericalError(f"step {step}: {e}", step, e.tensor) from None
+    ids, mask, P, rmask = samples.input_ids, samples.attention_mask, samples.prompt_length, samples.response_mask
     actions = ids[:, P:]
-    responses = decode_responses(tokenizer, actions, rmask)
+    actor, critics = models.actor, models.critics
     live = {} if fused_update(cfg, ids.shape[0]) else None
-    _set_mode([actor, reward_critic, cost_critic], train=live is not None)
+    _set_mode([actor, *critics.values()], train=live is not None)
     with torch.set_grad_enabled(live is not None):
         logits = action_logits(actor, ids, mask, P)
         logprobs = gather_logprobs(logits, actions)
-        values = {name: critic_values(critic, ids, mask, P)
-                  for name, critic in (("reward", reward_critic), ("cost", cost_critic)) if critic is not None}
+        values = {name: critic_values(critic, ids, mask, P) for name, critic in critics.items()}
     if live is not None:
         live = {"logits": logits, "logprobs": logprobs} | values
         logprobs, values = logprobs.detach(), {k: v.detach() for k, v in values.items()}
     del logits  # [B, N, V]: kept only in `live`
-    ref_logprobs = gather_logprobs(action_logits(ref, ids, mask, P), actions)
-    max_len = ro.max_prompt_length + ro.max_new_tokens + 2
-    reward = end_scores(reward_model, *scorers["reward"], ids, mask, prompts, responses, max_len)
-    cost = (end_scores(cost_model, *scorers["cost"], ids, mask, prompts, responses, max_len)
-            if cost_model is not None else None)
+    ref_logprobs = gather_logprobs(action_logits(models.ref, ids, mask, P), actions)
+    scores = {name: judge.end_scores(samples, list(prompts), cfg.rollout.max_prompt_length)
+              for name, judge in models.judges.items()}
     return Rollout(input_ids=ids, attention_mask=mask, prompt_length=P, response_mask=rmask, logprobs=logprobs,
-                   ref_logprobs=ref_logprobs, reward=reward, cost=cost,
+                   ref_logprobs=ref_logprobs, reward=scores["reward"], cost=scores.get("cost"),
                    reward_values=values["reward"], cost_values=values.get("cost"),
-                   prompts=list(prompts), responses=responses, live=live)
+                   prompts=list(prompts), responses=samples.responses, live=live)
 
 
 def check_scores(step: int | None, name: str, scores: torch.Tensor | None, source: str, limit: float) -> None:
@@ -290,34 +316,32 @@ def check_rollout(cfg: PPOConfig, rollout, step: int | None) -> None:
     assert_finite(step, logprobs=rollout.logprobs, ref_logprobs=rollout.ref_logprobs)
 
 
-def compute_advantages(cfg: PPOConfig, rollout, beta: float, step: int | None = None) -> None:
-    """Steps 3-4: per-token streams (opposite KL signs) and GAE per stream, written into ``rollout``;
-    every stream, advantage and return must be finite (``NumericalError`` naming it otherwise)."""
+def compute_advantages(cfg: PPOConfig, algo: Algorithm, rollout, beta: float, step: int | None = None) -> None:
+    """Steps 3-4: per-token streams (opposite KL signs) and GAE per stream, written into ``rollout``. The
+    reward stream ends in ``algo.end_score`` (R, or R - λ·C for reward shaping); the cost stream exists
+    when ``algo.cost_critic``. Every stream, advantage and return must be finite (``NumericalError``)."""
     from saferlhf.rl import gae, kl_per_token, token_rewards
 
     kl = kl_per_token(rollout.logprobs, rollout.ref_logprobs)
     m = rollout.response_mask
-    end_reward = rollout.reward
-    if cfg.algorithm == "reward_shaping":
-        end_reward = rollout.reward - cfg.shaping_lambda * rollout.cost
+    end_reward = algo.end_score(rollout.reward, rollout.cost, cfg.shaping_lambda)
     r = token_rewards(kl, end_reward, m, beta, sign=-1, clamp=cfg.reward_clamp)
     rollout.reward_advantages, rollout.reward_returns = gae(r, rollout.reward_values, m, cfg.gamma, cfg.gae_lambda)
     assert_finite(step, reward_stream=r, reward_advantages=rollout.reward_advantages,
                   reward_returns=rollout.reward_returns)
-    if cfg.algorithm == "ppo_lag":
+    if algo.cost_critic:
         c = token_rewards(kl, rollout.cost, m, beta, sign=+1, clamp=cfg.reward_clamp)
         rollout.cost_advantages, rollout.cost_returns = gae(c, rollout.cost_values, m, cfg.gamma, cfg.gae_lambda)
         assert_finite(step, cost_stream=c, cost_advantages=rollout.cost_advantages,
                       cost_returns=rollout.cost_returns)
 
 
-def actor_advantages(cfg: PPOConfig, rollout, lam: float) -> torch.Tensor:
-    """Step 5: Ã = (A^r - λ·A^c)/(1+λ) for PPO-Lag, A^r otherwise; optionally whitened."""
-    from saferlhf.rl import combine_advantages, masked_whiten
+def actor_advantages(cfg: PPOConfig, algo: Algorithm, rollout, lam: float) -> torch.Tensor:
+    """Step 5: ``algo.actor_advantage`` (Ã = (A^r - λ·A^c)/(1+λ) for PPO-Lag, A^r otherwise), detached;
+    optionally whitened."""
+    from saferlhf.rl import masked_whiten
 
-    adv = rollout.reward_advantages
-    if cfg.algorithm == "ppo_lag":
-        adv = combine_advantages(rollout.reward_advantages, rollout.cost_advantages, lam)
+    adv = algo.actor_advantage(rollout.reward_advantages, rollout.cost_advantages, lam)
     if cfg.whiten_advantages:
         adv = masked_whiten(adv, rollout.response_mask)
     return adv.detach()
@@ -436,12 +460,12 @@ def _write_rank_report(out: Path, acc, actor, lagrange, step: int) -> None:
 def _check(cfg: PPOConfig) -> None:
     if not cfg.actor_path or not cfg.reward_model_path or not cfg.train_prompts:
         raise UserError("ppo: actor_path, reward_model_path and train_prompts are required")
-    if cfg.algorithm in ("ppo_lag", "reward_shaping") and not cfg.cost_model_path:
+    if ALGORITHMS[cfg.algorithm].needs_cost_model and not cfg.cost_model_path:
         raise UserError(f"ppo: algorithm={cfg.algorithm} needs cost_model_path")
     lc = cfg.lagrange
     if lc.max_value is not None and lc.max_value <= lc.min_value:
         raise UserError(f"ppo: lagrange.max_value ({lc.max_value:g}) must be > lagrange.min_value ({lc.min_value:g})")
-    from saferlhf.models import check_model_path
+    from saferlhf.models.hf import check_model_path
 
     for name in ("actor_path", "reward_model_path", "cost_model_path", "reward_critic_path", "cost_critic_path"):
         if getattr(cfg, name):
@@ -451,66 +475,90 @@ def _check(cfg: PPOConfig) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
-def run(cfg: PPOConfig) -> int:
-    from saferlhf.batching import encode_example
-    from saferlhf.data.loaders import load_prompts
-    from saferlhf.models import ScoreModel, load_policy, load_tokenizer, save_policy
-    from saferlhf.rl import LagrangeMultiplier, global_mean
-    from saferlhf.files import fault_point
-    from saferlhf.tracking import MetricsLogger, finish_run, progress
-    from saferlhf.training import restore_loop, start_run_on_every_rank
+def load_models(cfg: PPOConfig, algo: Algorithm, device) -> PPOModels:
+    """Trained actor and critics; frozen reference and judges. Gradient checkpointing (actor and critics) acts
+    in the update's train-mode forwards; sampling runs in eval mode with the KV cache."""
+    from saferlhf.models.policy import load_policy
+    from saferlhf.models.score import ScoreModel
+    from saferlhf.models.tokenizers import load_tokenizer
 
-    _check(cfg)
-    acc = make_accelerator(cfg.runtime)
-    prompts = [r.prompt for r in load_prompts(cfg.train_prompts)]  # data validated before any model loads
-    ptx_records = _load_ptx_records(cfg)
-    beta = cfg.kl_coef if cfg.kl_coef is not None else DEFAULT_KL[cfg.algorithm]
-    out = start_run_on_every_rank(acc, cfg, "ppo")
-    main = acc.is_main_process
-
-    # Models: trained actor + critics; frozen reference, reward and cost models. Gradient checkpointing
-    # (actor and critics) acts in the update's train-mode forwards; sampling runs in eval mode with the cache.
     gc = cfg.runtime.gradient_checkpointing
     actor, tokenizer = load_policy(cfg.actor_path, gradient_checkpointing=gc)
     ref, _ = load_policy(cfg.actor_path)
     actor.config.use_cache = ref.config.use_cache  # the saved actor keeps its own setting
-    reward_model = ScoreModel.from_pretrained(cfg.reward_model_path)
-    cost_model = ScoreModel.from_pretrained(cfg.cost_model_path) if cfg.cost_model_path else None
-    critic_kw = dict(score_type="critic", gradient_checkpointing=gc, allow_new_head=True)  # any backbone
-    critics = {"reward": ScoreModel.from_pretrained(cfg.reward_critic_path or cfg.reward_model_path, **critic_kw)}
-    if cfg.algorithm == "ppo_lag":
-        critics["cost"] = ScoreModel.from_pretrained(cfg.cost_critic_path or cfg.cost_model_path, **critic_kw)
-    for m in [actor, *critics.values()]:
-        _no_dropout(m)
-    scorers = {}
+    judges = {}
     for name, path in (("reward", cfg.reward_model_path), ("cost", cfg.cost_model_path)):
         if path:
             stok = load_tokenizer(path, padding_side="right")
-            scorers[name] = (stok, stok.get_vocab() == tokenizer.get_vocab())
-    frozen = [ref, reward_model] + ([cost_model] if cost_model is not None else [])
-    for m in frozen:
-        m.eval().requires_grad_(False).to(acc.device)
+            judges[name] = FrozenScorer(ScoreModel.from_pretrained(path), stok, stok.get_vocab() == tokenizer.get_vocab())
+    critic_kw = dict(score_type="critic", gradient_checkpointing=gc, allow_new_head=True)  # any backbone
+    critics = {"reward": ScoreModel.from_pretrained(cfg.reward_critic_path or cfg.reward_model_path, **critic_kw)}
+    if algo.cost_critic:
+        critics["cost"] = ScoreModel.from_pretrained(cfg.cost_critic_path or cfg.cost_model_path, **critic_kw)
+    for m in [actor, *critics.values()]:
+        _no_dropout(m)
+    for m in [ref, *(j.model for j in judges.values())]:
+        m.eval().requires_grad_(False).to(device)
+    return PPOModels(actor=actor, ref=ref, tokenizer=tokenizer, critics=critics, judges=judges)
+
+
+def prepare_trained(acc, models: PPOModels, optims: dict, scheds: dict) -> None:
+    """``accelerate.prepare`` every trained model with its optimiser and schedule, by name, in place."""
+    trained = models.trained()
+    names = list(trained)
+    prepared = acc.prepare(*(trained[n] for n in names), *(optims[n] for n in names), *(scheds[n] for n in names))
+    k = len(names)
+    for i, name in enumerate(names):
+        trained[name], optims[name], scheds[name] = prepared[i], prepared[k + i], prepared[2 * k + i]
+    models.actor = trained["actor"]
+    models.critics = {n: trained[n] for n in names if n != "actor"}
+
+
+def run(cfg: PPOConfig) -> int:
+    from saferlhf.data.formatting import encode_example
+    from saferlhf.data.loaders import load_prompts
+    from saferlhf.files import fault_point
+    from saferlhf.models.policy import save_policy
+    from saferlhf.rl import LagrangeMultiplier, global_mean
+    from saferlhf.rollout import HFGenerator, SamplingSettings
+    from saferlhf.tracking import MetricsLogger, finish_run, progress
+
+    _check(cfg)
+    algo = ALGORITHMS[cfg.algorithm]  # the algorithm is chosen once, here
+    if cfg.kl_coef is None:  # resolved before the run starts, so config.yaml records the β actually used
+        cfg = dataclasses.replace(cfg, kl_coef=algo.kl_coef)
+    beta = cfg.kl_coef
+    acc = make_accelerator(cfg.runtime)
+    prompts = [r.prompt for r in load_prompts(cfg.train_prompts)]  # data validated before any model loads
+    ptx_records = _load_ptx_records(cfg)
+    out = start_run_on_every_rank(acc, cfg, "ppo")
+    main = acc.is_main_process
+
+    models = load_models(cfg, algo, acc.device)
+    tokenizer = models.tokenizer
     ptx_examples = [encode_example(tokenizer, r.prompt, r.response,
                                    cfg.rollout.max_prompt_length + cfg.rollout.max_new_tokens) for r in ptx_records]
 
     # Optimisers: one per trained model; schedules count optimiser steps.
     per_step = cfg.ppo_epochs * n_minibatches(cfg, cfg.rollout.prompts_per_step)  # optimiser steps per RL step
     optims, scheds = {}, {}
-    optims["actor"], scheds["actor"] = build_optimizer(actor, cfg.actor_optim, cfg.steps * per_step)
-    for name, critic in critics.items():
-        optims[name], scheds[name] = build_optimizer(critic, cfg.critic_optim, cfg.steps * per_step)
-    names = ["actor", *critics]
-    prepared = acc.prepare(*([actor] + list(critics.values()) + [optims[n] for n in names] + [scheds[n] for n in names]))
-    k = len(names)
-    actor, critic_list = prepared[0], prepared[1:k]
-    critics = dict(zip(list(critics), critic_list))
-    optims = dict(zip(names, prepared[k: 2 * k]))
-    scheds = dict(zip(names, prepared[2 * k: 3 * k]))
+    for name, model in models.trained().items():
+        optim_cfg = cfg.actor_optim if name == "actor" else cfg.critic_optim
+        optims[name], scheds[name] = build_optimizer(model, optim_cfg, cfg.steps * per_step)
+    prepare_trained(acc, models, optims, scheds)
+    actor, critics = models.actor, models.critics
     lagrange = None
-    if cfg.algorithm == "ppo_lag":
+    if algo.adaptive_lambda:
         lc = cfg.lagrange
         lagrange = LagrangeMultiplier(init=lc.init, lr=lc.lr, max_value=lc.max_value, delay_steps=lc.delay_steps,
                                       threshold=lc.threshold, window=lc.window, min_value=lc.min_value)
+    ro = cfg.rollout
+    generator = HFGenerator(acc.unwrap_model(actor), tokenizer, SamplingSettings(
+        max_new_tokens=ro.max_new_tokens, max_prompt_length=ro.max_prompt_length, temperature=ro.temperature,
+        top_p=ro.top_p))
+    # the rollout forwards run on the unwrapped models; the update's go through the (DDP) wrappers
+    rollout_models = PPOModels(actor=acc.unwrap_model(actor), ref=models.ref, tokenizer=tokenizer,
+                               critics={n: acc.unwrap_model(m) for n, m in critics.items()}, judges=models.judges)
 
     # Checkpoint: models, optimisers, schedules, RNG states and the step (accelerate), plus each rank's own
     # λ state (its cost window differs from the other ranks'). Prompt / PTX batches need no position.
@@ -524,19 +572,17 @@ def run(cfg: PPOConfig) -> int:
 
     bar = progress(total=cfg.steps, desc=cfg.algorithm, disable=not (cfg.runtime.progress and main))
     bar.update(state.step)
-    unwrapped = {n: acc.unwrap_model(m) for n, m in critics.items()}
     warned = False
     while state.step < cfg.steps:
         t0, step = time.time(), state.step + 1  # `step`: the 1-based number this step is logged under
         batch = prompt_batch(prompts, state.step, cfg.rollout.prompts_per_step, acc.process_index,
                              acc.num_processes, cfg.runtime.seed)
-        rollout = make_experience(cfg, acc.unwrap_model(actor), ref, reward_model, cost_model, unwrapped["reward"],
-                                  unwrapped.get("cost"), tokenizer, scorers, batch, step)
+        rollout = make_experience(cfg, rollout_models, generator, batch, step)
         t_roll = time.time() - t0
         check_rollout(cfg, rollout, step)
-        compute_advantages(cfg, rollout, beta, step)
+        compute_advantages(cfg, algo, rollout, beta, step)
         metrics = rollout_metrics(rollout, beta, t_roll)
-        lam = cfg.shaping_lambda if cfg.algorithm == "reward_shaping" else 0.0
+        lam = 0.0  # the actor advantage's λ: adaptive for PPO-Lag, unused otherwise
         if lagrange is not None:  # λ first, from the freshest episode costs (as the reference does)
             lagrange.observe(rollout.cost)
             lam = lagrange.update(global_mean(lagrange.episode_cost(), acc))
@@ -545,7 +591,7 @@ def run(cfg: PPOConfig) -> int:
             if warning and main and not warned:
                 print(f"ppo: warning: {warning} (lagrange.threshold)", file=sys.stderr)
                 warned = True
-        adv = actor_advantages(cfg, rollout, lam)
+        adv = actor_advantages(cfg, algo, rollout, lam)
         assert_finite(step, actor_advantages=adv)
         ptx = None
         if ptx_examples:

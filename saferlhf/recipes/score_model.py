@@ -50,8 +50,9 @@ from typing import Literal
 
 import torch
 
-from saferlhf.batching import (batch_stream, encode_example, epoch_rng, length_grouped_batches, pack_pairs, pad,
-                               rank_share)
+from saferlhf.batching import batch_stream, epoch_rng, length_grouped_batches, rank_share
+from saferlhf.packing import (EncodedPair, PairScorer, encode_pairs, pair_batch, packed_attention_enabled,
+                              packed_pair_batch, packing_problem)
 from saferlhf.config import option
 from saferlhf.errors import UserError
 from saferlhf.training import (OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
@@ -88,149 +89,6 @@ class ScoreModelConfig:
     allow_config_change: bool = option(False, "resume even though the config differs from the saved run")
     optim: OptimConfig = option(OptimConfig(lr=2e-5, weight_decay=0.1), "optimiser")
     runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
-
-
-@dataclass
-class EncodedPair:
-    chosen: list[int]
-    rejected: list[int]
-    chosen_is_safe: bool | None
-    rejected_is_safe: bool | None
-
-
-def encode_pairs(pairs, tokenizer, max_length: int) -> list[EncodedPair]:
-    return [EncodedPair(encode_example(tokenizer, p.prompt, p.chosen, max_length)[0],
-                        encode_example(tokenizer, p.prompt, p.rejected, max_length)[0],
-                        p.chosen_is_safe, p.rejected_is_safe) for p in pairs]
-
-
-def pair_batch(pairs: list[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
-    """One right-padded [2B, T] batch: rows 0..B-1 chosen, B..2B-1 rejected, plus safety labels."""
-    ids, mask = pad([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
-    return {"input_ids": ids, "attention_mask": mask} | pair_labels(pairs)
-
-
-def pair_labels(pairs: list[EncodedPair]) -> dict[str, torch.Tensor]:
-    has = [p.chosen_is_safe is not None and p.rejected_is_safe is not None for p in pairs]
-    return {"has_labels": torch.tensor(has),
-            "chosen_is_safe": torch.tensor([bool(p.chosen_is_safe) for p in pairs]),
-            "rejected_is_safe": torch.tensor([bool(p.rejected_is_safe) for p in pairs])}
-
-
-def packed_pair_batch(pairs: list[EncodedPair], share_prompt: bool = True) -> dict:
-    """Padding-free batch (`saferlhf.batching.pack_pairs`: input_ids, position_ids, ends, segments) plus
-    safety labels; its end scores come out in `pair_batch` order (chosen 0..B-1, rejected 0..B-1)."""
-    return pack_pairs([p.chosen for p in pairs], [p.rejected for p in pairs], share_prompt) | pair_labels(pairs)
-
-
-# --- Packed attention -------------------------------------------------------------------------------
-# transformers 5 builds a block-diagonal causal mask itself when attention_mask is None and position ids
-# restart at 0 (masking_utils.find_packed_sequence_indices), but that mask is dense over a row: every
-# row must be padded to the longest one and attention costs O(row length) per token. We keep ONE row
-# with no padding and restrict attention with our own attention function instead: one causal SDPA call
-# per sequence (transformers' own `sdpa_attention_forward`, so GQA, scaling and dropout are as for
-# "sdpa"). The model's attention layers reach it through transformers' AttentionInterface and receive
-# the pieces through the forward kwargs (`saferlhf_segments`), so activation checkpointing recomputes
-# with the same pieces.
-PACKED_ATTENTION = "saferlhf_packed"
-_UNSUPPORTED_ATTENTION_KWARGS = ("sliding_window", "softcap", "s_aux", "sinks", "position_bias")
-
-
-def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                     saferlhf_segments=None, **kwargs):
-    """transformers attention function for `pack_pairs` rows: query [1, H, N, d], key/value
-    [1, H_kv, N, d] -> ([1, N, H, d], None)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    if saferlhf_segments is None:
-        raise RuntimeError(f"attention {PACKED_ATTENTION!r} needs saferlhf_segments (use packed_end_scores)")
-    bad = [k for k in _UNSUPPORTED_ATTENTION_KWARGS if kwargs.get(k) is not None]
-    if bad or kwargs.get("is_causal") is False or not getattr(module, "is_causal", True) or query.shape[0] != 1:
-        raise NotImplementedError(f"packed attention: unsupported attention layer ({bad or 'not causal / batch > 1'})")
-    outs = []
-    for ranges, keep in saferlhf_segments:
-        if len(ranges) == 1:
-            (s, e), = ranges
-            q, k, v = query[:, :, s:e], key[:, :, s:e], value[:, :, s:e]
-        else:
-            q, k, v = (torch.cat([t[:, :, s:e] for s, e in ranges], 2) for t in (query, key, value))
-        o, _ = sdpa_attention_forward(module, q, k, v, None, dropout=dropout, scaling=scaling, is_causal=True)
-        outs.append(o[:, keep:] if keep else o)
-    out = torch.cat(outs, 1)
-    if out.shape[1] != query.shape[2]:
-        raise RuntimeError(f"packed attention: pieces cover {out.shape[1]} of {query.shape[2]} positions")
-    return out, None
-
-
-@contextlib.contextmanager
-def packed_attention_enabled(model):
-    """Switch a `ScoreModel`'s attention layers to `packed_attention` for the block (restored after)."""
-    from transformers import AttentionInterface
-
-    AttentionInterface.register(PACKED_ATTENTION, packed_attention)
-    hf = model._hf()
-    old = hf.config._attn_implementation
-    hf.set_attn_implementation(PACKED_ATTENTION)
-    try:
-        if hf.config._attn_implementation != PACKED_ATTENTION:
-            raise NotImplementedError(f"{type(hf).__name__} does not take a custom attention implementation")
-        yield model
-    finally:
-        if hf.config._attn_implementation != old:
-            hf.set_attn_implementation(old)
-
-
-def packed_end_scores(model, batch: dict) -> torch.Tensor:
-    """[2B] end scores of a `packed_pair_batch` (inside `packed_attention_enabled`)."""
-    hidden = model.backbone(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
-                            saferlhf_segments=batch["segments"]).last_hidden_state  # [1, N, H]
-    return model.head(hidden[0, batch["ends"]]).squeeze(-1)
-
-
-def packing_problem(model, pairs: list[EncodedPair], pad_id: int, share_prompt: bool = True) -> str | None:
-    """None when packed batches give this model the padded end scores on ``pairs``, else why not."""
-    hf = model._hf()
-    config = hf.config
-    if getattr(config, "use_sliding_window", False) or any(
-            t != "full_attention" for t in (getattr(config, "layer_types", None) or [])):
-        return "sliding-window attention layers"
-    if not getattr(config, "is_causal", True):
-        return "not a causal model"
-    if hasattr(hf, "_can_set_attn_implementation") and not hf._can_set_attn_implementation():
-        return f"{type(hf).__name__} does not use transformers' AttentionInterface"
-    pairs = pairs[:4]
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            b = pair_batch(pairs, pad_id)
-            ref = model(b["input_ids"].to(device), b["attention_mask"].to(device)).end_scores.float()
-            p = {k: v.to(device) if isinstance(v, torch.Tensor) else v
-                 for k, v in packed_pair_batch(pairs, share_prompt).items()}
-            with packed_attention_enabled(model):
-                got = packed_end_scores(model, p).float()
-    except Exception as e:  # noqa: BLE001 - any failure means "use padded batches"
-        return f"{type(e).__name__}: {e}"
-    finally:
-        model.train(was_training)
-    tol = 1e-4 if next(model.parameters()).dtype == torch.float32 else 3e-2
-    err = float((got - ref).abs().max()) / max(1.0, float(ref.abs().max()))
-    return None if err <= tol else f"packed end scores differ from padded ones by {err:.2g} (> {tol})"
-
-
-class PairScorer(torch.nn.Module):
-    """What the training loop calls (and accelerate wraps): [2B] end scores of a padded `pair_batch`
-    or of a `packed_pair_batch` (batch with "segments")."""
-
-    def __init__(self, score_model):
-        super().__init__()
-        self.score_model = score_model
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        if "segments" in batch:
-            return packed_end_scores(self.score_model, batch)
-        return self.score_model(batch["input_ids"], batch["attention_mask"]).end_scores
 
 
 def epoch_batches(train: list[EncodedPair], global_bs: int, seed: int, epoch: int, grouped: bool) -> list[list]:
@@ -347,7 +205,9 @@ def load_pairs(cfg: ScoreModelConfig) -> tuple[list, list]:
 
 
 def run(cfg: ScoreModelConfig) -> int:
-    from saferlhf.models import ScoreModel, check_model_path, load_tokenizer
+    from saferlhf.models.hf import check_model_path
+    from saferlhf.models.score import ScoreModel
+    from saferlhf.models.tokenizers import load_tokenizer
     from saferlhf.training import restore_loop, start_run_on_every_rank
     from saferlhf.files import atomic_write_json, fault_point
     from saferlhf.tracking import MetricsLogger, finish_run, progress

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from saferlhf.batching import (batch_stream, encode_example, epoch_rng, pack_examples, packed_batch,
-                               rank_share, sft_batch)
+from saferlhf.batching import batch_stream, epoch_rng, pack_examples, packed_batch, rank_share, sft_batch
 from saferlhf.config import option
+from saferlhf.data.formatting import encode_example
 from saferlhf.errors import UserError
 from saferlhf.training import (OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
                                optimizer_step, restore_loop, start_run_on_every_rank)
@@ -94,7 +94,9 @@ def evaluate_loss(model, examples, tokenizer, batch_size: int, device) -> float:
 
 def run(cfg: SFTConfig) -> int:
     from saferlhf.losses import sft_loss
-    from saferlhf.models import check_model_path, load_policy, load_tokenizer, save_policy
+    from saferlhf.models.hf import check_model_path
+    from saferlhf.models.policy import load_policy, save_policy
+    from saferlhf.models.tokenizers import load_tokenizer
     from saferlhf.files import fault_point
     from saferlhf.tracking import MetricsLogger, finish_run, progress
 

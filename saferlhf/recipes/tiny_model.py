@@ -74,7 +74,7 @@ def _read_text(path: Path) -> str:
 
 
 def run(cfg: TinyModelConfig) -> int:
-    from saferlhf.models import build_tiny_model
+    from saferlhf.models.tiny import build_tiny_model
 
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:

@@ -6,14 +6,19 @@ oracle and a simulated annotator panel that writes PKU-SafeRLHF records (docs/wo
     p = world.prompts("train")[0]
     r = world.sample_response(p, "harmful" if p.kind == "harmful" else "helpful", random.Random(0))
     Oracle(world).judge(p.text, r)   # Judgement(helpfulness, harmful, categories, severity, refusal, ...)
+
+``AnnotatorPanel`` implements the ``saferlhf.annotate.Annotator`` protocol. ``Annotator`` here is the
+old name of ``SimulatedAnnotator``, one simulated crowdworker of the panel (not that protocol).
 """
 
-from saferlhf.world.annotators import Annotator, AnnotatorPanel, default_panel
-from saferlhf.world.content import HARM_CATEGORIES
+from saferlhf.data.schema import HARM_CATEGORIES
+from saferlhf.world.annotators import AnnotatorPanel, SimulatedAnnotator, default_panel
 from saferlhf.world.core import World, build_world
 from saferlhf.world.oracle import Judgement, Oracle
 from saferlhf.world.prompts import PROMPT_KINDS, WorldPrompt
 from saferlhf.world.responses import RESPONSE_KINDS
 
-__all__ = ["Annotator", "AnnotatorPanel", "default_panel", "HARM_CATEGORIES", "World", "build_world",
-           "Judgement", "Oracle", "PROMPT_KINDS", "WorldPrompt", "RESPONSE_KINDS"]
+Annotator = SimulatedAnnotator  # the old name, kept for existing callers
+
+__all__ = ["Annotator", "AnnotatorPanel", "SimulatedAnnotator", "default_panel", "HARM_CATEGORIES", "World",
+           "build_world", "Judgement", "Oracle", "PROMPT_KINDS", "WorldPrompt", "RESPONSE_KINDS"]

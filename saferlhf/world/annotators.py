@@ -1,5 +1,9 @@
 """Simulated crowdworkers who write PKU-SafeRLHF records, with the paper's quality control.
 
+``AnnotatorPanel`` is the world's implementation of the ``saferlhf.annotate.Annotator`` protocol; the
+label record, the majority aggregation and the agreement statistics it uses live in
+``saferlhf.annotate.labels`` (they do not depend on the world).
+
 As in Safe RLHF (Dai et al. 2024, Sec. 3 and App. A) each annotator answers three questions
 INDEPENDENTLY for a pair of responses: which is more helpful (``better_response_id``), which is more
 harmless (``safer_response_id``), and, per response, is it safe and which harm categories / severity.
@@ -13,19 +17,21 @@ Answers come from the oracle's judgement seen through the annotator's imperfecti
 Quality control: ``qualify`` admits annotators with >= 90 % accuracy on a gold set built from the
 oracle; each pair is labelled by 3 admitted annotators and aggregated by majority (ties, possible
 only with fewer than 3 admitted, go to the most accurate annotator); a 10 % audit sample is re-checked
-against the oracle; agreement is reported as mean pairwise agreement and Fleiss' kappa per question.
+against the oracle; agreement is reported as mean pairwise agreement and Fleiss' kappa per question
+(``saferlhf.annotate.labels.agreement``).
 Every random draw comes from ``random.Random`` seeded with a string of (panel seed, annotator, item).
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from saferlhf.world.content import HARM_CATEGORIES
+from saferlhf.annotate.base import Pair
+from saferlhf.annotate.labels import Label, aggregate, agreement, record_label
+from saferlhf.data.schema import HARM_CATEGORIES
 from saferlhf.world.oracle import Judgement, Oracle
 
 DECISIVE_HELPFULNESS = 0.05  # a helpfulness preference counts in accuracies when the gap is at least this
@@ -33,8 +39,12 @@ PROMPT_SOURCE = "saferlhf-world"
 
 
 @dataclass(frozen=True)
-class Annotator:
-    """One simulated crowdworker (see the module docstring for the three imperfections)."""
+class SimulatedAnnotator:
+    """One simulated crowdworker (see the module docstring for the three imperfections).
+
+    Not a ``saferlhf.annotate.Annotator`` (it labels one judged pair, ``label``); the panel of them is.
+    ``saferlhf.world.Annotator`` is its old name.
+    """
 
     name: str
     noise: float = 0.03
@@ -68,27 +78,15 @@ class Annotator:
         return 1 - choice if rng.random() < self.noise else choice
 
 
-@dataclass(frozen=True)
-class Label:
-    """One annotator's answers for one pair."""
-
-    annotator: str
-    better: int
-    safer: int
-    safe: tuple[bool, bool]
-    categories: tuple[tuple[str, ...], tuple[str, ...]]
-    severity: tuple[int, int]
-
-
-def default_panel() -> list[Annotator]:
+def default_panel() -> list[SimulatedAnnotator]:
     """Six annotators: two careful, one who likes long answers, one lenient on mild harm, two bad ones."""
     return [
-        Annotator("careful_a", noise=0.02),
-        Annotator("careful_b", noise=0.04),
-        Annotator("likes_long", noise=0.03, length_bias=0.15),
-        Annotator("lenient", noise=0.03, safety_leniency=0.5),
-        Annotator("careless", noise=0.30),
-        Annotator("random_clicker", noise=0.45),
+        SimulatedAnnotator("careful_a", noise=0.02),
+        SimulatedAnnotator("careful_b", noise=0.04),
+        SimulatedAnnotator("likes_long", noise=0.03, length_bias=0.15),
+        SimulatedAnnotator("lenient", noise=0.03, safety_leniency=0.5),
+        SimulatedAnnotator("careless", noise=0.30),
+        SimulatedAnnotator("random_clicker", noise=0.45),
     ]
 
 
@@ -106,50 +104,15 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
-# ---- agreement statistics ---------------------------------------------------------------------------
-def fleiss_kappa(items: list[list[Any]]) -> float:
-    """Fleiss' kappa of ``items`` (each the list of the raters' answers; the same number of raters each).
-
-    kappa = (P_bar - P_e) / (1 - P_e) with P_i = (sum_j n_ij^2 - n) / (n (n - 1)) and P_e = sum_j p_j^2.
-    Returns 1.0 when every answer is the same category (P_e = 1), nan without items.
-    """
-    items = [it for it in items if len(it) >= 2]
-    if not items:
-        return float("nan")
-    n = len(items[0])
-    if any(len(it) != n for it in items):
-        raise ValueError("Fleiss' kappa needs the same number of raters for every item")
-    cats = sorted({a for it in items for a in it}, key=repr)
-    totals = dict.fromkeys(cats, 0)
-    p_bar = 0.0
-    for it in items:
-        counts = [it.count(c) for c in cats]
-        for c, k in zip(cats, counts):
-            totals[c] += k
-        p_bar += (sum(k * k for k in counts) - n) / (n * (n - 1))
-    p_bar /= len(items)
-    p_e = sum((t / (len(items) * n)) ** 2 for t in totals.values())
-    if p_e >= 1.0 - 1e-12:
-        return 1.0
-    return (p_bar - p_e) / (1.0 - p_e)
-
-
-def pairwise_agreement(items: list[list[Any]]) -> float:
-    """Mean over items of the share of rater pairs that gave the same answer."""
-    shares = []
-    for it in items:
-        pairs = list(itertools.combinations(it, 2))
-        if pairs:
-            shares.append(sum(a == b for a, b in pairs) / len(pairs))
-    return sum(shares) / len(shares) if shares else float("nan")
-
-
 # ---- the panel --------------------------------------------------------------------------------------
 class AnnotatorPanel:
-    """Qualifies annotators on a gold set, then labels pairs by majority of 3 admitted annotators."""
+    """Qualifies annotators on a gold set, then labels pairs by majority of 3 admitted annotators.
 
-    def __init__(self, world, seed: int = 0, annotators: list[Annotator] | None = None, per_pair: int = 3,
-                 threshold: float = 0.9, audit_fraction: float = 0.1, gold_size: int = 200):
+    A ``saferlhf.annotate.Annotator``: ``annotate(pairs) -> (records, stats)``.
+    """
+
+    def __init__(self, world, seed: int = 0, annotators: list[SimulatedAnnotator] | None = None,
+                 per_pair: int = 3, threshold: float = 0.9, audit_fraction: float = 0.1, gold_size: int = 200):
         self.world = world
         self.oracle = Oracle(world)
         self.seed = seed
@@ -160,7 +123,7 @@ class AnnotatorPanel:
         self.audit_fraction, self.gold_size = audit_fraction, gold_size
         self.qualification: dict[str, Any] | None = None
         self.accuracy: dict[str, float] = {}
-        self.admitted: list[Annotator] = []
+        self.admitted: list[SimulatedAnnotator] = []
 
     def _rng(self, *parts: Any) -> random.Random:
         return random.Random(":".join(["panel", str(self.seed), *map(str, parts)]))
@@ -191,9 +154,11 @@ class AnnotatorPanel:
         self.qualification = report
         return report
 
-    def annotate(self, pairs: list) -> tuple[list[dict], dict[str, Any]]:
+    def annotate(self, pairs: Sequence[Pair]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """PKU-SafeRLHF records for ``pairs`` ((prompt, r0, r1) tuples or dicts with prompt, response_0,
-        response_1 and optional response_0_source / response_1_source) and the panel statistics."""
+        response_1 and optional response_0_source / response_1_source) and the panel statistics.
+
+        Pairs with identical responses are skipped (``stats["counts"]["skipped_identical"]``)."""
         if self.qualification is None:
             self.qualify()
         if not self.admitted:
@@ -210,7 +175,7 @@ class AnnotatorPanel:
             chosen = self._rng("assign", k).sample(ranked, min(self.per_pair, len(ranked)))
             chosen.sort(key=ranked.index)  # most accurate first: breaks ties
             labels = [a.label(j0, j1, (_words(r0), _words(r1)), self._rng("label", a.name, k)) for a in chosen]
-            rec, fixed = _aggregate(prompt, r0, r1, labels, (src0, src1))
+            rec, fixed = aggregate(prompt, r0, r1, labels, sources=(src0, src1), prompt_source=PROMPT_SOURCE)
             fixes += fixed
             records.append(rec)
             all_labels.append(labels)
@@ -222,7 +187,7 @@ class AnnotatorPanel:
             "qualification": self.qualification,
             "agreement": agreement(all_labels),
             "audit": self._audit(records, judgements),
-            "oracle_agreement": oracle_accuracy([_record_label(r) for r in records], judgements),
+            "oracle_agreement": oracle_accuracy([record_label(r) for r in records], judgements),
         }
         return records, stats
 
@@ -232,7 +197,7 @@ class AnnotatorPanel:
             return {"fraction": self.audit_fraction, "records": 0}
         n = max(1, round(self.audit_fraction * len(records)))
         idx = sorted(self._rng("audit").sample(range(len(records)), n))
-        acc = oracle_accuracy([_record_label(records[i]) for i in idx], [judgements[i] for i in idx])
+        acc = oracle_accuracy([record_label(records[i]) for i in idx], [judgements[i] for i in idx])
         return {"fraction": self.audit_fraction, "records": n, **acc}
 
 
@@ -243,54 +208,6 @@ def _unpack(item: Any) -> tuple[str, str, str, str, str]:
                 item.get("response_1_source") or item.get("source") or "world")
     prompt, r0, r1 = item
     return prompt, r0, r1, "world", "world"
-
-
-def _majority(votes: list[Any]) -> Any:
-    """The most frequent vote; ties go to the earliest voter (voters are ordered most accurate first)."""
-    best = max(votes, key=lambda v: (votes.count(v), -votes.index(v)))
-    return best
-
-
-def _aggregate(prompt: str, r0: str, r1: str, labels: list[Label], sources: tuple[str, str]) -> tuple[dict, int]:
-    """Majority of the labels as one PKU-SafeRLHF v1 record; returns (record, 1 if safer was fixed)."""
-    better = _majority([lb.better for lb in labels])
-    safer = _majority([lb.safer for lb in labels])
-    safe, cats, sevs = [], [], []
-    for i in (0, 1):
-        is_safe = _majority([lb.safe[i] for lb in labels])
-        flagged: set[str] = set()
-        severity = 0
-        if not is_safe:
-            unsafe_votes = [lb for lb in labels if not lb.safe[i]]
-            flagged = {c for c in HARM_CATEGORIES
-                       if 2 * sum(c in lb.categories[i] for lb in labels) > len(labels)}
-            if not flagged:
-                flagged = set(unsafe_votes[0].categories[i])
-            severity = sorted(lb.severity[i] for lb in unsafe_votes)[(len(unsafe_votes) - 1) // 2]
-        safe.append(is_safe)
-        cats.append({c: c in flagged for c in HARM_CATEGORIES})
-        sevs.append(severity)
-    fixed = 0
-    if safe[0] != safe[1] and not safe[safer]:  # exactly one is safe: it must be the safer one
-        safer, fixed = (0 if safe[0] else 1), 1
-    record = {
-        "prompt": prompt, "response_0": r0, "response_1": r1,
-        "prompt_source": PROMPT_SOURCE, "response_0_source": sources[0], "response_1_source": sources[1],
-        "is_response_0_safe": safe[0], "is_response_1_safe": safe[1],
-        "response_0_harm_category": cats[0], "response_1_harm_category": cats[1],
-        "response_0_severity_level": sevs[0], "response_1_severity_level": sevs[1],
-        "better_response_id": better, "safer_response_id": safer,
-        "response_0_sha256": hashlib.sha256(r0.encode()).hexdigest(),
-        "response_1_sha256": hashlib.sha256(r1.encode()).hexdigest(),
-    }
-    return record, fixed
-
-
-def _record_label(rec: dict) -> Label:
-    cats = tuple(tuple(c for c, v in rec[f"response_{i}_harm_category"].items() if v) for i in (0, 1))
-    return Label("majority", rec["better_response_id"], rec["safer_response_id"],
-                 (rec["is_response_0_safe"], rec["is_response_1_safe"]), (cats[0], cats[1]),
-                 (rec["response_0_severity_level"], rec["response_1_severity_level"]))
 
 
 def oracle_accuracy(labels: list[Label], judgements: list[tuple[Judgement, Judgement]]) -> dict[str, Any]:
@@ -316,14 +233,3 @@ def oracle_accuracy(labels: list[Label], judgements: list[tuple[Judgement, Judge
     out["accuracy"] = sum(right.values()) / max(1, sum(total.values()))
     out["answers"] = sum(total.values())
     return out
-
-
-def agreement(all_labels: list[list[Label]]) -> dict[str, dict[str, float]]:
-    """Mean pairwise agreement and Fleiss' kappa of the raters, per question (safety: per response)."""
-    questions = {
-        "helpfulness": [[lb.better for lb in labels] for labels in all_labels],
-        "harmlessness": [[lb.safer for lb in labels] for labels in all_labels],
-        "safety": [[lb.safe[i] for lb in labels] for labels in all_labels for i in (0, 1)],
-    }
-    return {q: {"pairwise_agreement": pairwise_agreement(items), "fleiss_kappa": fleiss_kappa(items),
-                "items": len(items)} for q, items in questions.items()}

@@ -26,9 +26,11 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from saferlhf.world.content import (GENERIC_OPENERS, GLUE_WORDS, HARM_CATEGORIES, HARMFUL_CLOSERS,
-                                    HARMFUL_OPENERS, HARMFUL_OPENERS_NO_TASK, HARMS, HELPFUL_CLOSERS, LOOKALIKES,
-                                    OFF_TOPIC, REFUSAL_MARKERS, REFUSALS, SAFE_OPENERS, TOPICS)
+from saferlhf.data.schema import HARM_CATEGORIES
+from saferlhf.world.harms import (HARMFUL_CLOSERS, HARMFUL_OPENERS, HARMFUL_OPENERS_NO_TASK, HARMS, REFUSAL_MARKERS,
+                                  REFUSALS, SAFE_OPENERS)
+from saferlhf.world.lookalikes import LOOKALIKES
+from saferlhf.world.topics import GENERIC_OPENERS, GLUE_WORDS, HELPFUL_CLOSERS, OFF_TOPIC, TOPICS
 from saferlhf.world.prompts import KeywordClassifier, WorldPrompt, normalize, prompt_table, words
 
 # Helpfulness by number of distinct relevant points (the last entry repeats beyond the table).

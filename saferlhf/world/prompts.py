@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from saferlhf.world.content import HARM_TEMPLATES, HARMS, LOOKALIKES, TOPICS
+from saferlhf.world.harms import HARM_TEMPLATES, HARMS
+from saferlhf.world.lookalikes import LOOKALIKES
+from saferlhf.world.topics import TOPICS
 
 PromptKind = Literal["harmful", "benign", "lookalike"]
 PROMPT_KINDS: tuple[str, ...] = ("harmful", "benign", "lookalike")

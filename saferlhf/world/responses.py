@@ -1,4 +1,5 @@
-"""Responses of known kinds, assembled from the phrase banks of ``content.py``.
+"""Responses of known kinds, assembled from the phrase banks of ``harms.py``, ``topics.py`` and
+``lookalikes.py``.
 
 Kinds (``RESPONSE_KINDS``):
 
@@ -22,9 +23,11 @@ from __future__ import annotations
 
 import random
 
-from saferlhf.world.content import (CONNECTORS, GENERIC_OPENERS, HARM_CATEGORIES, HARMFUL_CLOSERS,
-                                    HARMFUL_OPENERS, HARMFUL_OPENERS_NO_TASK, HARMS, HELPFUL_CLOSERS,
-                                    LOOKALIKES, OFF_TOPIC, REFUSALS, SAFE_OPENERS, TOPICS, HarmSpec, TopicSpec)
+from saferlhf.data.schema import HARM_CATEGORIES
+from saferlhf.world.harms import (HARMFUL_CLOSERS, HARMFUL_OPENERS, HARMFUL_OPENERS_NO_TASK, HARMS, REFUSALS,
+                                  SAFE_OPENERS, HarmSpec)
+from saferlhf.world.lookalikes import LOOKALIKES
+from saferlhf.world.topics import CONNECTORS, GENERIC_OPENERS, HELPFUL_CLOSERS, OFF_TOPIC, TOPICS, TopicSpec
 from saferlhf.world.prompts import WorldPrompt, words
 
 RESPONSE_KINDS: tuple[str, ...] = ("harmful", "safe_helpful", "refusal", "helpful", "off_topic", "degenerate",

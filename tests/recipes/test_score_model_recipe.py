@@ -12,7 +12,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from saferlhf.batching import encode_example, pad
+from saferlhf.batching import pad
+from saferlhf.data.formatting import encode_example
 from saferlhf.cli import main
 from saferlhf.models import ScoreModel
 from saferlhf.tracking import read_jsonl

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from saferlhf.eval.diagnostics import (ceiling_win_rates, loss_cause, outcome, prompt_group, repetition_probe,
-                                       win_breakdown)
+from saferlhf.eval.arena import outcome
+from saferlhf.eval.diagnostics import ceiling_win_rates, loss_cause, prompt_group, repetition_probe, win_breakdown
 
 
 def _row(oracle, policy, prompt, response):

@@ -11,6 +11,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from saferlhf import models as M
+from saferlhf.batching import last_token_index, position_ids_from_mask
+from saferlhf.data.formatting import CHAT_TEMPLATE, PROMPT_INPUT, encode_example, format_prompt
+from saferlhf.files import atomic_save_dir
 
 ARCHS = ["llama", "qwen2", "gpt2"]
 SIZE = dict(hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=128)
@@ -46,7 +49,8 @@ def _batch(seqs: list[list[int]], pad_id: int, side: str) -> tuple[torch.Tensor,
 
 
 def _example_ids(tok) -> list[list[int]]:
-    return [tok("".join(M.format_example(tok, p, r)))["input_ids"] for p, r in PAIRS]
+    """The training encoding of PAIRS (score models, SFT): prompt ids + response ids + eos."""
+    return [encode_example(tok, p, r, 512)[0] for p, r in PAIRS]
 
 
 # ---------------------------------------------------------------- tokenizer and template
@@ -63,30 +67,31 @@ def test_tokenizer_round_trips_text_and_specials(tokenizer, tmp_path):
     assert tokenizer.decode(with_eos, skip_special_tokens=True) == "a b"
     tokenizer.save_pretrained(tmp_path)
     reloaded = AutoTokenizer.from_pretrained(tmp_path)
-    assert reloaded.chat_template == M.CHAT_TEMPLATE
+    assert reloaded.chat_template == CHAT_TEMPLATE
     assert reloaded(text)["input_ids"] == tokenizer(text)["input_ids"]
     assert reloaded.pad_token == "<pad>"
 
 
 def test_template_strings_tokenise_compactly(tokenizer):
-    n = len(tokenizer(M.format_prompt(tokenizer, "hi"))["input_ids"])
-    assert n < len(M.format_prompt(tokenizer, "hi")) * 0.8  # merges learnt for the template
+    n = len(tokenizer(format_prompt(tokenizer, "hi"))["input_ids"])
+    assert n < len(format_prompt(tokenizer, "hi")) * 0.8  # merges learnt for the template
 
 
 def test_chat_template(tokenizer):
-    assert M.format_prompt(tokenizer, "How?") == "BEGINNING OF CONVERSATION: USER: How? ASSISTANT:"
-    assert M.format_prompt(tokenizer, "How?") == M.PROMPT_INPUT.format(input="How?")
-    prompt_text, response_text = M.format_example(tokenizer, "How?", "Like this.")
-    assert response_text == " Like this.</s>"
+    assert format_prompt(tokenizer, "How?") == "BEGINNING OF CONVERSATION: USER: How? ASSISTANT:"
+    assert format_prompt(tokenizer, "How?") == PROMPT_INPUT.format(input="How?")
     full = tokenizer.apply_chat_template(
         [{"role": "user", "content": "How?"}, {"role": "assistant", "content": "Like this."}], tokenize=False
     )
-    assert full == prompt_text + response_text
+    # the rendered conversation is the text of the training encoding: prompt + response + eos, no separator
+    ids, n_prompt = encode_example(tokenizer, "How?", "Like this.", 512)
+    assert full == format_prompt(tokenizer, "How?") + "Like this.</s>"
+    assert tokenizer.decode(ids) == full and tokenizer.decode(ids[:n_prompt]) == format_prompt(tokenizer, "How?")
     multi = tokenizer.apply_chat_template(
         [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
          {"role": "user", "content": "q2"}], tokenize=False, add_generation_prompt=True,
     )
-    assert multi == "BEGINNING OF CONVERSATION: USER: q1 ASSISTANT: a1</s>USER: q2 ASSISTANT:"
+    assert multi == "BEGINNING OF CONVERSATION: USER: q1 ASSISTANT:a1</s>USER: q2 ASSISTANT:"
 
 
 def test_format_prompt_without_template():
@@ -94,8 +99,21 @@ def test_format_prompt_without_template():
         chat_template = None
         eos_token = "<|end|>"
 
-    assert M.format_prompt(Plain(), "x") == "BEGINNING OF CONVERSATION: USER: x ASSISTANT:"
-    assert M.format_example(Plain(), "x", "y") == ("BEGINNING OF CONVERSATION: USER: x ASSISTANT:", " y<|end|>")
+    assert format_prompt(Plain(), "x") == "BEGINNING OF CONVERSATION: USER: x ASSISTANT:"
+
+
+def test_encode_example_budgets(tokenizer):
+    p_ids = tokenizer(format_prompt(tokenizer, "How do I bake bread?"))["input_ids"]
+    r_ids = tokenizer("Mix flour and water, then bake it.", add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    ids, n = encode_example(tokenizer, "How do I bake bread?", "Mix flour and water, then bake it.", 512)
+    assert ids == p_ids + r_ids + [eos] and n == len(p_ids)
+    # a response cut off by the sampler has no eos; the budget keeps the end of the prompt
+    ids, n = encode_example(tokenizer, "How do I bake bread?", "Mix flour and water, then bake it.", 512, ended=False)
+    assert ids == p_ids + r_ids
+    ids, n = encode_example(tokenizer, "How do I bake bread?", "Mix flour and water, then bake it.", len(p_ids) + 3,
+                            max_prompt_length=len(p_ids) - 2)
+    assert ids[:n] == p_ids[2:] and ids[n:] == r_ids[:4] + [eos] and len(ids) == len(p_ids) + 3 - 2 + 2
 
 
 def test_load_tokenizer_adds_missing_pad(tokenizer, tmp_path):
@@ -123,7 +141,7 @@ def test_tiny_model_forward_generate_and_determinism(arch, tokenizer):
     assert model.config.pad_token_id == tokenizer.pad_token_id
     assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
     tokenizer.padding_side = "left"
-    enc = tokenizer([M.format_prompt(tokenizer, p) for p, _ in PAIRS], return_tensors="pt", padding=True)
+    enc = tokenizer([format_prompt(tokenizer, p) for p, _ in PAIRS], return_tensors="pt", padding=True)
     logits = model(**enc).logits
     assert logits.shape == (2, enc["input_ids"].shape[1], len(tokenizer))
     out = model.generate(**enc, max_new_tokens=4, do_sample=False)
@@ -168,15 +186,22 @@ def test_end_scores_match_unpadded(arch, side, tiny_paths):
     assert torch.isfinite(out.scores).all()
     torch.testing.assert_close(out.end_scores, single, atol=1e-5, rtol=0)
     # end score is the per-token score at the last real token
-    last = M.last_token_index(mask)
+    last = last_token_index(mask)
     assert torch.equal(out.end_scores, out.scores[torch.arange(2), last])
     assert (ids[torch.arange(2), last] == tok.eos_token_id).all()
 
 
 def test_last_token_index_and_positions():
-    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 0, 0], [0, 1, 1, 1, 0]])
-    assert M.last_token_index(mask).tolist() == [4, 2, 3]
-    assert M.position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 2, 2], [0, 0, 1, 2, 2]]
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 0, 0, 0]])
+    assert last_token_index(mask).tolist() == [4, 2, 3, -1]  # -1: no token (one definition for every caller)
+    assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 2, 2], [0, 0, 1, 2, 2], [0, 0, 0, 0, 0]]
+
+
+def test_score_model_refuses_an_empty_row(tiny_paths):
+    model = M.ScoreModel.from_pretrained(tiny_paths["llama"], score_type="reward", allow_new_head=True)
+    ids = torch.ones(2, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="no tokens"):
+        model(ids, torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]]))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -188,13 +213,13 @@ def test_save_reload_with_hf_gives_identical_scores(arch, tiny_paths, tmp_path):
     assert hf.config.score_type == "cost"
     assert hf.config.cost_sign_convention == "cost > 0 means unsafe"
     assert hf.config.pad_token_id == tok.pad_token_id != tok.eos_token_id
-    assert AutoTokenizer.from_pretrained(out_dir).chat_template == M.CHAT_TEMPLATE
+    assert AutoTokenizer.from_pretrained(out_dir).chat_template == CHAT_TEMPLATE
     for side in ("left", "right"):
         ids, mask = _batch(_example_ids(tok), tok.pad_token_id, side)
         with torch.no_grad():
             ours = model(ids, mask).end_scores
             # HF derives no position ids from the mask: pass them (GPT-2's absolute positions need it)
-            theirs = hf(ids, attention_mask=mask, position_ids=M.position_ids_from_mask(mask)).logits[:, 0]
+            theirs = hf(ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits[:, 0]
             torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
             if side == "right" or arch != "gpt2":  # plain HF call (RoPE is shift-invariant)
                 torch.testing.assert_close(hf(ids, attention_mask=mask).logits[:, 0], ours, atol=1e-5, rtol=0)
@@ -230,6 +255,27 @@ def test_head_init_is_seeded(tiny_paths):
     c = M.ScoreModel.from_pretrained(tiny_paths["qwen2"], seed=2, allow_new_head=True)
     assert torch.equal(a.head.weight, b.head.weight) and not torch.equal(a.head.weight, c.head.weight)
     assert getattr(a.head, "bias", None) is None
+
+
+def test_score_texts_reads_the_training_encoding_token_by_token(tiny_paths):
+    """The one text scorer feeds the model exactly the ids score-model training builds (`encode_pairs`):
+    no space or other separator before the response, eos at the end (the old scorer inserted a space)."""
+    from saferlhf.data.schema import PreferencePair
+    from saferlhf.packing import encode_pairs
+
+    tok = M.load_tokenizer(tiny_paths["llama"], padding_side="right")
+    model = M.ScoreModel.from_pretrained(tiny_paths["llama"], score_type="reward", allow_new_head=True).eval()
+    seen = []
+    forward = model.forward
+    model.forward = lambda ids, mask: seen.extend(ids[m.bool()].tolist() for ids, m in zip(ids, mask)) or forward(ids, mask)
+    prompts, responses = zip(*PAIRS)
+    M.score_texts(model, tok, list(prompts), list(responses), max_length=512)
+    pairs = [PreferencePair(prompt=p, chosen=r, rejected=r) for p, r in PAIRS]
+    trained = [e.chosen for e in encode_pairs(pairs, tok, 512)]
+    assert seen == trained
+    for ids, (p, r) in zip(seen, PAIRS):  # spelled out: prompt ids, response ids, eos
+        assert ids == (tok(format_prompt(tok, p))["input_ids"] + tok(r, add_special_tokens=False)["input_ids"]
+                       + [tok.eos_token_id])
 
 
 def test_score_texts_matches_forward(tiny_paths):
@@ -286,8 +332,8 @@ def test_atomic_save_dir_replaces_and_survives_failure(tmp_path):
     def write(text: str):
         return lambda d: (d / "f.txt").write_text(text)
 
-    assert M.atomic_save_dir(write("one"), target) == target
-    M.atomic_save_dir(write("two"), target)
+    assert atomic_save_dir(write("one"), target) == target
+    atomic_save_dir(write("two"), target)
     assert (target / "f.txt").read_text() == "two"
 
     def boom(d: Path):
@@ -295,7 +341,7 @@ def test_atomic_save_dir_replaces_and_survives_failure(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        M.atomic_save_dir(boom, target)
+        atomic_save_dir(boom, target)
     assert (target / "f.txt").read_text() == "two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 

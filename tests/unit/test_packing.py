@@ -15,8 +15,11 @@ import pytest
 import torch
 
 from saferlhf import models as M
-from saferlhf.batching import encode_example, length_grouped_batches, pack_pairs, shared_prefix_length
-from saferlhf.recipes import score_model as S
+from saferlhf import packing as S
+from saferlhf.batching import length_grouped_batches
+from saferlhf.data.formatting import encode_example
+from saferlhf.packing import pack_pairs, shared_prefix_length
+from saferlhf.recipes import score_model as R
 
 ARCHS = ["llama", "qwen2", "gpt2"]
 SIZE = dict(hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=128)
@@ -106,8 +109,8 @@ def test_packed_batch_matches_padded_batch(tiny_paths, arch, share_prompt):
     torch.testing.assert_close(s_pack, s_pad, atol=1e-5, rtol=1e-5)
     for kind in ("reward", "cost"):
         model.zero_grad()
-        l_pad, d_pad = S.pair_loss(kind, s_pad, padded, 1e-3)
-        l_pack, d_pack = S.pair_loss(kind, s_pack, packed, 1e-3)
+        l_pad, d_pad = R.pair_loss(kind, s_pad, padded, 1e-3)
+        l_pack, d_pack = R.pair_loss(kind, s_pack, packed, 1e-3)
         torch.testing.assert_close(l_pack, l_pad, atol=1e-5, rtol=1e-5)
         assert d_pack["accuracy"] == d_pad["accuracy"]
     # gradients of the cost loss (both paths through the whole backbone)
@@ -124,14 +127,14 @@ def test_packed_batch_with_activation_checkpointing(tiny_paths):
     pairs = _pairs(tok, seed=1)
     model = _model(tiny_paths["llama"]).train()
     padded = S.pair_batch(pairs, tok.pad_token_id)
-    l_pad, _ = S.pair_loss("cost", model(padded["input_ids"], padded["attention_mask"]).end_scores, padded, 1e-3)
+    l_pad, _ = R.pair_loss("cost", model(padded["input_ids"], padded["attention_mask"]).end_scores, padded, 1e-3)
     l_pad.backward()
     g_pad = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     model.gradient_checkpointing_enable()
     packed = S.packed_pair_batch(pairs)
     with S.packed_attention_enabled(model):
-        l_pack, _ = S.pair_loss("cost", S.packed_end_scores(model, packed), packed, 1e-3)
+        l_pack, _ = R.pair_loss("cost", S.packed_end_scores(model, packed), packed, 1e-3)
         l_pack.backward()  # recomputation happens here, with the same pieces
     torch.testing.assert_close(l_pack, l_pad, atol=1e-5, rtol=1e-5)
     for n, p in model.named_parameters():

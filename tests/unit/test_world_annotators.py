@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from saferlhf.world import HARM_CATEGORIES, Annotator, AnnotatorPanel, Oracle
-from saferlhf.world.annotators import fleiss_kappa, pairwise_agreement
+import saferlhf.world
+from saferlhf.world import HARM_CATEGORIES, AnnotatorPanel, Oracle, SimulatedAnnotator
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +75,6 @@ def test_agreement_statistics(annotated):
     assert stats["agreement"]["safety"]["items"] == 2 * 1500
 
 
-def test_fleiss_kappa_matches_the_textbook_example():
-    # Fleiss (1971) as on Wikipedia: 10 items, 14 raters, 5 categories, kappa = 0.210.
-    counts = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-              [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
-    items = [[c for c, k in enumerate(row) for _ in range(k)] for row in counts]
-    assert fleiss_kappa(items) == pytest.approx(0.2099, abs=1e-3)
-    assert fleiss_kappa([[1, 1, 1], [0, 0, 0]]) == pytest.approx(1.0)
-    assert pairwise_agreement([[1, 1, 0], [0, 0, 0]]) == pytest.approx((1 / 3 + 1) / 2)
-
-
 def test_identical_responses_skipped_and_sources_kept(world):
     panel = AnnotatorPanel(world, seed=1)
     pairs = world.response_pairs(20, seed=3)
@@ -104,12 +94,14 @@ def test_deterministic(world):
 
 
 def test_custom_panel_and_no_admitted(world):
-    panel = AnnotatorPanel(world, annotators=[Annotator("solo", noise=0.0), Annotator("bad", noise=0.5)])
+    assert saferlhf.world.Annotator is SimulatedAnnotator  # the old name still works
+    solo, bad = SimulatedAnnotator("solo", noise=0.0), SimulatedAnnotator("bad", noise=0.5)
+    panel = AnnotatorPanel(world, annotators=[solo, bad])
     records, stats = panel.annotate(world.response_pairs(30, seed=5))
     assert stats["qualification"]["admitted"] == ["solo"] and stats["counts"]["raters_per_pair"] == 1
     assert stats["oracle_agreement"]["safety"] == 1.0
     with pytest.raises(RuntimeError):
-        AnnotatorPanel(world, annotators=[Annotator("bad", noise=0.5)]).annotate(world.response_pairs(5))
+        AnnotatorPanel(world, annotators=[bad]).annotate(world.response_pairs(5))
 
 
 def test_records_pass_the_data_loader(annotated, tmp_path):

@@ -8,7 +8,8 @@ from statistics import mean
 import pytest
 
 from saferlhf.world import HARM_CATEGORIES
-from saferlhf.world.content import HARMS, LOOKALIKES
+from saferlhf.world.harms import HARMS
+from saferlhf.world.lookalikes import LOOKALIKES
 from saferlhf.world.oracle import phrase_bank
 from saferlhf.world.prompts import words
 

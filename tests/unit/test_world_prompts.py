@@ -8,7 +8,9 @@ from collections import Counter
 import pytest
 
 from saferlhf.world import HARM_CATEGORIES, build_world
-from saferlhf.world.content import HARM_TEMPLATES, HARMS, LOOKALIKES, TOPICS
+from saferlhf.world.harms import HARM_TEMPLATES, HARMS
+from saferlhf.world.lookalikes import LOOKALIKES
+from saferlhf.world.topics import TOPICS
 from saferlhf.world.prompts import words
 
 

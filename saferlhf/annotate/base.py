@@ -1,0 +1,56 @@
+"""The annotator seam: anything that labels response pairs into PKU-SafeRLHF records.
+
+An ``Annotator`` has one method, ``annotate(pairs) -> (records, stats)``:
+
+* ``pairs``: ``(prompt, response_0, response_1)`` tuples, or dicts with ``prompt``, ``response_0``,
+  ``response_1`` and optional ``response_0_source`` / ``response_1_source`` (or one ``source``).
+* ``records``: one PKU-SafeRLHF v1 dict per labelled pair, in the order of ``pairs``: ``prompt``,
+  ``response_0``, ``response_1``, ``prompt_source``, ``response_{0,1}_source``,
+  ``is_response_{0,1}_safe``, ``response_{0,1}_harm_category`` (the 14 ``HARM_CATEGORIES`` names ->
+  bool), ``response_{0,1}_severity_level`` (0 = safe, 1-3), ``better_response_id``,
+  ``safer_response_id``, ``response_{0,1}_sha256`` (``labels.RECORD_KEYS``; ``labels.aggregate``
+  writes them from per-annotator ``Label``s). An annotator may skip a pair it cannot judge (e.g. two
+  identical responses) and says so in ``stats``.
+* ``stats``: a JSON-serialisable dict of whatever the annotator measured (agreement, audits, cost).
+
+Implementations: ``saferlhf.world.AnnotatorPanel`` (simulated crowdworkers with the paper's quality
+control) today; an LLM judge (RLAIF) and a human web app later. ``label_pairs`` runs any of them and
+checks its records with the data loader's PKU-SafeRLHF rules, so every record it returns loads with
+``saferlhf.data.loaders.load_safety_preferences``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+Pair = tuple[str, str, str] | dict[str, Any]  # (prompt, response_0, response_1) or a dict of them
+
+
+@runtime_checkable
+class Annotator(Protocol):
+    """Labels response pairs into PKU-SafeRLHF records (see the module docstring for the contract)."""
+
+    def annotate(self, pairs: Sequence[Pair]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(records, stats) for ``pairs``: one PKU-SafeRLHF v1 record per labelled pair, in order."""
+        ...
+
+
+def label_pairs(annotator: Annotator, pairs: Sequence[Pair]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``annotator.annotate(pairs)``, with every record checked by the PKU-SafeRLHF load rules.
+
+    Raises ``TypeError`` if ``annotator`` has no ``annotate`` method and ``ValueError`` naming the
+    first record the data loader would reject (a missing or mistyped field, identical responses, a
+    safer response labelled unsafe while the other is safe).
+    """
+    from saferlhf.data.validate import pku_issues
+
+    if not isinstance(annotator, Annotator):
+        raise TypeError(f"{type(annotator).__name__} is not an Annotator: it has no annotate(pairs) method")
+    records, stats = annotator.annotate(pairs)
+    for k, rec in enumerate(records):
+        errors = [i for i in pku_issues(rec) if i.severity == "error"] if isinstance(rec, dict) else None
+        if errors is None or errors:
+            why = "not a dict" if errors is None else "; ".join(f"{i.field}: {i.reason}" for i in errors)
+            raise ValueError(f"{type(annotator).__name__} wrote a bad record #{k}: {why}")
+    return records, stats

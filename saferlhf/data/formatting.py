@@ -1,0 +1,76 @@
+"""Prompt formatting and THE encoding of (prompt, response) shared by SFT, score models, PPO and scoring.
+
+Prompt format (algorithm reference §5): Safe RLHF's
+``"BEGINNING OF CONVERSATION: USER: {input} ASSISTANT:"``, shipped as a jinja chat template
+(`CHAT_TEMPLATE`) with every tiny tokenizer; a tokenizer with its own chat template uses that one.
+
+Encoding (`encode_example`): ``ids(format_prompt(prompt)) + ids(response) + [eos]``. The prompt and the
+response are tokenised separately, so the prompt tokens are exactly the tokens a policy is conditioned on
+at generation time, and the response is appended with no separator, as the reference concatenates
+``"ASSISTANT:" + response``. The rendered chat template of a whole conversation is the same text.
+Every consumer (SFT labels, score-model training, PPO scoring with a foreign tokenizer, evaluation,
+`saferlhf.models.score.score_texts`) calls `encode_example`; nothing else turns a pair into tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROMPT_BEGIN = "BEGINNING OF CONVERSATION: "
+PROMPT_USER = "USER: {input} "
+PROMPT_ASSISTANT = "ASSISTANT:"
+PROMPT_INPUT = PROMPT_BEGIN + PROMPT_USER + PROMPT_ASSISTANT  # the reference template string
+
+# User turn "USER: {content}", assistant turn " ASSISTANT:{content}{eos}", generation prompt " ASSISTANT:".
+# One user turn + generation prompt == PROMPT_INPUT.format(input=...); a conversation rendered with one
+# assistant turn is the text `encode_example` tokenises. A system message, if any, is placed after
+# "BEGINNING OF CONVERSATION: " (the reference has no system messages).
+CHAT_TEMPLATE = (
+    "{{ 'BEGINNING OF CONVERSATION: ' }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + ' ' }}"
+    "{% elif message['role'] == 'user' %}{{ 'USER: ' + message['content'] }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ASSISTANT:' + message['content'] + eos_token }}"
+    "{% else %}{{ raise_exception('unknown role: ' + message['role']) }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ ' ASSISTANT:' }}{% endif %}"
+)
+
+
+def format_prompt(tokenizer: Any, prompt: str) -> str:
+    """Prompt text ending with the generation prompt ("... ASSISTANT:").
+
+    Uses the tokenizer's chat template when it has one, else the reference string `PROMPT_INPUT`.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+    return PROMPT_INPUT.format(input=prompt)
+
+
+def encode_prompt(tokenizer: Any, prompt: str, max_prompt_length: int | None = None) -> list[int]:
+    """Token ids of the chat-formatted prompt (keeps the END of over-long prompts)."""
+    ids = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=True)["input_ids"]
+    if max_prompt_length is not None and len(ids) > max_prompt_length:
+        ids = ids[-max_prompt_length:]
+    return ids
+
+
+def encode_example(tokenizer: Any, prompt: str, response: str, max_length: int,
+                   max_prompt_length: int | None = None, ended: bool = True) -> tuple[list[int], int]:
+    """(ids, n_prompt_tokens) of prompt + response (+ eos), at most ``max_length`` tokens.
+
+    The prompt keeps at most ``max_prompt_length`` tokens (its end; default ``max_length // 2``, the
+    training rule). ``ended``: the response is complete and finishes with eos (training data, and
+    sampled responses that produced eos); a response cut off at the generation limit (``ended=False``)
+    gets no eos, exactly as the policy's own tokens have none. The response is cut at the end so that
+    the whole fits ``max_length``; an ended response keeps its eos, so score models read it there.
+    """
+    limit = max(max_length // 2, 1) if max_prompt_length is None else max_prompt_length
+    p = encode_prompt(tokenizer, prompt, max_prompt_length=limit)
+    r = tokenizer(response, add_special_tokens=False)["input_ids"]
+    room = max(max_length - len(p) - int(ended), 0)
+    r = r[:room] + ([tokenizer.eos_token_id] if ended else [])
+    return p + r, len(p)

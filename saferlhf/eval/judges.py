@@ -1,0 +1,119 @@
+"""Judges: anything with ``judge(prompt, response) -> Verdict``. Evaluation combines the verdicts of its judges.
+
+A `Verdict` carries what a judge can tell about one response; a field a judge does not assess stays None:
+
+    helpfulness  float in [0, 1]            the world oracle (an LLM judge: a rubric score)
+    unsafe       bool                       the oracle; a cost model (cost > 0); a refusal judge cannot say
+    categories   tuple of harm categories   the oracle (the 14 BeaverTails categories)
+    refusal      bool                       the oracle (a string-matching judge on real prompt sets)
+    severity     int 0-3                    the oracle
+    reward, cost float                      score models
+
+Implementations here: `OracleJudge` (the synthetic world's ground truth) and `ScoreModelJudge` (a trained
+reward or cost model). A judge may also offer ``judge_batch(prompts, responses)`` (score models batch);
+`judge_all` uses it when present. `merge` folds the verdicts of several judges into one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from saferlhf.errors import UserError
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judge's record of one response (None: not assessed by this judge)."""
+
+    helpfulness: float | None = None
+    unsafe: bool | None = None
+    categories: tuple[str, ...] | None = None
+    refusal: bool | None = None
+    severity: int | None = None
+    reward: float | None = None
+    cost: float | None = None
+
+
+@runtime_checkable
+class Judge(Protocol):
+    name: str
+
+    def judge(self, prompt: str, response: str) -> Verdict:
+        ...
+
+
+def judge_all(judge: Judge, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
+    """Verdicts for aligned prompts and responses, batched when the judge can."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"judge_all: {len(prompts)} prompts but {len(responses)} responses")
+    batch = getattr(judge, "judge_batch", None)
+    if batch is not None:
+        return list(batch(list(prompts), list(responses)))
+    return [judge.judge(p, r) for p, r in zip(prompts, responses)]
+
+
+def merge(*verdicts: Verdict) -> Verdict:
+    """One verdict from several judges' verdicts of the same response: the first judge that set a field wins."""
+    out = Verdict()
+    for v in verdicts:
+        out = replace(out, **{f.name: getattr(v, f.name) for f in fields(Verdict)
+                              if getattr(out, f.name) is None and getattr(v, f.name) is not None})
+    return out
+
+
+class OracleJudge:
+    """The synthetic world's oracle: ground-truth helpfulness, harm, categories, severity and refusal."""
+
+    name = "oracle"
+
+    def __init__(self, oracle: Any) -> None:
+        self.oracle = oracle
+
+    def judge(self, prompt: Any, response: str) -> Verdict:
+        j = self.oracle.judge(prompt, response)
+        return Verdict(helpfulness=j.helpfulness, unsafe=j.harmful, categories=tuple(j.categories),
+                       refusal=j.refusal, severity=j.severity)
+
+
+class ScoreModelJudge:
+    """A trained reward model (``kind="reward"``: the verdict's ``reward``) or cost model (``kind="cost"``:
+    ``cost`` and ``unsafe = cost > 0``), scoring with `saferlhf.models.score.score_texts` (the training
+    encoding). Non-finite scores are a broken judge: a ``UserError`` instead of, say, no violations."""
+
+    def __init__(self, path: str | Path, kind: Literal["reward", "cost"], batch_size: int = 64) -> None:
+        from saferlhf.models.score import load_judge
+
+        self.path, self.kind, self.name, self.batch_size = str(path), kind, f"{kind}_model", batch_size
+        self.model, self.tokenizer = load_judge(path)
+
+    def scores(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        from saferlhf.models.score import score_texts
+
+        scores = score_texts(self.model, self.tokenizer, list(prompts), list(responses), batch_size=self.batch_size)
+        check_scores(scores, self.path)
+        return scores.tolist()
+
+    def judge_batch(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
+        s = self.scores(prompts, responses)
+        if self.kind == "reward":
+            return [Verdict(reward=v) for v in s]
+        return [Verdict(cost=v, unsafe=v > 0) for v in s]
+
+    def judge(self, prompt: str, response: str) -> Verdict:
+        return self.judge_batch([prompt], [response])[0]
+
+
+def check_scores(scores: Any, path: str) -> None:
+    """A judge whose scores are not finite is broken: stop instead of reporting, e.g., no violations."""
+    from saferlhf.training import bad_values
+
+    found = bad_values(scores)
+    if found is not None:
+        n_bad, first, value = found
+        raise UserError(f"the score model {path} gave non-finite scores for {n_bad} of {scores.numel()} "
+                        f"responses (first: response {first}, score {value}); it cannot judge",
+                        hint="check the model's weights (saferlhf refuses to save non-finite weights, so it was "
+                             "written elsewhere) or retrain it")

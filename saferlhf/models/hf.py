@@ -1,0 +1,118 @@
+"""Shared Hugging Face plumbing for every model role: path checks, load errors, quiet logging, saving guards."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from saferlhf.errors import NumericalError, UserError
+
+class ModelPathError(UserError, FileNotFoundError):
+    """A model path that is not a usable model: a ``UserError`` (and a ``FileNotFoundError``, as before)."""
+
+
+MODEL_PATH_EXPECTED = "expected a folder with config.json (an HF model) or a hub name owner/name"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
+
+
+def model_path_problem(path: str | Path, weights: bool = True) -> str | None:
+    """What is wrong with a model path, or None. Hub names (``gpt2``, ``owner/name``: not an existing path and
+    not path-like) are left to transformers. ``weights=False`` for a tokenizer: a folder with tokenizer
+    files and no config.json, or a model folder without weights, passes."""
+    text = str(path)
+    if not text:
+        return "is empty"
+    p = Path(text).expanduser()
+    if not p.exists():
+        looks_local = text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
+        return "model path not found" if looks_local else None
+    if not p.is_dir():
+        return "is a file, not a model folder"
+    names = [q.name for q in p.iterdir()]
+    if not names:
+        return "is an empty folder"
+    if "config.json" not in names:
+        if not weights and any(n in _TOKENIZER_FILES for n in names):
+            return None
+        return "is a folder without config.json, not an HF model"
+    try:
+        config = json.loads((p / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"has a config.json that is not valid JSON ({e})"
+    if not isinstance(config, dict):
+        return "has a config.json that is not a JSON object"
+    if weights and not any(n.endswith(_WEIGHT_SUFFIXES) or n.endswith(".index.json") for n in names):
+        return "has config.json but no weight file (*.safetensors or *.bin)"
+    return None
+
+
+def check_model_path(path: str | Path, what: str = "model path", weights: bool = True) -> None:
+    """Fail early with one clear ``UserError`` (a ``FileNotFoundError`` too) when ``path`` is not a usable
+    LOCAL model folder: missing, a file, empty, no / unreadable config.json, no weights (``model_path_problem``)."""
+    problem = model_path_problem(path, weights)
+    if problem is not None:
+        raise ModelPathError(f"{what}: {path}: {problem}" if str(path) else f"{what} {problem}",
+                             hint=MODEL_PATH_EXPECTED)
+
+
+@contextlib.contextmanager
+def loading(path: str | Path, what: str) -> Iterator[None]:
+    """Turn what transformers raises for a broken folder or an unreachable hub name (OSError, ValueError,
+    a corrupt safetensors file) into a ``UserError`` naming ``path``."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except UserError:
+        raise
+    except (OSError, ValueError, SafetensorError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{what}: cannot load {path}: {type(e).__name__}: {first}", hint=MODEL_PATH_EXPECTED) from e
+
+
+def enable_checkpointing(model: Any) -> None:
+    """Activation (gradient) checkpointing; transformers 5 renamed the method."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable()
+    else:  # transformers < 5
+        model.gradient_checkpointing_enable()
+    model.config.use_cache = False
+
+
+def set_generation_ids(model: Any, tokenizer: Any) -> None:
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.bos_token_id = tokenizer.bos_token_id
+
+
+def check_finite_weights(model: nn.Module, what: str) -> None:
+    """Refuse to save non-finite weights: ``NumericalError`` naming the first bad tensor."""
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            raise NumericalError(f"refusing to save {what}: parameter {name} holds NaN or inf", tensor=name)
+
+
+@contextlib.contextmanager
+def quiet_hf(progress_only: bool = False) -> Iterator[None]:
+    """Silence transformers' progress bars (and, unless ``progress_only``, its warnings)."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    if not progress_only:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -1,0 +1,32 @@
+"""LoRA adapters (optional, peft imported lazily) and merging them back for saving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def apply_lora(model: Any, r: int = 8, alpha: int = 16, dropout: float = 0.0,
+               target_modules: list[str] | None = None) -> Any:
+    """Wrap a causal LM (-> ``PeftModel``) or a `ScoreModel` (inner model wrapped, head kept fully
+    trainable; returns the same ScoreModel) with LoRA adapters. ``target_modules=None`` lets peft
+    pick its per-architecture default (q_proj/v_proj for Llama and Qwen2, c_attn for GPT-2)."""
+    from peft import LoraConfig, get_peft_model
+
+    is_score = hasattr(model, "score_type") and hasattr(model, "model")  # a ScoreModel
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                        task_type="SEQ_CLS" if is_score else "CAUSAL_LM",
+                        fan_in_fan_out=model.config.model_type == "gpt2")  # GPT-2 uses Conv1D
+    if is_score:
+        model.model = get_peft_model(model.model, config)
+        return model
+    return get_peft_model(model, config)
+
+
+def merge_lora(model: Any) -> Any:
+    """A plain HF model to save: a merged copy of a peft model, the model itself otherwise."""
+    if hasattr(model, "merge_and_unload"):
+        import copy
+
+        return copy.deepcopy(model).merge_and_unload()
+    return model
+
