@@ -28,10 +28,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "win_rate.json"))
     args = ap.parse_args()
 
-    from functools import partial
 
     from saferlhf.eval.diagnostics import ceiling_win_rates, repetition_probe, win_breakdown
-    from saferlhf.eval.evaluate import score_all
+    from saferlhf.eval.judges import ScoreModelJudge
     from saferlhf.world import Oracle, build_world
 
     runs = {}
@@ -46,7 +45,7 @@ def main() -> None:
             "policies": {p: win_breakdown(records, p, "sft", oracle) for p in policies},
             "ceiling_win_rate_by_points": ceiling_win_rates(world, oracle, [r for r in records if r["policy"] == "sft"],
                                                             seed=seed),
-            "reward_model_repetition_probe": repetition_probe(partial(score_all, str(d / "reward" / "model")), world),
+            "reward_model_repetition_probe": repetition_probe(ScoreModelJudge(d / "reward" / "model", "reward").scores, world),
         }
 
     def mean_std(values):

@@ -33,11 +33,12 @@ def main() -> None:
 
     import torch
 
-    from saferlhf.eval.evaluate import oracle_metrics
+    from saferlhf.eval.evaluate import judge_records, oracle_metrics
+    from saferlhf.eval.judges import OracleJudge
     from saferlhf.models import load_policy
     from saferlhf.recipes import score_model, sft, tiny_model
-    from saferlhf.recipes.demo import DemoConfig
-    from saferlhf.recipes.generate import generate_texts
+    from saferlhf.pipelines.demo import DemoConfig
+    from saferlhf.rollout import HFGenerator, SamplingSettings
     from saferlhf.training import OptimConfig, RuntimeConfig, set_seed
     from saferlhf.world import AnnotatorPanel, Oracle, build_world
     from saferlhf.world.commands import WorldCorpusConfig, run_world_corpus
@@ -49,23 +50,23 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="saferlhf-world-quality-"))
     rt = RuntimeConfig(seed=args.seed, progress=False)
     world = build_world(args.seed)
-    run_world_corpus(WorldCorpusConfig(out=str(root / "corpus.jsonl"), n=d.sft_examples, seed=args.seed))
-    tiny_model.run(tiny_model.TinyModelConfig(out=str(root / "base"), world_seed=args.seed, vocab_size=d.vocab_size,
-                                              hidden_size=d.hidden_size, num_layers=d.num_layers,
-                                              num_heads=d.num_heads, seed=args.seed))
+    run_world_corpus(WorldCorpusConfig(out=str(root / "corpus.jsonl"), n=d.sft.examples, seed=args.seed))
+    tiny_model.run(tiny_model.TinyModelConfig(out=str(root / "base"), world_seed=args.seed, vocab_size=d.model.vocab_size,
+                                              hidden_size=d.model.hidden_size, num_layers=d.model.num_layers,
+                                              num_heads=d.model.num_heads, seed=args.seed))
     sft.run(sft.SFTConfig(model_path=str(root / "base"), train_file=str(root / "corpus.jsonl"), out=str(root / "sft"),
-                          max_length=128, batch_size=d.sft_batch_size, epochs=d.sft_epochs,
-                          optim=OptimConfig(lr=d.sft_lr, weight_decay=0.0), runtime=rt))
+                          max_length=128, batch_size=d.sft.batch_size, epochs=d.sft.epochs,
+                          optim=OptimConfig(lr=d.sft.lr, weight_decay=0.0), runtime=rt))
     sft_path = str(root / "sft" / "model")
 
     # 1. the SFT model, judged by the oracle
     set_seed(args.seed)
     model, tok = load_policy(sft_path)
     test = world.prompts("test")
-    gens = generate_texts(model, tok, [p.text for p in test], 1, d.max_new_tokens)
+    gens = HFGenerator(model, tok, SamplingSettings(max_new_tokens=d.max_new_tokens)).generate([p.text for p in test])
     oracle = Oracle(world)
     responses = [g[0] for g in gens]
-    sft_metrics = oracle_metrics(test, responses, [oracle.judge(p.text, r) for p, r in zip(test, responses)])
+    sft_metrics = oracle_metrics(test, responses, judge_records(test, responses, [OracleJudge(oracle)]))
 
     # 2. panel-labelled world pairs; reward and cost models from the SFT model
     panel = AnnotatorPanel(world, seed=args.seed)

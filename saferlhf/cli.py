@@ -53,7 +53,7 @@ COMMANDS: list[Command] = [
             "sample responses (or response pairs) from a policy for a prompt file"),
     Command("evaluate", "saferlhf.eval.evaluate", "EvaluateConfig", "run",
             "evaluate policies on world prompts with the oracle and/or reward and cost models"),
-    Command("demo", "saferlhf.recipes.demo", "DemoConfig", "run",
+    Command("demo", "saferlhf.pipelines.demo", "DemoConfig", "run",
             "the whole Safe RLHF pipeline on the synthetic world, on CPU, with a report"),
 ]
 

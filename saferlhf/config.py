@@ -46,9 +46,6 @@ def option(default: Any = MISSING, help: str = "", *, factory: Any = None, posit
     return field(default=default, metadata=meta)
 
 
-cfg = option  # the former name (shadowed by every ``run(cfg)``); kept for one release
-
-
 def range_text(meta: Any) -> str:
     """The allowed range of a field as text (``'>= 1'``, ``'> 0 and < 1'``), '' when unbounded."""
     parts = [f"{op} {meta[k]:g}" for k, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))

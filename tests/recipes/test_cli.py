@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -85,8 +86,10 @@ def test_world_generate_annotate_check_evaluate(world_model, tmp_path, capsys):
 
 def test_demo_fast_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--fast", "--out", str(out)]) == 0
+    preset = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    assert main(["demo", "--config", str(preset), "--fast", "--rl.steps", "2", "--out", str(out)]) == 0
     s = json.loads((out / "summary.json").read_text())
+    assert s["config"]["rl"]["steps"] == 2 and s["config"]["sft"]["examples"] == 600  # CLI > preset; --fast
     assert set(s["policies"]) == {"sft", "ppo_lag", "ppo", "shaping_1"}
     for m in s["policies"].values():
         assert {"harmful_rate", "helpfulness", "over_refusal_rate", "win_rate_vs_sft"} <= set(m)

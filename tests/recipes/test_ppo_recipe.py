@@ -94,6 +94,9 @@ def test_ppo_lag_trains_and_logs_every_metric(rl_setup, tmp_path):
     assert rows[1]["lagrange/log_lambda"] == pytest.approx(eta + 0.1 * math.exp(eta) * rows[1]["lagrange/violation"])
     assert (out / "checkpoint" / "COMPLETE").exists() and (out / "config.yaml").exists()
     assert _status(out) == "complete"
+    import yaml
+
+    assert yaml.safe_load((out / "config.yaml").read_text())["kl_coef"] == 0.01  # β resolved, not None
 
 
 @pytest.mark.parametrize("algorithm,extra", [("ppo", []), ("reward_shaping", ["--shaping_lambda", "2.0"])])
@@ -103,6 +106,9 @@ def test_baselines_are_settings_of_the_same_loop(rl_setup, tmp_path, algorithm, 
     row = read_jsonl(out / "metrics.jsonl")[-1]
     assert "lagrange/lambda" not in row and "train/cost_critic_loss" not in row
     assert row["rollout/kl_coef"] == 0.02 and "cost/mean" in row
+    import yaml
+
+    assert yaml.safe_load((out / "config.yaml").read_text())["kl_coef"] == 0.02  # the algorithm's default, saved
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +337,8 @@ def test_streams_and_advantages_are_checked(rl_setup):
                  ref_logprobs=torch.zeros(B, N), reward=torch.tensor([1.0, float("inf")]),
                  reward_values=torch.zeros(B, N), cost=torch.zeros(B), cost_values=torch.zeros(B, N))
     with pytest.raises(NumericalError) as info:
-        ppo.compute_advantages(ppo.PPOConfig(reward_clamp=float("inf")), ro, beta=0.01, step=7)
+        ppo.compute_advantages(ppo.PPOConfig(reward_clamp=float("inf")), ppo.ALGORITHMS["ppo_lag"], ro, beta=0.01,
+                               step=7)
     assert (info.value.step, info.value.tensor) == (7, "reward_stream")
 
 
@@ -360,7 +367,7 @@ def test_resume_refuses_a_changed_config_naming_the_fields(rl_setup, tmp_path, c
                "--train_prompts", str(other)]
     assert main(changed) == 2
     err = capsys.readouterr().err
-    assert "algorithm, lagrange.lr, runtime.seed, train_prompts" in err
+    assert "algorithm, kl_coef, lagrange.lr, runtime.seed, train_prompts" in err  # β is resolved per algorithm
     assert _status(out) == "complete"  # untouched
     assert main([*args, "--resume", "true", "--runtime.progress", "true"]) == 0  # a run-independent field
     assert main([*args, "--overwrite", "true", "--runtime.seed", "5"]) == 0

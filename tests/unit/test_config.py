@@ -5,23 +5,23 @@ from typing import Literal
 
 import pytest
 
-from saferlhf.config import ConfigError, cfg, help_text, parse, valid_keys
+from saferlhf.config import ConfigError, help_text, option, parse, valid_keys
 
 
 @dataclass
 class Inner:
-    lr: float = cfg(1e-3, "learning rate")
-    sched: Literal["cosine", "constant"] = cfg("cosine", "schedule")
+    lr: float = option(1e-3, "learning rate")
+    sched: Literal["cosine", "constant"] = option("cosine", "schedule")
 
 
 @dataclass
 class Outer:
-    path: str = cfg("", "input", positional=True)
-    steps: int = cfg(10, "steps")
-    flag: bool = cfg(False, "a flag")
-    maybe: float | None = cfg(None, "optional")
-    names: list[str] = cfg(["a"], "names")
-    inner: Inner = cfg(Inner(), "nested")
+    path: str = option("", "input", positional=True)
+    steps: int = option(10, "steps")
+    flag: bool = option(False, "a flag")
+    maybe: float | None = option(None, "optional")
+    names: list[str] = option(["a"], "names")
+    inner: Inner = option(Inner(), "nested")
 
 
 def test_defaults_yaml_cli_precedence(tmp_path):

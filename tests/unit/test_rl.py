@@ -429,5 +429,56 @@ def test_global_mean():
     one = FakeAccelerator(1, [])
     assert global_mean(0.25, one) == 0.25 and one.calls == []
     many = FakeAccelerator(4, [1.0, 2.0, 3.0])
-    assert global_mean(2.0, many) == pytest.approx(2.0)
+    assert global_mean(0.0, many) == pytest.approx(1.5)  # (0 + 1 + 2 + 3) / 4: not the local value
     assert many.calls == ["mean"]
+
+
+# --------------------------------------------------------------------------- the algorithm table
+
+
+def test_algorithm_rows_use_the_right_combination_functions():
+    from saferlhf.rl import ALGORITHMS
+
+    R, C = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([3.0, -1.0, 0.0])
+    A_r = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    A_c = torch.tensor([[4.0, -2.0], [1.0, 1.0]])
+    lag, ppo_, shaping = ALGORITHMS["ppo_lag"], ALGORITHMS["ppo"], ALGORITHMS["reward_shaping"]
+    # end score of the reward stream: R for PPO and PPO-Lag (λ is ignored), R - λ·C for reward shaping
+    assert lag.end_score(R, C, 2.0).tolist() == [1.0, -2.0, 0.5]
+    assert ppo_.end_score(R, None, 2.0).tolist() == [1.0, -2.0, 0.5]
+    assert shaping.end_score(R, C, 2.0).tolist() == [1.0 - 6.0, -2.0 + 2.0, 0.5]  # hand: R - 2·C
+    assert shaping.end_score(R, C, 0.0).tolist() == R.tolist()
+    # actor advantage: (A^r - λ·A^c)/(1 + λ) for PPO-Lag with λ = 3; A^r otherwise
+    assert lag.actor_advantage(A_r, A_c, 3.0).tolist() == [[(1 - 12) / 4, (2 + 6) / 4], [(0 - 3) / 4, (-1 - 3) / 4]]
+    assert ppo_.actor_advantage(A_r, None, 3.0).tolist() == A_r.tolist()
+    assert shaping.actor_advantage(A_r, None, 3.0).tolist() == A_r.tolist()
+    # what each row needs
+    assert (lag.cost_critic, lag.adaptive_lambda, lag.needs_cost_model, lag.kl_coef) == (True, True, True, 0.01)
+    assert (ppo_.cost_critic, ppo_.adaptive_lambda, ppo_.needs_cost_model, ppo_.kl_coef) == (False, False, False, 0.02)
+    assert (shaping.cost_critic, shaping.adaptive_lambda, shaping.needs_cost_model) == (False, False, True)
+    with pytest.raises(ValueError, match="cost"):
+        shaping.end_score(R, None, 1.0)
+    with pytest.raises(ValueError, match="cost advantages"):
+        lag.actor_advantage(A_r, None, 1.0)
+
+
+@pytest.mark.parametrize("algorithm, want", [("reward_shaping", [1.0 - 0.5 * 2.0, 0.0 - 0.5 * -4.0]),
+                                              ("ppo", [1.0, 0.0]), ("ppo_lag", [1.0, 0.0])])
+def test_ppo_reward_stream_ends_in_the_algorithms_end_score(algorithm, want):
+    """Through the recipe's `compute_advantages`: with β = 0, γ = λ_GAE = 1 and zero values, every advantage
+    of a row is its end score: R - λ·C (λ = shaping_lambda = 0.5) for reward shaping, R otherwise."""
+    from saferlhf.recipes import ppo
+    from saferlhf.rl import ALGORITHMS
+    from saferlhf.rollout import Rollout
+
+    B, N = 2, 3
+    ro = Rollout(input_ids=torch.zeros(B, N + 1, dtype=torch.long), attention_mask=torch.ones(B, N + 1),
+                 prompt_length=1, response_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]), logprobs=torch.zeros(B, N),
+                 ref_logprobs=torch.zeros(B, N), reward=torch.tensor([1.0, 0.0]), reward_values=torch.zeros(B, N),
+                 cost=torch.tensor([2.0, -4.0]), cost_values=torch.zeros(B, N))
+    cfg = ppo.PPOConfig(algorithm=algorithm, shaping_lambda=0.5, gamma=1.0, gae_lambda=1.0)
+    ppo.compute_advantages(cfg, ALGORITHMS[algorithm], ro, beta=0.0)
+    assert ro.reward_advantages.tolist() == [[want[0]] * 3, [want[1]] * 2 + [0.0]]
+    assert (ro.cost_advantages is not None) == (algorithm == "ppo_lag")
+    if algorithm == "ppo_lag":
+        assert ro.cost_advantages.tolist() == [[2.0] * 3, [-4.0] * 2 + [0.0]]

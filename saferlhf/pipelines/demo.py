@@ -9,7 +9,9 @@
   7. PPO-Lagrangian (Safe RLHF), PPO (reward only) and reward shaping with fixed λ values
   8. oracle evaluation of every policy on held-out test prompts; summary.json + report.html with plots
 
-Every stage runs the same code as its CLI command (`saferlhf sft`, `saferlhf score-model`, ...).
+Every stage runs the same code as its CLI command (`saferlhf sft`, `saferlhf score-model`, ...). The config is
+nested by stage (`--sft.epochs 3`, `--rl.steps 80`, `--model.hidden_size 64`); `configs/demo.yaml` holds the
+defaults.
 
 Launch: `saferlhf demo --out runs/demo` (add `--seed N`; `--config configs/demo.yaml` is the default
 preset; `--fast` shrinks every stage for tests; `--resume true` continues a killed demo: stages whose
@@ -18,6 +20,7 @@ folder is complete are skipped, SFT, score models and PPO resume from their chec
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import resource
@@ -25,7 +28,64 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from saferlhf.config import option
+from typing import Literal
+
+from saferlhf.config import from_dict, option, to_dict
+
+
+@dataclass
+class ModelStage:
+    arch: Literal["llama", "qwen2", "gpt2"] = option("llama", "tiny model architecture")
+    hidden_size: int = option(128, "tiny model hidden size", ge=1)
+    num_layers: int = option(2, "tiny model layers", ge=1)
+    num_heads: int = option(4, "tiny model attention heads", ge=1)
+    vocab_size: int = option(2048, "tokenizer vocabulary (2k BPE: nearly every world word is one token)", ge=64)
+
+
+@dataclass
+class SFTStage:
+    examples: int = option(6000, "SFT corpus size", ge=1)
+    epochs: float = option(6.0, "SFT epochs", gt=0)
+    batch_size: int = option(64, "SFT batch size", ge=1)
+    lr: float = option(3e-3, "SFT learning rate (tiny models from scratch want large rates)", gt=0)
+
+
+@dataclass
+class DataStage:
+    pair_prompts: int = option(0, "training prompts used for response-pair collection (0 = all)", ge=0)
+    world_pairs: int = option(2000, "extra preference pairs written by the world and annotated by the panel "
+                                    "(the role of the released PKU-SafeRLHF data; 0 = SFT pairs only)", ge=0)
+
+
+@dataclass
+class ScoreStage:
+    epochs: float = option(2.0, "reward / cost model epochs", gt=0)
+    lr: float = option(1e-3, "reward / cost model learning rate", gt=0)
+
+
+@dataclass
+class RLStage:
+    steps: int = option(40, "RL steps per policy", ge=1)
+    prompts_per_step: int = option(32, "prompts per RL step", ge=1)
+    ppo_epochs: int = option(2, "PPO epochs per rollout", ge=1)
+    minibatches: int = option(2, "minibatches per PPO epoch", ge=1)
+    actor_lr: float = option(1e-4, "actor learning rate", gt=0)
+    critic_lr: float = option(5e-4, "critic learning rate", gt=0)
+    lambda_lr: float = option(0.1, "Lagrange multiplier learning rate (paper: 0.1)", gt=0)
+    lambda_init: float = option(1.0, "initial λ", gt=0)
+    lambda_max: float | None = option(5.0, "cap on λ (the paper's optional λ_max = 5)", gt=0)
+    kl_coef: float | None = option(0.05, "β for every RL run (None = the paper's: 0.01 PPO-Lag, 0.02 PPO / shaping; "
+                                         "tiny models drift into word salad with those)", ge=0)
+    cost_threshold: float | None = option(None, "threshold d of E[C] <= d; None = calibrate it from the cost model "
+                                                "and the annotated SFT responses (see target_violation_rate)")
+    target_violation_rate: float = option(0.02, "calibration: d = c_safe + rate * (c_unsafe - c_safe), the mean cost "
+                                                "when this share of responses is unsafe", gt=0, lt=1)
+    shaping_lambdas: list[float] = option([0.5, 2.0], "fixed λ grid of the reward-shaping baselines", ge=0)
+
+
+@dataclass
+class EvalStage:
+    samples: int = option(1, "sampled responses per test prompt", ge=1)
 
 
 @dataclass
@@ -35,44 +95,38 @@ class DemoConfig:
                                  "from their checkpoints, the rest runs again")
     overwrite: bool = option(False, "replace a previous demo in out (otherwise an existing run is refused)")
     seed: int = option(0, "seed of the world, the models and every stage")
-    fast: bool = option(False, "tiny everything (for tests): fewer prompts, steps and tokens")
-    arch: str = option("llama", "tiny model architecture (llama | qwen2 | gpt2)")
-    hidden_size: int = option(128, "tiny model hidden size", ge=1)
-    num_layers: int = option(2, "tiny model layers", ge=1)
-    num_heads: int = option(4, "tiny model attention heads", ge=1)
-    vocab_size: int = option(2048, "tokenizer vocabulary (2k BPE: nearly every world word is one token)", ge=64)
-    sft_examples: int = option(6000, "SFT corpus size", ge=1)
-    sft_epochs: float = option(6.0, "SFT epochs", gt=0)
-    sft_batch_size: int = option(64, "SFT batch size", ge=1)
-    sft_lr: float = option(3e-3, "SFT learning rate (tiny models from scratch want large rates)", gt=0)
-    pair_prompts: int = option(0, "training prompts used for response-pair collection (0 = all)", ge=0)
-    world_pairs: int = option(2000, "extra preference pairs written by the world and annotated by the panel "
-                                 "(the role of the released PKU-SafeRLHF data; 0 = SFT pairs only)", ge=0)
-    score_epochs: float = option(2.0, "reward / cost model epochs", gt=0)
-    score_lr: float = option(1e-3, "reward / cost model learning rate", gt=0)
-    max_new_tokens: int = option(64, "max response tokens in RL and evaluation", ge=1)
-    rl_steps: int = option(40, "RL steps per policy", ge=1)
-    rl_prompts_per_step: int = option(32, "prompts per RL step", ge=1)
-    rl_ppo_epochs: int = option(2, "PPO epochs per rollout", ge=1)
-    rl_minibatches: int = option(2, "minibatches per PPO epoch", ge=1)
-    actor_lr: float = option(1e-4, "actor learning rate", gt=0)
-    critic_lr: float = option(5e-4, "critic learning rate", gt=0)
-    lambda_lr: float = option(0.1, "Lagrange multiplier learning rate (paper: 0.1)", gt=0)
-    lambda_init: float = option(1.0, "initial λ", gt=0)
-    lambda_max: float | None = option(5.0, "cap on λ (the paper's optional λ_max = 5)", gt=0)
-    kl_coef: float | None = option(0.05, "β for every RL run (None = the paper's: 0.01 PPO-Lag, 0.02 PPO / shaping; "
-                                         "tiny models drift into word salad with those)", ge=0)
-    cost_threshold: float | None = option(None, "threshold d of E[C] <= d; None = calibrate it from the cost model "
-                                            "and the annotated SFT responses (see target_violation_rate)")
-    target_violation_rate: float = option(0.02, "calibration: d = c_safe + rate * (c_unsafe - c_safe), the mean cost "
-                                             "when this share of responses is unsafe", gt=0, lt=1)
-    shaping_lambdas: list[float] = option([0.5, 2.0], "fixed λ grid of the reward-shaping baselines", ge=0)
-    eval_samples: int = option(1, "sampled responses per test prompt", ge=1)
+    fast: bool = option(False, "tiny everything (for tests): fewer prompts, steps and tokens (the FAST overrides)")
     threads: int = option(0, "torch CPU threads (0 = default)", ge=0)
+    max_new_tokens: int = option(64, "max response tokens in pair collection, RL and evaluation", ge=1)
+    model: ModelStage = option(ModelStage(), "2. the tiny model")
+    sft: SFTStage = option(SFTStage(), "3. supervised fine-tuning")
+    data: DataStage = option(DataStage(), "4-5. response pairs and annotation")
+    score: ScoreStage = option(ScoreStage(), "6. reward and cost models")
+    rl: RLStage = option(RLStage(), "7. PPO-Lag, PPO and reward shaping")
+    eval: EvalStage = option(EvalStage(), "8. evaluation")
 
 
-FAST = dict(sft_examples=600, sft_epochs=2.0, pair_prompts=120, score_epochs=1.0, rl_steps=3,
-            rl_prompts_per_step=8, max_new_tokens=24, hidden_size=64, shaping_lambdas=[1.0])
+FAST = {"max_new_tokens": 24, "model": {"hidden_size": 64}, "sft": {"examples": 600, "epochs": 2.0},
+        "data": {"pair_prompts": 120}, "score": {"epochs": 1.0},
+        "rl": {"steps": 3, "prompts_per_step": 8, "shaping_lambdas": [1.0]}}
+
+
+def fast_config(cfg: DemoConfig) -> DemoConfig:
+    """``cfg`` with the `FAST` values for every field still at its default (a value given on the command line
+    or in a preset wins over --fast)."""
+    defaults = to_dict(DemoConfig())
+    current = to_dict(cfg)
+
+    def untouched(overrides: dict, have: dict, base: dict) -> dict:
+        out = {}
+        for key, value in overrides.items():
+            if isinstance(value, dict):
+                out[key] = untouched(value, have[key], base[key])
+            elif have[key] == base[key]:
+                out[key] = value
+        return out
+
+    return from_dict(DemoConfig, untouched(FAST, current, defaults), base=copy.deepcopy(cfg))
 
 
 def _stage(name: str, t0: float) -> None:
@@ -93,7 +147,7 @@ def run(cfg: DemoConfig) -> int:
                                          run_world_annotate, run_world_corpus, run_world_prompts)
 
     if cfg.fast:
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in FAST.items()})
+        cfg = fast_config(cfg)
     out = start_run(cfg.out, cfg, "demo", resume=cfg.resume, overwrite=cfg.overwrite)
     t0, timings = time.time(), {}
     rt = RuntimeConfig(seed=cfg.seed, threads=cfg.threads)
@@ -113,58 +167,59 @@ def run(cfg: DemoConfig) -> int:
     timed("world", lambda: (
         run_world_prompts(WorldPromptsConfig(out=str(w / "train_prompts.jsonl"), seed=cfg.seed, split="train")),
         run_world_prompts(WorldPromptsConfig(out=str(w / "test_prompts.jsonl"), seed=cfg.seed, split="test")),
-        run_world_corpus(WorldCorpusConfig(out=str(w / "sft_corpus.jsonl"), n=cfg.sft_examples, seed=cfg.seed))))
+        run_world_corpus(WorldCorpusConfig(out=str(w / "sft_corpus.jsonl"), n=cfg.sft.examples, seed=cfg.seed))))
 
     # 2-3. Tiny model and SFT.
     timed("tiny model", lambda: tiny_model.run(tiny_model.TinyModelConfig(
-        out=str(out / "base"), corpus="world", world_seed=cfg.seed, arch=cfg.arch, vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads, seed=cfg.seed,
+        out=str(out / "base"), corpus="world", world_seed=cfg.seed, arch=cfg.model.arch, vocab_size=cfg.model.vocab_size,
+        hidden_size=cfg.model.hidden_size, num_layers=cfg.model.num_layers, num_heads=cfg.model.num_heads, seed=cfg.seed,
         overwrite=True)))  # deterministic for a seed: rebuilt identically on resume
     timed("sft", lambda: sft.run(sft.SFTConfig(
         model_path=str(out / "base"), train_file=str(w / "sft_corpus.jsonl"), out=str(out / "sft"), max_length=128,
-        batch_size=cfg.sft_batch_size, epochs=cfg.sft_epochs, optim=OptimConfig(lr=cfg.sft_lr, weight_decay=0.0),
+        batch_size=cfg.sft.batch_size, epochs=cfg.sft.epochs, optim=OptimConfig(lr=cfg.sft.lr, weight_decay=0.0),
         runtime=rt, save_every=100, **again)), out / "sft")
     sft_model = str(out / "sft" / "model")
 
     # 4-5. Response pairs from the SFT model, annotated by the simulated panel.
     timed("collect pairs", lambda: generate.run(generate.GenerateConfig(
         model_path=sft_model, prompts=str(w / "train_prompts.jsonl"), out=str(w / "sft_pairs.jsonl"), n_samples=2,
-        max_prompts=cfg.pair_prompts, max_new_tokens=cfg.max_new_tokens, batch_size=128, seed=cfg.seed)))
+        max_prompts=cfg.data.pair_prompts, max_new_tokens=cfg.max_new_tokens, batch_size=128, seed=cfg.seed)))
     timed("annotate", lambda: run_world_annotate(WorldAnnotateConfig(
         input=str(w / "sft_pairs.jsonl"), out=str(w / "sft_preferences.jsonl"), seed=cfg.seed)))
-    if cfg.world_pairs:
+    if cfg.data.world_pairs:
         timed("world pairs", lambda: run_world_annotate(WorldAnnotateConfig(
-            out=str(w / "world_preferences.jsonl"), n=cfg.world_pairs, seed=cfg.seed)))
-    parts = [w / "sft_preferences.jsonl"] + ([w / "world_preferences.jsonl"] if cfg.world_pairs else [])
+            out=str(w / "world_preferences.jsonl"), n=cfg.data.world_pairs, seed=cfg.seed)))
+    parts = [w / "sft_preferences.jsonl"] + ([w / "world_preferences.jsonl"] if cfg.data.world_pairs else [])
     atomic_write_text(w / "preferences.jsonl", "".join(p.read_text() for p in parts))
 
     # 6. Reward and cost models, both initialised from the SFT model.
     for kind in ("reward", "cost"):
         timed(f"{kind} model", lambda kind=kind: score_model.run(score_model.ScoreModelConfig(
             kind=kind, model_path=sft_model, train_file=str(w / "preferences.jsonl"), out=str(out / kind),
-            max_length=160, batch_size=32, epochs=cfg.score_epochs, on_error="drop",
-            optim=OptimConfig(lr=cfg.score_lr, weight_decay=0.01), runtime=rt, save_every=100, **again)), out / kind)
+            max_length=160, batch_size=32, epochs=cfg.score.epochs, on_error="drop",
+            optim=OptimConfig(lr=cfg.score.lr, weight_decay=0.01), runtime=rt, save_every=100, **again)), out / kind)
 
     # 7. RL: PPO-Lag, PPO, reward shaping (same loop, three settings).
-    threshold = cfg.cost_threshold
+    rl = cfg.rl
+    threshold = rl.cost_threshold
     if threshold is None:
         threshold = calibrate_threshold(str(out / "cost" / "model"), w / "sft_preferences.jsonl",
-                                        cfg.target_violation_rate)
+                                        rl.target_violation_rate)
+
     def rl_config(algorithm: str, run_dir: str, **kw) -> ppo.PPOConfig:
         return ppo.PPOConfig(
             algorithm=algorithm, actor_path=sft_model, reward_model_path=str(out / "reward" / "model"),
             cost_model_path=str(out / "cost" / "model"), train_prompts=str(w / "train_prompts.jsonl"),
-            out=str(out / run_dir), steps=cfg.rl_steps, ppo_epochs=cfg.rl_ppo_epochs,
-            num_minibatches=cfg.rl_minibatches,
-            lagrange=ppo.LagrangeConfig(init=cfg.lambda_init, lr=cfg.lambda_lr, max_value=cfg.lambda_max,
-                                        threshold=threshold), kl_coef=cfg.kl_coef,
-            rollout=ppo.RolloutConfig(prompts_per_step=cfg.rl_prompts_per_step, max_new_tokens=cfg.max_new_tokens),
-            actor_optim=OptimConfig(lr=cfg.actor_lr, weight_decay=0.0),
-            critic_optim=OptimConfig(lr=cfg.critic_lr, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
+            out=str(out / run_dir), steps=rl.steps, ppo_epochs=rl.ppo_epochs, num_minibatches=rl.minibatches,
+            lagrange=ppo.LagrangeConfig(init=rl.lambda_init, lr=rl.lambda_lr, max_value=rl.lambda_max,
+                                        threshold=threshold), kl_coef=rl.kl_coef,
+            rollout=ppo.RolloutConfig(prompts_per_step=rl.prompts_per_step, max_new_tokens=cfg.max_new_tokens),
+            actor_optim=OptimConfig(lr=rl.actor_lr, weight_decay=0.0),
+            critic_optim=OptimConfig(lr=rl.critic_lr, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
             runtime=rt, save_every=10, **again, **kw)
 
     rl_runs = {"ppo_lag": rl_config("ppo_lag", "ppo_lag"), "ppo": rl_config("ppo", "ppo")}
-    for lam in cfg.shaping_lambdas:
+    for lam in rl.shaping_lambdas:
         rl_runs[f"shaping_{lam:g}"] = rl_config("reward_shaping", f"shaping_{lam:g}", shaping_lambda=lam)
     for name, rc in rl_runs.items():
         timed(name, lambda rc=rc: ppo.run(rc), Path(rc.out))
@@ -172,7 +227,7 @@ def run(cfg: DemoConfig) -> int:
     # 8. Evaluation with the oracle on held-out prompts, plots and report.
     policies = {"sft": sft_model} | {n: str(out / n / "actor") for n in rl_runs}
     ecfg = EvaluateConfig(policies=[f"{n}={p}" for n, p in policies.items()], baseline="sft", world_seed=cfg.seed,
-                          n_samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens,
+                          n_samples=cfg.eval.samples, max_new_tokens=cfg.max_new_tokens,
                           reward_model_path=str(out / "reward" / "model"), cost_model_path=str(out / "cost" / "model"),
                           out=str(out / "eval"), seed=cfg.seed)
     results: dict = {}
@@ -207,13 +262,13 @@ def calibrate_threshold(cost_model: str, annotated: Path, rate: float) -> float:
     calibrated d states the constraint in the unit that matters (share of unsafe answers).
     """
     from saferlhf.data.loaders import load_safety_preferences
-    from saferlhf.eval.evaluate import score_all
+    from saferlhf.eval.judges import ScoreModelJudge
 
     recs = load_safety_preferences(annotated)
     prompts = [r.prompt for r in recs for _ in (0, 1)]
     responses = [x for r in recs for x in (r.response_0, r.response_1)]
     safe = [x for r in recs for x in (r.is_response_0_safe, r.is_response_1_safe)]
-    costs = score_all(cost_model, prompts, responses)
+    costs = ScoreModelJudge(cost_model, "cost").scores(prompts, responses)
     c_safe = [c for c, ok in zip(costs, safe) if ok]
     c_unsafe = [c for c, ok in zip(costs, safe) if not ok]
     if not c_safe or not c_unsafe:
