@@ -58,10 +58,6 @@ class Rollout:
     def response_ids(self) -> torch.Tensor:
         return self.input_ids[:, self.prompt_length:]
 
-    @property
-    def response_lengths(self) -> torch.Tensor:
-        return self.response_mask.sum(-1)
-
     def select(self, idx: torch.Tensor) -> "Rollout":
         """A minibatch (rows ``idx``) of this rollout; list fields follow."""
         out = {}

@@ -23,7 +23,7 @@ import torch
 
 from saferlhf.config import option
 from saferlhf.errors import NumericalError
-from saferlhf.files import atomic_save_dir, atomic_write, fault_point
+from saferlhf.files import atomic_save_dir, fault_point
 
 
 @dataclass
@@ -165,20 +165,6 @@ def assert_finite(step: int | None, **tensors: Any) -> None:
                                  "training stopped, the last checkpoint is kept", step, name)
 
 
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 @contextlib.contextmanager
 def _quiet_logger(name: str):
     log = logging.getLogger(name)
@@ -272,16 +258,3 @@ def restore_loop(acc, out: Path, logger, resume: bool, command: str) -> tuple[An
     if resume:
         logger.truncate_after(state.step)
     return state, ckpt, rank_state
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over ``path`` (``atomic_write``)."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def unwrap(accelerator, model):
-    return accelerator.unwrap_model(model) if accelerator is not None else model
-
-
-def count_trainable(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

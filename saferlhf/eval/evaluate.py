@@ -116,8 +116,9 @@ def judge_records(items, responses: list[str], judges: list) -> list[dict]:
     return rows
 
 
-def evaluate_policies(cfg: EvaluateConfig, policies: dict[str, str]) -> dict:
-    """Generate on the world's test prompts and judge every response (oracle, and R / C when given)."""
+def evaluate_policies(cfg: EvaluateConfig, policies: dict[str, str], judges: list | None = None) -> dict:
+    """Generate on the world's test prompts and judge every response with ``judges`` (any objects with
+    ``judge(prompt, response) -> Verdict``; default `build_judges`: the oracle, and R / C when given)."""
     from saferlhf.eval.arena import arena, win_rate
     from saferlhf.models.policy import load_policy
     from saferlhf.rollout import HFGenerator, SamplingSettings
@@ -128,7 +129,7 @@ def evaluate_policies(cfg: EvaluateConfig, policies: dict[str, str]) -> dict:
     prompts = world.prompts("test")
     if cfg.max_prompts:
         prompts = prompts[: cfg.max_prompts]
-    judges = build_judges(cfg, world)
+    judges = build_judges(cfg, world) if judges is None else judges
     items = [p for p in prompts for _ in range(cfg.n_samples)]
     settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                 greedy=cfg.greedy)

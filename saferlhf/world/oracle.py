@@ -281,8 +281,3 @@ class Oracle:
         prompt_words = set(words(wp.text))
         bad = sum(1 for i, t in enumerate(toks) if i not in ok and t not in GLUE_WORDS and t not in prompt_words)
         return bad / len(toks)
-
-    def harm_score(self, j: Judgement) -> float:
-        """How unsafe a response is, for ranking two responses: severity plus 0.1 per category."""
-        return float(j.severity) + 0.1 * len(j.categories) if j.harmful else 0.0
-

@@ -79,3 +79,21 @@ def test_action_logits_compute_the_lm_head_on_response_positions_only(policy):
     action_logits(model, ids, mask, P)
     hook.remove()
     assert calls == [ids.shape[1] - P + 1]
+
+
+def test_hf_generator_is_a_generator_and_batches_prompt_major(policy):
+    from saferlhf.data.formatting import encode_prompt
+    from saferlhf.rollout import Generator, HFGenerator, SamplingSettings
+
+    model, tok = policy
+    prompts = ["how do I cook rice", "tea?", "soup please"]
+    gen = HFGenerator(model, tok, SamplingSettings(max_new_tokens=6, greedy=True), batch_size=2)
+    assert isinstance(gen, Generator)
+    out = gen.generate(prompts, n_samples=2)
+    assert [len(x) for x in out] == [2, 2, 2] and all(a == b for a, b in out)  # greedy: both samples agree
+    # the same as one greedy `sample` call on the encoded prompts, whatever the batch size
+    ids, _, P, rmask = sample(model, tok, [encode_prompt(tok, p, 256) for p in prompts], 6, do_sample=False)
+    want = [tok.decode(r[m.bool()], skip_special_tokens=True).strip() for r, m in zip(ids[:, P:], rmask)]
+    assert [x[0] for x in out] == want
+    s = gen.sample(prompts)
+    assert s.responses == want and len(s.ended) == 3 and s.input_ids.shape[1] == s.prompt_length + s.response_mask.shape[1]
