@@ -1,6 +1,6 @@
 """Atomic file and folder writes, valid JSON, and the fault-injection points of the fault tests.
 
-The lowest layer of saferlhf's file handling (no saferlhf imports): `config` saves presets through it,
+The lowest layer of saferlhf's file handling (no saferlhf imports): `config` saves the resolved config.yaml through it,
 `tracking` writes run folders through it, `models` saves weights through it.
 """
 

@@ -16,7 +16,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -34,6 +34,7 @@ __all__ = [
     "reward_end_score",
     "shaped_end_score",
     "reward_advantage",
+    "lagrangian_advantage",
     "Algorithm",
     "ALGORITHMS",
     "explained_variance",
@@ -219,6 +220,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "ppo": Algorithm("ppo", 0.02, False, False, False, reward_end_score, reward_advantage),
     "reward_shaping": Algorithm("reward_shaping", 0.02, True, False, False, shaped_end_score, reward_advantage),
 }
+AlgorithmName = Literal[tuple(ALGORITHMS)]  # the config type of `saferlhf ppo --algorithm`: the table's rows
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:

@@ -1,4 +1,4 @@
-"""Run folders, atomic writes, metrics JSONL and progress bars.
+"""Run folders, metrics JSONL and progress bars (atomic writes and valid JSON: `saferlhf.files`).
 
 Every run writes ``<out>/config.yaml`` (the resolved config) and ``<out>/metrics.jsonl`` (one JSON object
 per logged step, fixed metric names: train/, rollout/, reward/, cost/, lagrange/, eval/).

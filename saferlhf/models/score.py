@@ -233,7 +233,8 @@ def score_texts(model: ScoreModel, tokenizer: Any, prompts: Sequence[str], respo
     models are trained (`encode_example`), right-padded, in batches of ``batch_size``.
 
     ``max_length`` / ``max_prompt_length``: the token budget and the prompt's share of it (training: the
-    model's max_length and half of it; PPO: what the actor saw, ``max_prompt_length + max_new_tokens``).
+    recipe's max_length and half of it; PPO with a foreign tokenizer: the score model's `context_length`
+    and the actor's max_prompt_length).
     ``ended[i]`` False: response i was cut off at the generation limit, so it gets no eos (default: all
     ended). The model is run in eval mode and its mode restored.
     """

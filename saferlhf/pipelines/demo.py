@@ -112,8 +112,9 @@ FAST = {"max_new_tokens": 24, "model": {"hidden_size": 64}, "sft": {"examples": 
 
 
 def fast_config(cfg: DemoConfig) -> DemoConfig:
-    """``cfg`` with the `FAST` values for every field still at its default (a value given on the command line
-    or in a preset wins over --fast)."""
+    """``cfg`` with the `FAST` values for every field still at its default value: a value given on the command
+    line or in a preset that differs from the default wins over --fast (one equal to the default cannot be told
+    apart from an unset field and gets the fast value)."""
     defaults = to_dict(DemoConfig())
     current = to_dict(cfg)
 

@@ -12,7 +12,9 @@ min_θ max_{λ>=0} -J_R(θ) + λ·(J_C(θ) - d). Per step:
   6. actor: clipped surrogate on Ã = (A^r - λ·A^c)/(1+λ) (λ detached); critics: clipped value losses;
      optional PTX (supervised) loss in the same actor step: L = (L_RL + c_ptx·L_PTX)/2 as the reference.
 PPO: a single reward stream with β = 0.02. Reward shaping: R' = R - λ_fixed·C in the reward stream,
-no (1+λ) normalisation, β = 0.02.
+no (1+λ) normalisation, β = 0.02. Each algorithm is one row of `saferlhf.rl.ALGORITHMS` (its end score, its
+actor advantage, which critics and controllers it needs, its default β), chosen once at set-up; the loop
+below has no per-algorithm branch. The models of a run are one `PPOModels` record.
 
 Defaults are the paper's / reference's (β 0.01 for PPO-Lag, γ 1, λ_GAE 0.95, ε 0.2, value clip 5, λ_0 1,
 lr_λ 0.1, λ_max 5, d 0, window 128, actor lr 1e-5 cosine + 3 % warm-up + wd 0.01 (not on biases and
@@ -62,13 +64,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 
 from saferlhf.config import option
 from saferlhf.errors import NumericalError, UserError
-from saferlhf.rl import ALGORITHMS, Algorithm
+from saferlhf.rl import ALGORITHMS, Algorithm, AlgorithmName
 from saferlhf.training import (OptimConfig, RuntimeConfig, assert_finite, bad_values, build_optimizer,
                                make_accelerator, optimizer_step, restore_loop, start_run_on_every_rank)
 
@@ -99,7 +101,7 @@ class LagrangeConfig:
 
 @dataclass
 class PPOConfig:
-    algorithm: Literal["ppo_lag", "ppo", "reward_shaping"] = option(
+    algorithm: AlgorithmName = option(
         "ppo_lag", "ppo_lag = Safe RLHF; ppo = reward only; reward_shaping = R - shaping_lambda·C")
     actor_path: str = option("", "initial policy (HF causal LM, usually the SFT model); also the frozen reference")
     reward_model_path: str = option("", "reward model (score model folder)")
@@ -536,8 +538,9 @@ def run(cfg: PPOConfig) -> int:
 
     models = load_models(cfg, algo, acc.device)
     tokenizer = models.tokenizer
-    ptx_examples = [encode_example(tokenizer, r.prompt, r.response,
-                                   cfg.rollout.max_prompt_length + cfg.rollout.max_new_tokens) for r in ptx_records]
+    ro = cfg.rollout  # PTX examples get the actor's budgets: the prompt as sampled, the response as generated
+    ptx_examples = [encode_example(tokenizer, r.prompt, r.response, ro.max_prompt_length + ro.max_new_tokens + 1,
+                                   max_prompt_length=ro.max_prompt_length) for r in ptx_records]
 
     # Optimisers: one per trained model; schedules count optimiser steps.
     per_step = cfg.ppo_epochs * n_minibatches(cfg, cfg.rollout.prompts_per_step)  # optimiser steps per RL step
@@ -552,7 +555,6 @@ def run(cfg: PPOConfig) -> int:
         lc = cfg.lagrange
         lagrange = LagrangeMultiplier(init=lc.init, lr=lc.lr, max_value=lc.max_value, delay_steps=lc.delay_steps,
                                       threshold=lc.threshold, window=lc.window, min_value=lc.min_value)
-    ro = cfg.rollout
     generator = HFGenerator(acc.unwrap_model(actor), tokenizer, SamplingSettings(
         max_new_tokens=ro.max_new_tokens, max_prompt_length=ro.max_prompt_length, temperature=ro.temperature,
         top_p=ro.top_p))

@@ -7,8 +7,8 @@ oracle and a simulated annotator panel that writes PKU-SafeRLHF records (docs/wo
     r = world.sample_response(p, "harmful" if p.kind == "harmful" else "helpful", random.Random(0))
     Oracle(world).judge(p.text, r)   # Judgement(helpfulness, harmful, categories, severity, refusal, ...)
 
-``AnnotatorPanel`` implements the ``saferlhf.annotate.Annotator`` protocol. ``Annotator`` here is the
-old name of ``SimulatedAnnotator``, one simulated crowdworker of the panel (not that protocol).
+``AnnotatorPanel`` implements the ``saferlhf.annotate.Annotator`` protocol; ``SimulatedAnnotator`` is one
+simulated crowdworker of the panel.
 """
 
 from saferlhf.data.schema import HARM_CATEGORIES
@@ -18,7 +18,5 @@ from saferlhf.world.oracle import Judgement, Oracle
 from saferlhf.world.prompts import PROMPT_KINDS, WorldPrompt
 from saferlhf.world.responses import RESPONSE_KINDS
 
-Annotator = SimulatedAnnotator  # the old name, kept for existing callers
-
-__all__ = ["Annotator", "AnnotatorPanel", "SimulatedAnnotator", "default_panel", "HARM_CATEGORIES", "World",
+__all__ = ["AnnotatorPanel", "SimulatedAnnotator", "default_panel", "HARM_CATEGORIES", "World",
            "build_world", "Judgement", "Oracle", "PROMPT_KINDS", "WorldPrompt", "RESPONSE_KINDS"]

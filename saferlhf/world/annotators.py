@@ -43,7 +43,6 @@ class SimulatedAnnotator:
     """One simulated crowdworker (see the module docstring for the three imperfections).
 
     Not a ``saferlhf.annotate.Annotator`` (it labels one judged pair, ``label``); the panel of them is.
-    ``saferlhf.world.Annotator`` is its old name.
     """
 
     name: str

@@ -94,7 +94,7 @@ def test_deterministic(world):
 
 
 def test_custom_panel_and_no_admitted(world):
-    assert saferlhf.world.Annotator is SimulatedAnnotator  # the old name still works
+    assert not hasattr(saferlhf.world, "Annotator")  # one Annotator: the saferlhf.annotate protocol
     solo, bad = SimulatedAnnotator("solo", noise=0.0), SimulatedAnnotator("bad", noise=0.5)
     panel = AnnotatorPanel(world, annotators=[solo, bad])
     records, stats = panel.annotate(world.response_pairs(30, seed=5))
