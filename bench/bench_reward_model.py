@@ -47,7 +47,8 @@ def _quiet_run(run, cfg):
 
 
 def run_saferlhf(model_dir: Path, data: Path, out: Path, a) -> dict:
-    from saferlhf.recipes.score_model import ScoreModelConfig, encode_pairs, run
+    from saferlhf.packing import encode_pairs
+    from saferlhf.recipes.score_model import ScoreModelConfig, run
     from saferlhf.training import OptimConfig, RuntimeConfig
 
     cfg = ScoreModelConfig(
@@ -93,7 +94,7 @@ def _computed_per_real(enc, a) -> dict:
     """Token positions each side's forward computes per real (chosen + rejected) token, over one epoch
     of batches of ``a.batch_size`` pairs in file order: padded to the batch's longest sequence (TRL and
     saferlhf --packing false), or packed with the shared prompt once per pair (saferlhf default)."""
-    from saferlhf.batching import shared_prefix_length
+    from saferlhf.packing import shared_prefix_length
 
     real = padded = packed = 0
     for i in range(0, len(enc), a.batch_size):

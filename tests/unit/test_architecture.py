@@ -125,3 +125,27 @@ def test_import_saferlhf_stays_light(heavy):
     code = f"import saferlhf, saferlhf.cli, saferlhf.config, saferlhf.rl, saferlhf.losses, sys; print({heavy!r} in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+BENCH = ROOT.parent / "bench"
+
+
+BENCH_SCRIPTS = sorted([*BENCH.glob("*.py"), *BENCH.glob("peers/*.py")]) if BENCH.exists() else []  # not the peer venvs
+
+
+@pytest.mark.parametrize("path", BENCH_SCRIPTS, ids=lambda p: p.name)
+def test_bench_scripts_import_names_that_exist(path):
+    """Benchmarks are not run by the suite: check that every saferlhf name they import (lazily too) exists."""
+    import importlib
+
+    script = path.name
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("saferlhf"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name) or f"{node.module}.{alias.name}" in MODULES, (
+                    f"{script}: from {node.module} import {alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("saferlhf"):
+                    importlib.import_module(alias.name)
