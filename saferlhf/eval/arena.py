@@ -1,7 +1,10 @@
-"""Pairwise comparisons, once: the outcome of one comparison, win rates, and the paper's 2×2 arena table."""
+"""Pairwise comparisons, once: outcomes, win rates, win / tie / loss counts, the paper's 2×2 arena table,
+Elo from a Bradley-Terry fit with bootstrap intervals, and bootstrap intervals of a mean."""
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Sequence
 
 
@@ -28,3 +31,118 @@ def arena(reward_a: Sequence[float], cost_a: Sequence[float], reward_b: Sequence
         key = f"A_{'safe' if ca <= 0 else 'unsafe'}__B_{'safe' if cb <= 0 else 'unsafe'}"
         cells.setdefault(key, []).append(outcome(ra, rb))
     return {k: {"count": len(v), "win_rate_A": sum(v) / len(v)} for k, v in sorted(cells.items())}
+
+
+def win_tie_loss(a: Sequence[float], b: Sequence[float]) -> dict[str, int]:
+    """Counts of a > b, a == b and a < b over paired items."""
+    if len(a) != len(b):
+        raise ValueError(f"win_tie_loss: {len(a)} items against {len(b)}")
+    out = {"wins": 0, "ties": 0, "losses": 0}
+    for x, y in zip(a, b):
+        out["wins" if x > y else "ties" if x == y else "losses"] += 1
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Elo from a Bradley-Terry fit (the paper's Elo figures; FastChat's "MLE Elo")
+# --------------------------------------------------------------------------------------------------
+ELO_BASE, ELO_SCALE, ELO_ANCHOR = 10.0, 400.0, 1000.0
+
+
+def bradley_terry(models: Sequence[str], comparisons: Sequence[tuple[str, str, float]], prior: float = 0.01,
+                  iters: int = 10_000, tol: float = 1e-12) -> dict[str, float]:
+    """Bradley-Terry strengths p_i (P(i beats j) = p_i / (p_i + p_j)) by maximum likelihood.
+
+    ``comparisons``: (model_a, model_b, outcome) with outcome 1 (a wins), 0.5 (tie: half a win each) or 0
+    (b wins). Fitted by Hunter's (2004) MM iteration p_i <- W_i / sum_j n_ij / (p_i + p_j), W_i = wins of
+    i with ties counted 0.5, n_ij = comparisons between i and j. ``prior`` adds that many virtual ties to
+    every pair of models, so that a model without a win keeps a finite strength (0.01: negligible
+    otherwise; 0 = the plain MLE, which needs every model to win and lose somewhere). Strengths are
+    returned with geometric mean 1.
+    """
+    index = {m: k for k, m in enumerate(models)}
+    if len(index) != len(models):
+        raise ValueError("bradley_terry: model names must be distinct")
+    n = len(models)
+    wins = [0.0] * n
+    games = [[0.0] * n for _ in range(n)]
+    for a, b, o in comparisons:
+        if a not in index or b not in index or a == b:
+            raise ValueError(f"bradley_terry: bad comparison ({a!r}, {b!r})")
+        if o not in (0.0, 0.5, 1.0):
+            raise ValueError(f"bradley_terry: outcome must be 0, 0.5 or 1, got {o!r}")
+        i, j = index[a], index[b]
+        wins[i] += o
+        wins[j] += 1.0 - o
+        games[i][j] += 1.0
+        games[j][i] += 1.0
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                games[i][j] += prior
+        wins[i] += 0.5 * prior * (n - 1)
+    p = [1.0] * n
+    for _ in range(iters):
+        new = []
+        for i in range(n):
+            denom = sum(games[i][j] / (p[i] + p[j]) for j in range(n) if j != i and games[i][j])
+            new.append(wins[i] / denom if denom else p[i])
+        g = math.exp(sum(math.log(max(x, 1e-300)) for x in new) / n)
+        new = [x / g for x in new]
+        done = max(abs(x - y) / max(y, 1e-300) for x, y in zip(new, p)) < tol
+        p = new
+        if done:
+            break
+    return dict(zip(models, p))
+
+
+def elo_from_strengths(strengths: dict[str, float], anchor: str | None = None) -> dict[str, float]:
+    """Elo_i = 1000 + 400·log10(p_i / p_anchor) (base 10, scale 400; the first model anchored at 1000)."""
+    names = list(strengths)
+    ref = strengths[anchor if anchor is not None else names[0]]
+    return {m: ELO_ANCHOR + ELO_SCALE * math.log(s / ref, ELO_BASE) for m, s in strengths.items()}
+
+
+def elo_ratings(models: Sequence[str], comparisons: Sequence[tuple[str, str, float]], *, bootstrap: int = 0,
+                seed: int = 0, level: float = 0.95, prior: float = 0.01) -> dict[str, dict[str, float]]:
+    """Elo per model from a Bradley-Terry fit of ``comparisons``; with ``bootstrap`` > 0 also the percentile
+    interval (``level``) over fits to comparisons resampled with replacement: {model: {elo, low, high}}."""
+    elo = elo_from_strengths(bradley_terry(models, comparisons, prior), models[0])
+    out = {m: {"elo": e} for m, e in elo.items()}
+    if bootstrap and comparisons:
+        rng = random.Random(f"elo-bootstrap/{seed}")
+        draws: dict[str, list[float]] = {m: [] for m in models}
+        for _ in range(bootstrap):
+            sample = [comparisons[rng.randrange(len(comparisons))] for _ in comparisons]
+            for m, e in elo_from_strengths(bradley_terry(models, sample, prior, iters=2000, tol=1e-9),
+                                           models[0]).items():
+                draws[m].append(e)
+        for m in models:
+            out[m]["low"], out[m]["high"] = percentile_interval(draws[m], level)
+    return out
+
+
+def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The (1 - level)/2 and (1 + level)/2 quantiles of ``values`` (linear interpolation)."""
+    xs = sorted(values)
+    if not xs:
+        return float("nan"), float("nan")
+
+    def q(f: float) -> float:
+        pos = f * (len(xs) - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+    return q((1 - level) / 2), q((1 + level) / 2)
+
+
+def bootstrap_mean(values: Sequence[float], n: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` and its percentile bootstrap interval (``n`` resamples)."""
+    if not values:
+        return float("nan"), float("nan"), float("nan")
+    rng = random.Random(f"mean-bootstrap/{seed}")
+    k = len(values)
+    means = [sum(values[rng.randrange(k)] for _ in range(k)) / k for _ in range(n)]
+    low, high = percentile_interval(means, level)
+    return sum(values) / k, low, high
