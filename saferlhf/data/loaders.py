@@ -19,6 +19,7 @@ an exact duplicate is a warning, a duplicate with contradicting labels an error 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -269,6 +270,70 @@ def load_prompts(path: str | Path, on_error: OnError = "raise", *,
     return _loaded((PromptRecord(r.prompt, source=fmt, origin=r.origin) for r in records), records.report)
 
 
+# Column names tried, in order, when a prompt file's columns are not named (first match wins).
+PROMPT_COLUMNS = ("prompt", "question", "instruction", "input", "query", "goal", "behavior", "text", "request")
+CATEGORY_COLUMNS = ("category", "harm_category", "type", "category_name", "subcategory")
+
+
+def load_prompt_table(path: str | Path, prompt_column: str | None = None, category_column: str | None = None,
+                      *, on_duplicate: Literal["drop", "keep"] = "drop") -> Loaded[PromptRecord]:
+    """Prompts from ANY CSV / JSON / JSONL / parquet file with a prompt column (and optionally a category column).
+
+    With no column given, a file of a known prompt format (BeaverTails-Evaluation, the paper's 83 prompts,
+    XSTest, prompts jsonl, ...) loads as `load_prompts` does; otherwise the prompt column is ``prompt_column``
+    or the first of `PROMPT_COLUMNS` the file has, the category column ``category_column`` or the first of
+    `CATEGORY_COLUMNS`. A named column the file lacks, or no prompt column at all, is a ``DataFileError``
+    that lists the file's columns. Empty prompts are dropped and duplicates (after stripping) dropped
+    (``on_duplicate="keep"``: kept), each with a warning naming file and line in ``.report``.
+    """
+    if prompt_column is None and category_column is None:
+        with contextlib.suppress(UnknownFormatError):
+            if detect_format(path) in PROMPT_FORMATS:
+                return load_prompts(path)
+    name = display_name(path)
+    rows = [(line, r) for line, r in iter_rows(path) if isinstance(r, dict)]
+    columns = list(dict.fromkeys(k for _, r in rows[:1000] for k in r))
+    shown = ", ".join(columns) or "none"
+
+    def pick(given: str | None, candidates: tuple[str, ...], what: str) -> str | None:
+        if given is not None:
+            if given not in columns:
+                raise DataFileError(f"{name}: no column {given!r} ({what}); the file's columns: {shown}")
+            return given
+        lower = {c.lower(): c for c in columns}
+        return next((lower[c] for c in candidates if c in lower), None)
+
+    pcol = pick(prompt_column, PROMPT_COLUMNS, "--prompt_column")
+    if pcol is None:
+        raise DataFileError(f"{name}: no prompt column found (tried {', '.join(PROMPT_COLUMNS)}); the file's "
+                            f"columns: {shown}; name one with --prompt_column")
+    ccol = pick(category_column, CATEGORY_COLUMNS, "--category_column")
+    report = LoadReport(name, f"table:{pcol}" + (f"/{ccol}" if ccol else ""), n_records=len(rows))
+    seen: dict[str, int] = {}
+    out = []
+    for line, r in rows:
+        text = r.get(pcol)
+        text = text.strip() if isinstance(text, str) else ""
+        if not text:
+            report.problems.append(Problem(name, line, pcol, "empty prompt (dropped)", "warning"))
+            continue
+        if text in seen:
+            report.n_duplicates += 1
+            report.problems.append(Problem(name, line, pcol, f"duplicate of line {seen[text]} "
+                                           f"({'dropped' if on_duplicate == 'drop' else 'kept'})", "warning"))
+            if on_duplicate == "drop":
+                continue
+        seen.setdefault(text, line)
+        category = r.get(ccol) if ccol else None
+        category = (str(category).strip() or None) if category is not None else None
+        out.append(PromptRecord(text, _canonical_category(category) if category else None, None, report.format,
+                                f"{name}:{line}"))
+    report.n_kept = len(out)
+    if not out:
+        raise DataFileError(f"{name}: column {pcol!r} holds no non-empty prompt")
+    return _loaded(out, report)
+
+
 def load_sft_records(path: str | Path, on_error: OnError = "raise", *,
                      format: str | None = None) -> Loaded[SFTRecord]:
     """(prompt, response) records for supervised fine-tuning."""
@@ -339,7 +404,7 @@ def check_file(path: str | Path, format: str | None = None) -> CheckReport:
 
 
 __all__ = [
-    "FORMATS", "PAIR_FORMATS", "PREFERENCE_FORMATS", "PROMPT_FORMATS", "SFT_FORMATS", "Loaded", "check_file", "count_records",
+    "FORMATS", "PAIR_FORMATS", "PREFERENCE_FORMATS", "PROMPT_FORMATS", "SFT_FORMATS", "Loaded", "check_file", "count_records", "load_prompt_table",
     "detect_format", "display_name", "format_from_keys", "is_hub_name", "iter_rows", "load_any",
     "load_hh_rlhf", "load_preference_pairs", "load_prompts", "load_response_pairs", "load_safety_preferences",
     "load_sft_records", "looks_like_xstest", "read_records",
