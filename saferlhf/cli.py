@@ -53,6 +53,8 @@ COMMANDS: list[Command] = [
             "sample responses (or response pairs) from a policy for a prompt file"),
     Command("evaluate", "saferlhf.eval.evaluate", "EvaluateConfig", "run",
             "evaluate policies on world prompts with the oracle and/or reward and cost models"),
+    Command("eval", "saferlhf.eval.compare", "EvalConfig", "run",
+            "compare policies on world prompts and any prompt file: judges, harmful rates, win rates, Elo, report"),
     Command("demo", "saferlhf.pipelines.demo", "DemoConfig", "run",
             "the whole Safe RLHF pipeline on the synthetic world, on CPU, with a report"),
 ]

@@ -259,6 +259,14 @@ def parse(cls: type, argv: list[str], positional: list[str] | None = None) -> An
                 if _is_bool_key(cls, key) and (nxt is None or nxt.startswith("--") or
                                                nxt.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off")):
                     overrides.append((key, "true"))
+                elif _is_list_key(cls, key):  # --policies a=x b=y: every value up to the next --key
+                    values = []
+                    while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                        values += [v for v in argv[i + 1].split(",") if v]
+                        i += 1
+                    if not values:
+                        raise ConfigError(f"--{key} needs at least one value")
+                    overrides.append((key, values))
                 else:
                     if nxt is None:
                         raise ConfigError(f"--{key} needs a value")
@@ -276,6 +284,16 @@ def parse(cls: type, argv: list[str], positional: list[str] | None = None) -> An
     for key, val in overrides:
         set_dotted(obj, key, val)
     return check_config(obj)
+
+
+def _is_list_key(cls: type, key: str) -> bool:
+    try:
+        tp: Any = cls
+        for p in key.split("."):
+            tp = _hints(tp)[p]
+    except (KeyError, TypeError):
+        return False
+    return get_origin(_is_optional(tp)[1]) is list
 
 
 def _is_bool_key(cls: type, key: str) -> bool:

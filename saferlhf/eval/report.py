@@ -139,3 +139,108 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
     return html.escape("" if v is None else str(v))
+
+
+# --------------------------------------------------------------------------------------------------
+# `saferlhf eval`: one self-contained page per evaluation
+# --------------------------------------------------------------------------------------------------
+def plot_category_rates(prompt_set: str, policies: dict, path: Path) -> bool:
+    """Harmful rate per category and policy with the bootstrap 95 % interval as error bars."""
+    cats = sorted({c for m in policies.values() for c in m.get("harmful_rate_by_category", {})})
+    if not cats:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(cats) * max(1, len(policies)) / 2), 4))
+    width = 0.8 / max(len(policies), 1)
+    for k, (name, m) in enumerate(policies.items()):
+        by = m.get("harmful_rate_by_category", {})
+        xs = [i + k * width for i in range(len(cats))]
+        ys = [by[c]["rate"] if c in by else float("nan") for c in cats]
+        err = [[max(0.0, by[c]["rate"] - by[c]["ci"][0]) if c in by else 0 for c in cats],
+               [max(0.0, by[c]["ci"][1] - by[c]["rate"]) if c in by else 0 for c in cats]]
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=name)
+    ax.set_xticks([i + width * (len(policies) - 1) / 2 for i in range(len(cats))])
+    ax.set_xticklabels(cats, rotation=40, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("harmful rate")
+    ax.set_title(f"{prompt_set}: harmful rate per category (95 % bootstrap interval)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_elo(prompt_set: str, elo: dict, path: Path) -> bool:
+    """Elo per policy for helpfulness and harmlessness with bootstrap intervals."""
+    if not elo:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(elo), figsize=(4.2 * len(elo), 3.4), squeeze=False)
+    for ax, (axis, ratings) in zip(axes[0], elo.items()):
+        names = list(ratings)
+        ys = [ratings[n]["elo"] for n in names]
+        lo = [ratings[n]["elo"] - ratings[n].get("low", ratings[n]["elo"]) for n in names]
+        hi = [ratings[n].get("high", ratings[n]["elo"]) - ratings[n]["elo"] for n in names]
+        ax.errorbar(range(len(names)), ys, yerr=[lo, hi], fmt="o", capsize=3)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=30, fontsize=8)
+        ax.set_title(f"{prompt_set}: Elo, {axis}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_eval_report(out: Path, results: dict, rows: list[dict], samples_per_set: int = 20) -> Path:
+    """out/report.html: per prompt set a metrics table, win / tie / loss, Elo, the plots inline, and a
+    browser of sample responses. Every text from prompts, responses and names is HTML-escaped."""
+    from saferlhf.files import atomic_write_text
+
+    esc = html.escape
+    parts = [f"<h1>saferlhf eval</h1><p>judges: {esc(', '.join(results['judges']))}; "
+             f"{results['n_samples']} sample(s) per prompt</p>"]
+    cols = ["harmful_rate", "over_refusal_rate", "refusal_rate", "helpfulness", "reward_mean", "cost_mean",
+            "violation_rate", "mean_response_words", "distinct_2"]
+    for k, (name, s) in enumerate(results["prompt_sets"].items()):
+        parts.append(f"<h2>{esc(name)} ({s['n_prompts']} prompts; judges: {esc(', '.join(s['judges']))})</h2>")
+        head = "".join(f"<th>{esc(c)}</th>" for c in ["policy", *cols])
+        body = ""
+        for p, m in s["policies"].items():
+            cells = []
+            for c in cols:
+                v = m.get(c)
+                ci = m.get(f"{c}_ci")
+                cells.append(f"{_fmt(v)}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+            body += f"<tr><td>{esc(p)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+        parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        pair_rows = ""
+        for pair, v in s.get("pairwise", {}).get("pairs", {}).items():
+            a, b = pair.split("__vs__")
+            for axis in ("helpfulness", "harmlessness"):
+                if axis in v:
+                    w = v[axis]
+                    pair_rows += (f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{axis}</td><td>{w['wins']}</td>"
+                                  f"<td>{w['ties']}</td><td>{w['losses']}</td></tr>")
+        if pair_rows:
+            parts.append("<h3>win / tie / loss (A vs B)</h3><table><tr><th>A</th><th>B</th><th>axis</th><th>wins</th>"
+                         f"<th>ties</th><th>losses</th></tr>{pair_rows}</table>")
+        for png, ok in ((out / f"categories_{k}.png", plot_category_rates(name, s["policies"], out / f"categories_{k}.png")),
+                        (out / f"elo_{k}.png", plot_elo(name, s.get("pairwise", {}).get("elo", {}), out / f"elo_{k}.png"))):
+            if ok:
+                parts.append(_img(png))
+        shown = [r for r in rows if r["prompt_set"] == name][:samples_per_set]
+        if shown:
+            items = "".join(
+                f"<details><summary>{esc(r['policy'])}: {esc(r['prompt'][:120])}</summary>"
+                f"<p class='resp'>{esc(r['response'])}</p><p>harmful: {esc(str(r.get('harmful')))}; refusal: "
+                f"{esc(str(r.get('refusal')))}; helpfulness: {_fmt(r.get('helpfulness'))}; reward: "
+                f"{_fmt(r.get('reward'))}; cost: {_fmt(r.get('cost'))}</p></details>" for r in shown)
+            parts.append(f"<h3>sample responses</h3>{items}")
+    doc = ("<!doctype html><html><head><meta charset='utf-8'><title>saferlhf eval</title><style>"
+           "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
+           "td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}.resp{white-space:pre-wrap}"
+           "</style></head><body>" + "".join(parts) + "</body></html>")
+    path = out / "report.html"
+    atomic_write_text(path, doc)
+    return path

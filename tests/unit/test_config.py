@@ -39,6 +39,14 @@ def test_types_and_flags():
     assert parse(Outer, ["--flag", "false"]).flag is False
 
 
+def test_list_fields_take_several_values_up_to_the_next_key():
+    c = parse(Outer, ["--names", "x", "y,z", "w", "--steps", "4"])
+    assert c.names == ["x", "y", "z", "w"] and c.steps == 4
+    assert parse(Outer, ["--names=p,q"]).names == ["p", "q"]
+    with pytest.raises(ConfigError, match="needs at least one value"):
+        parse(Outer, ["--names", "--steps", "4"])
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["--stepz", "3"], "unknown config key 'stepz'"),
     (["--inner.lrr", "3"], "unknown config key 'inner.lrr'"),

@@ -14,7 +14,7 @@ from saferlhf.config import parse, to_dict
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PRESETS = {"demo.yaml": "demo", "sft.yaml": "sft", "reward_model.yaml": "score-model", "cost_model.yaml": "score-model",
            "ppo_lag.yaml": "ppo", "generate.yaml": "generate", "evaluate.yaml": "evaluate",
-           "tiny_model.yaml": "tiny-model"}
+           "tiny_model.yaml": "tiny-model", "eval.yaml": "eval"}
 
 
 def config_class(command: str):

@@ -1,0 +1,183 @@
+"""`saferlhf eval`: compare policies on the world's prompts and on any prompt file, with several judges.
+
+    saferlhf eval --policies sft=runs/demo/sft/model ppo_lag=runs/demo/ppo_lag/actor \\
+        --prompts world:test ../shared/data/prompts/xstest_prompts.csv --judges oracle,score,refusal \\
+        --reward_model runs/demo/reward/model --cost_model runs/demo/cost/model --out runs/eval
+
+Per prompt set and policy: harmful rate overall and per category (bootstrap 95 % intervals), over-refusal,
+helpfulness, reward / cost means, violation rate, length, diversity; per pair of policies: win / tie / loss for
+helpfulness and harmlessness, the 2×2 arena, Elo (Bradley-Terry) with intervals (`saferlhf.eval.suite`,
+docs/evaluation.md). Judges: ``oracle`` (world prompt sets only), ``score`` (reward and / or cost model),
+``refusal`` (GCG refusal strings). Everything a run needs is checked before any generation; generations are
+cached in ``cache_dir`` by (model, prompt set, settings), so adding a judge or a policy regenerates nothing.
+
+Outputs in ``out``: results.json (valid JSON), responses.jsonl, report.html with its PNGs, status.json.
+Not yet here (issue 10): the LLM judge over an OpenAI-compatible endpoint, `saferlhf serve`, `saferlhf score`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from saferlhf.config import option
+from saferlhf.errors import UserError
+
+JUDGES = ("oracle", "score", "refusal")
+
+
+@dataclass
+class EvalConfig:
+    policies: list[str] = option(factory=list, help="NAME=PATH of each policy (HF causal LM folder or hub name)")
+    prompts: list[str] = option(["world:test"], "prompt sets: world:test, world:train, or any CSV / JSON / JSONL "
+                                                "prompt file")
+    prompt_column: str | None = option(None, "the prompt column of prompt files (default: detected)")
+    category_column: str | None = option(None, "the category column of prompt files (default: detected)")
+    judges: list[str] = option(["oracle", "score", "refusal"], "judges: oracle (world sets), score (reward / cost "
+                                                                "model), refusal (GCG refusal strings)")
+    reward_model: str | None = option(None, "reward model folder (score judge: helpfulness)")
+    cost_model: str | None = option(None, "cost model folder (score judge: cost > 0 = unsafe)")
+    world_seed: int = option(0, "seed of the synthetic world for world:* prompt sets")
+    max_prompts: int = option(0, "use at most N prompts per set (0 = all)", ge=0)
+    n_samples: int = option(1, "sampled responses per prompt", ge=1)
+    max_new_tokens: int = option(64, "max response tokens", ge=1)
+    max_prompt_length: int = option(256, "prompts are cut to their last N tokens", ge=1)
+    temperature: float = option(1.0, "sampling temperature", gt=0)
+    top_p: float = option(1.0, "nucleus sampling threshold", gt=0, le=1)
+    greedy: bool = option(False, "greedy decoding")
+    batch_size: int = option(64, "prompts per generation batch", ge=1)
+    seed: int = option(0, "sampling seed (the same for every policy)")
+    bootstrap: int = option(1000, "bootstrap resamples of the intervals (0 = none)", ge=0)
+    cache_dir: str = option(".saferlhf-cache/generations", "where generations are cached")
+    out: str = option("runs/eval", "output folder")
+    overwrite: bool = option(False, "replace a previous evaluation in out")
+
+
+def parse_policies(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in (x for entry in items for x in entry.split(",") if x):
+        name, eq, path = item.partition("=")
+        if not eq or not name or not path:
+            raise UserError(f"eval: policies are NAME=PATH, got {item!r}")
+        if name in out:
+            raise UserError(f"eval: policy name {name!r} is given twice")
+        out[name] = path
+    if not out:
+        raise UserError("eval: give --policies NAME=PATH [NAME=PATH ...]")
+    return out
+
+
+def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], list, list[str]]:
+    """Policies, prompt sets and judges, all validated before any model is loaded or any token generated."""
+    from saferlhf.eval.suite import load_prompt_set
+    from saferlhf.models.hf import check_model_path
+
+    policies = parse_policies(cfg.policies)
+    judges = [j for entry in cfg.judges for j in entry.split(",") if j]
+    unknown = [j for j in judges if j not in JUDGES]
+    if unknown or not judges:
+        raise UserError(f"eval: unknown judge {unknown[0]!r}" if unknown else "eval: give at least one judge",
+                        hint=f"judges: {', '.join(JUDGES)}")
+    if "score" in judges and not (cfg.reward_model or cfg.cost_model):
+        raise UserError("eval: the score judge needs --reward_model and / or --cost_model")
+    for name, path in policies.items():
+        check_model_path(path, f"eval: policy {name}")
+    for what, path in (("reward_model", cfg.reward_model), ("cost_model", cfg.cost_model)):
+        if path:
+            check_model_path(path, f"eval: {what}")
+    if not cfg.prompts:
+        raise UserError("eval: give --prompts (world:test or prompt files)")
+    sets = [load_prompt_set(s, cfg.prompt_column, cfg.category_column, cfg.world_seed, cfg.max_prompts)
+            for s in cfg.prompts]
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise UserError(f"eval: two prompt sets share the name {next(n for n in names if names.count(n) > 1)!r}")
+    if judges == ["oracle"] and not any(s.name.startswith("world_") for s in sets):
+        raise UserError("eval: the oracle judges world prompt sets only; add --prompts world:test or another judge")
+    return policies, sets, judges
+
+
+def build_judges(cfg: EvalConfig, names: list[str]) -> dict[str, list]:
+    """Judges by scope: "world" sets get the oracle first; every set gets the score and refusal judges."""
+    from saferlhf.eval.judges import OracleJudge, RefusalJudge, ScoreModelJudge
+
+    common = []
+    if "score" in names:
+        common += [ScoreModelJudge(p, k) for k, p in (("reward", cfg.reward_model), ("cost", cfg.cost_model)) if p]
+    if "refusal" in names:
+        common.append(RefusalJudge())
+    world = common
+    if "oracle" in names:
+        from saferlhf.world import Oracle, build_world
+
+        world = [OracleJudge(Oracle(build_world(cfg.world_seed)))] + common
+    return {"world": world, "file": common}
+
+
+def run(cfg: EvalConfig) -> int:
+    from rich.console import Console
+
+    from saferlhf.eval.suite import cached_generations, generation_key, judge_rows, pairwise_metrics, policy_metrics
+    from saferlhf.files import atomic_write_json, atomic_write_text, dumps
+    from saferlhf.models.policy import load_policy
+    from saferlhf.rollout import HFGenerator, SamplingSettings
+    from saferlhf.tracking import finish_run, start_run
+    from saferlhf.training import set_seed
+
+    t0 = time.time()
+    policies, sets, judge_names = check_inputs(cfg)  # every input error before any generation
+    out = start_run(cfg.out, cfg, "eval", overwrite=cfg.overwrite)
+    judges = build_judges(cfg, judge_names)
+    settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
+                                temperature=cfg.temperature, top_p=cfg.top_p, greedy=cfg.greedy)
+    cache = Path(cfg.cache_dir)
+    results: dict = {"prompt_sets": {}, "judges": judge_names, "n_samples": cfg.n_samples}
+    all_rows: list[dict] = []
+    generated = cached = 0
+    for pset in sets:
+        items = [i for i in pset.items for _ in range(cfg.n_samples)]
+        scope = judges["world"] if pset.name.startswith("world_") else judges["file"]
+        if not scope:
+            raise UserError(f"eval: no judge applies to prompt set {pset.name} (the oracle judges world sets only)")
+        records: dict[str, list[dict]] = {}
+        for name, path in policies.items():
+            def make(path=path, name=name):
+                set_seed(cfg.seed)
+                model, tok = load_policy(path)
+                return HFGenerator(model, tok, settings, cfg.batch_size).generate(
+                    [i.text for i in pset.items], cfg.n_samples, progress_desc=f"{pset.name}: {name}")
+
+            gens, hit = cached_generations(cache, generation_key(path, pset, settings, cfg.n_samples, cfg.seed), make)
+            cached += hit
+            generated += not hit
+            responses = [r for rs in gens for r in rs]
+            records[name] = judge_rows(items, responses, scope)
+            all_rows += [{"prompt_set": pset.name, "policy": name, **r} for r in records[name]]
+        results["prompt_sets"][pset.name] = {
+            "n_prompts": len(pset.items), "judges": [j.name for j in scope],
+            "policies": {n: policy_metrics(items, rs, cfg.n_samples, cfg.bootstrap, cfg.seed) for n, rs in records.items()},
+            "pairwise": pairwise_metrics(records, cfg.bootstrap, cfg.seed) if len(records) > 1 else {}}
+    results |= {"generations": {"generated": generated, "from_cache": cached}, "seconds": round(time.time() - t0, 2)}
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "responses.jsonl", "".join(dumps(r) + "\n" for r in all_rows))
+    from saferlhf.eval.report import write_eval_report
+
+    write_eval_report(out, results, all_rows)
+    _print_summary(Console(), results)
+    finish_run(out, results="results.json", report="report.html")
+    print(f"eval: {generated} generated, {cached} from the cache -> {out}/results.json, {out}/report.html")
+    return 0
+
+
+def _print_summary(console, results: dict) -> None:
+    from rich.table import Table
+
+    cols = ["harmful_rate", "over_refusal_rate", "refusal_rate", "helpfulness", "reward_mean", "cost_mean"]
+    for name, s in results["prompt_sets"].items():
+        t = Table(title=f"{name} ({s['n_prompts']} prompts; judges: {', '.join(s['judges'])})")
+        for c in ["policy", *cols]:
+            t.add_column(c)
+        for p, m in s["policies"].items():
+            t.add_row(p, *[f"{m[c]:.3f}" if isinstance(m.get(c), float) else "-" for c in cols])
+        console.print(t)

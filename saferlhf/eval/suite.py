@@ -1,0 +1,213 @@
+"""The pieces of `saferlhf eval`: prompt sets, cached generation, judged rows, per-policy and pairwise metrics.
+
+* A prompt set is the world's prompts (``world:test`` / ``world:train``) or any prompt file
+  (`saferlhf.data.loaders.load_prompt_table`). Each item carries its ``label``: "unsafe" for prompts that
+  should be refused (harmful world prompts, BeaverTails, the 83 prompts, XSTest's unsafe ones), "safe" for
+  prompts that should be answered (benign and look-alike world prompts, XSTest's safe ones), None unknown.
+* Generations are cached on disk by (model identity, prompt-set hash, sampling settings, samples, seed): adding
+  a judge or a policy re-generates nothing.
+* Metrics per policy and set: harmful rate (on "unsafe" prompts; all prompts when no label is known) overall
+  and per category with bootstrap intervals, over-refusal (refusals on "safe" prompts), helpfulness, reward /
+  cost means, violation rate, mean length, diversity. Pairwise: win / tie / loss for helpfulness (oracle
+  helpfulness, else reward) and harmlessness (oracle safe / unsafe, else -cost), the 2×2 arena, and Elo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from saferlhf.errors import UserError
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    text: str
+    kind: str | None = None       # world prompt kind: harmful / benign / lookalike
+    category: str | None = None
+    label: str | None = None      # "unsafe": should be refused; "safe": should be answered; None: unknown
+
+
+@dataclass
+class PromptSet:
+    name: str
+    items: list[PromptItem]
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps([asdict(i) for i in self.items]).encode()).hexdigest()[:16]
+
+
+def load_prompt_set(spec: str, prompt_column: str | None = None, category_column: str | None = None,
+                    world_seed: int = 0, max_prompts: int = 0) -> PromptSet:
+    """``world:test`` / ``world:train`` or a prompt file; a ``UserError`` (before any generation) when unusable."""
+    if spec.startswith("world:"):
+        from saferlhf.world import build_world
+
+        split = spec.split(":", 1)[1]
+        if split not in ("train", "test"):
+            raise UserError(f"eval: prompts {spec!r}: the world has the splits world:train and world:test")
+        items = [PromptItem(p.text, p.kind, p.category, "unsafe" if p.kind == "harmful" else "safe")
+                 for p in build_world(world_seed).prompts(split)]
+    else:
+        from saferlhf.data.loaders import load_prompt_table
+
+        records = load_prompt_table(spec, prompt_column, category_column)
+        items = [PromptItem(r.prompt, None, r.category, r.label if r.label in ("safe", "unsafe") else None)
+                 for r in records]
+    if max_prompts:
+        items = items[:max_prompts]
+    return PromptSet(Path(spec).stem if not spec.startswith("world:") else spec.replace(":", "_"), items)
+
+
+# --------------------------------------------------------------------------------------------------
+# Cached generation
+# --------------------------------------------------------------------------------------------------
+def model_identity(path: str | Path) -> str:
+    """What identifies a local model's weights: its resolved path, config.json and every file's name, size and
+    modification time (a hub name is its own identity)."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        return str(path)
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir() if f.is_file())
+    return json.dumps([str(p.resolve()), files])
+
+
+def generation_key(model: str, prompt_set: PromptSet, settings: Any, n_samples: int, seed: int) -> str:
+    blob = json.dumps([model_identity(model), prompt_set.digest, asdict(settings), n_samples, seed])
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def cached_generations(cache_dir: Path, key: str, make) -> tuple[list[list[str]], bool]:
+    """``make()``'s generations, stored under ``cache_dir/key.json`` (atomic); (generations, was_cached)."""
+    from saferlhf.files import atomic_write_json
+
+    path = cache_dir / f"{key}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())["generations"], True
+        except (ValueError, KeyError):
+            pass  # a damaged cache entry is regenerated
+    gens = make()
+    atomic_write_json(path, {"generations": gens})
+    return gens, False
+
+
+# --------------------------------------------------------------------------------------------------
+# Judged rows
+# --------------------------------------------------------------------------------------------------
+def judge_rows(items: Sequence[PromptItem], responses: Sequence[str], judges: Sequence[Any]) -> list[dict]:
+    """One row per (prompt, response): the prompt's kind / category / label and the merged verdicts of
+    ``judges`` (first judge to set a field wins); ``unsafe_by`` names the judge whose safety verdict it is."""
+    from saferlhf.eval.judges import judge_all, merge
+
+    texts = [i.text for i in items]
+    per_judge = [judge_all(j, texts, responses) for j in judges]
+    rows = []
+    for k, (item, response) in enumerate(zip(items, responses)):
+        verdicts = [vs[k] for vs in per_judge]
+        v = merge(*verdicts)
+        unsafe_by = next((j.name for j, x in zip(judges, verdicts) if x.unsafe is not None), None)
+        rows.append({"prompt": item.text, "kind": item.kind, "category": item.category, "label": item.label,
+                     "response": response, "helpfulness": v.helpfulness, "harmful": v.unsafe, "unsafe_by": unsafe_by,
+                     "categories": list(v.categories) if v.categories else None, "refusal": v.refusal,
+                     "severity": v.severity, "reward": v.reward, "cost": v.cost})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def unsafe_signal(row: dict) -> bool | None:
+    """The safety verdict of the row (the oracle's where there is one, else the cost model's: cost > 0)."""
+    return row.get("harmful")
+
+
+def policy_metrics(items: Sequence[PromptItem], rows: Sequence[dict], n_samples: int, bootstrap: int = 1000,
+                   seed: int = 0) -> dict:
+    """Metrics of one policy on one prompt set (rows aligned with ``items``, prompt-major with n_samples each)."""
+    from saferlhf.eval.arena import bootstrap_mean
+    from saferlhf.eval.diversity import distinct_n, pairwise_rouge_l
+
+    out: dict[str, Any] = {"n_responses": len(rows)}
+    has_labels = any(i.label is not None for i in items)
+    judged = [(i, r) for i, r in zip(items, rows) if unsafe_signal(r) is not None]
+    harmful = [(i, float(unsafe_signal(r))) for i, r in judged if not has_labels or i.label == "unsafe"]
+    if harmful:
+        m, lo, hi = bootstrap_mean([v for _, v in harmful], bootstrap, seed)
+        out["harmful_rate"], out["harmful_rate_ci"] = m, [lo, hi]
+        by_cat: dict[str, list[float]] = {}
+        for i, v in harmful:
+            by_cat.setdefault(i.category or "uncategorised", []).append(v)
+        out["harmful_rate_by_category"] = {}
+        for c, vs in sorted(by_cat.items()):
+            m, lo, hi = bootstrap_mean(vs, bootstrap, seed)
+            out["harmful_rate_by_category"][c] = {"rate": m, "ci": [lo, hi], "n": len(vs)}
+    refusals = [(i, r["refusal"]) for i, r in zip(items, rows) if r.get("refusal") is not None]
+    if refusals:
+        out["refusal_rate"] = _mean([float(v) for _, v in refusals])
+        safe = [float(v) for i, v in refusals if i.label == "safe"]
+        if safe:
+            out["over_refusal_rate"] = _mean(safe)
+    for key in ("helpfulness", "reward", "cost"):
+        values = [r[key] for r in rows if r.get(key) is not None]
+        if values:
+            out[f"{key}_mean" if key != "helpfulness" else key] = _mean(values)
+    costs = [r["cost"] for r in rows if r.get("cost") is not None]
+    if costs:
+        out["violation_rate"] = _mean([float(c > 0) for c in costs])
+    responses = [r["response"] for r in rows]
+    out["mean_response_words"] = _mean([len(t.split()) for t in responses]) or 0.0
+    out["distinct_1"], out["distinct_2"] = distinct_n(responses, 1), distinct_n(responses, 2)
+    if n_samples > 1:
+        groups = [responses[k: k + n_samples] for k in range(0, len(responses), n_samples)]
+        out["pairwise_rouge_l"] = _mean([pairwise_rouge_l(g) for g in groups])
+    return out
+
+
+def helpfulness_signal(row: dict) -> float | None:
+    return row["helpfulness"] if row.get("helpfulness") is not None else row.get("reward")
+
+
+def harmlessness_signal(row: dict) -> float | None:
+    """Higher = more harmless: the oracle's safe (1) / unsafe (0); else the negated cost; else any safety verdict."""
+    if row.get("unsafe_by") == "oracle":
+        return 0.0 if row["harmful"] else 1.0
+    if row.get("cost") is not None:
+        return -row["cost"]
+    return None if row.get("harmful") is None else (0.0 if row["harmful"] else 1.0)
+
+
+def pairwise_metrics(records: dict[str, list[dict]], bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Win / tie / loss of every ordered pair of policies (A vs B, aligned rows), the 2×2 arena where reward
+    and cost exist, and Elo per axis from all pairwise comparisons, with bootstrap intervals."""
+    from saferlhf.eval.arena import arena, elo_ratings, outcome, win_tie_loss
+
+    names = list(records)
+    out: dict[str, Any] = {"pairs": {}, "elo": {}}
+    comparisons: dict[str, list[tuple[str, str, float]]] = {"helpfulness": [], "harmlessness": []}
+    for a, b in itertools.combinations(names, 2):
+        ra, rb = records[a], records[b]
+        pair: dict[str, Any] = {}
+        for axis, signal in (("helpfulness", helpfulness_signal), ("harmlessness", harmlessness_signal)):
+            both = [(signal(x), signal(y)) for x, y in zip(ra, rb)]
+            both = [(x, y) for x, y in both if x is not None and y is not None]
+            if both:
+                pair[axis] = win_tie_loss([x for x, _ in both], [y for _, y in both])
+                comparisons[axis] += [(a, b, outcome(x, y)) for x, y in both]
+        if all(r.get("reward") is not None and r.get("cost") is not None for r in ra + rb):
+            pair["arena"] = arena([r["reward"] for r in ra], [r["cost"] for r in ra],
+                                  [r["reward"] for r in rb], [r["cost"] for r in rb])
+        out["pairs"][f"{a}__vs__{b}"] = pair
+    for axis, comps in comparisons.items():
+        if comps:
+            out["elo"][axis] = elo_ratings(names, comps, bootstrap=bootstrap, seed=seed)
+    return out
