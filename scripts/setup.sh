@@ -10,3 +10,8 @@ fi
 python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0 || pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 pip install -q -e ".[test]"
+# A real browser for the report test (tests/recipes/test_report_browser.py): Debian's chromium, where apt works.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 ||
+    echo "[setup] could not install chromium: the browser test will be skipped" >&2
+fi

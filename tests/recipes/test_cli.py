@@ -99,3 +99,10 @@ def test_demo_fast_end_to_end(tmp_path):
     assert html.count("data:image/png;base64") >= 4
     for png in ("policies.png", "lagrange.png", "training_curves.png", "reward_cost_scatter.png"):
         assert (out / png).stat().st_size > 1000
+    from test_report_browser import CHROMIUM, chromium  # tests/recipes is on sys.path (pytest prepend mode)
+
+    if CHROMIUM is not None:  # the demo's report in a real browser: not blank
+        from matplotlib import image
+
+        chromium(f"--screenshot={out / 'shot.png'}", "--window-size=1200,1600", (out / "report.html").as_uri())
+        assert float((image.imread(str(out / "shot.png"))[..., :3].mean(-1) < 0.95).mean()) > 0.05
