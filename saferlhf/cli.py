@@ -55,6 +55,8 @@ COMMANDS: list[Command] = [
             "evaluate policies on world prompts with the oracle and/or reward and cost models"),
     Command("eval", "saferlhf.eval.compare", "EvalConfig", "run",
             "compare policies on world prompts and any prompt file: judges, harmful rates, win rates, Elo, report"),
+    Command("score", "saferlhf.eval.score", "ScoreConfig", "run",
+            "reward and cost scores of an existing generations file (the output of `saferlhf generate`)"),
     Command("demo", "saferlhf.pipelines.demo", "DemoConfig", "run",
             "the whole Safe RLHF pipeline on the synthetic world, on CPU, with a report"),
 ]

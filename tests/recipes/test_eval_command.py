@@ -105,3 +105,33 @@ def test_missing_prompt_column_lists_the_columns(setup, tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "no prompt column found" in err and "utterance" in err
+
+
+@pytest.mark.parametrize("n_samples", [1, 2])
+def test_score_a_generations_file_without_generating(setup, tmp_path, capsys, n_samples):
+    from saferlhf.models.score import load_judge, score_texts
+
+    gen = tmp_path / "gen.jsonl"
+    assert main(["generate", "--model_path", str(setup["policy"]), "--prompts", "world:test", "--max_prompts", "5",
+                 "--max_new_tokens", "6", "--n_samples", str(n_samples), "--out", str(gen)]) == 0
+    out = tmp_path / "scored.jsonl"
+    assert main(["score", "--input", str(gen), "--reward_model", str(setup["reward"]), "--cost_model",
+                 str(setup["cost"]), "--out", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    summary = json.loads((tmp_path / "scored.jsonl.summary.json").read_text())
+    model, tok = load_judge(setup["cost"])
+    if n_samples == 1:
+        assert len(rows) == 5 and {"prompt", "response", "reward", "cost"} <= set(rows[0])
+        want = score_texts(model, tok, [r["prompt"] for r in rows], [r["response"] for r in rows]).tolist()
+        assert [r["cost"] for r in rows] == pytest.approx(want, abs=1e-5)
+        assert summary["violation_rate"] == sum(c > 0 for c in want) / 5
+    else:
+        assert len(rows) == 5 and {"reward_0", "reward_1", "cost_0", "cost_1"} <= set(rows[0])
+        assert 0 <= summary["reward_response_0_higher"] <= 1 and summary["responses_per_record"] == 2
+
+
+def test_score_refuses_a_file_that_is_not_generations(setup, tmp_path, capsys):
+    assert main(["score", "--input", str(setup["prompts"]), "--reward_model", str(setup["reward"]),
+                 "--out", str(tmp_path / "x.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "score:" in err and "Traceback" not in err and not (tmp_path / "x.jsonl").exists()
