@@ -57,6 +57,9 @@ COMMANDS: list[Command] = [
             "compare policies on world prompts and any prompt file: judges, harmful rates, win rates, Elo, report"),
     Command("score", "saferlhf.eval.score", "ScoreConfig", "run",
             "reward and cost scores of an existing generations file (the output of `saferlhf generate`)"),
+    Command("serve", "saferlhf.serve.app", "ServeConfig", "run",
+            "an OpenAI-compatible chat server over a policy (/v1/chat/completions, /v1/models; extra: serve)",
+            ("model",)),
     Command("demo", "saferlhf.pipelines.demo", "DemoConfig", "run",
             "the whole Safe RLHF pipeline on the synthetic world, on CPU, with a report"),
 ]

@@ -50,6 +50,23 @@ def format_prompt(tokenizer: Any, prompt: str) -> str:
     return PROMPT_INPUT.format(input=prompt)
 
 
+def format_messages(tokenizer: Any, messages: list[dict]) -> str:
+    """A whole conversation (OpenAI-style ``{"role", "content"}`` messages) ending with the generation prompt:
+    the tokenizer's chat template when it has one, else the reference format (system text after the
+    conversation opener, then "USER: ..." and " ASSISTANT:..." turns)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = PROMPT_BEGIN
+    for m in messages:
+        if m["role"] == "system":
+            text += m["content"] + " "
+        elif m["role"] == "user":
+            text += "USER: " + m["content"]
+        else:
+            text += " ASSISTANT:" + m["content"] + (tokenizer.eos_token or "")
+    return text + " ASSISTANT:"
+
+
 def encode_prompt(tokenizer: Any, prompt: str, max_prompt_length: int | None = None) -> list[int]:
     """Token ids of the chat-formatted prompt (keeps the END of over-long prompts)."""
     ids = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=True)["input_ids"]
