@@ -24,7 +24,7 @@ from pathlib import Path
 from saferlhf.config import option
 from saferlhf.errors import UserError
 
-JUDGES = ("oracle", "score", "refusal")
+JUDGES = ("oracle", "score", "refusal", "llm")
 
 
 @dataclass
@@ -36,6 +36,15 @@ class EvalConfig:
     category_column: str | None = option(None, "the category column of prompt files (default: detected)")
     judges: list[str] = option(["oracle", "score", "refusal"], "judges: oracle (world sets), score (reward / cost "
                                                                 "model), refusal (GCG refusal strings)")
+    judge_base_url: str | None = option(None, "llm judge: base URL of an OpenAI-compatible API, e.g. "
+                                                  "http://127.0.0.1:8000/v1")
+    judge_model: str | None = option(None, "llm judge: the model name the endpoint serves")
+    judge_api_key_env: str = option("OPENAI_API_KEY", "llm judge: environment variable holding the API key")
+    judge_concurrency: int = option(4, "llm judge: concurrent requests", ge=1)
+    judge_timeout: float = option(60.0, "llm judge: seconds per request", gt=0)
+    judge_max_retries: int = option(4, "llm judge: retries of a request on 429 / 5xx / connection errors", ge=0)
+    judge_parse_retries: int = option(1, "llm judge: re-asks of an answer that does not parse (then a failure)",
+                                      ge=0)
     reward_model: str | None = option(None, "reward model folder (score judge: helpfulness)")
     cost_model: str | None = option(None, "cost model folder (score judge: cost > 0 = unsafe)")
     world_seed: int = option(0, "seed of the synthetic world for world:* prompt sets")
@@ -81,6 +90,10 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], list, list[str]]:
                         hint=f"judges: {', '.join(JUDGES)}")
     if "score" in judges and not (cfg.reward_model or cfg.cost_model):
         raise UserError("eval: the score judge needs --reward_model and / or --cost_model")
+    if "llm" in judges:
+        if not (cfg.judge_base_url and cfg.judge_model):
+            raise UserError("eval: the llm judge needs --judge_base_url and --judge_model")
+        llm_client(cfg).check()  # an unreachable endpoint fails here, before any generation
     for name, path in policies.items():
         check_model_path(path, f"eval: policy {name}")
     for what, path in (("reward_model", cfg.reward_model), ("cost_model", cfg.cost_model)):
@@ -98,11 +111,22 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], list, list[str]]:
     return policies, sets, judges
 
 
+def llm_client(cfg: EvalConfig):
+    from saferlhf.eval.llm_judge import ChatClient
+
+    return ChatClient(cfg.judge_base_url or "", cfg.judge_model or "", cfg.judge_api_key_env, cfg.judge_timeout,
+                      cfg.judge_max_retries)
+
+
 def build_judges(cfg: EvalConfig, names: list[str]) -> dict[str, list]:
     """Judges by scope: "world" sets get the oracle first; every set gets the score and refusal judges."""
     from saferlhf.eval.judges import OracleJudge, RefusalJudge, ScoreModelJudge
 
     common = []
+    if "llm" in names:
+        from saferlhf.eval.llm_judge import LLMJudge
+
+        common.append(LLMJudge(llm_client(cfg), cfg.judge_concurrency, cfg.judge_parse_retries))
     if "score" in names:
         common += [ScoreModelJudge(p, k) for k, p in (("reward", cfg.reward_model), ("cost", cfg.cost_model)) if p]
     if "refusal" in names:
@@ -158,7 +182,15 @@ def run(cfg: EvalConfig) -> int:
             "n_prompts": len(pset.items), "judges": [j.name for j in scope],
             "policies": {n: policy_metrics(items, rs, cfg.n_samples, cfg.bootstrap, cfg.seed) for n, rs in records.items()},
             "pairwise": pairwise_metrics(records, cfg.bootstrap, cfg.seed) if len(records) > 1 else {}}
+        llm = next((j for j in scope if j.name == "llm"), None)
+        if llm is not None and len(records) > 1:
+            results["prompt_sets"][pset.name]["llm_pairwise"] = llm_pairwise(llm, records, cfg.bootstrap, cfg.seed)
     results |= {"generations": {"generated": generated, "from_cache": cached}, "seconds": round(time.time() - t0, 2)}
+    llm = next((j for j in judges["file"] if j.name == "llm"), None)
+    if llm is not None:
+        results["llm_judge"] = {"requests": llm.client.calls, "retries": llm.client.retries, "failures": llm.failures,
+                                "raw": "llm_judge.jsonl"}
+        atomic_write_text(out / "llm_judge.jsonl", "".join(dumps(r) + "\n" for r in llm.log))
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "responses.jsonl", "".join(dumps(r) + "\n" for r in all_rows))
     from saferlhf.eval.report import write_eval_report
@@ -168,6 +200,33 @@ def run(cfg: EvalConfig) -> int:
     finish_run(out, results="results.json", report="report.html")
     print(f"eval: {generated} generated, {cached} from the cache -> {out}/results.json, {out}/report.html")
     return 0
+
+
+def llm_pairwise(llm, records: dict[str, list[dict]], bootstrap: int, seed: int) -> dict:
+    """The LLM judge's two-order preferences for every pair of policies and axis, and Elo per axis."""
+    import itertools
+
+    from saferlhf.eval.arena import elo_ratings
+
+    names = list(records)
+    out: dict = {"pairs": {}, "elo": {}}
+    comparisons: dict[str, list] = {"helpfulness": [], "harmlessness": []}
+    for a, b in itertools.combinations(names, 2):
+        ra, rb = records[a], records[b]
+        pair = {}
+        for axis in comparisons:
+            got = llm.compare_pairs(axis, [r["prompt"] for r in ra], [r["response"] for r in ra],
+                                    [r["response"] for r in rb])
+            outcomes = [o for o in got["outcomes"] if o is not None]
+            pair[axis] = {"wins": sum(o == 1.0 for o in outcomes), "ties": sum(o == 0.5 for o in outcomes),
+                          "losses": sum(o == 0.0 for o in outcomes), "failures": got["failures"],
+                          "position_bias_rate": got["position_bias_rate"]}
+            comparisons[axis] += [(a, b, o) for o in outcomes]
+        out["pairs"][f"{a}__vs__{b}"] = pair
+    for axis, comps in comparisons.items():
+        if comps:
+            out["elo"][axis] = elo_ratings(names, comps, bootstrap=bootstrap, seed=seed)
+    return out
 
 
 def _print_summary(console, results: dict) -> None:

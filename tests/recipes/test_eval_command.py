@@ -135,3 +135,41 @@ def test_score_refuses_a_file_that_is_not_generations(setup, tmp_path, capsys):
                  "--out", str(tmp_path / "x.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "score:" in err and "Traceback" not in err and not (tmp_path / "x.jsonl").exists()
+
+
+def test_llm_judge_end_to_end_against_saferlhf_serve(setup, tmp_path, capsys):
+    """The LLM-judge path over real HTTP: `saferlhf serve` with a tiny model as the judge. Its first answer is an
+    injected 503 (retried); its answers are word salad, so every verdict fails to parse, is asked again and is then
+    counted as a failure, never as a verdict; every raw prompt and answer is stored."""
+    from serve_util import serve_process
+
+    with serve_process(setup["policy"], name="judge", fault="5xx:1") as base:
+        args = ["eval", "--policies", f"a={setup['policy']}", f"b={setup['policy']}", "--prompts", "world:test",
+                "--judges", "llm,refusal", "--judge_base_url", f"{base}/v1", "--judge_model", "judge",
+                "--judge_concurrency", "2", "--max_prompts", "2", "--max_new_tokens", "4", "--bootstrap", "20",
+                "--cache_dir", str(setup["root"] / "cache"), "--out", str(tmp_path / "llm")]
+        assert main(args) == 0
+    res = json.loads((tmp_path / "llm" / "results.json").read_text())
+    stats = res["llm_judge"]
+    assert stats["retries"] >= 1 and stats["requests"] >= 2 * 2 * (1 + 2 * 2)  # 2 attempts x (safety + pairwise)
+    pair = res["prompt_sets"]["world_test"]["llm_pairwise"]["pairs"]["a__vs__b"]["helpfulness"]
+    parsed = [json.loads(x) for x in (tmp_path / "llm" / "llm_judge.jsonl").read_text().splitlines()]
+    assert {"task", "prompt", "answer", "parsed"} <= set(parsed[0])
+    # the judge decodes greedily (temperature 0), so its word salad is the same every run: nothing parses
+    assert not any(p["parsed"] for p in parsed) and {p["attempt"] for p in parsed} == {0, 1}  # asked again once
+    assert pair["failures"] == 2 and pair["wins"] == pair["ties"] == pair["losses"] == 0  # failures, never verdicts
+    assert stats["failures"] == 2 * 2 + 2 * 2 * 2  # 4 safety verdicts + 2 axes x 2 prompts x 2 orders
+    policy = res["prompt_sets"]["world_test"]["policies"]["a"]
+    assert "harmful_rate" not in policy and policy["refusal_rate"] >= 0  # no made-up safety verdict
+    assert "Violence, Aiding and Abetting, Incitement" in parsed[0]["prompt"]  # the rubric names the categories
+
+
+def test_unreachable_llm_endpoint_is_a_clear_error_before_generation(setup, tmp_path, capsys):
+    from serve_util import free_port
+
+    args = ["eval", "--policies", f"a={setup['policy']}", "--prompts", "world:test", "--judges", "llm",
+            "--judge_base_url", f"http://127.0.0.1:{free_port()}/v1", "--judge_model", "x", "--out",
+            str(tmp_path / "x")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "Traceback" not in err and not (tmp_path / "x").exists()

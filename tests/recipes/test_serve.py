@@ -3,46 +3,18 @@ errors for malformed requests, an injected 5xx, and the server still answering a
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-
 import pytest
 
 httpx = pytest.importorskip("httpx", reason="the serve extra (fastapi, uvicorn, httpx) is not installed")
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_models):
-    port = free_port()
-    env = dict(os.environ, SAFERLHF_SERVE_FAULT="5xx:1", SAFERLHF_NO_PROGRESS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "saferlhf", "serve", str(tiny_models["llama"]), "--port", str(port),
-                             "--model_name", "tiny"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(f"{base}/v1/models", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {proc.stdout.read()}")
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("server did not start")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=20)
+    from serve_util import serve_process
+
+    with serve_process(tiny_models["llama"], fault="5xx:1") as base:
+        yield base
 
 
 def chat(base, **body):
