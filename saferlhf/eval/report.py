@@ -225,8 +225,28 @@ def write_eval_report(out: Path, results: dict, rows: list[dict], samples_per_se
         if pair_rows:
             parts.append("<h3>win / tie / loss (A vs B)</h3><table><tr><th>A</th><th>B</th><th>axis</th><th>wins</th>"
                          f"<th>ties</th><th>losses</th></tr>{pair_rows}</table>")
+        arena_rows = ""
+        for pair, v in s.get("pairwise", {}).get("pairs", {}).items():
+            a, b = pair.split("__vs__")
+            for cell, c in v.get("arena", {}).items():
+                arena_rows += (f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(cell)}</td><td>{c['count']}</td>"
+                               f"<td>{c['win_rate_A']:.3f}</td></tr>")
+        if arena_rows:
+            parts.append("<h3>2×2 arena (safe = cost &lt;= 0; reward win rate of A)</h3><table><tr><th>A</th><th>B</th>"
+                         f"<th>cell</th><th>count</th><th>win rate A</th></tr>{arena_rows}</table>")
+        set_rows = {}
+        for r in rows:
+            if r["prompt_set"] == name and r.get("reward") is not None and r.get("cost") is not None:
+                set_rows.setdefault(r["policy"], []).append({"reward": r["reward"], "cost": r["cost"],
+                                                             "harmful": bool(r.get("harmful"))})
+        scatter = out / f"scatter_{k}.png"
+        if set_rows:
+            plot_reward_cost_scatter(set_rows, scatter)
+        elo = s.get("pairwise", {}).get("elo", {}) | {f"llm_{a}": e for a, e in
+                                                       s.get("llm_pairwise", {}).get("elo", {}).items()}
         for png, ok in ((out / f"categories_{k}.png", plot_category_rates(name, s["policies"], out / f"categories_{k}.png")),
-                        (out / f"elo_{k}.png", plot_elo(name, s.get("pairwise", {}).get("elo", {}), out / f"elo_{k}.png"))):
+                        (out / f"elo_{k}.png", plot_elo(name, elo, out / f"elo_{k}.png")),
+                        (scatter, scatter.exists())):
             if ok:
                 parts.append(_img(png))
         shown = [r for r in rows if r["prompt_set"] == name][:samples_per_set]
