@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--demo", default="", help="a `saferlhf demo` folder: also time `saferlhf eval` of its SFT, PPO, "
+                                               "PPO-Lag and shaping policies on world + BeaverTails + XSTest")
     a = ap.parse_args()
     common.set_threads(a.threads)
     import torch
@@ -75,8 +77,29 @@ def main() -> None:
                            "batch": a.prompts, "threads": a.threads, "model": "tiny Llama, vocab 2048, hidden 256, 4 layers"},
               "runs": runs, "versions": common.versions(), "machine": common.machine(),
               "command": "python bench/bench_eval.py " + " ".join(sys.argv[1:])}
+    if a.demo:
+        result["demo_evaluation"] = time_demo_evaluation(Path(a.demo), tmp)
     print(json.dumps(result, indent=2))
     common.write_result("eval_generation", result)
+
+
+def time_demo_evaluation(demo: Path, tmp: Path) -> dict:
+    """Wall time of the full evaluation of a demo's policies (fresh cache: generation included)."""
+    import subprocess
+
+    shared = common.REPO.parent / "shared" / "data" / "prompts"
+    policies = [f"{n}={demo / n / ('model' if n == 'sft' else 'actor')}"
+                for n in ("sft", "ppo", "ppo_lag", "shaping_0.5", "shaping_2") if (demo / n).exists()]
+    cmd = [sys.executable, "-m", "saferlhf", "eval", "--policies", *policies, "--prompts", "world:test",
+           str(shared / "beavertails-evaluation.json"), str(shared / "xstest_prompts.csv"),
+           "--judges", "oracle,score,refusal", "--reward_model", str(demo / "reward" / "model"),
+           "--cost_model", str(demo / "cost" / "model"), "--cache_dir", str(tmp / "cache"), "--out", str(tmp / "eval")]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(__import__("os").environ, SAFERLHF_NO_PROGRESS="1"))
+    seconds = time.perf_counter() - t
+    res = json.loads((tmp / "eval" / "results.json").read_text())
+    return {"policies": len(policies), "prompts": {k: v["n_prompts"] for k, v in res["prompt_sets"].items()},
+            "seconds": round(seconds, 1), "target_seconds": 180, "met": seconds <= 180, "command": " ".join(cmd)}
 
 
 if __name__ == "__main__":
