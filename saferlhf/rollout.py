@@ -108,8 +108,8 @@ def next_token(logits: torch.Tensor, temperature: float, top_p: float, do_sample
 def sample(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_tokens: int, temperature: float = 1.0,
            top_p: float = 1.0, do_sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
     """Generate one response per prompt with the model's KV cache (a lean loop with the maths of `generate`:
-    as fast as `generate` on a 4.7 M-parameter Llama, `bench/bench_eval.py`; faster on the smallest models,
-    where `generate`'s per-step overhead dominates; stops when every row has produced eos).
+    as fast as `generate` on a 4.7 M-parameter Llama in `bench/bench_eval.py`; an earlier measurement on
+    smaller models found it about 10x faster; stops when every row has produced eos).
 
     Returns (input_ids [B, P+N], attention_mask [B, P+N], P, response_mask [B, N]); tokens after eos are
     pad so that score models see clean sequences.
