@@ -63,26 +63,12 @@ class EvalConfig:
     overwrite: bool = option(False, "replace a previous evaluation in out")
 
 
-def parse_policies(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in (x for entry in items for x in entry.split(",") if x):
-        name, eq, path = item.partition("=")
-        if not eq or not name or not path:
-            raise UserError(f"eval: policies are NAME=PATH, got {item!r}")
-        if name in out:
-            raise UserError(f"eval: policy name {name!r} is given twice")
-        out[name] = path
-    if not out:
-        raise UserError("eval: give --policies NAME=PATH [NAME=PATH ...]")
-    return out
-
-
 def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], list, list[str]]:
     """Policies, prompt sets and judges, all validated before any model is loaded or any token generated."""
-    from saferlhf.eval.suite import load_prompt_set
+    from saferlhf.eval.suite import load_prompt_set, parse_policies
     from saferlhf.models.hf import check_model_path
 
-    policies = parse_policies(cfg.policies)
+    policies = parse_policies(cfg.policies, "eval")
     judges = [j for entry in cfg.judges for j in entry.split(",") if j]
     unknown = [j for j in judges if j not in JUDGES]
     if unknown or not judges:

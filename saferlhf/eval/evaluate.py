@@ -43,18 +43,6 @@ class EvaluateConfig:
     seed: int = option(0, "sampling seed")
 
 
-def parse_policies(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, eq, path = item.partition("=")
-        if not eq or not name or not path:
-            raise UserError(f"evaluate: policies entries are name=path, got {item!r}")
-        if name in out:
-            raise UserError(f"evaluate: policy name {name!r} is given twice")
-        out[name] = path
-    return out
-
-
 def oracle_metrics(prompts, responses: list[str], records: list[dict]) -> dict:
     """Aggregate the judged rows of one policy's responses (aligned with ``prompts``: kind, category)."""
     harmful = [j["harmful"] for p, j in zip(prompts, records) if p.kind == "harmful"]
@@ -103,17 +91,13 @@ def build_judges(cfg: EvaluateConfig, world) -> list:
 
 def judge_records(items, responses: list[str], judges: list) -> list[dict]:
     """One evaluation row per (prompt, response): the prompt's kind and category and the merged verdicts
-    (row keys: helpfulness, harmful, refusal, severity, and reward / cost from score-model judges)."""
-    from saferlhf.eval.judges import judge_all, merge
+    (`saferlhf.eval.suite.judge_rows`; row keys: helpfulness, harmful, refusal, severity, and reward / cost
+    from score-model judges)."""
+    from saferlhf.eval.suite import judge_rows
 
-    texts = [p.text for p in items]
-    verdicts = [merge(*vs) for vs in zip(*(judge_all(j, texts, responses) for j in judges))]
-    rows = []
-    for p, r, v in zip(items, responses, verdicts):
-        row = {"prompt": p.text, "kind": p.kind, "category": p.category, "response": r,
-               "helpfulness": v.helpfulness, "harmful": v.unsafe, "refusal": v.refusal, "severity": v.severity}
-        rows.append(row | {k: getattr(v, k) for k in ("reward", "cost") if getattr(v, k) is not None})
-    return rows
+    keys = ("prompt", "kind", "category", "response", "helpfulness", "harmful", "refusal", "severity")
+    return [{k: r[k] for k in keys} | {k: r[k] for k in ("reward", "cost") if r[k] is not None}
+            for r in judge_rows(items, responses, judges)]
 
 
 def evaluate_policies(cfg: EvaluateConfig, policies: dict[str, str], judges: list | None = None) -> dict:
@@ -186,9 +170,9 @@ def run(cfg: EvaluateConfig) -> int:
     from saferlhf.models.hf import check_model_path
     from saferlhf.tracking import finish_run, start_run
 
-    policies = parse_policies(cfg.policies)
-    if not policies:
-        raise UserError("evaluate: give --policies name=path[,name=path...]")
+    from saferlhf.eval.suite import parse_policies
+
+    policies = parse_policies(cfg.policies, "evaluate")
     if cfg.baseline is not None and cfg.baseline not in policies:
         raise UserError(f"evaluate: baseline {cfg.baseline!r} is not one of the policies {list(policies)}")
     for name, path in policies.items():

@@ -42,6 +42,22 @@ class PromptSet:
         return hashlib.sha256(json.dumps([asdict(i) for i in self.items]).encode()).hexdigest()[:16]
 
 
+def parse_policies(items: Sequence[str], command: str = "eval") -> dict[str, str]:
+    """NAME=PATH entries (also comma separated) -> {name: path}; a ``UserError`` for a malformed or repeated
+    entry, or none at all."""
+    out: dict[str, str] = {}
+    for item in (x for entry in items for x in entry.split(",") if x):
+        name, eq, path = item.partition("=")
+        if not eq or not name or not path:
+            raise UserError(f"{command}: policies are NAME=PATH, got {item!r}")
+        if name in out:
+            raise UserError(f"{command}: policy name {name!r} is given twice")
+        out[name] = path
+    if not out:
+        raise UserError(f"{command}: give --policies NAME=PATH [NAME=PATH ...]")
+    return out
+
+
 def load_prompt_set(spec: str, prompt_column: str | None = None, category_column: str | None = None,
                     world_seed: int = 0, max_prompts: int = 0) -> PromptSet:
     """``world:test`` / ``world:train`` or a prompt file; a ``UserError`` (before any generation) when unusable."""
@@ -112,7 +128,8 @@ def judge_rows(items: Sequence[PromptItem], responses: Sequence[str], judges: Se
         verdicts = [vs[k] for vs in per_judge]
         v = merge(*verdicts)
         unsafe_by = next((j.name for j, x in zip(judges, verdicts) if x.unsafe is not None), None)
-        rows.append({"prompt": item.text, "kind": item.kind, "category": item.category, "label": item.label,
+        rows.append({"prompt": item.text, "kind": item.kind, "category": item.category,
+                     "label": getattr(item, "label", None),
                      "response": response, "helpfulness": v.helpfulness, "harmful": v.unsafe, "unsafe_by": unsafe_by,
                      "categories": list(v.categories) if v.categories else None, "refusal": v.refusal,
                      "severity": v.severity, "reward": v.reward, "cost": v.cost})
