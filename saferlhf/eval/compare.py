@@ -145,23 +145,33 @@ def run(cfg: EvalConfig) -> int:
     results: dict = {"prompt_sets": {}, "judges": judge_names, "n_samples": cfg.n_samples}
     all_rows: list[dict] = []
     generated = cached = 0
+    # 1. Generation, policy by policy: each model is loaded once, and only when a prompt set misses the cache.
+    generations: dict[tuple[str, str], list[list[str]]] = {}
+    for name, path in policies.items():
+        loaded: list = []
+        for pset in sets:
+            def make(pset=pset, name=name, path=path):
+                if not loaded:
+                    loaded.append(load_policy(path))  # consumes no RNG: the seed below fixes the samples
+                model, tok = loaded[0]
+                set_seed(cfg.seed)
+                return HFGenerator(model, tok, settings, cfg.batch_size).generate(
+                    [i.text for i in pset.items], cfg.n_samples, progress_desc=f"{pset.name}: {name}")
+
+            key = generation_key(path, pset, settings, cfg.n_samples, cfg.seed)
+            generations[pset.name, name], hit = cached_generations(cache, key, make)
+            cached += hit
+            generated += not hit
+        loaded.clear()  # release this policy before the next one loads
+    # 2. Judging and metrics, prompt set by prompt set.
     for pset in sets:
         items = [i for i in pset.items for _ in range(cfg.n_samples)]
         scope = judges["world"] if pset.name.startswith("world_") else judges["file"]
         if not scope:
             raise UserError(f"eval: no judge applies to prompt set {pset.name} (the oracle judges world sets only)")
         records: dict[str, list[dict]] = {}
-        for name, path in policies.items():
-            def make(path=path, name=name):
-                set_seed(cfg.seed)
-                model, tok = load_policy(path)
-                return HFGenerator(model, tok, settings, cfg.batch_size).generate(
-                    [i.text for i in pset.items], cfg.n_samples, progress_desc=f"{pset.name}: {name}")
-
-            gens, hit = cached_generations(cache, generation_key(path, pset, settings, cfg.n_samples, cfg.seed), make)
-            cached += hit
-            generated += not hit
-            responses = [r for rs in gens for r in rs]
+        for name in policies:
+            responses = [r for rs in generations[pset.name, name] for r in rs]
             records[name] = judge_rows(items, responses, scope)
             all_rows += [{"prompt_set": pset.name, "policy": name, **r} for r in records[name]]
         results["prompt_sets"][pset.name] = {
