@@ -33,8 +33,8 @@ def main() -> None:
 
     import torch
 
-    from saferlhf.eval.evaluate import judge_records, oracle_metrics
     from saferlhf.eval.judges import OracleJudge
+    from saferlhf.eval.suite import judge_rows, load_prompt_set, policy_metrics
     from saferlhf.models import load_policy
     from saferlhf.recipes import score_model, sft, tiny_model
     from saferlhf.pipelines.demo import DemoConfig
@@ -62,11 +62,10 @@ def main() -> None:
     # 1. the SFT model, judged by the oracle
     set_seed(args.seed)
     model, tok = load_policy(sft_path)
-    test = world.prompts("test")
+    test = load_prompt_set("world:test", world_seed=args.seed).items
     gens = HFGenerator(model, tok, SamplingSettings(max_new_tokens=d.max_new_tokens)).generate([p.text for p in test])
-    oracle = Oracle(world)
     responses = [g[0] for g in gens]
-    sft_metrics = oracle_metrics(test, responses, judge_records(test, responses, [OracleJudge(oracle)]))
+    sft_metrics = policy_metrics(test, judge_rows(test, responses, [OracleJudge(Oracle(world))]), 1, bootstrap=0)
 
     # 2. panel-labelled world pairs; reward and cost models from the SFT model
     panel = AnnotatorPanel(world, seed=args.seed)
@@ -79,8 +78,8 @@ def main() -> None:
     for kind in ("reward", "cost"):
         score_model.run(score_model.ScoreModelConfig(
             kind=kind, model_path=sft_path, train_file=str(files["train"]), eval_file=str(files["test"]),
-            out=str(root / kind), max_length=128, batch_size=32, epochs=d.score_epochs,
-            optim=OptimConfig(lr=d.score_lr, weight_decay=0.01), runtime=rt))
+            out=str(root / kind), max_length=128, batch_size=32, epochs=d.score.epochs,
+            optim=OptimConfig(lr=d.score.lr, weight_decay=0.01), runtime=rt))
         scores[kind] = json.loads((root / kind / "eval.json").read_text())
 
     result = {

@@ -253,18 +253,27 @@ class HFGenerator:
     def sample(self, prompts: Sequence[str]) -> Samples:
         return self.sample_ids(self.encode(prompts))
 
-    @torch.no_grad()
     def generate(self, prompts: Sequence[str], n_samples: int = 1, progress_desc: str | None = None) -> list[list[str]]:
+        return self.generate_ended(prompts, n_samples, progress_desc)[0]
+
+    @torch.no_grad()
+    def generate_ended(self, prompts: Sequence[str], n_samples: int = 1,
+                       progress_desc: str | None = None) -> tuple[list[list[str]], list[list[bool]]]:
+        """`generate`'s responses and, aligned with them, whether each ended with eos (False: cut off at
+        ``max_new_tokens``; score models then score it without an eos, as in training and RL)."""
         from saferlhf.tracking import progress
 
         encoded = self.encode(prompts)
         out: list[list[str]] = [[] for _ in prompts]
+        ended: list[list[bool]] = [[] for _ in prompts]
         jobs = [(i, k) for k in range(n_samples) for i in range(len(prompts))]
         bar = progress(total=len(jobs), desc=progress_desc or "generate", disable=progress_desc is None)
         for start in range(0, len(jobs), self.batch_size):
             chunk = jobs[start: start + self.batch_size]
-            for (i, _), text in zip(chunk, self.sample_ids([encoded[i] for i, _ in chunk]).responses):
+            samples = self.sample_ids([encoded[i] for i, _ in chunk])
+            for (i, _), text, done in zip(chunk, samples.responses, samples.ended):
                 out[i].append(text)
+                ended[i].append(bool(done))
             bar.update(len(chunk))
         bar.close()
-        return out
+        return out, ended

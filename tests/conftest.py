@@ -12,6 +12,20 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _generation_cache(tmp_path_factory):
+    """`saferlhf eval`'s generation cache goes to a temporary folder, never the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("SAFERLHF_CACHE")
+    os.environ["SAFERLHF_CACHE"] = str(tmp_path_factory.mktemp("generation-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SAFERLHF_CACHE", None)
+    else:
+        os.environ["SAFERLHF_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared real-data folder; tests that need it skip with a clear reason where it is absent."""

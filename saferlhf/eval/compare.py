@@ -11,8 +11,13 @@ docs/evaluation.md). Judges: ``oracle`` (world prompt sets only), ``score`` (rew
 ``refusal`` (GCG refusal strings). Everything a run needs is checked before any generation; generations are
 cached in ``cache_dir`` by (model, prompt set, settings), so adding a judge or a policy regenerates nothing.
 
+``llm`` (an OpenAI-compatible chat endpoint: per-response safety verdicts and two-order pairwise preferences,
+`saferlhf.eval.llm_judge`). ``--baseline`` (default: the first policy) adds ``win_rate_vs_<baseline>`` and
+``harmlessness_win_rate_vs_<baseline>`` to every policy's metrics; ``--embedding_model`` (any HF encoder folder,
+e.g. all-MiniLM-L6-v2) adds the mean pairwise embedding distances.
+
 Outputs in ``out``: results.json (valid JSON), responses.jsonl, report.html with its PNGs, status.json.
-Not yet here (issue 10): the LLM judge over an OpenAI-compatible endpoint, `saferlhf serve`, `saferlhf score`.
+`saferlhf evaluate` is the same command under its old name.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ class EvalConfig:
                                                 "prompt file")
     prompt_column: str | None = option(None, "the prompt column of prompt files (default: detected)")
     category_column: str | None = option(None, "the category column of prompt files (default: detected)")
-    judges: list[str] = option(["oracle", "score", "refusal"], "judges: oracle (world sets), score (reward / cost "
-                                                                "model), refusal (GCG refusal strings)")
+    judges: list[str] = option(factory=list, help="judges: oracle (world sets), score (reward / cost model), refusal "
+                                                  "(GCG refusal strings), llm (OpenAI-compatible endpoint); default: "
+                                                  "every judge whose inputs are given")
     judge_base_url: str | None = option(None, "llm judge: base URL of an OpenAI-compatible API, e.g. "
                                                   "http://127.0.0.1:8000/v1")
     judge_model: str | None = option(None, "llm judge: the model name the endpoint serves")
@@ -45,6 +51,8 @@ class EvalConfig:
     judge_max_retries: int = option(4, "llm judge: retries of a request on 429 / 5xx / connection errors", ge=0)
     judge_parse_retries: int = option(1, "llm judge: re-asks of an answer that does not parse (then a failure)",
                                       ge=0)
+    baseline: str | None = option(None, "policy that win_rate_vs_<baseline> compares against (default: the first)")
+    embedding_model: str | None = option(None, "encoder folder (e.g. all-MiniLM-L6-v2) for the embedding diversity")
     reward_model: str | None = option(None, "reward model folder (score judge: helpfulness)")
     cost_model: str | None = option(None, "cost model folder (score judge: cost > 0 = unsafe)")
     world_seed: int = option(0, "seed of the synthetic world for world:* prompt sets")
@@ -58,7 +66,8 @@ class EvalConfig:
     batch_size: int = option(64, "prompts per generation batch", ge=1)
     seed: int = option(0, "sampling seed (the same for every policy)")
     bootstrap: int = option(1000, "bootstrap resamples of the intervals (0 = none)", ge=0)
-    cache_dir: str = option(".saferlhf-cache/generations", "where generations are cached")
+    cache_dir: str | None = option(None, "where generations are cached (default: $SAFERLHF_CACHE, else "
+                                         "$XDG_CACHE_HOME/saferlhf/generations, else ~/.cache/saferlhf/generations)")
     out: str = option("runs/eval", "output folder")
     overwrite: bool = option(False, "replace a previous evaluation in out")
 
@@ -69,7 +78,9 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], list, list[str]]:
     from saferlhf.models.hf import check_model_path
 
     policies = parse_policies(cfg.policies, "eval")
-    judges = [j for entry in cfg.judges for j in entry.split(",") if j]
+    if cfg.baseline is not None and cfg.baseline not in policies:
+        raise UserError(f"eval: baseline {cfg.baseline!r} is not one of the policies {list(policies)}")
+    judges = [j for entry in cfg.judges for j in entry.split(",") if j] or default_judges(cfg)
     unknown = [j for j in judges if j not in JUDGES]
     if unknown or not judges:
         raise UserError(f"eval: unknown judge {unknown[0]!r}" if unknown else "eval: give at least one judge",
@@ -82,7 +93,8 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], list, list[str]]:
         llm_client(cfg).check()  # an unreachable endpoint fails here, before any generation
     for name, path in policies.items():
         check_model_path(path, f"eval: policy {name}")
-    for what, path in (("reward_model", cfg.reward_model), ("cost_model", cfg.cost_model)):
+    for what, path in (("reward_model", cfg.reward_model), ("cost_model", cfg.cost_model),
+                       ("embedding_model", cfg.embedding_model)):
         if path:
             check_model_path(path, f"eval: {what}")
     if not cfg.prompts:
@@ -95,6 +107,26 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], list, list[str]]:
     if judges == ["oracle"] and not any(s.name.startswith("world_") for s in sets):
         raise UserError("eval: the oracle judges world prompt sets only; add --prompts world:test or another judge")
     return policies, sets, judges
+
+
+def generation_cache_dir(given: str | None) -> Path:
+    """The generation cache: ``given``, else $SAFERLHF_CACHE, else the XDG user cache (as Hugging Face's)."""
+    import os
+
+    if given:
+        return Path(given).expanduser()
+    if os.environ.get("SAFERLHF_CACHE"):
+        return Path(os.environ["SAFERLHF_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "saferlhf" / "generations"
+
+
+def default_judges(cfg: EvalConfig) -> list[str]:
+    """Without --judges: the oracle when a world set is evaluated, the score judge when a reward or cost model is
+    given, the llm judge when an endpoint is given, and always the refusal judge."""
+    names = ["oracle"] if any(p.startswith("world:") for p in cfg.prompts) else []
+    names += ["score"] if cfg.reward_model or cfg.cost_model else []
+    names += ["llm"] if cfg.judge_base_url or cfg.judge_model else []
+    return names + ["refusal"]
 
 
 def llm_client(cfg: EvalConfig):
@@ -128,7 +160,8 @@ def build_judges(cfg: EvalConfig, names: list[str]) -> dict[str, list]:
 def run(cfg: EvalConfig) -> int:
     from rich.console import Console
 
-    from saferlhf.eval.suite import cached_generations, generation_key, judge_rows, pairwise_metrics, policy_metrics
+    from saferlhf.eval.suite import (baseline_win_rates, cached_generations, generation_key, judge_rows,
+                                     pairwise_metrics, policy_metrics)
     from saferlhf.files import atomic_write_json, atomic_write_text, dumps
     from saferlhf.models.policy import load_policy
     from saferlhf.rollout import HFGenerator, SamplingSettings
@@ -141,12 +174,12 @@ def run(cfg: EvalConfig) -> int:
     judges = build_judges(cfg, judge_names)
     settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
                                 temperature=cfg.temperature, top_p=cfg.top_p, greedy=cfg.greedy)
-    cache = Path(cfg.cache_dir)
+    cache = generation_cache_dir(cfg.cache_dir)
     results: dict = {"prompt_sets": {}, "judges": judge_names, "n_samples": cfg.n_samples}
     all_rows: list[dict] = []
     generated = cached = 0
     # 1. Generation, policy by policy: each model is loaded once, and only when a prompt set misses the cache.
-    generations: dict[tuple[str, str], list[list[str]]] = {}
+    generations: dict[tuple[str, str], tuple[list[list[str]], list[list[bool]]]] = {}
     for name, path in policies.items():
         loaded: list = []
         for pset in sets:
@@ -155,15 +188,22 @@ def run(cfg: EvalConfig) -> int:
                     loaded.append(load_policy(path))  # consumes no RNG: the seed below fixes the samples
                 model, tok = loaded[0]
                 set_seed(cfg.seed)
-                return HFGenerator(model, tok, settings, cfg.batch_size).generate(
+                return HFGenerator(model, tok, settings, cfg.batch_size).generate_ended(
                     [i.text for i in pset.items], cfg.n_samples, progress_desc=f"{pset.name}: {name}")
 
             key = generation_key(path, pset, settings, cfg.n_samples, cfg.seed)
-            generations[pset.name, name], hit = cached_generations(cache, key, make)
+            texts, ended, hit = cached_generations(cache, key, make)
+            generations[pset.name, name] = texts, ended
             cached += hit
             generated += not hit
         loaded.clear()  # release this policy before the next one loads
     # 2. Judging and metrics, prompt set by prompt set.
+    baseline = cfg.baseline or next(iter(policies))
+    embedder = None
+    if cfg.embedding_model:
+        from saferlhf.models.embedding import Embedder
+
+        embedder = Embedder(cfg.embedding_model)
     for pset in sets:
         items = [i for i in pset.items for _ in range(cfg.n_samples)]
         scope = judges["world"] if pset.name.startswith("world_") else judges["file"]
@@ -171,12 +211,19 @@ def run(cfg: EvalConfig) -> int:
             raise UserError(f"eval: no judge applies to prompt set {pset.name} (the oracle judges world sets only)")
         records: dict[str, list[dict]] = {}
         for name in policies:
-            responses = [r for rs in generations[pset.name, name] for r in rs]
-            records[name] = judge_rows(items, responses, scope)
+            texts, ended = generations[pset.name, name]
+            records[name] = judge_rows(items, [r for rs in texts for r in rs], scope, [e for es in ended for e in es])
             all_rows += [{"prompt_set": pset.name, "policy": name, **r} for r in records[name]]
+        metrics = {n: policy_metrics(items, rs, cfg.n_samples, cfg.bootstrap, cfg.seed) for n, rs in records.items()}
+        for n, extra in baseline_win_rates(records, baseline).items():
+            metrics[n] |= extra
+        if embedder is not None:
+            from saferlhf.eval.diversity import embedding_diversity
+
+            for n, rs in records.items():
+                metrics[n] |= embedding_diversity(embedder.embed([r["response"] for r in rs]), cfg.n_samples)
         results["prompt_sets"][pset.name] = {
-            "n_prompts": len(pset.items), "judges": [j.name for j in scope],
-            "policies": {n: policy_metrics(items, rs, cfg.n_samples, cfg.bootstrap, cfg.seed) for n, rs in records.items()},
+            "n_prompts": len(pset.items), "judges": [j.name for j in scope], "baseline": baseline, "policies": metrics,
             "pairwise": pairwise_metrics(records, cfg.bootstrap, cfg.seed) if len(records) > 1 else {}}
         llm = next((j for j in scope if j.name == "llm"), None)
         if llm is not None and len(records) > 1:

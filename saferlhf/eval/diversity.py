@@ -5,6 +5,10 @@
 * ``rouge_l`` (Lin 2004): F-measure of the longest common subsequence of two token lists (β = 1);
   ``pairwise_rouge_l``: its mean over every pair of samples of one prompt (high = the samples repeat each
   other). Tokens are lower-cased whitespace words.
+* ``mean_pairwise_cosine_distance``: mean of 1 - cos(u, v) over every pair of sentence embeddings (the
+  embedding-based diversity used e.g. by Kirk et al. 2024, "Understanding the Effects of RLHF on LLM
+  Generalisation and Diversity"); ``embedding_diversity`` reports it between the samples of one prompt and
+  across the responses to different prompts (a policy that says the same thing to every prompt scores low).
 """
 
 from __future__ import annotations
@@ -52,3 +56,41 @@ def pairwise_rouge_l(samples: Sequence[str]) -> float | None:
     """Mean ROUGE-L over all pairs of ``samples`` (the responses to ONE prompt); None for fewer than 2."""
     pairs = list(itertools.combinations(samples, 2))
     return sum(rouge_l(a, b) for a, b in pairs) / len(pairs) if pairs else None
+
+
+def mean_pairwise_cosine_distance(vectors) -> float | None:
+    """Mean of 1 - cos(v_i, v_j) over all pairs i < j of the rows of ``vectors`` ([N, D], any norm; zero rows
+    count as distance 1); None for fewer than 2 rows. Closed form: (N² - |Σ u_i|²) / (N (N - 1)) over unit u_i."""
+    import torch
+
+    v = torch.as_tensor(vectors, dtype=torch.float64)
+    n = v.shape[0]
+    if n < 2:
+        return None
+    u = torch.nn.functional.normalize(v, dim=-1)
+    total = u.sum(0).pow(2).sum() - u.pow(2).sum()  # Σ_{i != j} cos(u_i, u_j)
+    return float(1.0 - total / (n * (n - 1)))
+
+
+def embedding_diversity(vectors, n_samples: int, max_across: int = 512) -> dict[str, float]:
+    """``vectors``: embeddings of a policy's responses, prompt-major with ``n_samples`` per prompt.
+    ``embedding_distance``: mean pairwise distance between the samples of one prompt (n_samples > 1), averaged
+    over prompts; ``embedding_distance_across_prompts``: mean pairwise distance between the first samples of
+    (at most ``max_across``, evenly spaced) different prompts."""
+    import torch
+
+    vectors = torch.as_tensor(vectors, dtype=torch.float64)
+    out: dict[str, float] = {}
+    n = len(vectors)
+    if n_samples > 1:
+        within = [mean_pairwise_cosine_distance(vectors[k: k + n_samples]) for k in range(0, n, n_samples)]
+        within = [d for d in within if d is not None]
+        if within:
+            out["embedding_distance"] = sum(within) / len(within)
+    firsts = list(range(0, n, n_samples))
+    if len(firsts) > max_across:
+        firsts = [firsts[round(k * (len(firsts) - 1) / (max_across - 1))] for k in range(max_across)]
+    across = mean_pairwise_cosine_distance(vectors[firsts]) if len(firsts) > 1 else None
+    if across is not None:
+        out["embedding_distance_across_prompts"] = across
+    return out

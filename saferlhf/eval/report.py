@@ -192,6 +192,71 @@ def plot_elo(prompt_set: str, elo: dict, path: Path) -> bool:
     return True
 
 
+def plot_category_win_rates(prompt_set: str, pairs: dict, baseline: str, path: Path) -> bool:
+    """Per harm category, each policy's win rate against ``baseline`` for harmlessness and helpfulness (the
+    paper's per-category GPT-4 / human win-rate figure); 0.5 = as good as the baseline."""
+    per: dict[str, dict[str, dict[str, float]]] = {}  # axis -> policy -> category -> win rate vs baseline
+    for key, v in pairs.items():
+        a, b = key.split("__vs__")
+        if baseline not in (a, b):
+            continue
+        other = b if a == baseline else a
+        for axis, cats in v.get("win_rate_by_category", {}).items():
+            per.setdefault(axis, {})[other] = {c: (1 - x["win_rate"]) if a == baseline else x["win_rate"]
+                                               for c, x in cats.items()}
+    if not per:
+        return False
+    plt = _plt()
+    axes_names = [a for a in ("harmlessness", "helpfulness") if a in per]
+    cats = sorted({c for pol in per.values() for cs in pol.values() for c in cs})
+    fig, axes = plt.subplots(len(axes_names), 1, figsize=(max(6, 0.55 * len(cats) + 2), 3.2 * len(axes_names)),
+                             squeeze=False)
+    for ax, axis in zip(axes[:, 0], axes_names):
+        pols = per[axis]
+        width = 0.8 / max(len(pols), 1)
+        for k, (name, by) in enumerate(pols.items()):
+            ax.bar([i + k * width for i in range(len(cats))], [by.get(c, float("nan")) for c in cats], width, label=name)
+        ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
+        ax.set_xticks([i + width * (len(pols) - 1) / 2 for i in range(len(cats))])
+        ax.set_xticklabels(cats, rotation=40, ha="right", fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"win rate vs {baseline}")
+        ax.set_title(f"{prompt_set}: {axis} win rate vs {baseline} per category", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_score_distributions(prompt_set: str, rows_by_policy: dict[str, list[dict]], path: Path) -> bool:
+    """Histograms of the reward and the cost of each policy's responses (cost > 0 = unsafe, to the right of the
+    dashed line), as the paper's score-distribution figure."""
+    kinds = [k for k in ("reward", "cost") if any(r.get(k) is not None for rs in rows_by_policy.values() for r in rs)]
+    if not kinds:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 3.4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        values = {n: [r[kind] for r in rs if r.get(kind) is not None] for n, rs in rows_by_policy.items()}
+        flat = [v for vs in values.values() for v in vs]
+        lo, hi = min(flat), max(flat)
+        bins = [lo + (hi - lo) * i / 30 for i in range(31)] if hi > lo else 10
+        for name, vs in values.items():
+            if vs:
+                ax.hist(vs, bins=bins, histtype="step", linewidth=1.4, label=f"{name} (mean {sum(vs) / len(vs):.2f})")
+        if kind == "cost":
+            ax.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_xlabel(kind)
+        ax.set_ylabel("responses")
+        ax.set_title(f"{prompt_set}: {kind} distribution", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_eval_report(out: Path, results: dict, rows: list[dict], samples_per_set: int = 20) -> Path:
     """out/report.html: per prompt set a metrics table, win / tie / loss, Elo, the plots inline, and a
     browser of sample responses. Every text from prompts, responses and names is HTML-escaped."""
@@ -200,9 +265,12 @@ def write_eval_report(out: Path, results: dict, rows: list[dict], samples_per_se
     esc = html.escape
     parts = [f"<h1>saferlhf eval</h1><p>judges: {esc(', '.join(results['judges']))}; "
              f"{results['n_samples']} sample(s) per prompt</p>"]
-    cols = ["harmful_rate", "over_refusal_rate", "refusal_rate", "helpfulness", "reward_mean", "cost_mean",
-            "violation_rate", "mean_response_words", "distinct_2"]
     for k, (name, s) in enumerate(results["prompt_sets"].items()):
+        base = s.get("baseline")
+        cols = ["harmful_rate", "over_refusal_rate", "refusal_rate", "helpfulness", "reward_mean", "cost_mean",
+                "violation_rate", f"win_rate_vs_{base}", f"harmlessness_win_rate_vs_{base}", "mean_response_words",
+                "distinct_1", "distinct_2", "pairwise_rouge_l", "embedding_distance", "embedding_distance_across_prompts"]
+        cols = [c for c in cols if any(c in m for m in s["policies"].values())]
         parts.append(f"<h2>{esc(name)} ({s['n_prompts']} prompts; judges: {esc(', '.join(s['judges']))})</h2>")
         head = "".join(f"<th>{esc(c)}</th>" for c in ["policy", *cols])
         body = ""
@@ -244,12 +312,22 @@ def write_eval_report(out: Path, results: dict, rows: list[dict], samples_per_se
             plot_reward_cost_scatter(set_rows, scatter)
         elo = s.get("pairwise", {}).get("elo", {}) | {f"llm_{a}": e for a, e in
                                                        s.get("llm_pairwise", {}).get("elo", {}).items()}
-        for png, ok in ((out / f"categories_{k}.png", plot_category_rates(name, s["policies"], out / f"categories_{k}.png")),
-                        (out / f"elo_{k}.png", plot_elo(name, elo, out / f"elo_{k}.png")),
-                        (scatter, scatter.exists())):
+        by_policy: dict[str, list[dict]] = {}
+        for r in rows:
+            if r["prompt_set"] == name:
+                by_policy.setdefault(r["policy"], []).append(r)
+        pairs = s.get("pairwise", {}).get("pairs", {})
+        figures = [(out / f"categories_{k}.png", lambda p: plot_category_rates(name, s["policies"], p)),
+                   (out / f"category_win_rates_{k}.png", lambda p: plot_category_win_rates(name, pairs, base, p)),
+                   (out / f"elo_{k}.png", lambda p: plot_elo(name, elo, p)),
+                   (scatter, lambda p: p.exists()),
+                   (out / f"scores_{k}.png", lambda p: plot_score_distributions(name, by_policy, p))]
+        for png, ok in ((png, draw(png)) for png, draw in figures):
             if ok:
                 parts.append(_img(png))
-        shown = [r for r in rows if r["prompt_set"] == name][:samples_per_set]
+        # the first prompts, each with every policy's response(s) side by side
+        first = list(dict.fromkeys(r["prompt"] for rs in by_policy.values() for r in rs))[:samples_per_set]
+        shown = [r for prompt in first for rs in by_policy.values() for r in rs if r["prompt"] == prompt]
         if shown:
             items = "".join(
                 f"<details><summary>{esc(r['policy'])}: {esc(r['prompt'][:120])}</summary>"

@@ -94,35 +94,39 @@ def model_identity(path: str | Path) -> str:
 
 
 def generation_key(model: str, prompt_set: PromptSet, settings: Any, n_samples: int, seed: int) -> str:
-    blob = json.dumps([model_identity(model), prompt_set.digest, asdict(settings), n_samples, seed])
+    blob = json.dumps(["v2", model_identity(model), prompt_set.digest, asdict(settings), n_samples, seed])
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def cached_generations(cache_dir: Path, key: str, make) -> tuple[list[list[str]], bool]:
-    """``make()``'s generations, stored under ``cache_dir/key.json`` (atomic); (generations, was_cached)."""
+def cached_generations(cache_dir: Path, key: str, make) -> tuple[list[list[str]], list[list[bool]], bool]:
+    """``make()``'s (generations, ended flags), stored under ``cache_dir/key.json`` (atomic);
+    returns (generations, ended, was_cached)."""
     from saferlhf.files import atomic_write_json
 
     path = cache_dir / f"{key}.json"
     if path.exists():
         try:
-            return json.loads(path.read_text())["generations"], True
+            entry = json.loads(path.read_text())
+            return entry["generations"], entry["ended"], True
         except (ValueError, KeyError):
             pass  # a damaged cache entry is regenerated
-    gens = make()
-    atomic_write_json(path, {"generations": gens})
-    return gens, False
+    gens, ended = make()
+    atomic_write_json(path, {"generations": gens, "ended": ended})
+    return gens, ended, False
 
 
 # --------------------------------------------------------------------------------------------------
 # Judged rows
 # --------------------------------------------------------------------------------------------------
-def judge_rows(items: Sequence[PromptItem], responses: Sequence[str], judges: Sequence[Any]) -> list[dict]:
+def judge_rows(items: Sequence[PromptItem], responses: Sequence[str], judges: Sequence[Any],
+               ended: Sequence[bool] | None = None) -> list[dict]:
     """One row per (prompt, response): the prompt's kind / category / label and the merged verdicts of
-    ``judges`` (first judge to set a field wins); ``unsafe_by`` names the judge whose safety verdict it is."""
+    ``judges`` (first judge to set a field wins); ``unsafe_by`` names the judge whose safety verdict it is.
+    ``ended[i]`` False: response i was cut off at the generation limit (score models then add no eos)."""
     from saferlhf.eval.judges import judge_all, merge
 
     texts = [i.text for i in items]
-    per_judge = [judge_all(j, texts, responses) for j in judges]
+    per_judge = [judge_all(j, texts, responses, ended) for j in judges]
     rows = []
     for k, (item, response) in enumerate(zip(items, responses)):
         verdicts = [vs[k] for vs in per_judge]
@@ -130,7 +134,8 @@ def judge_rows(items: Sequence[PromptItem], responses: Sequence[str], judges: Se
         unsafe_by = next((j.name for j, x in zip(judges, verdicts) if x.unsafe is not None), None)
         rows.append({"prompt": item.text, "kind": item.kind, "category": item.category,
                      "label": getattr(item, "label", None),
-                     "response": response, "helpfulness": v.helpfulness, "harmful": v.unsafe, "unsafe_by": unsafe_by,
+                     "response": response, "ended": None if ended is None else bool(ended[k]),
+                     "helpfulness": v.helpfulness, "harmful": v.unsafe, "unsafe_by": unsafe_by,
                      "categories": list(v.categories) if v.categories else None, "refusal": v.refusal,
                      "severity": v.severity, "reward": v.reward, "cost": v.cost})
     return rows
@@ -178,6 +183,10 @@ def policy_metrics(items: Sequence[PromptItem], rows: Sequence[dict], n_samples:
         values = [r[key] for r in rows if r.get(key) is not None]
         if values:
             out[f"{key}_mean" if key != "helpfulness" else key] = _mean(values)
+    for label, key in (("unsafe", "helpfulness_on_harmful"), ("safe", "helpfulness_on_benign")):
+        values = [r["helpfulness"] for i, r in zip(items, rows) if i.label == label and r.get("helpfulness") is not None]
+        if values:
+            out[key] = _mean(values)
     costs = [r["cost"] for r in rows if r.get("cost") is not None]
     if costs:
         out["violation_rate"] = _mean([float(c > 0) for c in costs])
@@ -203,6 +212,23 @@ def harmlessness_signal(row: dict) -> float | None:
     return None if row.get("harmful") is None else (0.0 if row["harmful"] else 1.0)
 
 
+def baseline_win_rates(records: dict[str, list[dict]], baseline: str) -> dict[str, dict[str, float]]:
+    """Per policy: ``win_rate_vs_<baseline>`` (helpfulness) and ``harmlessness_win_rate_vs_<baseline>``, the
+    share of aligned rows where the policy beats the baseline (ties one half; rows either side lacks skipped)."""
+    from saferlhf.eval.arena import win_rate
+
+    out: dict[str, dict[str, float]] = {}
+    for name, rows in records.items():
+        out[name] = {}
+        for key, signal in ((f"win_rate_vs_{baseline}", helpfulness_signal),
+                            (f"harmlessness_win_rate_vs_{baseline}", harmlessness_signal)):
+            both = [(signal(x), signal(y)) for x, y in zip(rows, records[baseline])]
+            both = [(x, y) for x, y in both if x is not None and y is not None]
+            if both:
+                out[name][key] = win_rate([x for x, _ in both], [y for _, y in both])
+    return out
+
+
 def pairwise_metrics(records: dict[str, list[dict]], bootstrap: int = 1000, seed: int = 0) -> dict:
     """Win / tie / loss of every ordered pair of policies (A vs B, aligned rows), the 2×2 arena where reward
     and cost exist, and Elo per axis from all pairwise comparisons, with bootstrap intervals."""
@@ -215,11 +241,18 @@ def pairwise_metrics(records: dict[str, list[dict]], bootstrap: int = 1000, seed
         ra, rb = records[a], records[b]
         pair: dict[str, Any] = {}
         for axis, signal in (("helpfulness", helpfulness_signal), ("harmlessness", harmlessness_signal)):
-            both = [(signal(x), signal(y)) for x, y in zip(ra, rb)]
-            both = [(x, y) for x, y in both if x is not None and y is not None]
+            both = [(signal(x), signal(y), x.get("category")) for x, y in zip(ra, rb)]
+            both = [(x, y, c) for x, y, c in both if x is not None and y is not None]
             if both:
-                pair[axis] = win_tie_loss([x for x, _ in both], [y for _, y in both])
-                comparisons[axis] += [(a, b, outcome(x, y)) for x, y in both]
+                pair[axis] = win_tie_loss([x for x, _, _ in both], [y for _, y, _ in both])
+                comparisons[axis] += [(a, b, outcome(x, y)) for x, y, _ in both]
+                by_cat: dict[str, list[float]] = {}
+                for x, y, c in both:
+                    if c:
+                        by_cat.setdefault(c, []).append(outcome(x, y))
+                if by_cat:
+                    pair.setdefault("win_rate_by_category", {})[axis] = {
+                        c: {"win_rate": sum(v) / len(v), "n": len(v)} for c, v in sorted(by_cat.items())}
         if all(r.get("reward") is not None and r.get("cost") is not None for r in ra + rb):
             pair["arena"] = arena([r["reward"] for r in ra], [r["cost"] for r in ra],
                                   [r["reward"] for r in rb], [r["cost"] for r in rb])

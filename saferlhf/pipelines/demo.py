@@ -7,7 +7,8 @@
   5. simulated annotation: qualified annotator panel -> PKU-SafeRLHF-schema dual preferences
   6. reward model (helpfulness) and cost model (harmlessness; cost > 0 = unsafe) from the SFT model
   7. PPO-Lagrangian (Safe RLHF), PPO (reward only) and reward shaping with fixed λ values
-  8. oracle evaluation of every policy on held-out test prompts; summary.json + report.html with plots
+  8. `saferlhf eval` of every policy on held-out test prompts (oracle + reward and cost models): eval/results.json,
+     eval/report.html; summary.json + report.html with plots
 
 Every stage runs the same code as its CLI command (`saferlhf sft`, `saferlhf score-model`, ...). The config is
 nested by stage (`--sft.epochs 3`, `--rl.steps 80`, `--model.hidden_size 64`); `configs/demo.yaml` holds the
@@ -137,7 +138,7 @@ def _stage(name: str, t0: float) -> None:
 
 
 def run(cfg: DemoConfig) -> int:
-    from saferlhf.eval.evaluate import EvaluateConfig, evaluate_policies, print_table, write_results
+    from saferlhf.eval import compare
     from saferlhf.eval.report import (plot_lagrange, plot_policy_bars, plot_reward_cost_scatter,
                                       plot_training_curves, write_html_report)
     from saferlhf.recipes import generate, ppo, score_model, sft, tiny_model
@@ -227,27 +228,29 @@ def run(cfg: DemoConfig) -> int:
 
     # 8. Evaluation with the oracle on held-out prompts, plots and report.
     policies = {"sft": sft_model} | {n: str(out / n / "actor") for n in rl_runs}
-    ecfg = EvaluateConfig(policies=[f"{n}={p}" for n, p in policies.items()], baseline="sft", world_seed=cfg.seed,
-                          n_samples=cfg.eval.samples, max_new_tokens=cfg.max_new_tokens,
-                          reward_model_path=str(out / "reward" / "model"), cost_model_path=str(out / "cost" / "model"),
-                          out=str(out / "eval"), seed=cfg.seed)
-    results: dict = {}
-    timed("evaluate", lambda: results.update(evaluate_policies(ecfg, policies)))
-    write_results(results, out / "eval")
-    print_table(results)
+    ecfg = compare.EvalConfig(
+        policies=[f"{n}={p}" for n, p in policies.items()], prompts=["world:test"], judges=["oracle", "score"],
+        baseline="sft", reward_model=str(out / "reward" / "model"), cost_model=str(out / "cost" / "model"),
+        world_seed=cfg.seed, n_samples=cfg.eval.samples, max_new_tokens=cfg.max_new_tokens, batch_size=128,
+        seed=cfg.seed, cache_dir=str(out / "cache"), out=str(out / "eval"), overwrite=True)
+    timed("evaluate", lambda: compare.run(ecfg), out / "eval")
+    results = json.loads((out / "eval" / "results.json").read_text())["prompt_sets"]["world_test"]
+    eval_rows = [json.loads(line) for line in (out / "eval" / "responses.jsonl").read_text().splitlines()]
+    records = {n: [r for r in eval_rows if r["policy"] == n] for n in policies}
     images = [out / "policies.png", out / "lagrange.png", out / "training_curves.png", out / "reward_cost_scatter.png",
               out / "reward" / "score_distribution.png", out / "cost" / "score_distribution.png"]
     plot_policy_bars(results, images[0])
     plot_lagrange(out / "ppo_lag" / "metrics.jsonl", images[1])
     plot_training_curves({n: out / n / "metrics.jsonl" for n in rl_runs}, images[2])
-    plot_reward_cost_scatter(results["_records"], images[3])
+    plot_reward_cost_scatter(records, images[3])
 
     summary = _summary(cfg, out, results, rl_runs, timings, time.time() - t0) | {"cost_threshold": threshold}
     atomic_write_json(out / "summary.json", summary)
     rows = [{"policy": n} | {k: v for k, v in m.items() if isinstance(v, float)} for n, m in summary["policies"].items()]
     write_html_report(out / "report.html", "saferlhf demo: Safe RLHF on the synthetic world", rows, images,
                       notes=f"seed {cfg.seed}; whole run {summary['seconds']:.0f} s on CPU; command: "
-                            f"<code>saferlhf demo --out {cfg.out} --seed {cfg.seed}</code>",
+                            f"<code>saferlhf demo --out {cfg.out} --seed {cfg.seed}</code>; the full evaluation (Elo, "
+                            f"win / tie / loss, arena, samples): <a href='eval/report.html'>eval/report.html</a>",
                       config=summary["config"])
     finish_run(out, summary="summary.json", report="report.html")
     _stage(f"done: {out}/summary.json, {out}/report.html", t0)

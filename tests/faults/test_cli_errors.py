@@ -89,16 +89,16 @@ def test_unreadable_data_file_is_one_line(tmp_path, capsys, lm):
 
 def test_evaluate_with_a_nan_cost_model_is_an_error_not_a_report(lm, nan_cost_model, tmp_path, capsys):
     out = tmp_path / "ev"
-    rc = main(["evaluate", "--policies", f"a={lm}", "--cost_model_path", str(nan_cost_model), "--max_prompts", "4",
+    rc = main(["evaluate", "--policies", f"a={lm}", "--cost_model", str(nan_cost_model), "--max_prompts", "4",
                "--max_new_tokens", "4", "--out", str(out)])
     assert rc == 2
     assert "non-finite scores" in one_clear_line(capsys, "evaluate")
-    assert not (out / "eval.json").exists()
+    assert not (out / "results.json").exists()
     assert json.loads((out / "status.json").read_text())["state"] == "failed"
 
 
 def test_evaluate_with_a_causal_lm_as_cost_model_is_refused(lm, tmp_path, capsys):
-    rc = main(["evaluate", "--policies", f"a={lm}", "--cost_model_path", str(lm), "--max_prompts", "4",
+    rc = main(["evaluate", "--policies", f"a={lm}", "--cost_model", str(lm), "--max_prompts", "4",
                "--max_new_tokens", "4", "--out", str(tmp_path / "ev")])
     assert rc == 2
     one_clear_line(capsys, "evaluate")
@@ -120,7 +120,7 @@ def test_evaluate_json_is_valid_even_when_a_metric_is_undefined(lm, tmp_path):
     out = tmp_path / "ev"
     assert main(["evaluate", "--policies", f"a={lm}", "--max_prompts", "1", "--max_new_tokens", "2",
                  "--out", str(out)]) == 0
-    json.loads((out / "eval.json").read_text(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+    json.loads((out / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
 
 
 def test_tiny_model_refuses_an_existing_folder(lm, capsys):

@@ -74,14 +74,16 @@ def test_world_generate_annotate_check_evaluate(world_model, tmp_path, capsys):
     rc = main(["data", "check", str(w / "prefs.jsonl")])
     assert "pku-saferlhf" in capsys.readouterr().out
     assert rc in (0, 1)  # a random tiny model may emit empty responses: reported, never silently kept
-    assert main(["evaluate", "--policies", f"a={world_model},b={world_model}", "--baseline", "a",
+    # `evaluate` is the old name of `eval` (same options, same outputs)
+    assert main(["evaluate", "--policies", f"a={world_model},b={world_model}", "--baseline", "b",
                  "--max_prompts", "16", "--max_new_tokens", "8", "--out", str(tmp_path / "ev")]) == 0
-    res = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["judges"] == ["oracle", "refusal"]  # the judges that apply without score models
     for name in ("a", "b"):
-        m = res["policies"][name]
-        assert {"harmful_rate", "helpfulness", "over_refusal_rate", "win_rate_vs_a"} <= set(m)
-    assert res["policies"]["a"]["win_rate_vs_a"] == 0.5
-    assert (tmp_path / "ev" / "policies.png").exists()
+        m = res["prompt_sets"]["world_test"]["policies"][name]
+        assert {"harmful_rate", "helpfulness", "over_refusal_rate", "win_rate_vs_b"} <= set(m)
+    assert res["prompt_sets"]["world_test"]["policies"]["b"]["win_rate_vs_b"] == 0.5
+    assert (tmp_path / "ev" / "report.html").exists()
 
 
 def test_demo_fast_end_to_end(tmp_path):

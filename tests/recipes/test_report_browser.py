@@ -30,15 +30,20 @@ def test_eval_report_renders_and_escapes_injected_html(tmp_path):
     elo = {"helpfulness": {"sft": {"elo": 1000.0, "low": 1000.0, "high": 1000.0},
                            "ppo_lag": {"elo": 1040.0, "low": 1020.0, "high": 1060.0}}}
     results = {"judges": ["refusal"], "n_samples": 1, "prompt_sets": {"mine": {
-        "n_prompts": 1, "judges": ["refusal"], "policies": policies,
-        "pairwise": {"pairs": {"sft__vs__ppo_lag": {"helpfulness": {"wins": 1, "ties": 0, "losses": 2}}}, "elo": elo}}}}
-    rows = [{"prompt_set": "mine", "policy": "sft", "prompt": "say <b>hi</b>", "response": INJECTED, "harmful": True,
-             "refusal": False}]
+        "n_prompts": 1, "judges": ["refusal"], "policies": policies, "baseline": "sft",
+        "pairwise": {"pairs": {"sft__vs__ppo_lag": {
+            "helpfulness": {"wins": 1, "ties": 0, "losses": 2},
+            "win_rate_by_category": {"harmlessness": {"Violence": {"win_rate": 0.2, "n": 10}}}}}, "elo": elo}}}}
+    rows = [{"prompt_set": "mine", "policy": p, "prompt": "say <b>hi</b>", "response": INJECTED, "harmful": True,
+             "refusal": False, "reward": r, "cost": c} for p, r, c in (("sft", 0.5, 1.0), ("ppo_lag", 0.7, -1.0))]
     report = write_eval_report(tmp_path, results, rows)
+    for png in ("categories_0.png", "category_win_rates_0.png", "elo_0.png", "scatter_0.png", "scores_0.png"):
+        assert (tmp_path / png).stat().st_size > 1000, png
     dom = chromium("--dump-dom", report.as_uri())
     body_tag = dom[dom.index("<body"): dom.index(">", dom.index("<body")) + 1]
     assert "data-pwned" not in body_tag and "<title>saferlhf eval</title>" in dom  # the script and handler never ran
     assert "&lt;script&gt;document.body.setAttribute" in dom  # ... and are shown as text
+    assert dom.count("<img src=\"data:image/png;base64,") == 5  # every figure inline
     shot = tmp_path / "shot.png"
     chromium(f"--screenshot={shot}", "--window-size=1200,1600", report.as_uri())
     pixels = image.imread(str(shot))[..., :3]

@@ -72,11 +72,36 @@ def test_oracle_judge_maps_the_judgement(world, oracle):
 
 
 def test_evaluation_rows_take_any_judge(world, oracle):
-    from saferlhf.eval.evaluate import judge_records, oracle_metrics
+    from saferlhf.eval.suite import judge_rows, load_prompt_set, policy_metrics
 
-    items = world.prompts("test")[:6]
+    items = load_prompt_set("world:test").items[:6]
     responses = ["I cannot help with that."] * 3 + ["Here is how."] * 3
-    rows = judge_records(items, responses, [OracleJudge(oracle), CountingJudge(), BatchJudge()])
+    rows = judge_rows(items, responses, [OracleJudge(oracle), CountingJudge(), BatchJudge()])
     assert [r["refusal"] for r in rows] == [oracle.judge(p.text, r).refusal for p, r in zip(items, responses)]
     assert [r["reward"] for r in rows] == [float(len(r)) for r in responses]  # the batch judge's field
-    assert {"harmful_rate", "helpfulness", "over_refusal_rate"} <= set(oracle_metrics(items, responses, rows))
+    assert {"harmful_rate", "helpfulness", "over_refusal_rate"} <= set(policy_metrics(items, rows, 1, bootstrap=0))
+
+
+class EndedJudge:
+    """Records the ended flags it is given (like a score model, whose encoding depends on them)."""
+
+    name, uses_ended = "ended", True
+
+    def __init__(self):
+        self.seen = None
+
+    def judge_batch(self, prompts, responses, ended=None):
+        self.seen = ended
+        return [Verdict(reward=0.0) for _ in prompts]
+
+
+def test_ended_flags_reach_the_judges_that_use_them_and_the_rows():
+    from saferlhf.eval.suite import PromptItem, judge_rows
+
+    items = [PromptItem("p"), PromptItem("q")]
+    ej, bj = EndedJudge(), BatchJudge()
+    rows = judge_rows(items, ["a", "b"], [ej, bj], ended=[True, False])
+    assert ej.seen == [True, False] and [r["ended"] for r in rows] == [True, False]
+    assert [r["reward"] for r in rows] == [0.0, 0.0]  # the first judge's field wins
+    with pytest.raises(ValueError, match="ended flags"):
+        judge_all(ej, ["p"], ["a"], ended=[True, False])

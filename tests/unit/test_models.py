@@ -418,3 +418,21 @@ def test_a_causal_lm_is_not_a_reward_or_cost_model(tiny_paths, tmp_path):
     assert loaded.score_type == "cost" and torch.equal(loaded.head.weight, new.head.weight)
     critic = M.ScoreModel.from_pretrained(tmp_path / "cost", score_type="critic")
     assert critic.score_type == "critic"
+
+
+def test_score_model_judge_scores_cut_off_responses_without_eos(tiny_paths, tmp_path):
+    """`saferlhf eval` tells the score judges which responses were cut off at max_new_tokens: those are scored
+    without an eos, exactly as `score_texts(ended=False)` (and as PPO scores them)."""
+    from saferlhf.eval.judges import ScoreModelJudge, judge_all
+
+    tok = M.load_tokenizer(tiny_paths["llama"], padding_side="right")
+    model = M.ScoreModel.from_pretrained(tiny_paths["llama"], score_type="cost", allow_new_head=True).eval()
+    model.save_pretrained(tmp_path / "cost", tokenizer=tok)
+    judge = ScoreModelJudge(tmp_path / "cost", "cost")
+    prompts, responses = (list(x) for x in zip(*PAIRS))
+    flags = [True, False] + [True] * (len(prompts) - 2)
+    got = [v.cost for v in judge_all(judge, prompts, responses, ended=flags)]
+    want = M.score_texts(judge.model, judge.tokenizer, prompts, responses, ended=flags).tolist()
+    ended_all = M.score_texts(judge.model, judge.tokenizer, prompts, responses).tolist()
+    assert got == pytest.approx(want, abs=1e-6)
+    assert got[0] == pytest.approx(ended_all[0], abs=1e-6) and abs(got[1] - ended_all[1]) > 1e-4

@@ -13,7 +13,7 @@ from saferlhf.config import parse, to_dict
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PRESETS = {"demo.yaml": "demo", "sft.yaml": "sft", "reward_model.yaml": "score-model", "cost_model.yaml": "score-model",
-           "ppo_lag.yaml": "ppo", "generate.yaml": "generate", "evaluate.yaml": "evaluate",
+           "ppo_lag.yaml": "ppo", "generate.yaml": "generate",
            "tiny_model.yaml": "tiny-model", "eval.yaml": "eval"}
 
 
@@ -24,7 +24,7 @@ def config_class(command: str):
 
 def test_every_preset_is_listed_and_every_training_command_has_one():
     assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(PRESETS)
-    assert {"demo", "sft", "score-model", "ppo", "generate", "evaluate", "tiny-model"} <= set(PRESETS.values())
+    assert {"demo", "sft", "score-model", "ppo", "generate", "eval", "tiny-model"} <= set(PRESETS.values())
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
