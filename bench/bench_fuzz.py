@@ -182,7 +182,7 @@ def model_path_cases(tmp: Path, env: dict[str, Path]) -> list[tuple[str, list[st
     cases += [
         ("ppo causal LM as reward model", _ppo(env, tmp / "m" / "ppo-lm-rm", reward=env["base"])),
         ("ppo causal LM as cost model", _ppo(env, tmp / "m" / "ppo-lm-cm", cost=env["base"])),
-        ("evaluate causal LM as cost model", ["evaluate", "--policies", f"a={env['base']}", "--cost_model_path",
+        ("evaluate causal LM as cost model", ["evaluate", "--policies", f"a={env['base']}", "--cost_model",
                                               str(env["base"]), "--out", str(tmp / "m" / "e-lm"), "--max_prompts", "4"]),
         ("ppo without cost model", [*_ppo(env, tmp / "m" / "ppo-nocm"), "--cost_model_path", "none"]),
         ("evaluate no policies", ["evaluate", "--out", str(tmp / "m" / "e-none")]),
@@ -235,7 +235,7 @@ def numeric_cases(tmp: Path, env: dict[str, Path]) -> list[tuple[str, list[str]]
                                  "--out", str(tmp / "n" / "sm-lr"), "--optim.lr", "1e30", "--max_steps", "3"]),
         ("sft lr 1e30", ["sft", "--model_path", str(env["base"]), "--train_file", str(env["sft"]),
                          "--out", str(tmp / "n" / "sft-lr"), "--optim.lr", "1e30", "--max_steps", "3"]),
-        ("evaluate NaN cost model", ["evaluate", "--policies", f"a={env['base']}", "--cost_model_path",
+        ("evaluate NaN cost model", ["evaluate", "--policies", f"a={env['base']}", "--cost_model",
                                      str(env["nan_cm"]), "--out", str(tmp / "n" / "e-nan"), "--max_prompts", "4",
                                      "--max_new_tokens", "4"]),
         ("ppo PTX file empty", _ppo(env, tmp / "n" / "ptx-empty", extra=("--ptx_file", str(env["emptyfile"])))),

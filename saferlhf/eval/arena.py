@@ -4,7 +4,6 @@ Elo from a Bradley-Terry fit with bootstrap intervals, and bootstrap intervals o
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 
 
@@ -49,6 +48,52 @@ def win_tie_loss(a: Sequence[float], b: Sequence[float]) -> dict[str, int]:
 ELO_BASE, ELO_SCALE, ELO_ANCHOR = 10.0, 400.0, 1000.0
 
 
+def _counts(models: Sequence[str], comparisons: Sequence[tuple[str, str, float]]):
+    """(index, categories [K, 3] of distinct (i, j, outcome), their counts [K]) of validated comparisons."""
+    from collections import Counter
+
+    index = {m: k for k, m in enumerate(models)}
+    if len(index) != len(models):
+        raise ValueError("bradley_terry: model names must be distinct")
+    for a, b, o in comparisons:
+        if a not in index or b not in index or a == b:
+            raise ValueError(f"bradley_terry: bad comparison ({a!r}, {b!r})")
+        if o not in (0.0, 0.5, 1.0):
+            raise ValueError(f"bradley_terry: outcome must be 0, 0.5 or 1, got {o!r}")
+    counted = Counter((index[a], index[b], float(o)) for a, b, o in comparisons)
+    return index, list(counted), [float(c) for c in counted.values()]
+
+
+def _bt_fit(n: int, categories, counts, prior: float, iters: int, tol: float):
+    """Hunter's MM iteration for B count vectors at once: ``counts`` [B, K] over ``categories`` (i, j, o);
+    returns strengths [B, n] with geometric mean 1."""
+    import numpy as np
+
+    counts = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    B = counts.shape[0]
+    wins = np.zeros((B, n))
+    games = np.zeros((B, n, n))
+    for k, (i, j, o) in enumerate(categories):
+        c = counts[:, k]
+        wins[:, i] += o * c
+        wins[:, j] += (1.0 - o) * c
+        games[:, i, j] += c
+        games[:, j, i] += c
+    off = 1.0 - np.eye(n)
+    games += prior * off
+    wins += 0.5 * prior * (n - 1)
+    p = np.ones((B, n))
+    for _ in range(iters):
+        denom = (games / (p[:, :, None] + p[:, None, :])).sum(-1)  # diagonal games are 0
+        new = np.where(denom > 0, wins / np.where(denom > 0, denom, 1.0), p)
+        new = new / np.exp(np.log(np.maximum(new, 1e-300)).mean(-1, keepdims=True))
+        done = bool((np.abs(new - p) / np.maximum(p, 1e-300)).max() < tol)
+        p = new
+        if done:
+            break
+    return p
+
+
 def bradley_terry(models: Sequence[str], comparisons: Sequence[tuple[str, str, float]], prior: float = 0.01,
                   iters: int = 10_000, tol: float = 1e-12) -> dict[str, float]:
     """Bradley-Terry strengths p_i (P(i beats j) = p_i / (p_i + p_j)) by maximum likelihood.
@@ -60,40 +105,9 @@ def bradley_terry(models: Sequence[str], comparisons: Sequence[tuple[str, str, f
     otherwise; 0 = the plain MLE, which needs every model to win and lose somewhere). Strengths are
     returned with geometric mean 1.
     """
-    index = {m: k for k, m in enumerate(models)}
-    if len(index) != len(models):
-        raise ValueError("bradley_terry: model names must be distinct")
-    n = len(models)
-    wins = [0.0] * n
-    games = [[0.0] * n for _ in range(n)]
-    for a, b, o in comparisons:
-        if a not in index or b not in index or a == b:
-            raise ValueError(f"bradley_terry: bad comparison ({a!r}, {b!r})")
-        if o not in (0.0, 0.5, 1.0):
-            raise ValueError(f"bradley_terry: outcome must be 0, 0.5 or 1, got {o!r}")
-        i, j = index[a], index[b]
-        wins[i] += o
-        wins[j] += 1.0 - o
-        games[i][j] += 1.0
-        games[j][i] += 1.0
-    for i in range(n):
-        for j in range(n):
-            if i != j:
-                games[i][j] += prior
-        wins[i] += 0.5 * prior * (n - 1)
-    p = [1.0] * n
-    for _ in range(iters):
-        new = []
-        for i in range(n):
-            denom = sum(games[i][j] / (p[i] + p[j]) for j in range(n) if j != i and games[i][j])
-            new.append(wins[i] / denom if denom else p[i])
-        g = math.exp(sum(math.log(max(x, 1e-300)) for x in new) / n)
-        new = [x / g for x in new]
-        done = max(abs(x - y) / max(y, 1e-300) for x, y in zip(new, p)) < tol
-        p = new
-        if done:
-            break
-    return dict(zip(models, p))
+    _, categories, counts = _counts(models, comparisons)
+    p = _bt_fit(len(models), categories, [counts] if counts else [[]], prior, iters, tol)[0]
+    return dict(zip(models, (float(x) for x in p)))
 
 
 def elo_from_strengths(strengths: dict[str, float], anchor: str | None = None) -> dict[str, float]:
@@ -110,16 +124,24 @@ def elo_ratings(models: Sequence[str], comparisons: Sequence[tuple[str, str, flo
     elo = elo_from_strengths(bradley_terry(models, comparisons, prior), models[0])
     out = {m: {"elo": e} for m, e in elo.items()}
     if bootstrap and comparisons:
-        rng = random.Random(f"elo-bootstrap/{seed}")
-        draws: dict[str, list[float]] = {m: [] for m in models}
-        for _ in range(bootstrap):
-            sample = [comparisons[rng.randrange(len(comparisons))] for _ in comparisons]
-            for m, e in elo_from_strengths(bradley_terry(models, sample, prior, iters=2000, tol=1e-9),
-                                           models[0]).items():
-                draws[m].append(e)
-        for m in models:
-            out[m]["low"], out[m]["high"] = percentile_interval(draws[m], level)
+        import numpy as np
+
+        # Resampling N comparisons with replacement = multinomial counts over the distinct (i, j, outcome)
+        # categories with probabilities count / N: all resamples are drawn and fitted at once.
+        _, categories, counts = _counts(models, comparisons)
+        rng = np.random.default_rng(_seed_int(f"elo-bootstrap/{seed}"))
+        draws = rng.multinomial(len(comparisons), np.asarray(counts) / len(comparisons), size=bootstrap)
+        p = _bt_fit(len(models), categories, draws, prior, iters=2000, tol=1e-9)
+        elos = ELO_ANCHOR + ELO_SCALE * np.log(p / p[:, :1]) / math.log(ELO_BASE)
+        for k, m in enumerate(models):
+            out[m]["low"], out[m]["high"] = percentile_interval(elos[:, k].tolist(), level)
     return out
+
+
+def _seed_int(text: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -141,8 +163,11 @@ def bootstrap_mean(values: Sequence[float], n: int = 1000, seed: int = 0,
     """(mean, low, high): the mean of ``values`` and its percentile bootstrap interval (``n`` resamples)."""
     if not values:
         return float("nan"), float("nan"), float("nan")
-    rng = random.Random(f"mean-bootstrap/{seed}")
-    k = len(values)
-    means = [sum(values[rng.randrange(k)] for _ in range(k)) / k for _ in range(n)]
-    low, high = percentile_interval(means, level)
-    return sum(values) / k, low, high
+    import numpy as np
+
+    rng = np.random.default_rng(_seed_int(f"mean-bootstrap/{seed}"))
+    v = np.asarray(values, dtype=np.float64)
+    k = len(v)
+    means = v[rng.integers(0, k, size=(n, k))].mean(1) if n else np.asarray([])
+    low, high = percentile_interval(means.tolist(), level)
+    return float(v.mean()), low, high

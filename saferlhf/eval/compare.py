@@ -30,6 +30,7 @@ from saferlhf.config import option
 from saferlhf.errors import UserError
 
 JUDGES = ("oracle", "score", "refusal", "llm")
+EMBEDDING_MAX_ACROSS = 256  # responses of different prompts compared by the across-prompt embedding distance
 
 
 @dataclass
@@ -220,8 +221,13 @@ def run(cfg: EvalConfig) -> int:
         if embedder is not None:
             from saferlhf.eval.diversity import embedding_diversity
 
+            from saferlhf.eval.diversity import evenly_spaced
+
             for n, rs in records.items():
-                metrics[n] |= embedding_diversity(embedder.embed([r["response"] for r in rs]), cfg.n_samples)
+                texts = [r["response"] for r in rs]
+                if cfg.n_samples == 1:  # only the across-prompt distance: embed just the rows it reads
+                    texts = [texts[k] for k in evenly_spaced(len(texts), EMBEDDING_MAX_ACROSS)]
+                metrics[n] |= embedding_diversity(embedder.embed(texts), cfg.n_samples, EMBEDDING_MAX_ACROSS)
         results["prompt_sets"][pset.name] = {
             "n_prompts": len(pset.items), "judges": [j.name for j in scope], "baseline": baseline, "policies": metrics,
             "pairwise": pairwise_metrics(records, cfg.bootstrap, cfg.seed) if len(records) > 1 else {}}

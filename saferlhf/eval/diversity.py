@@ -72,7 +72,16 @@ def mean_pairwise_cosine_distance(vectors) -> float | None:
     return float(1.0 - total / (n * (n - 1)))
 
 
-def embedding_diversity(vectors, n_samples: int, max_across: int = 512) -> dict[str, float]:
+def evenly_spaced(n: int, k: int) -> list[int]:
+    """At most ``k`` indices of range(n), evenly spaced, first and last included (all of them when n <= k)."""
+    if n <= k:
+        return list(range(n))
+    if k <= 1:
+        return [0][:k]
+    return [round(i * (n - 1) / (k - 1)) for i in range(k)]
+
+
+def embedding_diversity(vectors, n_samples: int, max_across: int = 256) -> dict[str, float]:
     """``vectors``: embeddings of a policy's responses, prompt-major with ``n_samples`` per prompt.
     ``embedding_distance``: mean pairwise distance between the samples of one prompt (n_samples > 1), averaged
     over prompts; ``embedding_distance_across_prompts``: mean pairwise distance between the first samples of
@@ -87,9 +96,7 @@ def embedding_diversity(vectors, n_samples: int, max_across: int = 512) -> dict[
         within = [d for d in within if d is not None]
         if within:
             out["embedding_distance"] = sum(within) / len(within)
-    firsts = list(range(0, n, n_samples))
-    if len(firsts) > max_across:
-        firsts = [firsts[round(k * (len(firsts) - 1) / (max_across - 1))] for k in range(max_across)]
+    firsts = [list(range(0, n, n_samples))[k] for k in evenly_spaced(len(range(0, n, n_samples)), max_across)]
     across = mean_pairwise_cosine_distance(vectors[firsts]) if len(firsts) > 1 else None
     if across is not None:
         out["embedding_distance_across_prompts"] = across

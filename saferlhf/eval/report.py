@@ -17,6 +17,12 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_policy_bars(results: dict, path: Path) -> None:
     """Harmful rate, helpfulness and over-refusal per policy, side by side."""
     plt = _plt()
@@ -33,9 +39,7 @@ def plot_policy_bars(results: dict, path: Path) -> None:
         ax.tick_params(axis="x", rotation=30, labelsize=8)
         for i, v in enumerate(vals):
             ax.text(i, v + 0.02, f"{v:.2f}", ha="center", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_reward_cost_scatter(records: dict[str, list[dict]], path: Path) -> None:
@@ -56,9 +60,7 @@ def plot_reward_cost_scatter(records: dict[str, list[dict]], path: Path) -> None
         ax.set_xlabel("reward")
         ax.legend(fontsize=7, loc="upper left")
     axes[0][0].set_ylabel("cost (> 0 = unsafe)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _read(path: Path) -> list[dict]:
@@ -83,9 +85,7 @@ def plot_training_curves(runs: dict[str, Path], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("RL step")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_lagrange(metrics_path: Path, path: Path) -> None:
@@ -106,9 +106,7 @@ def plot_lagrange(metrics_path: Path, path: Path) -> None:
     lines = ax1.get_lines() + ax2.get_lines()
     ax1.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="upper right")
     ax1.set_title("PPO-Lagrangian: λ and episode cost vs threshold")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _img(path: Path) -> str:
@@ -165,9 +163,7 @@ def plot_category_rates(prompt_set: str, policies: dict, path: Path) -> bool:
     ax.set_ylabel("harmful rate")
     ax.set_title(f"{prompt_set}: harmful rate per category (95 % bootstrap interval)", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return True
 
 
@@ -186,9 +182,7 @@ def plot_elo(prompt_set: str, elo: dict, path: Path) -> bool:
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, fontsize=8)
         ax.set_title(f"{prompt_set}: Elo, {axis}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return True
 
 
@@ -222,10 +216,8 @@ def plot_category_win_rates(prompt_set: str, pairs: dict, baseline: str, path: P
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"win rate vs {baseline}")
         ax.set_title(f"{prompt_set}: {axis} win rate vs {baseline} per category", fontsize=10)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(plt, fig, path)
     return True
 
 
@@ -251,9 +243,7 @@ def plot_score_distributions(prompt_set: str, rows_by_policy: dict[str, list[dic
         ax.set_ylabel("responses")
         ax.set_title(f"{prompt_set}: {kind} distribution", fontsize=10)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return True
 
 

@@ -6,7 +6,9 @@ Input: what `saferlhf generate` writes, one response per record (prompt, respons
 (prompt, response_0, response_1), or any file of those formats (`saferlhf data check` lists them). Each output
 record is the input record plus ``reward`` / ``cost`` (pairs: ``reward_0``, ``reward_1``, ``cost_0``,
 ``cost_1``). ``<out>.summary.json`` holds the means, the violation rate (cost > 0) and, for pairs, how often
-each response scores higher. Scoring uses the training encoding (`saferlhf.models.score.score_texts`).
+each response scores higher. Scoring uses the training encoding (`saferlhf.models.score.score_texts`); a
+response whose record says it was cut off at the generation limit (``ended`` / ``ended_0`` / ``ended_1`` false,
+as `saferlhf generate` writes) is scored without eos.
 """
 
 from __future__ import annotations
@@ -27,6 +29,28 @@ class ScoreConfig:
     batch_size: int = option(64, "texts per forward pass", ge=1)
 
 
+def ended_flags(records: list, width: int) -> list[list[bool]]:
+    """Per record and response, whether it ended (eos): the ``ended`` / ``ended_<k>`` field of the record's
+    line in a JSONL file (its ``origin`` is "file:line"); True where the file does not say."""
+    import json
+
+    lines: dict[str, list[str]] = {}
+    out = []
+    for r in records:
+        path, _, line = (getattr(r, "origin", "") or "").rpartition(":")
+        raw: dict = {}
+        if path.endswith(".jsonl") and line.isdigit():
+            if path not in lines:
+                lines[path] = Path(path).read_text(encoding="utf-8").splitlines()
+            try:
+                raw = json.loads(lines[path][int(line) - 1])
+            except (ValueError, IndexError):
+                raw = {}
+        keys = ["ended"] if width == 1 else [f"ended_{k}" for k in range(width)]
+        out.append([raw.get(k) is not False for k in keys])
+    return out
+
+
 def load_generations(path: str) -> tuple[list[str], list[list[str]], list[dict]]:
     """(prompts, responses per record (1 or 2), the input records as dicts) of a generations file."""
     from saferlhf.data.loaders import PAIR_FORMATS, detect_format, load_response_pairs, load_sft_records
@@ -34,11 +58,15 @@ def load_generations(path: str) -> tuple[list[str], list[list[str]], list[dict]]
     fmt = detect_format(path)
     if fmt in PAIR_FORMATS or fmt == "pku-saferlhf":
         recs = load_response_pairs(path)
+        flags = ended_flags(recs, 2)
         return ([r.prompt for r in recs], [[r.response_0, r.response_1] for r in recs],
-                [{"prompt": r.prompt, "response_0": r.response_0, "response_1": r.response_1} for r in recs])
+                [{"prompt": r.prompt, "response_0": r.response_0, "response_1": r.response_1,
+                  "ended_0": e[0], "ended_1": e[1]} for r, e in zip(recs, flags)])
     if fmt == "sft-jsonl":
         recs = load_sft_records(path)
-        return [r.prompt for r in recs], [[r.response] for r in recs], [r.to_dict() for r in recs]
+        flags = ended_flags(recs, 1)
+        return ([r.prompt for r in recs], [[r.response] for r in recs],
+                [r.to_dict() | {"ended": e[0]} for r, e in zip(recs, flags)])
     raise UserError(f"score: {path} is a {fmt} file, not generations",
                     hint="give the output of `saferlhf generate`: (prompt, response) or (prompt, response_0, "
                          "response_1) records")
@@ -60,11 +88,13 @@ def run(cfg: ScoreConfig) -> int:
     width = len(responses[0]) if responses else 1
     flat_p = [p for p, rs in zip(prompts, responses) for _ in rs]
     flat_r = [r for rs in responses for r in rs]
+    flat_e = [rec.get("ended", True) if width == 1 else rec.get(f"ended_{i}", True)
+              for rec in records for i in range(width)]
     summary: dict = {"input": cfg.input, "records": len(records), "responses_per_record": width}
     for kind, path in (("reward", cfg.reward_model), ("cost", cfg.cost_model)):
         if not path:
             continue
-        scores = ScoreModelJudge(path, kind, cfg.batch_size).scores(flat_p, flat_r)
+        scores = ScoreModelJudge(path, kind, cfg.batch_size).scores(flat_p, flat_r, flat_e)
         for k, rec in enumerate(records):
             mine = scores[k * width: (k + 1) * width]
             rec |= {kind: mine[0]} if width == 1 else {f"{kind}_{i}": v for i, v in enumerate(mine)}

@@ -59,10 +59,12 @@ class Embedder:
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        out = []
+        out = torch.zeros(len(texts), self.model.config.hidden_size)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
         for start in range(0, len(texts), self.batch_size):
-            enc: Any = self.tokenizer(list(texts[start: start + self.batch_size]), padding=True, truncation=True,
+            rows = order[start: start + self.batch_size]
+            enc: Any = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                                       max_length=self.max_length, return_tensors="pt")
             hidden = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-            out.append(torch.nn.functional.normalize(pool(hidden, enc["attention_mask"], self.mode), dim=-1))
-        return torch.cat(out) if out else torch.zeros(0, self.model.config.hidden_size)
+            out[rows] = torch.nn.functional.normalize(pool(hidden, enc["attention_mask"], self.mode), dim=-1)
+        return out

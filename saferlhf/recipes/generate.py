@@ -1,7 +1,9 @@
 """Sample responses from a policy for a prompt file: one per prompt, or pairs for annotation.
 
 `--n_samples 2` writes {prompt, response_0, response_1} records (the input of `saferlhf world annotate`,
-i.e. the paper's "collect response pairs from the current model" step); otherwise {prompt, response}.
+i.e. the paper's "collect response pairs from the current model" step); otherwise {prompt, response}. Each
+record also says whether each response ended with eos (``ended_0`` / ``ended_1``, or ``ended``; False: cut off
+at ``max_new_tokens``), which `saferlhf score` uses.
 Prompts: any prompt file (`saferlhf data check` lists the formats) or `world:train` / `world:test`.
 
 Launch: `saferlhf generate --model_path M --prompts world:train --n_samples 2 --out pairs.jsonl`.
@@ -60,21 +62,23 @@ def run(cfg: GenerateConfig) -> int:
     generator = HFGenerator(model, tokenizer, SamplingSettings(
         max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length, temperature=cfg.temperature,
         top_p=cfg.top_p, greedy=cfg.greedy), batch_size=cfg.batch_size)
-    samples = generator.generate(prompts, cfg.n_samples, progress_desc="generate")
+    samples, ended = generator.generate_ended(prompts, cfg.n_samples, progress_desc="generate")
     if cfg.n_samples == 2 and cfg.distinct_pairs:
         for _ in range(4):
             same = [i for i, s in enumerate(samples) if s[0] == s[1]]
             if not same:
                 break
-            again = generator.generate([prompts[i] for i in same], 1)
-            for i, (r,) in zip(same, again):
-                samples[i][1] = r
+            again, again_ended = generator.generate_ended([prompts[i] for i in same], 1)
+            for i, (r,), (e,) in zip(same, again, again_ended):
+                samples[i][1], ended[i][1] = r, e
+    # ``ended`` / ``ended_<k>``: False where the response was cut off at max_new_tokens (`saferlhf score` then
+    # scores it without eos, as training and PPO do)
     rows = []
-    for p, s in zip(prompts, samples):
+    for p, s, e in zip(prompts, samples, ended):
         if cfg.n_samples == 2:
-            rows.append({"prompt": p, "response_0": s[0], "response_1": s[1]})
+            rows.append({"prompt": p, "response_0": s[0], "response_1": s[1], "ended_0": e[0], "ended_1": e[1]})
         else:
-            rows += [{"prompt": p, "response": r} for r in s]
+            rows += [{"prompt": p, "response": r, "ended": done} for r, done in zip(s, e)]
     atomic_write_text(Path(cfg.out), "".join(json.dumps(r) + "\n" for r in rows))
     print(f"generate: {len(rows)} records from {cfg.model_path} -> {cfg.out}")
     return 0

@@ -68,7 +68,7 @@ def test_world_generate_annotate_check_evaluate(world_model, tmp_path, capsys):
     assert main(["generate", "--model_path", str(world_model), "--prompts", str(w / "p.jsonl"), "--n_samples", "2",
                  "--max_prompts", "12", "--max_new_tokens", "12", "--out", str(w / "pairs.jsonl")]) == 0
     pairs = [json.loads(x) for x in (w / "pairs.jsonl").read_text().splitlines()]
-    assert len(pairs) == 12 and set(pairs[0]) == {"prompt", "response_0", "response_1"}
+    assert len(pairs) == 12 and set(pairs[0]) == {"prompt", "response_0", "response_1", "ended_0", "ended_1"}
     assert main(["world", "annotate", "--input", str(w / "pairs.jsonl"), "--out", str(w / "prefs.jsonl")]) == 0
     capsys.readouterr()
     rc = main(["data", "check", str(w / "prefs.jsonl")])

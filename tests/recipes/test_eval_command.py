@@ -122,12 +122,17 @@ def test_score_a_generations_file_without_generating(setup, tmp_path, capsys, n_
     model, tok = load_judge(setup["cost"])
     if n_samples == 1:
         assert len(rows) == 5 and {"prompt", "response", "reward", "cost"} <= set(rows[0])
-        want = score_texts(model, tok, [r["prompt"] for r in rows], [r["response"] for r in rows]).tolist()
+        assert not all(r["ended"] for r in rows)  # 6 new tokens: some responses are cut off ...
+        want = score_texts(model, tok, [r["prompt"] for r in rows], [r["response"] for r in rows],
+                           ended=[r["ended"] for r in rows]).tolist()  # ... and scored without eos
         assert [r["cost"] for r in rows] == pytest.approx(want, abs=1e-5)
         assert summary["violation_rate"] == sum(c > 0 for c in want) / 5
     else:
-        assert len(rows) == 5 and {"reward_0", "reward_1", "cost_0", "cost_1"} <= set(rows[0])
+        assert len(rows) == 5 and {"reward_0", "reward_1", "cost_0", "cost_1", "ended_0", "ended_1"} <= set(rows[0])
         assert 0 <= summary["reward_response_0_higher"] <= 1 and summary["responses_per_record"] == 2
+        want = score_texts(model, tok, [r["prompt"] for r in rows], [r["response_1"] for r in rows],
+                           ended=[r["ended_1"] for r in rows]).tolist()
+        assert [r["cost_1"] for r in rows] == pytest.approx(want, abs=1e-5)
 
 
 def test_score_refuses_a_file_that_is_not_generations(setup, tmp_path, capsys):

