@@ -173,8 +173,8 @@ def packing_problem(model, pairs: list[EncodedPair], pad_id: int, share_prompt: 
     if getattr(config, "use_sliding_window", False) or any(
             t != "full_attention" for t in (getattr(config, "layer_types", None) or [])):
         return "sliding-window attention layers"
-    if not getattr(config, "is_causal", True):
-        return "not a causal model"
+    if not getattr(config, "is_causal", True) or getattr(model, "is_encoder", False):
+        return "not a causal model (an encoder attends both ways)"
     if hasattr(hf, "_can_set_attn_implementation") and not hf._can_set_attn_implementation():
         return f"{type(hf).__name__} does not use transformers' AttentionInterface"
     pairs = pairs[:4]

@@ -27,6 +27,7 @@ import torch
 from saferlhf.batching import pad, position_ids_from_mask
 from saferlhf.data.formatting import encode_prompt
 from saferlhf.errors import NumericalError
+from saferlhf.models.hf import eos_token_ids
 
 
 @dataclass
@@ -71,10 +72,16 @@ class Rollout:
         return Rollout(**out)
 
 
-def response_mask_from(response_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
-    """[B, N] mask: 1 up to and including the first eos of each row, 0 after it."""
-    is_eos = (response_ids == eos_id).long()
-    after_eos = (is_eos.cumsum(-1) - is_eos) > 0  # strictly after the first eos
+def is_eos(ids: torch.Tensor, eos_id: int | Sequence[int]) -> torch.Tensor:
+    """Boolean mask of the positions holding any of the eos ids."""
+    ids_list = [eos_id] if isinstance(eos_id, int) else list(eos_id)
+    return torch.isin(ids, torch.tensor(ids_list, device=ids.device))
+
+
+def response_mask_from(response_ids: torch.Tensor, eos_id: int | Sequence[int]) -> torch.Tensor:
+    """[B, N] mask: 1 up to and including the first eos (any of ``eos_id``) of each row, 0 after it."""
+    hits = is_eos(response_ids, eos_id).long()
+    after_eos = (hits.cumsum(-1) - hits) > 0  # strictly after the first eos
     return (~after_eos).long()
 
 
@@ -117,7 +124,7 @@ def sample(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_tokens: in
     device = next(model.parameters()).device
     ids, mask = pad(prompt_ids, tokenizer.pad_token_id, side="left")
     ids, mask = ids.to(device), mask.to(device)
-    eos, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    eos, pad_id = eos_token_ids(model, tokenizer), tokenizer.pad_token_id
     was_training = model.training
     model.eval()
     key = _cache_kwarg(model)
@@ -131,7 +138,7 @@ def sample(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_tokens: in
         tok = next_token(out.logits[:, -1], temperature, top_p, do_sample)
         tok = tok.masked_fill(done, pad_id)
         tokens.append(tok)
-        done = done | (tok == eos)
+        done = done | is_eos(tok, eos)
         if bool(done.all()) or len(tokens) == max_new_tokens:
             break
         full_mask = torch.cat([full_mask, torch.ones_like(full_mask[:, :1])], 1)
@@ -247,7 +254,7 @@ class HFGenerator:
         s, tok = self.settings, self.tokenizer
         ids, mask, P, rmask = sample(self.model, tok, prompt_ids, s.max_new_tokens, s.temperature, s.top_p,
                                      do_sample=not s.greedy)
-        ended = ((ids[:, P:] == tok.eos_token_id) & rmask.bool()).any(-1)
+        ended = (is_eos(ids[:, P:], eos_token_ids(self.model, tok)) & rmask.bool()).any(-1)
         return Samples(ids, mask, P, rmask, decode_responses(tok, ids[:, P:], rmask), ended.tolist())
 
     def sample(self, prompts: Sequence[str]) -> Samples:

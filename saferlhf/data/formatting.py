@@ -67,12 +67,30 @@ def format_messages(tokenizer: Any, messages: list[dict]) -> str:
     return text + " ASSISTANT:"
 
 
+def end_token_id(tokenizer: Any) -> int:
+    """The token that ends a complete response: eos, or for encoder tokenizers without one (BERT, MiniLM) the
+    separator, so that prompt + response reads "[CLS] prompt [SEP] response [SEP]", BERT's pair encoding."""
+    for tid in (tokenizer.eos_token_id, getattr(tokenizer, "sep_token_id", None)):
+        if tid is not None:
+            return tid
+    raise ValueError(f"{type(tokenizer).__name__} has neither an eos nor a sep token to end a response")
+
+
 def encode_prompt(tokenizer: Any, prompt: str, max_prompt_length: int | None = None) -> list[int]:
-    """Token ids of the chat-formatted prompt (keeps the END of over-long prompts)."""
+    """Token ids of the chat-formatted prompt. An over-long prompt keeps the chat frame (system prompt, turn
+    header, generation prompt, special tokens) and the END of the user's text: the text is cut, then formatted."""
     ids = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=True)["input_ids"]
-    if max_prompt_length is not None and len(ids) > max_prompt_length:
-        ids = ids[-max_prompt_length:]
-    return ids
+    if max_prompt_length is None or len(ids) <= max_prompt_length:
+        return ids
+    text_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    keep = max_prompt_length - (len(ids) - len(text_ids))
+    while keep > 0:  # re-tokenising the cut text can merge differently: shrink until it fits
+        cut = tokenizer.decode(text_ids[-keep:], skip_special_tokens=True)
+        ids = tokenizer(format_prompt(tokenizer, cut), add_special_tokens=True)["input_ids"]
+        if len(ids) <= max_prompt_length:
+            return ids
+        keep -= max(1, len(ids) - max_prompt_length)
+    return ids[-max_prompt_length:]  # the frame alone is longer than the budget
 
 
 def encode_example(tokenizer: Any, prompt: str, response: str, max_length: int,
@@ -89,5 +107,5 @@ def encode_example(tokenizer: Any, prompt: str, response: str, max_length: int,
     p = encode_prompt(tokenizer, prompt, max_prompt_length=limit)
     r = tokenizer(response, add_special_tokens=False)["input_ids"]
     room = max(max_length - len(p) - int(ended), 0)
-    r = r[:room] + ([tokenizer.eos_token_id] if ended else [])
+    r = r[:room] + ([end_token_id(tokenizer)] if ended else [])
     return p + r, len(p)

@@ -85,12 +85,34 @@ def enable_checkpointing(model: Any) -> None:
     model.config.use_cache = False
 
 
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token that ends a turn: the tokenizer's eos first, then the generation config's eos list (models
+    such as Llama 3 end turns with a token other than ``tokenizer.eos_token``)."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    gen = getattr(model, "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+    for i in extra if isinstance(extra, (list, tuple)) else [extra]:
+        if i is not None and i not in ids:
+            ids.append(int(i))
+    return ids
+
+
 def set_generation_ids(model: Any, tokenizer: Any) -> None:
+    """The tokenizer's pad, bos and eos in the model's configs; the generation config keeps its other eos ids."""
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
+        eos = eos_token_ids(model, tokenizer)
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.eos_token_id = eos[0] if len(eos) == 1 else eos
         model.generation_config.bos_token_id = tokenizer.bos_token_id
+
+
+def fit_embeddings(model: Any, tokenizer: Any) -> None:
+    """Grow the input (and tied output) embeddings when the tokenizer has more tokens than the model (a pad token
+    added by `load_tokenizer`); new rows are the mean of the old ones (transformers' mean resizing)."""
+    emb = model.get_input_embeddings()
+    if emb is not None and len(tokenizer) > emb.weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
 
 
 def check_finite_weights(model: nn.Module, what: str) -> None:

@@ -31,7 +31,8 @@ from saferlhf.batching import last_token_index, pad, position_ids_from_mask
 from saferlhf.data.formatting import encode_example
 from saferlhf.errors import UserError
 from saferlhf.files import atomic_save_dir
-from saferlhf.models.hf import (check_finite_weights, check_model_path, enable_checkpointing, loading, quiet_hf)
+from saferlhf.models.hf import (check_finite_weights, check_model_path, enable_checkpointing, fit_embeddings, loading,
+                                quiet_hf)
 from saferlhf.models.lora import merge_lora
 from saferlhf.models.tokenizers import load_tokenizer
 
@@ -101,8 +102,22 @@ class ScoreModel(nn.Module):
                 return getattr(hf, name)
         raise AttributeError(f"{type(hf).__name__} has no score head (looked for {_HEAD_NAMES})")
 
+    @property
+    def is_encoder(self) -> bool:
+        """A bidirectional encoder (BERT, MiniLM, RoBERTa, ...): scored by its own sequence-classification head
+        (its pooling, e.g. the [CLS] token), not at the end token; no per-token scores, so never a critic."""
+        return is_encoder_config(self.config)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ScoreOutput:
-        """input_ids, attention_mask: [B, T] -> ScoreOutput(scores [B, T], end_scores [B])."""
+        """input_ids, attention_mask: [B, T] -> ScoreOutput(scores [B, T], end_scores [B]).
+
+        Decoders: the head at every position, the sequence score at the last real token. Encoders: the HF
+        head's own pooled score (rows must be right-padded, as `score_texts` and training pad them);
+        ``scores`` then repeats it at every position."""
+        if self.is_encoder:
+            end = self._hf()(input_ids=input_ids, attention_mask=attention_mask,
+                             position_ids=position_ids_from_mask(attention_mask)).logits[:, 0]
+            return ScoreOutput(scores=end[:, None].expand(-1, input_ids.shape[1]), end_scores=end)
         hidden = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -163,13 +178,20 @@ class ScoreModel(nn.Module):
                 with quiet_hf():  # the "score.weight MISSING" report is expected here
                     hf = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=dtype)
         model = cls(hf)
+        if model.is_encoder and (score_type or model.score_type) == "critic":
+            raise UserError(f"critic: {path} is an encoder ({config.model_type}); a critic needs per-token values",
+                            hint="initialise the critics from a decoder (the policy or a decoder score model) with "
+                                 "--reward_critic_path / --cost_critic_path")
         if not is_score:
             model.reset_head(seed)
         if score_type is not None:
             model.score_type = score_type
-        if hf.config.pad_token_id is None:
-            with contextlib.suppress(Exception):  # no tokenizer there: forward works, save will ask
-                hf.config.pad_token_id = load_tokenizer(path).pad_token_id
+        eos = _as_set(getattr(hf.config, "eos_token_id", None))
+        if hf.config.pad_token_id is None or hf.config.pad_token_id in eos:
+            with contextlib.suppress(UserError):  # no tokenizer there: forward works, save will ask
+                tokenizer = load_tokenizer(path)
+                fit_embeddings(hf, tokenizer)  # a pad token added by load_tokenizer
+                hf.config.pad_token_id = tokenizer.pad_token_id
         if gradient_checkpointing:
             model.gradient_checkpointing_enable()
         if device is not None:
@@ -215,6 +237,14 @@ class ScoreModel(nn.Module):
                 tokenizer.save_pretrained(tmp)
 
         return atomic_save_dir(save, path)
+
+
+def is_encoder_config(config: Any) -> bool:
+    """True for bidirectional encoder families (those with a masked-LM head in transformers and not configured
+    as decoders)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
 
 
 def _as_set(ids: Any) -> set[int]:

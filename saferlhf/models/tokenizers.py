@@ -55,15 +55,35 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
     return tokenizer
 
 
-def load_tokenizer(path: str | Path, padding_side: str = "left"):
-    """Load a tokenizer and make sure it has a pad token.
+PAD_ADDED = "<|pad|>"  # the pad token added when a tokenizer has no usable one (embeddings are resized)
+_ANNOUNCED: set[str] = set()
 
-    When the tokenizer has no pad token we reuse ``unk`` if it exists and differs from eos, else eos
-    (no new token, so no embedding resize), and record the choice in ``tokenizer.saferlhf_pad_source``
-    ("own" | "unk" | "eos"). pad == eos is fine for generation and for `ScoreModel` (which uses the
-    attention mask) but `ScoreModel.save_pretrained` refuses it, because HF sequence-classification
-    heads would then pool at the token before the final eos.
+
+def _pad_candidate(tokenizer) -> str | None:
+    """An existing special token that can serve as pad: not eos, not bos, not used inside chat text (unk first,
+    then other special tokens such as GPT-style ``<|endoftext|>``)."""
+    taken = {tokenizer.eos_token, tokenizer.bos_token}
+    template = getattr(tokenizer, "chat_template", None) or ""
+    names = [tokenizer.unk_token] + [t for t in tokenizer.all_special_tokens if t != tokenizer.unk_token]
+    for name in names:
+        if name and name not in taken and name not in template:
+            return name
+    return None
+
+
+def load_tokenizer(path: str | Path, padding_side: str = "left"):
+    """Load a tokenizer and make sure it has a pad token distinct from eos.
+
+    A missing pad token, or one equal to eos (as SmolLM2 and many instruct releases ship it), is replaced by an
+    existing special token that is neither eos nor bos nor part of the chat template (``unk``, ``<|endoftext|>``,
+    ...), else by a new ``<|pad|>`` token (the models loaded with this tokenizer get their embeddings resized,
+    `saferlhf.models.hf.fit_embeddings`). The choice is announced once per path on stderr and recorded in
+    ``tokenizer.saferlhf_pad_source`` ("own" | "special" | "added"; "unk" when it is the unk token). Why:
+    HF sequence-classification heads pool at the token before the first pad, so pad == eos would read a score
+    model at the wrong token, and `ScoreModel.save_pretrained` refuses it.
     """
+    import sys
+
     from transformers import AutoTokenizer
 
     check_model_path(path, "tokenizer", weights=False)
@@ -71,13 +91,21 @@ def load_tokenizer(path: str | Path, padding_side: str = "left"):
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     tokenizer.padding_side = padding_side
     source = "own"
-    if tokenizer.pad_token is None:
-        if tokenizer.unk_token is not None and tokenizer.unk_token != tokenizer.eos_token:
-            tokenizer.pad_token, source = tokenizer.unk_token, "unk"
-        elif tokenizer.eos_token is not None:
-            tokenizer.pad_token, source = tokenizer.eos_token, "eos"
+    if tokenizer.eos_token is None and tokenizer.pad_token is None:
+        raise UserError(f"tokenizer at {path} has neither a pad nor an eos token")
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        old = tokenizer.pad_token
+        new = _pad_candidate(tokenizer)
+        if new is not None:
+            tokenizer.pad_token = new
+            source = "unk" if new == tokenizer.unk_token else "special"
         else:
-            raise UserError(f"tokenizer at {path} has neither a pad, unk nor eos token")
+            tokenizer.add_special_tokens({"pad_token": PAD_ADDED})
+            source = "added"
+        if str(path) not in _ANNOUNCED:
+            _ANNOUNCED.add(str(path))
+            why = "has no pad token" if old is None else f"pads with its eos token {old!r}"
+            print(f"saferlhf: tokenizer {path} {why}; padding with {tokenizer.pad_token!r} (id "
+                  f"{tokenizer.pad_token_id}{', a new token' if source == 'added' else ''})", file=sys.stderr)
     tokenizer.saferlhf_pad_source = source
     return tokenizer
-

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from saferlhf import models as M
 from saferlhf.batching import last_token_index, position_ids_from_mask
-from saferlhf.data.formatting import CHAT_TEMPLATE, PROMPT_INPUT, encode_example, format_prompt
+from saferlhf.data.formatting import CHAT_TEMPLATE, PROMPT_INPUT, encode_example, encode_prompt, format_prompt
 from saferlhf.files import atomic_save_dir
 
 ARCHS = ["llama", "qwen2", "gpt2"]
@@ -113,7 +113,29 @@ def test_encode_example_budgets(tokenizer):
     assert ids == p_ids + r_ids
     ids, n = encode_example(tokenizer, "How do I bake bread?", "Mix flour and water, then bake it.", len(p_ids) + 3,
                             max_prompt_length=len(p_ids) - 2)
-    assert ids[:n] == p_ids[2:] and ids[n:] == r_ids[:4] + [eos] and len(ids) == len(p_ids) + 3 - 2 + 2
+    assert n <= len(p_ids) - 2 and ids[n:] == r_ids[: len(p_ids) + 2 - n] + [eos] and len(ids) <= len(p_ids) + 3
+    # the cut prompt keeps the chat frame and the END of the user's text (not the end of the formatted ids)
+    text = tokenizer.decode(ids[:n])
+    assert text.startswith("BEGINNING OF CONVERSATION: USER:") and text.endswith("ASSISTANT:") and "bread?" in text
+    assert "How" not in text
+
+
+def test_prompt_truncation_keeps_a_real_chat_frame():
+    """SmolLM2-style template with a system prompt: a long prompt is cut inside the user's text; the system
+    prompt, the turn markers and the generation prompt all survive."""
+    from transformers import AutoTokenizer
+
+    tok = M.train_tokenizer(TEXTS * 2 + ["<|im_start|>system You are helpful<|im_end|> user assistant"], 300)
+    tok.chat_template = ("{{ '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n' }}{% for m in messages %}"
+                         "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+                         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    long = " ".join(["tell me about bread"] * 40) + " and finally: how do I bake it?"
+    full = tok(format_prompt(tok, long))["input_ids"]
+    ids = encode_prompt(tok, long, max_prompt_length=len(full) // 2)
+    text = tok.decode(ids)
+    assert len(ids) <= len(full) // 2
+    assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n")
+    assert "how do I bake it?" in text
 
 
 def test_load_tokenizer_adds_missing_pad(tokenizer, tmp_path):

