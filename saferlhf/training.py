@@ -42,6 +42,18 @@ class OptimConfig:
 
 
 @dataclass
+class LoraSettings:
+    """LoRA adapters (peft) instead of full fine-tuning; merged into the weights when the model is saved."""
+
+    enabled: bool = option(False, "train LoRA adapters (and the score head) instead of every weight")
+    r: int = option(8, "adapter rank", ge=1)
+    alpha: int = option(16, "LoRA alpha (the update is scaled by alpha / r)", ge=1)
+    dropout: float = option(0.0, "dropout on the adapter input", ge=0, lt=1)
+    target_modules: list[str] = option(factory=list, help="module names to adapt (default: peft's choice for the "
+                                                          "architecture, e.g. q_proj v_proj for Llama)")
+
+
+@dataclass
 class RuntimeConfig:
     """Where and how to run (one process here; `accelerate launch -m saferlhf ...` for many)."""
 

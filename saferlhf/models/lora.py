@@ -30,3 +30,16 @@ def merge_lora(model: Any) -> Any:
         return copy.deepcopy(model).merge_and_unload()
     return model
 
+
+
+def apply_lora_settings(model: Any, settings: Any) -> Any:
+    """``apply_lora`` with a `saferlhf.training.LoraSettings` when it is enabled (the model unchanged
+    otherwise); prints how many parameters are trained."""
+    if not getattr(settings, "enabled", False):
+        return model
+    out = apply_lora(model, r=settings.r, alpha=settings.alpha, dropout=settings.dropout,
+                     target_modules=list(settings.target_modules) or None)
+    trained = sum(p.numel() for p in out.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in out.parameters())
+    print(f"LoRA r={settings.r}: training {trained:,} of {total:,} parameters ({100 * trained / total:.2f} %)")
+    return out

@@ -42,7 +42,11 @@ def load_policy(
 
 
 def save_policy(model: Any, tokenizer: Any, path: str | Path) -> Path:
-    """Save a causal LM and its tokenizer as one HF folder, atomically (never with non-finite weights)."""
+    """Save a causal LM and its tokenizer as one HF folder, atomically (never with non-finite weights); LoRA
+    adapters are merged into a plain copy first."""
+    from saferlhf.models.lora import merge_lora
+
+    model = merge_lora(model)
     check_finite_weights(model, f"the policy to {path}")
 
     def write(tmp: Path) -> None:

@@ -55,7 +55,7 @@ from saferlhf.packing import (EncodedPair, PairScorer, encode_pairs, pair_batch,
                               packed_pair_batch, packing_problem)
 from saferlhf.config import option
 from saferlhf.errors import UserError
-from saferlhf.training import (OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
+from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
                                optimizer_step)
 
 
@@ -88,6 +88,7 @@ class ScoreModelConfig:
     overwrite: bool = option(False, "replace a previous run in out")
     allow_config_change: bool = option(False, "resume even though the config differs from the saved run")
     optim: OptimConfig = option(OptimConfig(lr=2e-5, weight_decay=0.1), "optimiser")
+    lora: LoraSettings = option(LoraSettings(), "LoRA adapters + a fully trained head (merged on save)")
     runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
 
@@ -206,6 +207,7 @@ def load_pairs(cfg: ScoreModelConfig) -> tuple[list, list]:
 
 def run(cfg: ScoreModelConfig) -> int:
     from saferlhf.models.hf import check_model_path
+    from saferlhf.models.lora import apply_lora_settings
     from saferlhf.models.score import ScoreModel
     from saferlhf.models.tokenizers import load_tokenizer
     from saferlhf.training import restore_loop, start_run_on_every_rank
@@ -226,6 +228,7 @@ def run(cfg: ScoreModelConfig) -> int:
     # 2. Model: backbone + scalar head read at the last non-padding token (a new head on a causal LM).
     score_model = ScoreModel.from_pretrained(cfg.model_path, score_type=cfg.kind, allow_new_head=True,
                                              gradient_checkpointing=cfg.runtime.gradient_checkpointing)
+    score_model = apply_lora_settings(score_model, cfg.lora)  # the head stays fully trainable
     global_bs = cfg.batch_size * acc.num_processes
     steps_per_epoch = math.ceil(len(train) / global_bs)
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))

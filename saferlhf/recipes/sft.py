@@ -33,7 +33,7 @@ from saferlhf.batching import batch_stream, epoch_rng, pack_examples, packed_bat
 from saferlhf.config import option
 from saferlhf.data.formatting import encode_example
 from saferlhf.errors import UserError
-from saferlhf.training import (OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
+from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
                                optimizer_step, restore_loop, start_run_on_every_rank)
 
 
@@ -54,6 +54,7 @@ class SFTConfig:
     overwrite: bool = option(False, "replace a previous run in out")
     allow_config_change: bool = option(False, "resume even though the config differs from the saved run")
     optim: OptimConfig = option(OptimConfig(lr=2e-5, weight_decay=0.0), "optimiser")
+    lora: LoraSettings = option(LoraSettings(), "LoRA adapters instead of full fine-tuning (merged on save)")
     runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
 
@@ -95,6 +96,7 @@ def evaluate_loss(model, examples, tokenizer, batch_size: int, device) -> float:
 def run(cfg: SFTConfig) -> int:
     from saferlhf.losses import sft_loss
     from saferlhf.models.hf import check_model_path
+    from saferlhf.models.lora import apply_lora_settings
     from saferlhf.models.policy import load_policy, save_policy
     from saferlhf.models.tokenizers import load_tokenizer
     from saferlhf.files import fault_point
@@ -112,6 +114,7 @@ def run(cfg: SFTConfig) -> int:
 
     # 2. Model, optimiser, schedule; the checkpoint when resuming.
     model, tokenizer = load_policy(cfg.model_path, gradient_checkpointing=cfg.runtime.gradient_checkpointing)
+    model = apply_lora_settings(model, cfg.lora)
     global_bs = cfg.batch_size * acc.num_processes
 
     def batches_of(epoch: int) -> list[list]:
