@@ -99,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     cmd, rest = _find(argv)
     if cmd is None:
         group = [c for c in COMMANDS if c.name.split()[0] == argv[0]]
+        if group and (len(argv) == 1 or argv[1] in ("-h", "--help")):  # `saferlhf data --help`: the group's usage
+            width = max(len(c.name) for c in group)
+            print(f"usage: saferlhf {argv[0]} <sub-command> [args]\n\nsub-commands:\n"
+                  + "\n".join(f"  {c.name.ljust(width)}  {c.summary}" for c in group))
+            return 0 if len(argv) > 1 else 2
         print(f"saferlhf: unknown command {' '.join(argv[:2])!r}\n", file=sys.stderr)
         if group:
             print("sub-commands: " + ", ".join(c.name for c in group), file=sys.stderr)

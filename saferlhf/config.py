@@ -317,17 +317,19 @@ def save_config(obj: Any, path: str | Path) -> None:
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
-def help_text(cls: type, prefix: str = "") -> list[str]:
-    """One line per config field: ``--key TYPE (default: X)  help``."""
+def help_text(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
+    """One line per config field: ``--key TYPE (default: X)  help``. Defaults are read from an instance, so
+    a nested config shows the values its parent sets (ppo's actor_optim.lr 1e-5, not OptimConfig's 2e-5)."""
     lines = []
     hints = _hints(cls)
+    if instance is None:
+        instance = cls()
     for f in fields(cls):
         tp = hints[f.name]
         if is_dataclass(tp):
-            lines += help_text(tp, f"{prefix}{f.name}.")
+            lines += help_text(tp, f"{prefix}{f.name}.", getattr(instance, f.name))
             continue
-        default = f.default if f.default is not MISSING else (
-            f.default_factory() if f.default_factory is not MISSING else None)
+        default = getattr(instance, f.name)
         allowed = range_text(f.metadata)
         lines.append(f"  --{prefix}{f.name} {_type_name(tp)} (default: {json.dumps(default)}"
                      + (f"; allowed: {allowed}" if allowed else "") + ")\n"

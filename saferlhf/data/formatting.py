@@ -109,3 +109,12 @@ def encode_example(tokenizer: Any, prompt: str, response: str, max_length: int,
     room = max(max_length - len(p) - int(ended), 0)
     r = r[:room] + ([end_token_id(tokenizer)] if ended else [])
     return p + r, len(p)
+
+
+def scoring_text(tokenizer: Any, prompt: str, response: str, ended: bool = True) -> str:
+    """The text a score model reads for (prompt, response), for users outside the project:
+    ``format_prompt(prompt) + response + end token`` (eos, or [SEP] for encoders; none when ``ended`` is False).
+    The ids are `encode_example`'s: the prompt and the response are tokenised SEPARATELY (so tokenising this
+    whole string can merge differently at the seam); `saferlhf.models.score.score_texts` reproduces the scores."""
+    end = tokenizer.convert_ids_to_tokens(end_token_id(tokenizer)) if ended else ""
+    return format_prompt(tokenizer, prompt) + response + end

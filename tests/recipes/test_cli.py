@@ -33,6 +33,24 @@ def test_command_help_documents_every_field(command, capsys):
     assert "(default:" in text
 
 
+def test_help_shows_the_defaults_a_recipe_sets_for_nested_configs(capsys):
+    """ppo's optimisers are OptimConfig instances with their own values: --help shows those, not OptimConfig's."""
+    assert main(["ppo", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--actor_optim.lr float (default: 1e-05" in text and "--actor_optim.weight_decay float (default: 0.01" in text
+    assert "--critic_optim.lr float (default: 5e-06" in text and '--critic_optim.scheduler' in text
+    assert '(default: "constant")' in text.split("--critic_optim.scheduler")[1].splitlines()[0]
+    assert main(["sft", "--help"]) == 0
+    assert "--optim.weight_decay float (default: 0.0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("group", ["data", "world", "model"])
+def test_a_command_group_has_help(group, capsys):
+    assert main([group, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(c.name in out for c in COMMANDS if c.name.split()[0] == group)
+
+
 def test_unknown_key_and_unknown_command(capsys):
     assert main(["sft", "--learning_rate", "1"]) == 2
     err = capsys.readouterr().err

@@ -458,3 +458,13 @@ def test_score_model_judge_scores_cut_off_responses_without_eos(tiny_paths, tmp_
     ended_all = M.score_texts(judge.model, judge.tokenizer, prompts, responses).tolist()
     assert got == pytest.approx(want, abs=1e-6)
     assert got[0] == pytest.approx(ended_all[0], abs=1e-6) and abs(got[1] - ended_all[1]) > 1e-4
+
+
+def test_scoring_text_spells_out_what_score_models_read(tokenizer):
+    from saferlhf.data.formatting import scoring_text
+
+    text = scoring_text(tokenizer, "How do I bake bread?", "Mix flour and water.")
+    assert text == format_prompt(tokenizer, "How do I bake bread?") + "Mix flour and water." + tokenizer.eos_token
+    assert not scoring_text(tokenizer, "p", "r", ended=False).endswith(tokenizer.eos_token)
+    ids, n = encode_example(tokenizer, "How do I bake bread?", "Mix flour and water.", 512)
+    assert tokenizer.decode(ids[:n]) == format_prompt(tokenizer, "How do I bake bread?")

@@ -51,3 +51,17 @@ def test_recipe_presets_hold_the_reference_values():
                                                                                            512)
     sft = parse(config_class("sft"), ["--config", str(CONFIGS / "sft.yaml")])
     assert sft.optim.lr == 2e-5 and sft.epochs == 3
+
+
+SMOL = {"sft.yaml": "sft", "reward_model.yaml": "score-model", "cost_model.yaml": "score-model", "ppo_lag.yaml": "ppo",
+        "eval.yaml": "eval"}
+
+
+@pytest.mark.parametrize("name", sorted(SMOL))
+def test_smollm2_presets_parse(name):
+    assert sorted(p.name for p in (CONFIGS / "smollm2-135m").glob("*.yaml")) == sorted(SMOL)
+    cfg = parse(config_class(SMOL[name]), ["--config", str(CONFIGS / "smollm2-135m" / name)])
+    if name in ("sft.yaml", "reward_model.yaml", "cost_model.yaml"):
+        assert cfg.lora.enabled and cfg.lora.r == 16
+    if name == "cost_model.yaml":
+        assert cfg.kind == "cost"
