@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 
 def apply_lora(model: Any, r: int = 8, alpha: int = 16, dropout: float = 0.0,
                target_modules: list[str] | None = None) -> Any:
@@ -43,3 +45,23 @@ def apply_lora_settings(model: Any, settings: Any) -> Any:
     total = sum(p.numel() for p in out.parameters())
     print(f"LoRA r={settings.r}: training {trained:,} of {total:,} parameters ({100 * trained / total:.2f} %)")
     return out
+
+
+class AdaptersDisabled(torch.nn.Module):
+    """The base model under a peft causal LM: the same module with its adapters switched off for the call.
+    PPO's reference policy with a LoRA actor: one base in memory instead of two. The peft model is held but not
+    registered, so freezing or moving this wrapper leaves the actor alone."""
+
+    def __init__(self, peft_model: Any) -> None:
+        super().__init__()
+        object.__setattr__(self, "peft", peft_model)
+
+    def get_base_model(self) -> Any:  # what `saferlhf.rollout` inspects for ``logits_to_keep``
+        return self.peft.get_base_model()
+
+    def forward(self, **kwargs: Any) -> Any:
+        with torch.no_grad(), self.peft.disable_adapter():
+            return self.peft(**kwargs)
+
+    def parameters(self, recurse: bool = True):  # the device of the base (rollout code asks for it)
+        return self.peft.parameters(recurse)

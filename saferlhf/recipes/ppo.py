@@ -71,7 +71,7 @@ import torch
 from saferlhf.config import option
 from saferlhf.errors import NumericalError, UserError
 from saferlhf.rl import ALGORITHMS, Algorithm, AlgorithmName
-from saferlhf.training import (OptimConfig, RuntimeConfig, assert_finite, bad_values, build_optimizer,
+from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_finite, bad_values, build_optimizer,
                                make_accelerator, optimizer_step, restore_loop, start_run_on_every_rank)
 
 PTX_SEED_OFFSET = 7_919  # the PTX stream's seed differs from the prompt stream's
@@ -130,6 +130,9 @@ class PPOConfig:
     lagrange: LagrangeConfig = option(LagrangeConfig(), "Lagrange multiplier (ppo_lag)")
     rollout: RolloutConfig = option(RolloutConfig(), "sampling")
     actor_optim: OptimConfig = option(OptimConfig(lr=1e-5, weight_decay=0.01), "actor optimiser")
+    lora: LoraSettings = option(LoraSettings(), "LoRA actor (merged on save); the reference policy is then the "
+                                                "same base with the adapters disabled (one base model less)")
+    critic_lora: LoraSettings = option(LoraSettings(), "LoRA critics: adapters + a fully trained value head")
     critic_optim: OptimConfig = option(OptimConfig(lr=5e-6, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
                                        "critic optimiser")
     save_every: int = option(0, "write a resumable checkpoint every N steps (0 = only at the end)", ge=0)
@@ -484,10 +487,18 @@ def load_models(cfg: PPOConfig, algo: Algorithm, device) -> PPOModels:
     from saferlhf.models.score import ScoreModel
     from saferlhf.models.tokenizers import load_tokenizer
 
+    from saferlhf.models.lora import AdaptersDisabled, apply_lora_settings
+
     gc = cfg.runtime.gradient_checkpointing
     actor, tokenizer = load_policy(cfg.actor_path, gradient_checkpointing=gc)
-    ref, _ = load_policy(cfg.actor_path)
-    actor.config.use_cache = ref.config.use_cache  # the saved actor keeps its own setting
+    if cfg.lora.enabled:  # LoRA actor; the reference is the same base with the adapters off
+        use_cache = actor.config.use_cache
+        actor = apply_lora_settings(actor, cfg.lora)
+        ref = AdaptersDisabled(actor)
+        actor.config.use_cache = use_cache
+    else:
+        ref, _ = load_policy(cfg.actor_path)
+        actor.config.use_cache = ref.config.use_cache  # the saved actor keeps its own setting
     judges = {}
     for name, path in (("reward", cfg.reward_model_path), ("cost", cfg.cost_model_path)):
         if path:
@@ -497,9 +508,10 @@ def load_models(cfg: PPOConfig, algo: Algorithm, device) -> PPOModels:
     critics = {"reward": ScoreModel.from_pretrained(cfg.reward_critic_path or cfg.reward_model_path, **critic_kw)}
     if algo.cost_critic:
         critics["cost"] = ScoreModel.from_pretrained(cfg.cost_critic_path or cfg.cost_model_path, **critic_kw)
+    critics = {n: apply_lora_settings(c, cfg.critic_lora) for n, c in critics.items()}  # head fully trained
     for m in [actor, *critics.values()]:
         _no_dropout(m)
-    for m in [ref, *(j.model for j in judges.values())]:
+    for m in [*([] if cfg.lora.enabled else [ref]), *(j.model for j in judges.values())]:
         m.eval().requires_grad_(False).to(device)
     return PPOModels(actor=actor, ref=ref, tokenizer=tokenizer, critics=critics, judges=judges)
 

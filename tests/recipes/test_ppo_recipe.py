@@ -453,3 +453,33 @@ def test_ptx_gradient_has_the_reference_scale(rl_setup, tmp_path, monkeypatch):
     with_ptx = norms["actor"]
     assert plain[0][0] == with_ptx[0][0] == 1
     assert with_ptx[0][1] == pytest.approx(plain[0][1] / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["minibatches", "fused"])
+def test_ppo_lag_with_lora_actor_and_critics(rl_setup, tmp_path, fused):
+    """LoRA actor (the reference = the same base with adapters off) and LoRA critics: the saved actor is a
+    plain merged model, only the adapted projections moved, the first rollout's KL is exactly 0 (B = 0 at
+    init: actor == reference), and the killed run resumes to the same weights."""
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from faults.util import assert_same_weights, run_cli, run_killed
+
+    extra = ["--lora.enabled", "true", "--lora.r", "4", "--critic_lora.enabled", "true", "--save_every", "1"]
+    if fused:
+        extra += ["--ppo_epochs", "1", "--num_minibatches", "1"]
+    out = tmp_path / "lora"
+    assert run_cli(ppo_args(rl_setup, out, steps=3, extra=extra)).returncode == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "lagrange/lambda" in r]
+    assert len(steps) == 3 and steps[0]["rollout/kl"] == pytest.approx(0.0, abs=1e-6)
+    base = load_file(next(Path(rl_setup["actor"]).glob("*.safetensors")))
+    actor = load_file(out / "actor" / "model.safetensors")
+    assert not any("lora" in k for k in actor)  # merged on save
+    moved = {k for k in actor if k in base and not torch.equal(actor[k], base[k])}
+    assert moved and all(("q_proj" in k or "v_proj" in k) for k in moved), moved  # the base stayed frozen
+    killed = tmp_path / "killed"
+    run_killed(ppo_args(rl_setup, killed, steps=3, extra=extra), "step:2")
+    resumed = run_cli([*ppo_args(rl_setup, killed, steps=3, extra=extra), "--resume", "true"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_weights(out / "actor", killed / "actor")
