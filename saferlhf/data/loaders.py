@@ -334,12 +334,41 @@ def load_prompt_table(path: str | Path, prompt_column: str | None = None, catego
     return _loaded(out, report)
 
 
+def sft_response(record: Any) -> str | None:
+    """The response a preference record contributes to SFT: HH-RLHF / TRL: ``chosen``; PKU-SafeRLHF: the better
+    response when it is safe, else the safer one when it is safe, else none (no unsafe answer is imitated)."""
+    if isinstance(record, SafetyPreference):
+        for i in (record.better_response_id, record.safer_response_id):
+            if record.is_safe(i):
+                return record.response(i)
+        return None
+    return record.chosen
+
+
 def load_sft_records(path: str | Path, on_error: OnError = "raise", *,
                      format: str | None = None) -> Loaded[SFTRecord]:
-    """(prompt, response) records for supervised fine-tuning."""
+    """(prompt, response) records for supervised fine-tuning: an SFT file, or a preference file (PKU-SafeRLHF,
+    HH-RLHF, TRL) read through `sft_response`; its records without a usable response are left out and counted
+    in the report's warnings."""
     _check(on_error)
-    fmt = _resolve_format(path, format, SFT_FORMATS, "load_sft_records")
-    return _finish(read_records(path, fmt), on_error)
+    fmt = _resolve_format(path, format, SFT_FORMATS + PREFERENCE_FORMATS, "load_sft_records")
+    records = _finish(read_records(path, fmt), on_error)
+    if fmt in SFT_FORMATS:
+        return records
+    out = []
+    for r in records:
+        response = sft_response(r)
+        if response is None:
+            file, _, line = r.origin.rpartition(":")
+            records.report.problems.append(V.Problem(file, int(line) if line.isdigit() else 0, "response",
+                                                     "both responses unsafe: nothing to imitate (left out)",
+                                                     "warning"))
+        else:
+            out.append(SFTRecord(r.prompt, response, r.origin))
+    records.report.n_kept = len(out)
+    if not out:
+        raise DataFileError(f"{path}: no record with a safe response to fine-tune on")
+    return _loaded(out, records.report)
 
 
 def load_response_pairs(path: str | Path, on_error: OnError = "raise", *,

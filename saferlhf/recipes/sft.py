@@ -40,7 +40,8 @@ from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_
 @dataclass
 class SFTConfig:
     model_path: str = option("", "HF causal LM path or hub name to fine-tune")
-    train_file: str = option("", "training data: JSONL/JSON with prompt + response (see saferlhf data check)")
+    train_file: str = option("", "training data: prompt + response records, or a preference file (PKU-SafeRLHF: the "
+                                 "better response when safe, else the safer safe one; HH-RLHF / TRL: chosen)")
     eval_file: str | None = option(None, "optional held-out file of the same kind; eval loss reported")
     out: str = option("runs/sft", "output folder (model, tokenizer, config.yaml, metrics.jsonl, checkpoint)")
     max_length: int = option(512, "max tokens of prompt + response", ge=2)

@@ -288,3 +288,25 @@ def test_a_single_json_object_is_not_a_record_list(tmp_path):
         detect_format(path)
     with pytest.raises(DataFileError, match="x.json: a single JSON object"):
         list(iter_rows(path))
+
+
+def test_sft_records_from_preference_files(tmp_path):
+    """SFT reads preference files too: HH-RLHF / TRL chosen responses; PKU-SafeRLHF the better response when safe,
+    else the safer one when safe, else the record is left out with a file:line warning."""
+    import json
+
+    trl = tmp_path / "trl.jsonl"
+    trl.write_text(json.dumps({"prompt": "p", "chosen": "good", "rejected": "bad"}) + "\n")
+    assert [(r.prompt, r.response) for r in load_sft_records(trl)] == [("p", "good")]
+    base = {"prompt": "q", "response_0": "r0", "response_1": "r1"}
+    rows = [base | {"better_response_id": 0, "safer_response_id": 1, "is_response_0_safe": True,
+                    "is_response_1_safe": True},
+            base | {"prompt": "q2", "better_response_id": 0, "safer_response_id": 1, "is_response_0_safe": False,
+                    "is_response_1_safe": True},
+            base | {"prompt": "q3", "better_response_id": 0, "safer_response_id": 1, "is_response_0_safe": False,
+                    "is_response_1_safe": False}]
+    pku = tmp_path / "pku.jsonl"
+    pku.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = load_sft_records(pku)
+    assert [(r.prompt, r.response) for r in got] == [("q", "r0"), ("q2", "r1")]
+    assert [(w.line, w.field) for w in got.report.warnings] == [(3, "response")]
