@@ -140,6 +140,8 @@ class PPOConfig:
     overwrite: bool = option(False, "delete the run already in `out` and start afresh")
     allow_config_change: bool = option(False, "on resume, accept a config that differs from the saved one")
     log_every: int = option(1, "log metrics every N steps", ge=1)
+    log_samples: int = option(2, "sampled (prompt, response, reward, cost) rows per logged step in samples.jsonl, to "
+                                 "spot reward hacking while training (0 = none)", ge=0)
     runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
 
@@ -480,6 +482,38 @@ def _check(cfg: PPOConfig) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
+def log_samples(path: Path, step: int, rollout, n: int) -> None:
+    """Append the first ``n`` (prompt, response, reward, cost) rows of this step's rollout to ``path``."""
+    from saferlhf.files import dumps
+
+    rows = [{"step": step, "prompt": rollout.prompts[i], "response": rollout.responses[i],
+             "reward": float(rollout.reward[i]),
+             "cost": None if rollout.cost is None else float(rollout.cost[i])}
+            for i in range(min(n, len(rollout.prompts)))]
+    with path.open("a", encoding="utf-8") as f:
+        f.write("".join(dumps(r) + "\n" for r in rows))
+
+
+def trim_samples(path: Path, step: int) -> None:
+    """Keep the sample rows of steps <= ``step`` (those after a resumed checkpoint are sampled again)."""
+    import json
+
+    from saferlhf.files import atomic_write_text
+
+    if path.exists():
+        lines = [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        kept = [x for x in lines if _step_of(x, json) <= step]
+        if len(kept) != len(lines):
+            atomic_write_text(path, "".join(x + "\n" for x in kept))
+
+
+def _step_of(line: str, json) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 1 << 62  # a torn last line: dropped
+
+
 def load_models(cfg: PPOConfig, algo: Algorithm, device) -> PPOModels:
     """Trained actor and critics; frozen reference and judges. Gradient checkpointing (actor and critics) acts
     in the update's train-mode forwards; sampling runs in eval mode with the KV cache."""
@@ -578,6 +612,8 @@ def run(cfg: PPOConfig) -> int:
     # λ state (its cost window differs from the other ranks'). Prompt / PTX batches need no position.
     logger = MetricsLogger(out, enabled=main, report_to=cfg.runtime.report_to)
     state, ckpt, mine = restore_loop(acc, out, logger, cfg.resume, "ppo")
+    if main:
+        trim_samples(out / "samples.jsonl", state.step)  # a resumed run rewrites the steps after its checkpoint
     if mine is not None and lagrange is not None:
         lagrange.load_state_dict(mine["lagrange"])
 
@@ -620,6 +656,8 @@ def run(cfg: PPOConfig) -> int:
                         C=f"{metrics.get('cost/mean', float('nan')):.2f}", lam=f"{lam:.2f}")
         if state.step % cfg.log_every == 0 or state.step == cfg.steps:
             logger.log(state.step, metrics)
+            if main and cfg.log_samples:
+                log_samples(out / "samples.jsonl", state.step, rollout, cfg.log_samples)
         fault_point("step")
         if cfg.save_every and state.step % cfg.save_every == 0 and state.step < cfg.steps:
             ckpt.save(rank_state())

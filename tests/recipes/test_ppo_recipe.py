@@ -483,3 +483,7 @@ def test_ppo_lag_with_lora_actor_and_critics(rl_setup, tmp_path, fused):
     resumed = run_cli([*ppo_args(rl_setup, killed, steps=3, extra=extra), "--resume", "true"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_same_weights(out / "actor", killed / "actor")
+    # samples.jsonl: 2 rows per step by default; the resumed run re-sampled exactly the steps after its checkpoint
+    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in samples] == [1, 1, 2, 2, 3, 3] and all(isinstance(r["reward"], float) for r in samples)
+    assert (killed / "samples.jsonl").read_text() == (out / "samples.jsonl").read_text()
