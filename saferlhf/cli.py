@@ -59,6 +59,8 @@ COMMANDS: list[Command] = [
     Command("evaluate", "saferlhf.eval.compare", "EvalConfig", "run", "the old name of `saferlhf eval` (an alias)"),
     Command("score", "saferlhf.eval.score", "ScoreConfig", "run",
             "reward and cost scores of an existing generations file (the output of `saferlhf generate`)"),
+    Command("cost-threshold", "saferlhf.eval.threshold", "CostThresholdConfig", "run",
+            "calibrate the PPO-Lag cost threshold d from safety labels or a quantile of the costs (real data)"),
     Command("serve", "saferlhf.serve.app", "ServeConfig", "run",
             "an OpenAI-compatible chat server over a policy (/v1/chat/completions, /v1/models; extra: serve)",
             ("model",)),

@@ -267,6 +267,7 @@ def calibrate_threshold(cost_model: str, annotated: Path, rate: float) -> float:
     """
     from saferlhf.data.loaders import load_safety_preferences
     from saferlhf.eval.judges import ScoreModelJudge
+    from saferlhf.eval.threshold import threshold_from_labels
 
     recs = load_safety_preferences(annotated)
     prompts = [r.prompt for r in recs for _ in (0, 1)]
@@ -278,7 +279,7 @@ def calibrate_threshold(cost_model: str, annotated: Path, rate: float) -> float:
     if not c_safe or not c_unsafe:
         return 0.0
     ms, mu = sum(c_safe) / len(c_safe), sum(c_unsafe) / len(c_unsafe)
-    d = ms + rate * (mu - ms)
+    d = threshold_from_labels(c_safe, c_unsafe, rate)  # = `saferlhf cost-threshold --method labels`
     print(f"cost threshold d = {d:.3f} (mean cost safe {ms:.3f} over {len(c_safe)}, unsafe {mu:.3f} over "
           f"{len(c_unsafe)}, target unsafe share {rate})")
     return d

@@ -219,6 +219,11 @@ def run(cfg: ScoreModelConfig) -> int:
     main = acc.is_main_process
     # 1. Data: validated at load time (file:line errors) before any model is built or the run folder touched.
     train_pairs, eval_pairs = load_pairs(cfg)
+    if cfg.kind == "cost" and main and not any(p.chosen_is_safe is not None for p in train_pairs):
+        print("score-model: warning: no training pair has safety labels (a ranking-only file such as HH-RLHF): the "
+              "cost model learns 'which is safer', not where safe ends, so 'cost > 0 = unsafe' and the PPO-Lag "
+              "threshold d = 0 have no meaning for it; calibrate d with `saferlhf cost-threshold` "
+              "(docs/real-models.md)", file=sys.stderr)
     tokenizer = load_tokenizer(cfg.model_path, padding_side="right")
     train = encode_pairs(train_pairs, tokenizer, cfg.max_length)
     evals = encode_pairs(eval_pairs, tokenizer, cfg.max_length)

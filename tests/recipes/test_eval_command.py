@@ -178,3 +178,31 @@ def test_unreachable_llm_endpoint_is_a_clear_error_before_generation(setup, tmp_
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "unreachable" in err and "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_cost_threshold_command_both_methods(setup, tmp_path, capsys):
+    """`saferlhf cost-threshold` on annotated world pairs (labels) and on plain generations (quantile): the
+    printed d equals the pure function of the cost model's scores."""
+    from saferlhf.eval.judges import ScoreModelJudge
+    from saferlhf.eval.threshold import threshold_from_labels, threshold_from_quantile
+
+    pairs, prefs, gen = tmp_path / "pairs.jsonl", tmp_path / "prefs.jsonl", tmp_path / "gen.jsonl"
+    assert main(["world", "annotate", "--out", str(prefs), "--n", "40"]) == 0
+    out = tmp_path / "d.json"
+    assert main(["cost-threshold", "--cost_model", str(setup["cost"]), "--input", str(prefs), "--method", "labels",
+                 "--rate", "0.1", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    rows = [json.loads(x) for x in prefs.read_text().splitlines()]
+    judge = ScoreModelJudge(setup["cost"], "cost")
+    costs = judge.scores([r["prompt"] for r in rows for _ in (0, 1)],
+                         [r[f"response_{i}"] for r in rows for i in (0, 1)])
+    safe = [r[f"is_response_{i}_safe"] for r in rows for i in (0, 1)]
+    want = threshold_from_labels([c for c, s in zip(costs, safe) if s], [c for c, s in zip(costs, safe) if not s], 0.1)
+    assert got["threshold"] == pytest.approx(want, abs=1e-5) and "--lagrange.threshold" in capsys.readouterr().out
+    assert main(["generate", "--model_path", str(setup["policy"]), "--prompts", "world:test", "--max_prompts", "6",
+                 "--max_new_tokens", "6", "--out", str(gen)]) == 0
+    assert main(["cost-threshold", "--cost_model", str(setup["cost"]), "--input", str(gen), "--method", "quantile",
+                 "--quantile", "0.5", "--out", str(out)]) == 0
+    g = [json.loads(x) for x in gen.read_text().splitlines()]
+    costs = judge.scores([r["prompt"] for r in g], [r["response"] for r in g], [r["ended"] for r in g])
+    assert json.loads(out.read_text())["threshold"] == pytest.approx(threshold_from_quantile(costs, 0.5), abs=1e-5)

@@ -235,3 +235,16 @@ def test_batched_bootstrap_fits_equal_one_fit_per_resample():
         spelled = [(models[i], models[j], o) for (i, j, o), c in zip(cats, row) for _ in range(int(c))]
         one = bradley_terry(models, spelled)
         assert [one[m] for m in models] == pytest.approx(p.tolist(), rel=1e-8)
+
+
+def test_cost_thresholds_by_hand():
+    from saferlhf.eval.threshold import threshold_from_labels, threshold_from_quantile
+
+    assert threshold_from_labels([-4.0, -2.0], [2.0, 4.0, 6.0], 0.25) == pytest.approx(-3.0 + 0.25 * 7.0)
+    assert threshold_from_labels([-1.0], [1.0], 0.0) == -1.0
+    assert threshold_from_quantile([3.0, 1.0, 2.0, 4.0], 0.5) == pytest.approx(2.5)
+    assert threshold_from_quantile([5.0], 0.9) == 5.0 and threshold_from_quantile([0.0, 10.0], 0.25) == 2.5
+    with pytest.raises(ValueError):
+        threshold_from_labels([], [1.0], 0.1)
+    with pytest.raises(ValueError):
+        threshold_from_quantile([], 0.5)

@@ -1,0 +1,102 @@
+"""`saferlhf cost-threshold`: a PPO-Lag cost threshold d in the cost model's own units.
+
+The paper's d = 0 assumes a cost model whose zero separates safe from unsafe (trained with the sign terms on
+safety labels). On real data that assumption often fails: a cost model trained on rankings only (HH-RLHF) has
+an arbitrary zero, and even a labelled one may put most of the starting policy's answers below zero. Two
+calibrations, both pure functions below:
+
+* ``labels`` (a safety-labelled file, PKU-SafeRLHF schema, e.g. the starting policy's pairs annotated):
+  d = c̄_safe + rate·(c̄_unsafe − c̄_safe), the mean cost the policy would have if only ``rate`` of its answers
+  were unsafe (the demo's calibration);
+* ``quantile`` (any generations or preference file, no labels needed): d = the ``quantile`` of the cost of the
+  given responses (e.g. the starting policy's own answers to the training prompts): PPO-Lag then has to push
+  the mean cost down to that level.
+
+    saferlhf cost-threshold --cost_model CM --input sft_pairs_annotated.jsonl --method labels --rate 0.05
+    saferlhf cost-threshold --cost_model CM --input sft_generations.jsonl --method quantile --quantile 0.25
+    # -> prints d and writes it (with its inputs) to --out as JSON; use it as --lagrange.threshold d
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+from saferlhf.config import option
+from saferlhf.errors import UserError
+
+
+@dataclass
+class CostThresholdConfig:
+    cost_model: str = option("", "cost model folder")
+    input: str = option("", "labels: a safety-labelled pair file (PKU-SafeRLHF schema); quantile: any generations "
+                            "or preference file")
+    method: Literal["labels", "quantile"] = option("labels", "labels: from safe / unsafe means; quantile: a "
+                                                             "quantile of the responses' costs")
+    rate: float = option(0.05, "labels: the share of unsafe answers the threshold stands for", ge=0, le=1)
+    quantile: float = option(0.25, "quantile: which quantile of the costs", ge=0, le=1)
+    out: str = option("cost_threshold.json", "output JSON: threshold and how it was computed")
+    batch_size: int = option(64, "texts per forward pass", ge=1)
+
+
+def threshold_from_labels(safe_costs: Sequence[float], unsafe_costs: Sequence[float], rate: float) -> float:
+    """d = c̄_safe + rate·(c̄_unsafe − c̄_safe); a ``ValueError`` when either group is empty."""
+    if not safe_costs or not unsafe_costs:
+        raise ValueError("threshold_from_labels: needs both safe and unsafe responses")
+    ms, mu = sum(safe_costs) / len(safe_costs), sum(unsafe_costs) / len(unsafe_costs)
+    return ms + rate * (mu - ms)
+
+
+def threshold_from_quantile(costs: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``costs`` (linear interpolation between order statistics)."""
+    xs = sorted(costs)
+    if not xs:
+        raise ValueError("threshold_from_quantile: no costs")
+    pos = q * (len(xs) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def run(cfg: CostThresholdConfig) -> int:
+    from saferlhf.eval.judges import ScoreModelJudge
+    from saferlhf.files import atomic_write_json
+    from saferlhf.models.hf import check_model_path
+
+    if not cfg.cost_model or not cfg.input:
+        raise UserError("cost-threshold: give --cost_model and --input")
+    check_model_path(cfg.cost_model, "cost-threshold: cost_model")
+    info: dict = {"cost_model": cfg.cost_model, "input": cfg.input, "method": cfg.method}
+    if cfg.method == "labels":
+        from saferlhf.data.loaders import load_safety_preferences
+
+        recs = load_safety_preferences(cfg.input)  # file:line errors before the model loads
+        prompts = [r.prompt for r in recs for _ in (0, 1)]
+        responses = [x for r in recs for x in (r.response_0, r.response_1)]
+        safe = [x for r in recs for x in (r.is_response_0_safe, r.is_response_1_safe)]
+        if all(safe) or not any(safe):
+            raise UserError(f"cost-threshold: {cfg.input} has only {'safe' if all(safe) else 'unsafe'} responses",
+                            hint="the labels method needs both; use --method quantile")
+        costs = ScoreModelJudge(cfg.cost_model, "cost", cfg.batch_size).scores(prompts, responses)
+        c_safe = [c for c, ok in zip(costs, safe) if ok]
+        c_unsafe = [c for c, ok in zip(costs, safe) if not ok]
+        d = threshold_from_labels(c_safe, c_unsafe, cfg.rate)
+        info |= {"rate": cfg.rate, "mean_cost_safe": sum(c_safe) / len(c_safe), "n_safe": len(c_safe),
+                 "mean_cost_unsafe": sum(c_unsafe) / len(c_unsafe), "n_unsafe": len(c_unsafe)}
+    else:
+        from saferlhf.eval.score import load_generations
+
+        prompts, responses, records = load_generations(cfg.input)
+        flat_p = [p for p, rs in zip(prompts, responses) for _ in rs]
+        flat_r = [r for rs in responses for r in rs]
+        flat_e = [rec.get("ended", True) if len(rs) == 1 else rec.get(f"ended_{i}", True)
+                  for rec, rs in zip(records, responses) for i in range(len(rs))]  # cut-off ones: no eos
+        costs = ScoreModelJudge(cfg.cost_model, "cost", cfg.batch_size).scores(flat_p, flat_r, flat_e)
+        d = threshold_from_quantile(costs, cfg.quantile)
+        info |= {"quantile": cfg.quantile, "n": len(costs), "mean_cost": sum(costs) / len(costs),
+                 "share_above_zero": sum(c > 0 for c in costs) / len(costs)}
+    info["threshold"] = d
+    atomic_write_json(Path(cfg.out), info)
+    print(f"cost-threshold: d = {d:.4f} ({cfg.method}) -> {cfg.out}; use --lagrange.threshold {d:.4f}")
+    return 0
