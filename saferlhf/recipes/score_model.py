@@ -297,6 +297,10 @@ def run(cfg: ScoreModelConfig) -> int:
             plot_distribution(cfg.kind, ev, Path(out) / "score_distribution.png")
         unwrapped.save_pretrained(Path(out) / "model", tokenizer=tokenizer)  # atomic folder swap
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if "accuracy" in k)
-        print(f"{cfg.kind} model: {state.step} steps on {len(train)} pairs; held-out {shown} -> {out}/model")
+        replay = batch_stream(lambda epoch: epoch_batches(train, global_bs, cfg.runtime.seed, epoch, grouped), 0)
+        seen = sum(len(next(replay)[1]) for _ in range(state.step))  # pairs presented over the whole run
+        epochs = seen / max(len(train), 1)
+        print(f"{cfg.kind} model: {state.step} steps, {seen} pairs seen ({epochs:.2f} epochs of {len(train)} training "
+              f"pairs); held-out {shown} -> {out}/model")
     finish_run(out, is_main=main, **{k: v for k, v in metrics.items() if k.startswith("train/")})
     return 0
