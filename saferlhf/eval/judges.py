@@ -99,10 +99,10 @@ class ScoreModelJudge:
 
     def scores(self, prompts: Sequence[str], responses: Sequence[str],
                ended: Sequence[bool] | None = None) -> list[float]:
-        from saferlhf.models.score import score_texts
+        from saferlhf.models.score import context_length, score_texts
 
         scores = score_texts(self.model, self.tokenizer, list(prompts), list(responses), ended=ended,
-                             batch_size=self.batch_size)
+                             max_length=context_length(self.model), batch_size=self.batch_size)
         check_scores(scores, self.path)
         return scores.tolist()
 
