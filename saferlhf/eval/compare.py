@@ -58,6 +58,7 @@ class EvalConfig:
     cost_model: str | None = option(None, "cost model folder (score judge: cost > 0 = unsafe)")
     world_seed: int = option(0, "seed of the synthetic world for world:* prompt sets")
     max_prompts: int = option(0, "use at most N prompts per set (0 = all)", ge=0)
+    sample_prompts: bool = option(False, "with max_prompts: a seeded random sample (--seed) instead of the file's head")
     n_samples: int = option(1, "sampled responses per prompt", ge=1)
     max_new_tokens: int = option(64, "max response tokens", ge=1)
     max_prompt_length: int = option(256, "prompts are cut to their last N tokens", ge=1)
@@ -100,7 +101,8 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], list, list[str]]:
             check_model_path(path, f"eval: {what}")
     if not cfg.prompts:
         raise UserError("eval: give --prompts (world:test or prompt files)")
-    sets = [load_prompt_set(s, cfg.prompt_column, cfg.category_column, cfg.world_seed, cfg.max_prompts)
+    sets = [load_prompt_set(s, cfg.prompt_column, cfg.category_column, cfg.world_seed, cfg.max_prompts,
+                            cfg.seed if cfg.sample_prompts else None)
             for s in cfg.prompts]
     names = [s.name for s in sets]
     if len(set(names)) != len(names):

@@ -42,6 +42,18 @@ class PromptSet:
         return hashlib.sha256(json.dumps([asdict(i) for i in self.items]).encode()).hexdigest()[:16]
 
 
+def take_prompts(items: list, n: int, sample_seed: int | None = None) -> list:
+    """The first ``n`` items, or (``sample_seed`` given) a seeded random sample of ``n`` kept in file order."""
+    if n <= 0 or n >= len(items):
+        return list(items)
+    if sample_seed is None:
+        return list(items[:n])
+    import random
+
+    keep = sorted(random.Random(sample_seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
 def parse_policies(items: Sequence[str], command: str = "eval") -> dict[str, str]:
     """NAME=PATH entries (also comma separated) -> {name: path}; a ``UserError`` for a malformed or repeated
     entry, or none at all."""
@@ -59,7 +71,7 @@ def parse_policies(items: Sequence[str], command: str = "eval") -> dict[str, str
 
 
 def load_prompt_set(spec: str, prompt_column: str | None = None, category_column: str | None = None,
-                    world_seed: int = 0, max_prompts: int = 0) -> PromptSet:
+                    world_seed: int = 0, max_prompts: int = 0, sample_seed: int | None = None) -> PromptSet:
     """``world:test`` / ``world:train`` or a prompt file; a ``UserError`` (before any generation) when unusable."""
     if spec.startswith("world:"):
         from saferlhf.world import build_world
@@ -76,7 +88,7 @@ def load_prompt_set(spec: str, prompt_column: str | None = None, category_column
         items = [PromptItem(r.prompt, None, r.category, r.label if r.label in ("safe", "unsafe") else None)
                  for r in records]
     if max_prompts:
-        items = items[:max_prompts]
+        items = take_prompts(items, max_prompts, sample_seed)
     return PromptSet(Path(spec).stem if not spec.startswith("world:") else spec.replace(":", "_"), items)
 
 

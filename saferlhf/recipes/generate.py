@@ -27,6 +27,7 @@ class GenerateConfig:
     out: str = option("generations.jsonl", "output JSONL")
     n_samples: int = option(1, "responses per prompt; 2 writes response pairs (response_0, response_1)", ge=1)
     max_prompts: int = option(0, "use at most this many prompts (0 = all)", ge=0)
+    sample_prompts: bool = option(False, "with max_prompts: a seeded random sample (--seed) instead of the file's head")
     max_new_tokens: int = option(128, "max response tokens", ge=1)
     max_prompt_length: int = option(256, "prompts are cut to their last N tokens", ge=1)
     temperature: float = option(1.0, "sampling temperature", gt=0)
@@ -56,7 +57,9 @@ def run(cfg: GenerateConfig) -> int:
 
     prompts = resolve_prompts(cfg.prompts, cfg.world_seed)
     if cfg.max_prompts:
-        prompts = prompts[: cfg.max_prompts]
+        from saferlhf.eval.suite import take_prompts
+
+        prompts = take_prompts(prompts, cfg.max_prompts, cfg.seed if cfg.sample_prompts else None)
     set_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.model_path)
     generator = HFGenerator(model, tokenizer, SamplingSettings(

@@ -248,3 +248,16 @@ def test_cost_thresholds_by_hand():
         threshold_from_labels([], [1.0], 0.1)
     with pytest.raises(ValueError):
         threshold_from_quantile([], 0.5)
+
+
+def test_take_prompts_head_or_seeded_sample_in_file_order():
+    from saferlhf.eval.suite import load_prompt_set, take_prompts
+
+    items = list(range(100))
+    assert take_prompts(items, 5) == [0, 1, 2, 3, 4] and take_prompts(items, 0) == items
+    a, b = take_prompts(items, 10, sample_seed=1), take_prompts(items, 10, sample_seed=1)
+    assert a == b and a == sorted(a) and len(set(a)) == 10 and a != items[:10]
+    assert take_prompts(items, 10, sample_seed=2) != a and take_prompts(items, 500, sample_seed=1) == items
+    world = load_prompt_set("world:test", max_prompts=20, sample_seed=0)
+    kinds = {i.kind for i in world.items}
+    assert len(world.items) == 20 and len(kinds) > 1  # the head of world:test is one kind; a sample mixes them
