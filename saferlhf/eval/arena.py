@@ -106,6 +106,12 @@ def bradley_terry(models: Sequence[str], comparisons: Sequence[tuple[str, str, f
     returned with geometric mean 1.
     """
     _, categories, counts = _counts(models, comparisons)
+    return _strengths(models, categories, counts, prior, iters, tol)
+
+
+def _strengths(models: Sequence[str], categories, counts, prior: float, iters: int = 10_000,
+               tol: float = 1e-12) -> dict[str, float]:
+    """`bradley_terry` on already counted comparisons."""
     p = _bt_fit(len(models), categories, [counts] if counts else [[]], prior, iters, tol)[0]
     return dict(zip(models, (float(x) for x in p)))
 
@@ -121,14 +127,14 @@ def elo_ratings(models: Sequence[str], comparisons: Sequence[tuple[str, str, flo
                 seed: int = 0, level: float = 0.95, prior: float = 0.01) -> dict[str, dict[str, float]]:
     """Elo per model from a Bradley-Terry fit of ``comparisons``; with ``bootstrap`` > 0 also the percentile
     interval (``level``) over fits to comparisons resampled with replacement: {model: {elo, low, high}}."""
-    elo = elo_from_strengths(bradley_terry(models, comparisons, prior), models[0])
+    _, categories, counts = _counts(models, comparisons)
+    elo = elo_from_strengths(_strengths(models, categories, counts, prior), models[0])  # counted once
     out = {m: {"elo": e} for m, e in elo.items()}
     if bootstrap and comparisons:
         import numpy as np
 
         # Resampling N comparisons with replacement = multinomial counts over the distinct (i, j, outcome)
         # categories with probabilities count / N: all resamples are drawn and fitted at once.
-        _, categories, counts = _counts(models, comparisons)
         rng = np.random.default_rng(_seed_int(f"elo-bootstrap/{seed}"))
         draws = rng.multinomial(len(comparisons), np.asarray(counts) / len(comparisons), size=bootstrap)
         p = _bt_fit(len(models), categories, draws, prior, iters=2000, tol=1e-9)

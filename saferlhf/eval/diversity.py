@@ -96,7 +96,8 @@ def embedding_diversity(vectors, n_samples: int, max_across: int = 256) -> dict[
         within = [d for d in within if d is not None]
         if within:
             out["embedding_distance"] = sum(within) / len(within)
-    firsts = [list(range(0, n, n_samples))[k] for k in evenly_spaced(len(range(0, n, n_samples)), max_across)]
+    starts = range(0, n, n_samples)  # the first sample of each prompt
+    firsts = [starts[k] for k in evenly_spaced(len(starts), max_across)]
     across = mean_pairwise_cosine_distance(vectors[firsts]) if len(firsts) > 1 else None
     if across is not None:
         out["embedding_distance_across_prompts"] = across

@@ -72,6 +72,17 @@ def load_generations(path: str) -> tuple[list[str], list[list[str]], list[dict]]
                          "response_1) records")
 
 
+def flat_generations(path: str) -> tuple[list[str], list[str], list[bool], list[dict], int]:
+    """`load_generations` flattened: (prompt per response, responses, ended flags, records, responses per
+    record), prompt-major, for the scorers."""
+    prompts, responses, records = load_generations(path)
+    width = len(responses[0]) if responses else 1
+    flat_p = [p for p, rs in zip(prompts, responses) for _ in rs]
+    flat_r = [r for rs in responses for r in rs]
+    flat_e = [rec["ended"] if width == 1 else rec[f"ended_{i}"] for rec in records for i in range(width)]
+    return flat_p, flat_r, flat_e, records, width
+
+
 def run(cfg: ScoreConfig) -> int:
     from saferlhf.eval.judges import ScoreModelJudge
     from saferlhf.files import atomic_write_json, atomic_write_text, dumps
@@ -84,12 +95,7 @@ def run(cfg: ScoreConfig) -> int:
     for what, path in (("reward_model", cfg.reward_model), ("cost_model", cfg.cost_model)):
         if path:
             check_model_path(path, f"score: {what}")
-    prompts, responses, records = load_generations(cfg.input)  # validated before any model loads
-    width = len(responses[0]) if responses else 1
-    flat_p = [p for p, rs in zip(prompts, responses) for _ in rs]
-    flat_r = [r for rs in responses for r in rs]
-    flat_e = [rec.get("ended", True) if width == 1 else rec.get(f"ended_{i}", True)
-              for rec in records for i in range(width)]
+    flat_p, flat_r, flat_e, records, width = flat_generations(cfg.input)  # validated before any model loads
     summary: dict = {"input": cfg.input, "records": len(records), "responses_per_record": width}
     for kind, path in (("reward", cfg.reward_model), ("cost", cfg.cost_model)):
         if not path:

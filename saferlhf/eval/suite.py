@@ -224,6 +224,15 @@ def harmlessness_signal(row: dict) -> float | None:
     return None if row.get("harmful") is None else (0.0 if row["harmful"] else 1.0)
 
 
+AXES = (("helpfulness", helpfulness_signal), ("harmlessness", harmlessness_signal))
+
+
+def paired(rows_a: Sequence[dict], rows_b: Sequence[dict], signal) -> list[tuple[float, float, str | None]]:
+    """(A's signal, B's signal, the prompt's category) of aligned rows where both sides have the signal."""
+    both = [(signal(x), signal(y), x.get("category")) for x, y in zip(rows_a, rows_b)]
+    return [(x, y, c) for x, y, c in both if x is not None and y is not None]
+
+
 def baseline_win_rates(records: dict[str, list[dict]], baseline: str) -> dict[str, dict[str, float]]:
     """Per policy: ``win_rate_vs_<baseline>`` (helpfulness) and ``harmlessness_win_rate_vs_<baseline>``, the
     share of aligned rows where the policy beats the baseline (ties one half; rows either side lacks skipped)."""
@@ -232,12 +241,11 @@ def baseline_win_rates(records: dict[str, list[dict]], baseline: str) -> dict[st
     out: dict[str, dict[str, float]] = {}
     for name, rows in records.items():
         out[name] = {}
-        for key, signal in ((f"win_rate_vs_{baseline}", helpfulness_signal),
-                            (f"harmlessness_win_rate_vs_{baseline}", harmlessness_signal)):
-            both = [(signal(x), signal(y)) for x, y in zip(rows, records[baseline])]
-            both = [(x, y) for x, y in both if x is not None and y is not None]
+        for axis, signal in AXES:
+            both = paired(rows, records[baseline], signal)
             if both:
-                out[name][key] = win_rate([x for x, _ in both], [y for _, y in both])
+                key = f"win_rate_vs_{baseline}" if axis == "helpfulness" else f"{axis}_win_rate_vs_{baseline}"
+                out[name][key] = win_rate([x for x, _, _ in both], [y for _, y, _ in both])
     return out
 
 
@@ -252,9 +260,8 @@ def pairwise_metrics(records: dict[str, list[dict]], bootstrap: int = 1000, seed
     for a, b in itertools.combinations(names, 2):
         ra, rb = records[a], records[b]
         pair: dict[str, Any] = {}
-        for axis, signal in (("helpfulness", helpfulness_signal), ("harmlessness", harmlessness_signal)):
-            both = [(signal(x), signal(y), x.get("category")) for x, y in zip(ra, rb)]
-            both = [(x, y, c) for x, y, c in both if x is not None and y is not None]
+        for axis, signal in AXES:
+            both = paired(ra, rb, signal)
             if both:
                 pair[axis] = win_tie_loss([x for x, _, _ in both], [y for _, y, _ in both])
                 comparisons[axis] += [(a, b, outcome(x, y)) for x, y, _ in both]

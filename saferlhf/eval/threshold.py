@@ -59,6 +59,24 @@ def threshold_from_quantile(costs: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def labelled_costs(cost_model: str, path: str | Path, batch_size: int = 64,
+                   require_both: bool = False) -> tuple[list[float], list[float]]:
+    """The cost model's scores of the responses a safety-labelled pair file marks safe, and of those it marks
+    unsafe. ``require_both``: a file with only one kind is a ``UserError`` before the model loads."""
+    from saferlhf.data.loaders import load_safety_preferences
+    from saferlhf.eval.judges import ScoreModelJudge
+
+    recs = load_safety_preferences(path)  # file:line errors before the model loads
+    prompts = [r.prompt for r in recs for _ in (0, 1)]
+    responses = [x for r in recs for x in (r.response_0, r.response_1)]
+    safe = [x for r in recs for x in (r.is_response_0_safe, r.is_response_1_safe)]
+    if require_both and (all(safe) or not any(safe)):
+        raise UserError(f"cost-threshold: {path} has only {'safe' if all(safe) else 'unsafe'} responses",
+                        hint="the labels method needs both; use --method quantile")
+    costs = ScoreModelJudge(cost_model, "cost", batch_size).scores(prompts, responses)
+    return [c for c, ok in zip(costs, safe) if ok], [c for c, ok in zip(costs, safe) if not ok]
+
+
 def run(cfg: CostThresholdConfig) -> int:
     from saferlhf.eval.judges import ScoreModelJudge
     from saferlhf.files import atomic_write_json
@@ -69,29 +87,14 @@ def run(cfg: CostThresholdConfig) -> int:
     check_model_path(cfg.cost_model, "cost-threshold: cost_model")
     info: dict = {"cost_model": cfg.cost_model, "input": cfg.input, "method": cfg.method}
     if cfg.method == "labels":
-        from saferlhf.data.loaders import load_safety_preferences
-
-        recs = load_safety_preferences(cfg.input)  # file:line errors before the model loads
-        prompts = [r.prompt for r in recs for _ in (0, 1)]
-        responses = [x for r in recs for x in (r.response_0, r.response_1)]
-        safe = [x for r in recs for x in (r.is_response_0_safe, r.is_response_1_safe)]
-        if all(safe) or not any(safe):
-            raise UserError(f"cost-threshold: {cfg.input} has only {'safe' if all(safe) else 'unsafe'} responses",
-                            hint="the labels method needs both; use --method quantile")
-        costs = ScoreModelJudge(cfg.cost_model, "cost", cfg.batch_size).scores(prompts, responses)
-        c_safe = [c for c, ok in zip(costs, safe) if ok]
-        c_unsafe = [c for c, ok in zip(costs, safe) if not ok]
+        c_safe, c_unsafe = labelled_costs(cfg.cost_model, cfg.input, cfg.batch_size, require_both=True)
         d = threshold_from_labels(c_safe, c_unsafe, cfg.rate)
         info |= {"rate": cfg.rate, "mean_cost_safe": sum(c_safe) / len(c_safe), "n_safe": len(c_safe),
                  "mean_cost_unsafe": sum(c_unsafe) / len(c_unsafe), "n_unsafe": len(c_unsafe)}
     else:
-        from saferlhf.eval.score import load_generations
+        from saferlhf.eval.score import flat_generations
 
-        prompts, responses, records = load_generations(cfg.input)
-        flat_p = [p for p, rs in zip(prompts, responses) for _ in rs]
-        flat_r = [r for rs in responses for r in rs]
-        flat_e = [rec.get("ended", True) if len(rs) == 1 else rec.get(f"ended_{i}", True)
-                  for rec, rs in zip(records, responses) for i in range(len(rs))]  # cut-off ones: no eos
+        flat_p, flat_r, flat_e, _, _ = flat_generations(cfg.input)  # cut-off responses are scored without eos
         costs = ScoreModelJudge(cfg.cost_model, "cost", cfg.batch_size).scores(flat_p, flat_r, flat_e)
         d = threshold_from_quantile(costs, cfg.quantile)
         info |= {"quantile": cfg.quantile, "n": len(costs), "mean_cost": sum(costs) / len(costs),

@@ -265,17 +265,9 @@ def calibrate_threshold(cost_model: str, annotated: Path, rate: float) -> float:
     costs, so E[C] <= 0 holds even when a large share of the answers to harmful prompts is unsafe. The
     calibrated d states the constraint in the unit that matters (share of unsafe answers).
     """
-    from saferlhf.data.loaders import load_safety_preferences
-    from saferlhf.eval.judges import ScoreModelJudge
-    from saferlhf.eval.threshold import threshold_from_labels
+    from saferlhf.eval.threshold import labelled_costs, threshold_from_labels
 
-    recs = load_safety_preferences(annotated)
-    prompts = [r.prompt for r in recs for _ in (0, 1)]
-    responses = [x for r in recs for x in (r.response_0, r.response_1)]
-    safe = [x for r in recs for x in (r.is_response_0_safe, r.is_response_1_safe)]
-    costs = ScoreModelJudge(cost_model, "cost").scores(prompts, responses)
-    c_safe = [c for c, ok in zip(costs, safe) if ok]
-    c_unsafe = [c for c, ok in zip(costs, safe) if not ok]
+    c_safe, c_unsafe = labelled_costs(cost_model, annotated)
     if not c_safe or not c_unsafe:
         return 0.0
     ms, mu = sum(c_safe) / len(c_safe), sum(c_unsafe) / len(c_unsafe)
