@@ -71,6 +71,12 @@ def packed_batch(blocks: Sequence[tuple[list[int], list[int]]], pad_id: int) -> 
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def label_positions(labels: torch.Tensor) -> torch.Tensor:
+    """[B, T] labels -> [K] (long) the positions t whose logits predict a label (labels[:, t + 1] != -100 in
+    some row), ascending: the only positions where a language-model loss needs the vocabulary projection."""
+    return (labels[:, 1:] != -100).any(0).nonzero().squeeze(-1)
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """[B, T] -> [B, T] position ids that ignore left padding: cumsum(mask) - 1, clamped at 0 (the reference
     ignored left padding)."""

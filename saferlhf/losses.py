@@ -116,15 +116,23 @@ def cost_loss(
 # --------------------------------------------------------------------------- language modelling
 
 
-def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, Diagnostics]:
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor,
+             positions: torch.Tensor | None = None) -> tuple[torch.Tensor, Diagnostics]:
     """Token-mean next-token cross-entropy with the causal shift.
 
     logits [B, T, V] predict labels [B, T] one step ahead (position t predicts labels[t + 1]);
     label -100 is ignored. L = -Σ_valid log π(y_{t+1} | y_≤t) / n_tokens (0 when n_tokens = 0).
+    With ``positions`` [K] (the positions whose logits were computed, `saferlhf.batching.label_positions`),
+    logits are [B, K, V] and logits[:, k] predicts labels[:, positions[k] + 1]: the same loss when every
+    labelled position is among them.
     Diagnostics: loss, n_tokens.
     """
-    shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-    shift_labels = labels[:, 1:].reshape(-1)
+    if positions is None:
+        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+    else:
+        shift_logits, shift_labels = logits, labels[:, positions + 1]
+    shift_logits = shift_logits.float().reshape(-1, logits.shape[-1])
+    shift_labels = shift_labels.reshape(-1)
     n_tokens = (shift_labels != -100).sum()
     total = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
     loss = total / n_tokens.clamp(min=1)

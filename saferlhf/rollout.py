@@ -24,7 +24,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from saferlhf.batching import pad, position_ids_from_mask
+from saferlhf.batching import label_positions, pad, position_ids_from_mask
 from saferlhf.data.formatting import encode_prompt
 from saferlhf.errors import NumericalError
 from saferlhf.models.hf import eos_token_ids
@@ -154,9 +154,10 @@ def sample(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_tokens: in
     return torch.cat([ids, resp], 1), torch.cat([mask, rmask], 1), P, rmask
 
 
-def _keep_kwarg(model, n: int) -> dict:
+def _keep_kwarg(model, n: int | torch.Tensor) -> dict:
     """``{"logits_to_keep": n}`` when the causal LM takes it (transformers >= 4.50): the LM head then
-    runs on the last ``n`` positions only (same values); ``{}`` otherwise."""
+    runs on the last ``n`` positions only, or on the positions of a 1-D tensor ``n`` (same values); ``{}``
+    otherwise."""
     import inspect
 
     inner = getattr(model, "module", model)  # DDP / DeepSpeed wrapper
@@ -180,6 +181,18 @@ def action_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
                 position_ids=position_ids_from_mask(attention_mask), use_cache=False, **_keep_kwarg(model, N + 1))
     logits = out.logits  # [B, P + N, V], or [B, N + 1, V] with logits_to_keep
     return logits[:, logits.shape[1] - N - 1: -1].float()
+
+
+def labelled_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [B, K, V], positions [K]) of an SFT-style batch (input_ids, attention_mask, labels): the LM head
+    runs only on the K positions that predict a label (`label_positions`; prompt and padding positions of
+    every row are skipped), which with a 49k-token vocabulary is most of a small model's cost. Feed both to
+    ``sft_loss(logits, labels, positions)``."""
+    positions = label_positions(batch["labels"]).to(batch["input_ids"].device)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                **_keep_kwarg(model, positions))
+    logits = out.logits
+    return (logits if logits.shape[1] == positions.numel() else logits[:, positions]), positions
 
 
 def gather_logprobs(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

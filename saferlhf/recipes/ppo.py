@@ -362,7 +362,7 @@ def ppo_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, scheds: 
     finite, and `optimizer_step` refuses a non-finite gradient and checks the parameters after the update."""
     from saferlhf.losses import actor_ptx_objective, critic_loss, entropy_from_logits, ppo_actor_loss, sft_loss
     from saferlhf.rl import explained_variance
-    from saferlhf.rollout import action_logits, critic_values, gather_logprobs
+    from saferlhf.rollout import action_logits, critic_values, gather_logprobs, labelled_logits
 
     B, P = rollout.input_ids.shape[0], rollout.prompt_length
     live, rollout.live = rollout.live, None  # graph-carrying rollout forwards (fused_update), used once
@@ -385,10 +385,9 @@ def ppo_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, scheds: 
                 loss = loss - cfg.entropy_coef * entropy
             diag["entropy"] = float(entropy.detach())
             if ptx is not None:
-                b = ptx(k)
-                out = actor(input_ids=b["input_ids"].to(acc.device), attention_mask=b["attention_mask"].to(acc.device),
-                            use_cache=False)
-                ptx_loss, _ = sft_loss(out.logits, b["labels"].to(acc.device))
+                b = {key: v.to(acc.device) for key, v in ptx(k).items()}
+                ptx_logits, positions = labelled_logits(actor, b)
+                ptx_loss, _ = sft_loss(ptx_logits, b["labels"], positions)
                 assert_finite(step, ptx_loss=ptx_loss)
                 loss = actor_ptx_objective(loss, ptx_loss, cfg.ptx_coef)
                 diag["ptx_loss"] = float(ptx_loss.detach())

@@ -5,7 +5,9 @@ files (both responses of every pair whose response is labelled safe are NOT used
 or TRL prompt/chosen files (chosen is used). Each example is the chat-formatted prompt + response + eos.
 
 Deviations / choices:
-1. Loss on response tokens only (prompt tokens are labels -100), mean over response tokens of the batch.
+1. Loss on response tokens only (prompt tokens are labels -100), mean over response tokens of the batch. The
+   vocabulary projection runs only at the positions that predict a response token (`labelled_logits`):
+   prompt and padding positions get no logits (bench/bench_sft_logits.py measures the gain).
 2. Optional packing concatenates whole examples into blocks of `max_length` tokens; attention then
    crosses example boundaries inside a block (cheap packing; off by default).
 3. Exact resume: `--save_every N` writes a checkpoint (model, optimiser, schedule, RNG states, step) every
@@ -33,6 +35,8 @@ from saferlhf.batching import batch_stream, epoch_rng, pack_examples, packed_bat
 from saferlhf.config import option
 from saferlhf.data.formatting import encode_example
 from saferlhf.errors import UserError
+from saferlhf.losses import sft_loss
+from saferlhf.rollout import labelled_logits
 from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
                                optimizer_step, restore_loop, start_run_on_every_rank)
 
@@ -84,18 +88,15 @@ def evaluate_loss(model, examples, tokenizer, batch_size: int, device) -> float:
     total, n = 0.0, 0
     for i in range(0, len(examples), batch_size):
         b = {k: v.to(device) for k, v in sft_batch(examples[i: i + batch_size], tokenizer.pad_token_id).items()}
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        labels = b["labels"][:, 1:]
-        ce = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100,
-                                               reduction="sum")
-        total += float(ce)
-        n += int((labels != -100).sum())
+        logits, positions = labelled_logits(model, b)
+        loss, diag = sft_loss(logits, b["labels"], positions)
+        total += float(loss) * diag["n_tokens"]
+        n += int(diag["n_tokens"])
     model.train()
     return total / max(n, 1)
 
 
 def run(cfg: SFTConfig) -> int:
-    from saferlhf.losses import sft_loss
     from saferlhf.models.hf import check_model_path
     from saferlhf.models.lora import apply_lora_settings
     from saferlhf.models.policy import load_policy, save_policy
@@ -140,8 +141,8 @@ def run(cfg: SFTConfig) -> int:
         b = packed_batch(rows, tokenizer.pad_token_id) if cfg.packing else sft_batch(rows, tokenizer.pad_token_id)
         b = {k: v.to(acc.device) for k, v in b.items()}
         step = state.step + 1
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        loss, diag = sft_loss(logits, b["labels"])
+        logits, positions = labelled_logits(model, b)
+        loss, diag = sft_loss(logits, b["labels"], positions)
         assert_finite(step, loss=loss)
         acc.backward(loss * weight)
         gnorm = optimizer_step(acc, model.parameters(), opt, sched, cfg.optim.grad_clip, step=step, what="policy")

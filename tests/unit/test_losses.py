@@ -149,6 +149,23 @@ def test_sft_loss_vs_naive_loop():
     assert loss.item() == pytest.approx(total / n, rel=1e-5)
 
 
+def test_sft_loss_at_kept_positions_equals_the_full_loss():
+    """logits computed only at the positions that predict a label give the same loss."""
+    torch.manual_seed(0)
+    B, T, V = 3, 6, 5
+    logits = torch.randn(B, T, V)
+    labels = torch.randint(0, V, (B, T))
+    labels[0, :4] = -100
+    labels[1, :2] = -100
+    labels[2, :] = -100
+    labels[1, 5] = -100
+    positions = torch.tensor([1, 2, 3, 4])  # labels[:, t + 1] set in some row for t = 1..4 (not t = 0)
+    full, d_full = sft_loss(logits, labels)
+    kept, d_kept = sft_loss(logits[:, positions], labels, positions)
+    assert d_kept["n_tokens"] == d_full["n_tokens"] == 2 + 3
+    assert kept.item() == pytest.approx(full.item(), rel=1e-6)
+
+
 def test_sft_loss_hand_and_all_ignored():
     logits = torch.tensor([[[0.0, math.log(3.0)], [5.0, 5.0]]])  # position 0: p = (1/4, 3/4)
     loss, d = sft_loss(logits, torch.tensor([[-100, 1]]))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saferlhf.batching import position_ids_from_mask
+from saferlhf.batching import label_positions, position_ids_from_mask, sft_batch
+from saferlhf.losses import sft_loss
 from saferlhf.models import build_tiny_model, load_policy
-from saferlhf.rollout import action_logits, gather_logprobs, next_token, response_mask_from, sample
+from saferlhf.rollout import action_logits, gather_logprobs, labelled_logits, next_token, response_mask_from, sample
 
 TEXTS = [f"question {i} about cooking rice and answer {j}" for i in range(20) for j in range(5)]
 
@@ -79,6 +80,38 @@ def test_action_logits_compute_the_lm_head_on_response_positions_only(policy):
     action_logits(model, ids, mask, P)
     hook.remove()
     assert calls == [ids.shape[1] - P + 1]
+
+
+def test_labelled_logits_give_the_full_forward_loss_with_the_head_on_labelled_positions_only(policy):
+    """SFT batches: the LM head runs on the positions that predict a label (the union over rows), and
+    sft_loss over them equals the loss of the full forward, value and gradient."""
+    model, tok = policy
+    examples = [(tok("question 1 about cooking rice", add_special_tokens=False)["input_ids"], 3),
+                (tok("question 12 about cooking rice and answer 3", add_special_tokens=False)["input_ids"], 5)]
+    b = sft_batch(examples, tok.pad_token_id)
+    positions = label_positions(b["labels"])
+    T = b["input_ids"].shape[1]
+    assert positions.tolist() == [t for t in range(T - 1) if (b["labels"][:, t + 1] != -100).any()]
+    assert positions.numel() < T - 1  # the prompts' positions are skipped
+    calls = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: calls.append(o.shape[1]))
+    logits, pos = labelled_logits(model, b)
+    hook.remove()
+    assert calls == [positions.numel()] and torch.equal(pos, positions)
+    loss, d = sft_loss(logits, b["labels"], pos)
+    model.zero_grad()
+    loss.backward()
+    ours = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    full = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+    ref, d_ref = sft_loss(full, b["labels"])
+    ref.backward()
+    theirs = [p.grad for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    assert d["n_tokens"] == d_ref["n_tokens"] == sum(len(i) - n for i, n in examples)
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
+    for g, h in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(g, h, atol=1e-5, rtol=1e-4)
 
 
 def test_hf_generator_is_a_generator_and_batches_prompt_major(policy):
