@@ -35,6 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from saferlhf.data.schema import Conversation, PreferencePair  # noqa: E402
+
 SHARED = common.REPO.parent / "shared" / "data"
 SIZES = {  # steps / pairs / prompts per stage
     "full": {"sft_steps": 150, "score_pairs": 0, "score_epochs": 1.0, "smol_score_pairs": 600, "ppo_steps": 40,
@@ -50,8 +52,9 @@ def split_of(prompt: str, test_share: float = 0.1) -> str:
     return "test" if h < test_share else "train"
 
 
-def first_human_turn(transcript: str) -> str:
-    return transcript.split("Assistant:")[0].replace("Human:", "").strip()
+def first_human_turn(prompt: str) -> str:
+    """The first user message of an HH-RLHF prompt (multi-turn prompts load as `Conversation`s)."""
+    return prompt.messages[0]["content"] if isinstance(prompt, Conversation) else prompt.strip()
 
 
 def run_stage(name: str, args: list[str], log: Path, results: dict) -> None:
@@ -69,10 +72,10 @@ def run_stage(name: str, args: list[str], log: Path, results: dict) -> None:
 
 
 def write_pairs(records, path: Path) -> int:
-    """TRL preference records; pairs with an empty side or two identical answers (a few in HH-RLHF) are left out."""
+    """TRL preference records (multi-turn prompts as message lists, TRL's conversational form); pairs with an
+    empty side or two identical answers (a few in HH-RLHF) are left out."""
     kept = [r for r in records if r.chosen.strip() and r.rejected.strip() and r.chosen.strip() != r.rejected.strip()]
-    path.write_text("".join(json.dumps({"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected}) + "\n"
-                            for r in kept))
+    path.write_text("".join(json.dumps(PreferencePair(r.prompt, r.chosen, r.rejected).to_dict()) + "\n" for r in kept))
     return len(kept)
 
 

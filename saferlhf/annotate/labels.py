@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from saferlhf.data.schema import HARM_CATEGORIES
+from saferlhf.data.schema import HARM_CATEGORIES, prompt_json
 
 # The keys of a record written by ``aggregate``, in order (PKU-SafeRLHF v1 plus the two sha256).
 RECORD_KEYS: tuple[str, ...] = (
@@ -83,7 +83,7 @@ def aggregate(prompt: str, r0: str, r1: str, labels: Sequence[Label], *, sources
     if safe[0] != safe[1] and not safe[safer]:  # exactly one is safe: it must be the safer one
         safer, fixed = (0 if safe[0] else 1), 1
     record = {
-        "prompt": prompt, "response_0": r0, "response_1": r1,
+        "prompt": prompt_json(prompt), "response_0": r0, "response_1": r1,
         "prompt_source": prompt_source, "response_0_source": sources[0], "response_1_source": sources[1],
         "is_response_0_safe": safe[0], "is_response_1_safe": safe[1],
         "response_0_harm_category": cats[0], "response_1_harm_category": cats[1],

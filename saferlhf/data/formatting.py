@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from saferlhf.data.schema import Conversation, user_text
+
 PROMPT_BEGIN = "BEGINNING OF CONVERSATION: "
 PROMPT_USER = "USER: {input} "
 PROMPT_ASSISTANT = "ASSISTANT:"
@@ -41,8 +43,11 @@ CHAT_TEMPLATE = (
 def format_prompt(tokenizer: Any, prompt: str) -> str:
     """Prompt text ending with the generation prompt ("... ASSISTANT:").
 
-    Uses the tokenizer's chat template when it has one, else the reference string `PROMPT_INPUT`.
+    Uses the tokenizer's chat template when it has one, else the reference string `PROMPT_INPUT`. A multi-turn
+    prompt (`saferlhf.data.schema.Conversation`) is rendered from its messages (`format_messages`).
     """
+    if isinstance(prompt, Conversation):
+        return format_messages(tokenizer, list(prompt.messages))
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
@@ -56,14 +61,14 @@ def format_messages(tokenizer: Any, messages: list[dict]) -> str:
     conversation opener, then "USER: ..." and " ASSISTANT:..." turns)."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    text = PROMPT_BEGIN
+    text, end = PROMPT_BEGIN, tokenizer.eos_token or getattr(tokenizer, "sep_token", None) or ""
     for m in messages:
         if m["role"] == "system":
             text += m["content"] + " "
         elif m["role"] == "user":
             text += "USER: " + m["content"]
         else:
-            text += " ASSISTANT:" + m["content"] + (tokenizer.eos_token or "")
+            text += " ASSISTANT:" + m["content"] + end
     return text + " ASSISTANT:"
 
 
@@ -78,19 +83,35 @@ def end_token_id(tokenizer: Any) -> int:
 
 def encode_prompt(tokenizer: Any, prompt: str, max_prompt_length: int | None = None) -> list[int]:
     """Token ids of the chat-formatted prompt. An over-long prompt keeps the chat frame (system prompt, turn
-    header, generation prompt, special tokens) and the END of the user's text: the text is cut, then formatted."""
-    ids = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=True)["input_ids"]
+    header, generation prompt, special tokens) and the END of the user's text: the text is cut, then formatted.
+    An over-long conversation first loses its oldest turns (whole exchanges, so that it still starts with a
+    user turn after any system message); its last user message is cut only when it alone is too long."""
+    ids = _prompt_ids(tokenizer, prompt)
     if max_prompt_length is None or len(ids) <= max_prompt_length:
         return ids
-    text_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if isinstance(prompt, Conversation):
+        system = [m for m in prompt.messages[:1] if m["role"] == "system"]
+        turns = prompt.messages[len(system):]
+        starts = [i for i in range(1, len(turns)) if turns[i]["role"] == "user"]
+        for i in starts:
+            ids = _prompt_ids(tokenizer, Conversation(system + list(turns[i:])))
+            if len(ids) <= max_prompt_length:
+                return ids
+        prompt = Conversation(system + [turns[-1]])
+        ids = _prompt_ids(tokenizer, prompt)
+    text_ids = tokenizer(user_text(prompt), add_special_tokens=False)["input_ids"]
     keep = max_prompt_length - (len(ids) - len(text_ids))
     while keep > 0:  # re-tokenising the cut text can merge differently: shrink until it fits
         cut = tokenizer.decode(text_ids[-keep:], skip_special_tokens=True)
-        ids = tokenizer(format_prompt(tokenizer, cut), add_special_tokens=True)["input_ids"]
+        ids = _prompt_ids(tokenizer, prompt.with_last_user(cut) if isinstance(prompt, Conversation) else cut)
         if len(ids) <= max_prompt_length:
             return ids
         keep -= max(1, len(ids) - max_prompt_length)
     return ids[-max_prompt_length:]  # the frame alone is longer than the budget
+
+
+def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    return tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=True)["input_ids"]
 
 
 def encode_example(tokenizer: Any, prompt: str, response: str, max_length: int,

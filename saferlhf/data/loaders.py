@@ -31,7 +31,7 @@ from saferlhf.data.duplicates import find_duplicates
 from saferlhf.data.readers import display_name, is_hub_name, iter_rows, suffix
 from saferlhf.data.schema import (
     BEAVERTAILS_SLUGS, XSTEST_TYPES, PairKind, PreferencePair, PromptRecord, ResponsePair, SafetyPreference,
-    SFTRecord, split_hh_transcripts, to_beavertails,
+    SFTRecord, as_prompt, as_reply, split_hh_transcripts, to_beavertails,
 )
 from saferlhf.data.validate import (CheckReport, DataFileError, DataValidationError, Issue, LoadReport, Problem,
                                     UnknownFormatError)
@@ -42,7 +42,7 @@ OnError = Literal["raise", "drop"]
 
 PREFERENCE_FORMATS = ("pku-saferlhf", "hh-rlhf", "trl-preference")
 PROMPT_FORMATS = ("beavertails-evaluation", "safe-rlhf-eval-prompts", "xstest", "prompts-jsonl")
-SFT_FORMATS = ("sft-jsonl",)
+SFT_FORMATS = ("sft-jsonl", "sft-messages")
 PAIR_FORMATS = ("response-pairs",)  # unlabelled: the input of `saferlhf world annotate`
 FORMATS = PREFERENCE_FORMATS + PROMPT_FORMATS + SFT_FORMATS + PAIR_FORMATS
 _PKU_LABELS = {"better_response_id", "safer_response_id", "is_response_0_safe", "is_response_1_safe"}
@@ -72,7 +72,7 @@ def format_from_keys(keys: set[str], suffix: str = "") -> str | None:
     if {"chosen", "rejected"} <= keys:
         return "trl-preference" if "prompt" in keys else "hh-rlhf"
     if "prompt" not in keys:
-        return None
+        return "sft-messages" if "messages" in keys else None
     if "response" in keys:
         return "sft-jsonl"
     if "category_id" in keys:
@@ -130,7 +130,7 @@ def _build_pku(r: dict, origin: str) -> SafetyPreference:
     names = ("prompt", "response_0", "response_1")
     sources = {k: r.get(f"{k}_source") for k in names} if any(f"{k}_source" in r for k in names) else None
     return SafetyPreference(
-        r["prompt"], r["response_0"], r["response_1"], r["better_response_id"], r["safer_response_id"],
+        as_prompt(r["prompt"]), r["response_0"], r["response_1"], r["better_response_id"], r["safer_response_id"],
         r["is_response_0_safe"], r["is_response_1_safe"], r.get("response_0_harm_category"),
         r.get("response_1_harm_category"), r.get("response_0_severity_level"),
         r.get("response_1_severity_level"), sources, origin)
@@ -142,17 +142,17 @@ def _build_hh(r: dict, origin: str) -> PreferencePair:
 
 
 def _build_trl(r: dict, origin: str) -> PreferencePair:
-    return PreferencePair(r["prompt"], r["chosen"], r["rejected"], r.get("chosen_is_safe"),
-                          r.get("rejected_is_safe"), origin)
+    return PreferencePair(as_prompt(r["prompt"]), as_reply(r["chosen"]), as_reply(r["rejected"]),
+                          r.get("chosen_is_safe"), r.get("rejected_is_safe"), origin)
 
 
 def _build_pair(r: dict, origin: str) -> ResponsePair:
-    return ResponsePair(r["prompt"], r["response_0"], r["response_1"], r.get("response_0_source"),
+    return ResponsePair(as_prompt(r["prompt"]), r["response_0"], r["response_1"], r.get("response_0_source"),
                         r.get("response_1_source"), origin)
 
 
 def _build_prompt(r: dict, origin: str) -> PromptRecord:
-    return PromptRecord(r["prompt"], _canonical_category(r.get("category")), r.get("label"),
+    return PromptRecord(as_prompt(r["prompt"]), _canonical_category(r.get("category")), r.get("label"),
                         r.get("source") or "prompts-jsonl", origin, r.get("kind") or None)
 
 
@@ -168,7 +168,9 @@ _FORMATS: dict[str, tuple[Callable[[dict], list[Issue]], Callable[[dict, str], A
         r["prompt"], r["category"], "unsafe", "safe-rlhf-eval-prompts", o)),
     "xstest": (V.xstest_issues, lambda r, o: PromptRecord(r["prompt"], r["type"], r["label"], "xstest", o)),
     "prompts-jsonl": (V.prompt_issues, _build_prompt),
-    "sft-jsonl": (V.sft_issues, lambda r, o: SFTRecord(r["prompt"], r["response"], o)),
+    "sft-jsonl": (V.sft_issues, lambda r, o: SFTRecord(as_prompt(r["prompt"]), as_reply(r["response"]), o)),
+    "sft-messages": (V.sft_messages_issues, lambda r, o: SFTRecord(as_prompt(r["messages"][:-1]),
+                                                                   r["messages"][-1]["content"], o)),
     "response-pairs": (V.response_pair_issues, _build_pair),
 }
 

@@ -9,6 +9,13 @@
 * ``PromptRecord``: a prompt to generate from or evaluate on. ``SFTRecord``: a (prompt, response) pair.
 * ``ResponsePair``: two responses to a prompt, not yet labelled (the input of ``saferlhf world annotate``).
 
+A prompt is a string, or for multi-turn data a ``Conversation``: a ``str`` whose value is the readable
+transcript ("Human: ...\n\nAssistant: ...\n\nHuman: ...", what displays, hashes, de-duplicates and splits
+use) and whose ``messages`` are the chat messages that formatting renders through the model's chat template
+(`saferlhf.data.formatting.format_prompt`). HH-RLHF's multi-turn transcripts and TRL's conversational
+records (a list of ``{"role", "content"}`` messages) load as conversations; files written by the project
+store them as message lists again (`prompt_json`).
+
 Every record carries ``origin = "file:line"`` (the line where it starts; the row number for parquet
 and hub datasets) so that every later error can point back to the data.
 """
@@ -16,10 +23,64 @@ and hub datasets) so that every later error can point back to the data.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 PairKind = Literal["reward", "cost"]
+ROLES = ("system", "user", "assistant")
+_SPEAKERS = {"system": "System", "user": "Human", "assistant": "Assistant"}
+
+
+class Conversation(str):
+    """A multi-turn prompt: chat ``messages`` (roles system / user / assistant; an optional system message
+    first; the last message the user's), and as a string the transcript "Human: a\n\nAssistant: b\n\nHuman: c"
+    (or the ``text`` given)."""
+
+    messages: tuple[dict[str, str], ...]
+
+    def __new__(cls, messages: list[dict[str, str]] | tuple[dict[str, str], ...], text: str | None = None):
+        msgs = tuple({"role": m["role"], "content": m["content"]} for m in messages)
+        if not msgs or msgs[-1]["role"] != "user":
+            raise ValueError("a conversation prompt must end with a user message")
+        if bad := [m["role"] for m in msgs if m["role"] not in ROLES]:
+            raise ValueError(f"unknown message role {bad[0]!r} (expected one of {', '.join(ROLES)})")
+        self = super().__new__(cls, text if text is not None else
+                               "\n\n".join(f"{_SPEAKERS[m['role']]}: {m['content']}" for m in msgs))
+        self.messages = msgs
+        return self
+
+    def __reduce__(self):  # pickling / copying keeps the messages
+        return Conversation, (list(self.messages), str(self))
+
+    def with_last_user(self, content: str) -> "Conversation":
+        """The same conversation with the last user message replaced (prompt truncation)."""
+        return Conversation([*self.messages[:-1], {"role": "user", "content": content}])
+
+
+def as_prompt(value: str | list[dict[str, str]]) -> str:
+    """A prompt field's value: a string as it is; a message list as a `Conversation`, or as its text alone when
+    it is a single user message (so that it is exactly the single-turn prompt)."""
+    if isinstance(value, str):
+        return value
+    if len(value) == 1 and value[0]["role"] == "user":
+        return value[0]["content"]
+    return Conversation(value)
+
+
+def as_reply(value: str | list[dict[str, str]]) -> str:
+    """A response field's value: a string, or TRL's conversational form (one assistant message)."""
+    return value if isinstance(value, str) else value[0]["content"]
+
+
+def prompt_json(prompt: str) -> str | list[dict[str, str]]:
+    """What a file stores for a prompt: its message list for a `Conversation`, else the string."""
+    return [dict(m) for m in prompt.messages] if isinstance(prompt, Conversation) else str(prompt)
+
+
+def user_text(prompt: str) -> str:
+    """The last user message of a prompt (the prompt itself when it is a plain string)."""
+    return prompt.messages[-1]["content"] if isinstance(prompt, Conversation) else prompt
 
 # The 14 BeaverTails harm categories (Ji et al. 2023), canonical display names.
 HARM_CATEGORIES: tuple[str, ...] = (
@@ -130,7 +191,7 @@ class PreferencePair:
 
     def to_dict(self) -> dict[str, Any]:
         """TRL preference fields (prompt/chosen/rejected) plus the safety labels when known."""
-        out: dict[str, Any] = {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
+        out: dict[str, Any] = {"prompt": prompt_json(self.prompt), "chosen": self.chosen, "rejected": self.rejected}
         if self.chosen_is_safe is not None or self.rejected_is_safe is not None:
             out |= {"chosen_is_safe": self.chosen_is_safe, "rejected_is_safe": self.rejected_is_safe}
         return out
@@ -170,7 +231,8 @@ class SafetyPreference:
 
     def to_dict(self) -> dict[str, Any]:
         """PKU-SafeRLHF field names (v1.0 order); v1-only fields are written only when present."""
-        out: dict[str, Any] = {"prompt": self.prompt, "response_0": self.response_0, "response_1": self.response_1}
+        out: dict[str, Any] = {"prompt": prompt_json(self.prompt), "response_0": self.response_0,
+                               "response_1": self.response_1}
         if self.sources is not None:
             out |= {f"{k}_source": self.sources.get(k) for k in ("prompt", "response_0", "response_1")}
         out |= {"is_response_0_safe": self.is_response_0_safe, "is_response_1_safe": self.is_response_1_safe}
@@ -202,7 +264,7 @@ class PromptRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """A ``prompts-jsonl`` record (prompt plus the known optional fields)."""
-        out: dict[str, Any] = {"prompt": self.prompt}
+        out: dict[str, Any] = {"prompt": prompt_json(self.prompt)}
         extra = {"category": self.category, "label": self.label, "kind": self.kind, "source": self.source or None}
         return out | {k: v for k, v in extra.items() if v is not None}
 
@@ -216,7 +278,7 @@ class SFTRecord:
     origin: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "response": self.response}
+        return {"prompt": prompt_json(self.prompt), "response": self.response}
 
 
 @dataclass
@@ -232,7 +294,8 @@ class ResponsePair:
 
     def to_dict(self) -> dict[str, Any]:
         """prompt, response_0, response_1, and the sources where known."""
-        out: dict[str, Any] = {"prompt": self.prompt, "response_0": self.response_0, "response_1": self.response_1}
+        out: dict[str, Any] = {"prompt": prompt_json(self.prompt), "response_0": self.response_0,
+                               "response_1": self.response_1}
         sources = {"response_0_source": self.response_0_source, "response_1_source": self.response_1_source}
         return out | {k: v for k, v in sources.items() if v is not None}
 
@@ -268,13 +331,30 @@ def split_hh_transcripts(chosen: str, rejected: str) -> tuple[str, str, str] | N
 
 
 def hh_prompt(transcript: str) -> str:
-    """The prompt text of an HH transcript prefix (everything before the replied-to assistant turn)."""
+    """The prompt of an HH transcript prefix (everything before the replied-to assistant turn): the human text
+    of a single-turn transcript; for a multi-turn one a `Conversation` of its turns (user and assistant
+    messages, alternating: consecutive turns of one speaker, which a few real transcripts have, become one
+    message; its string is the stripped transcript), or the stripped transcript itself when it does not read
+    as turns ending with the human's."""
     single = transcript.startswith(HH_HUMAN) and transcript.count(HH_HUMAN) == 1 and HH_ASSISTANT not in transcript
-    return transcript[len(HH_HUMAN):].strip() if single else transcript.strip()
+    if single:
+        return transcript[len(HH_HUMAN):].strip()
+    head, *parts = re.split(r"\n\n(Human|Assistant):", transcript)
+    roles = {"Human": "user", "Assistant": "assistant"}
+    messages: list[dict[str, str]] = []
+    for who, text in zip(parts[::2], parts[1::2]):
+        if messages and messages[-1]["role"] == roles[who]:  # a few real transcripts repeat a speaker: one turn
+            messages[-1]["content"] += "\n\n" + text.strip()
+        else:
+            messages.append({"role": roles[who], "content": text.strip()})
+    if head.strip() or not messages or messages[-1]["role"] != "user":
+        return transcript.strip()
+    return Conversation(messages, text=transcript.strip())
 
 
 __all__ = [
-    "BEAVERTAILS_SLUGS", "HARM_CATEGORIES", "PKU_V1_CATEGORIES", "PKU_V1_TO_BEAVERTAILS", "PairKind",
+    "BEAVERTAILS_SLUGS", "Conversation", "HARM_CATEGORIES", "PKU_V1_CATEGORIES", "PKU_V1_TO_BEAVERTAILS", "PairKind",
+    "ROLES", "as_prompt", "as_reply", "prompt_json", "user_text",
     "PreferencePair", "PromptRecord", "ResponsePair", "SFTRecord", "SafetyPreference", "XSTEST_TYPES",
     "beavertails_names", "hh_prompt", "split_hh_transcripts", "to_beavertails",
 ]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from saferlhf.data.schema import (
-    BEAVERTAILS_SLUGS, HARM_CATEGORIES, HH_HUMAN, PKU_V1_TO_BEAVERTAILS, split_hh_transcripts,
+    BEAVERTAILS_SLUGS, HARM_CATEGORIES, HH_HUMAN, PKU_V1_TO_BEAVERTAILS, ROLES, as_reply, split_hh_transcripts,
 )
 
 Severity = Literal["error", "warning"]
@@ -173,6 +173,41 @@ def require_text(rec: dict, name: str, empty: Severity = "error") -> list[Issue]
     return [] if value.strip() else [Issue(name, "empty or whitespace-only", empty)]
 
 
+def message_issues(value: Any, name: str, last: str) -> list[Issue]:
+    """A chat message list (TRL's conversational format): ``{"role", "content"}`` dicts, roles system / user /
+    assistant, valid non-empty text contents, the last message's role ``last``."""
+    if not isinstance(value, list) or not value:
+        return [Issue(name, f"expected a string or a non-empty list of messages, got {_short(value)}")]
+    issues = []
+    for i, m in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(m, dict) or not {"role", "content"} <= set(m):
+            issues.append(Issue(where, f"expected a message {{'role': ..., 'content': ...}}, got {_short(m)}"))
+        elif m["role"] not in ROLES:
+            issues.append(Issue(f"{where}.role", f"expected one of {', '.join(ROLES)}, got {_short(m['role'])}"))
+        else:
+            issues += [Issue(f"{where}.content", i.reason, i.severity) for i in require_text(m, "content")]
+    if not issues and value[-1]["role"] != last:
+        issues.append(Issue(name, f"the last message must be the {last}'s, got a {value[-1]['role']} message"))
+    return issues
+
+
+def require_prompt(rec: dict, name: str = "prompt") -> list[Issue]:
+    """A prompt: text (`require_text`) or a message list ending with the user's turn (a multi-turn prompt)."""
+    value = rec.get(name)
+    return message_issues(value, name, "user") if isinstance(value, list) else require_text(rec, name)
+
+
+def require_reply(rec: dict, name: str, empty: Severity = "error") -> list[Issue]:
+    """A response: text, or TRL's conversational form, a list of exactly one assistant message."""
+    value = rec.get(name)
+    if not isinstance(value, list):
+        return require_text(rec, name, empty)
+    if len(value) != 1:
+        return [Issue(name, f"expected one assistant message, got a list of {len(value)}")]
+    return message_issues(value, name, "assistant")
+
+
 def require_binary_id(rec: dict, name: str) -> list[Issue]:
     """The int 0 or 1: not a bool (JSON ``true`` is not an id), a float (``1.0``) or a string (``"1"``)."""
     value = rec.get(name)
@@ -231,8 +266,9 @@ def not_a_record(value: Any) -> str:
 
 
 def pku_issues(rec: dict) -> list[Issue]:
-    """PKU-SafeRLHF v0/v1: types first, then consistency (identical responses, contradictory labels)."""
-    issues = require_text(rec, "prompt")
+    """PKU-SafeRLHF v0/v1: types first, then consistency (identical responses, contradictory labels). The prompt
+    may be a message list (files the project annotates from conversations)."""
+    issues = require_prompt(rec)
     for k in (0, 1):
         issues += require_text(rec, f"response_{k}")
     issues += require_binary_id(rec, "better_response_id") + require_binary_id(rec, "safer_response_id")
@@ -284,10 +320,11 @@ def _hh_pair_issues(chosen: str, rejected: str) -> list[Issue]:
 
 
 def trl_issues(rec: dict) -> list[Issue]:
-    """TRL preference records: prompt / chosen / rejected strings, optional safety labels."""
-    issues = require_text(rec, "prompt") + require_text(rec, "chosen") + require_text(rec, "rejected")
+    """TRL preference records: prompt / chosen / rejected strings (or TRL's conversational form: the prompt a
+    message list, each response one assistant message), optional safety labels."""
+    issues = require_prompt(rec) + require_reply(rec, "chosen") + require_reply(rec, "rejected")
     issues += require_bool(rec, "chosen_is_safe", optional=True) + require_bool(rec, "rejected_is_safe", True)
-    if not issues and rec["chosen"] == rec["rejected"]:
+    if not issues and as_reply(rec["chosen"]) == as_reply(rec["rejected"]):
         issues.append(Issue("rejected", "identical to chosen"))
     # chosen unsafe + rejected safe is NOT checked: a TRL file does not say whether "chosen" means more
     # helpful (where an unsafe response may well win) or safer.
@@ -315,8 +352,9 @@ def xstest_issues(rec: dict) -> list[Issue]:
 
 
 def prompt_issues(rec: dict) -> list[Issue]:
-    """A ``prompts-jsonl`` record: ``prompt`` plus optional category / label / kind / source."""
-    issues = require_text(rec, "prompt")
+    """A ``prompts-jsonl`` record: ``prompt`` (text or a message list) plus optional category / label / kind /
+    source."""
+    issues = require_prompt(rec)
     for name in ("category", "kind", "source"):
         issues += optional_str(rec, name)
     if rec.get("label") not in (None, "safe", "unsafe"):
@@ -325,14 +363,23 @@ def prompt_issues(rec: dict) -> list[Issue]:
 
 
 def sft_issues(rec: dict) -> list[Issue]:
-    return require_text(rec, "prompt") + require_text(rec, "response")
+    return require_prompt(rec) + require_reply(rec, "response")
+
+
+def sft_messages_issues(rec: dict) -> list[Issue]:
+    """A chat SFT record ``{"messages": [...]}``: the conversation up to a user turn, then the assistant's reply
+    (the only message the loss is taken on)."""
+    issues = message_issues(rec.get("messages"), "messages", "assistant")
+    if not issues and (len(rec["messages"]) < 2 or rec["messages"][-2]["role"] != "user"):
+        issues.append(Issue("messages", "expected a user message before the last (assistant) message"))
+    return issues
 
 
 def response_pair_issues(rec: dict) -> list[Issue]:
     """Unlabelled response pairs (``saferlhf generate --n_samples 2``, or a PKU-SafeRLHF record whose labels
     are not read): prompt, response_0, response_1, optional sources. An empty response and two identical
     responses are warnings: a model may well generate them, and an annotator skips such a pair."""
-    issues = require_text(rec, "prompt")
+    issues = require_prompt(rec)
     for k in (0, 1):
         issues += require_text(rec, f"response_{k}", empty="warning") + optional_str(rec, f"response_{k}_source")
     if not issues and rec["response_0"] == rec["response_1"]:

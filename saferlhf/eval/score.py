@@ -54,15 +54,16 @@ def ended_flags(records: list, width: int) -> list[list[bool]]:
 def load_generations(path: str) -> tuple[list[str], list[list[str]], list[dict]]:
     """(prompts, responses per record (1 or 2), the input records as dicts) of a generations file."""
     from saferlhf.data.loaders import PAIR_FORMATS, detect_format, load_response_pairs, load_sft_records
+    from saferlhf.data.schema import prompt_json
 
     fmt = detect_format(path)
     if fmt in PAIR_FORMATS or fmt == "pku-saferlhf":
         recs = load_response_pairs(path)
         flags = ended_flags(recs, 2)
         return ([r.prompt for r in recs], [[r.response_0, r.response_1] for r in recs],
-                [{"prompt": r.prompt, "response_0": r.response_0, "response_1": r.response_1,
+                [{"prompt": prompt_json(r.prompt), "response_0": r.response_0, "response_1": r.response_1,
                   "ended_0": e[0], "ended_1": e[1]} for r, e in zip(recs, flags)])
-    if fmt == "sft-jsonl":
+    if fmt in ("sft-jsonl", "sft-messages"):
         recs = load_sft_records(path)
         flags = ended_flags(recs, 1)
         return ([r.prompt for r in recs], [[r.response] for r in recs],

@@ -50,6 +50,7 @@ def resolve_prompts(spec: str, world_seed: int = 0) -> list[str]:
 
 
 def run(cfg: GenerateConfig) -> int:
+    from saferlhf.data.schema import prompt_json
     from saferlhf.files import atomic_write_text
     from saferlhf.models.policy import load_policy
     from saferlhf.rollout import HFGenerator, SamplingSettings
@@ -79,9 +80,10 @@ def run(cfg: GenerateConfig) -> int:
     rows = []
     for p, s, e in zip(prompts, samples, ended):
         if cfg.n_samples == 2:
-            rows.append({"prompt": p, "response_0": s[0], "response_1": s[1], "ended_0": e[0], "ended_1": e[1]})
+            rows.append({"prompt": prompt_json(p), "response_0": s[0], "response_1": s[1], "ended_0": e[0],
+                         "ended_1": e[1]})
         else:
-            rows += [{"prompt": p, "response": r, "ended": done} for r, done in zip(s, e)]
+            rows += [{"prompt": prompt_json(p), "response": r, "ended": done} for r, done in zip(s, e)]
     atomic_write_text(Path(cfg.out), "".join(json.dumps(r) + "\n" for r in rows))
     print(f"generate: {len(rows)} records from {cfg.model_path} -> {cfg.out}")
     return 0

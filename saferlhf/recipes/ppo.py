@@ -483,9 +483,10 @@ def _check(cfg: PPOConfig) -> None:
 
 def log_samples(path: Path, step: int, rollout, n: int) -> None:
     """Append the first ``n`` (prompt, response, reward, cost) rows of this step's rollout to ``path``."""
+    from saferlhf.data.schema import prompt_json
     from saferlhf.files import dumps
 
-    rows = [{"step": step, "prompt": rollout.prompts[i], "response": rollout.responses[i],
+    rows = [{"step": step, "prompt": prompt_json(rollout.prompts[i]), "response": rollout.responses[i],
              "reward": float(rollout.reward[i]),
              "cost": None if rollout.cost is None else float(rollout.cost[i])}
             for i in range(min(n, len(rollout.prompts)))]

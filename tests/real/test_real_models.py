@@ -95,6 +95,17 @@ def test_generation_uses_the_models_own_chat_template(smol, tmp_path):
     assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n")
     texts, ended = gen.generate_ended(["What is the capital of France?"])
     assert "Paris" in texts[0][0]
+    # a multi-turn prompt (HH-RLHF transcripts, TRL conversational records) is the model's own rendering of
+    # its messages
+    from saferlhf.data.schema import Conversation
+
+    turns = [{"role": "user", "content": "My name is Ada."}, {"role": "assistant", "content": "Hello Ada!"},
+             {"role": "user", "content": "What is my name?"}]
+    conv_ids = gen.encode([Conversation(turns)])[0]
+    assert tok.decode(conv_ids) == tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    assert "<|im_start|>assistant\nHello Ada!<|im_end|>" in tok.decode(conv_ids)
+    (reply,), ((done,),) = gen.generate_ended([Conversation(turns)])
+    assert reply[0] and done in (True, False)
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "Name a fruit."}) + "\n")
     assert main(["generate", "--model_path", str(smol), "--prompts", str(prompts), "--max_new_tokens", "6",

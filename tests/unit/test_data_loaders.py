@@ -12,7 +12,7 @@ from saferlhf.data.loaders import (
     detect_format, is_hub_name, iter_rows, load_hh_rlhf, load_preference_pairs, load_prompts,
     load_safety_preferences, load_sft_records,
 )
-from saferlhf.data.schema import HARM_CATEGORIES, PreferencePair, SafetyPreference
+from saferlhf.data.schema import HARM_CATEGORIES, Conversation, PreferencePair, SafetyPreference
 from saferlhf.data.validate import DataFileError, UnknownFormatError
 
 SHARED_FORMATS = {
@@ -120,6 +120,11 @@ def test_hh_counts_and_prompts(shared_data, name, n, multi):
     multi_turn = [p for p in pairs if "\n\nAssistant:" in p.prompt]
     assert len(multi_turn) == multi
     assert all(p.prompt.startswith("Human: ") for p in multi_turn)
+    # real chat messages: alternating user / assistant turns ending with the user's, one per transcript turn
+    assert all(isinstance(p.prompt, Conversation) for p in multi_turn)
+    assert all([m["role"] for m in p.prompt.messages] == ["user", "assistant"] * (len(p.prompt.messages) // 2) + ["user"]
+               for p in multi_turn)
+    assert sum(len(p.prompt.messages) == 2 * p.prompt.count("\n\nAssistant:") + 1 for p in multi_turn) >= multi - 5
     assert not any(p.prompt.startswith("Human:") or "\n\nHuman:" in p.prompt for p in pairs if p not in multi_turn)
     assert pairs[0].origin == f"{path}:1" and pairs[-1].origin == f"{path}:{n}"
 
