@@ -72,9 +72,10 @@ def packed_batch(blocks: Sequence[tuple[list[int], list[int]]], pad_id: int) -> 
 
 
 def label_positions(labels: torch.Tensor) -> torch.Tensor:
-    """[B, T] labels -> [K] (long) the positions t whose logits predict a label (labels[:, t + 1] != -100 in
-    some row), ascending: the only positions where a language-model loss needs the vocabulary projection."""
-    return (labels[:, 1:] != -100).any(0).nonzero().squeeze(-1)
+    """[B, T] labels -> [B, T] bool: True at the positions (b, t) whose logits predict a label
+    (labels[b, t + 1] != -100; the last column is False), the only positions where a language-model loss
+    needs the vocabulary projection."""
+    return torch.nn.functional.pad(labels[:, 1:] != -100, (0, 1), value=False)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -122,15 +122,15 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor,
 
     logits [B, T, V] predict labels [B, T] one step ahead (position t predicts labels[t + 1]);
     label -100 is ignored. L = -Σ_valid log π(y_{t+1} | y_≤t) / n_tokens (0 when n_tokens = 0).
-    With ``positions`` [K] (the positions whose logits were computed, `saferlhf.batching.label_positions`),
-    logits are [B, K, V] and logits[:, k] predicts labels[:, positions[k] + 1]: the same loss when every
-    labelled position is among them.
+    With ``positions`` ([B, T] bool, `saferlhf.batching.label_positions`: the positions whose logits were
+    computed), logits are [K, V] for the K True positions in row-major order, and the k-th predicts the label
+    one step after the k-th True position: the same loss when every labelled position is among them.
     Diagnostics: loss, n_tokens.
     """
     if positions is None:
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
     else:
-        shift_logits, shift_labels = logits, labels[:, positions + 1]
+        shift_logits, shift_labels = logits, labels[:, 1:][positions[:, :-1]]
     shift_logits = shift_logits.float().reshape(-1, logits.shape[-1])
     shift_labels = shift_labels.reshape(-1)
     n_tokens = (shift_labels != -100).sum()

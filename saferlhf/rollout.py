@@ -156,8 +156,8 @@ def sample(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_tokens: in
 
 def _keep_kwarg(model, n: int | torch.Tensor) -> dict:
     """``{"logits_to_keep": n}`` when the causal LM takes it (transformers >= 4.50): the LM head then
-    runs on the last ``n`` positions only, or on the positions of a 1-D tensor ``n`` (same values); ``{}``
-    otherwise."""
+    runs on the last ``n`` positions only, or on the True positions of a [B, T] bool tensor ``n`` (same
+    values, flattened to [K, V]); ``{}`` otherwise."""
     import inspect
 
     inner = getattr(model, "module", model)  # DDP / DeepSpeed wrapper
@@ -184,15 +184,14 @@ def action_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
 
 
 def labelled_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits [B, K, V], positions [K]) of an SFT-style batch (input_ids, attention_mask, labels): the LM head
-    runs only on the K positions that predict a label (`label_positions`; prompt and padding positions of
-    every row are skipped), which with a 49k-token vocabulary is most of a small model's cost. Feed both to
-    ``sft_loss(logits, labels, positions)``."""
+    """(logits [K, V], positions [B, T] bool) of an SFT-style batch (input_ids, attention_mask, labels): the LM
+    head runs only on the K positions that predict a label (`label_positions`; every prompt and padding
+    position is skipped). Feed both to ``sft_loss(logits, labels, positions)``."""
     positions = label_positions(batch["labels"]).to(batch["input_ids"].device)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
                 **_keep_kwarg(model, positions))
     logits = out.logits
-    return (logits if logits.shape[1] == positions.numel() else logits[:, positions]), positions
+    return (logits if logits.dim() == 2 else logits[positions]), positions
 
 
 def gather_logprobs(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -159,9 +159,11 @@ def test_sft_loss_at_kept_positions_equals_the_full_loss():
     labels[1, :2] = -100
     labels[2, :] = -100
     labels[1, 5] = -100
-    positions = torch.tensor([1, 2, 3, 4])  # labels[:, t + 1] set in some row for t = 1..4 (not t = 0)
+    positions = torch.zeros(B, T, dtype=torch.bool)  # (b, t) with labels[b, t + 1] set
+    positions[0, 3:5] = True
+    positions[1, 1:4] = True
     full, d_full = sft_loss(logits, labels)
-    kept, d_kept = sft_loss(logits[:, positions], labels, positions)
+    kept, d_kept = sft_loss(logits[positions], labels, positions)
     assert d_kept["n_tokens"] == d_full["n_tokens"] == 2 + 3
     assert kept.item() == pytest.approx(full.item(), rel=1e-6)
 

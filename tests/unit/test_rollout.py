@@ -90,14 +90,16 @@ def test_labelled_logits_give_the_full_forward_loss_with_the_head_on_labelled_po
                 (tok("question 12 about cooking rice and answer 3", add_special_tokens=False)["input_ids"], 5)]
     b = sft_batch(examples, tok.pad_token_id)
     positions = label_positions(b["labels"])
-    T = b["input_ids"].shape[1]
-    assert positions.tolist() == [t for t in range(T - 1) if (b["labels"][:, t + 1] != -100).any()]
-    assert positions.numel() < T - 1  # the prompts' positions are skipped
+    B, T = b["input_ids"].shape
+    assert positions.tolist() == [[t < T - 1 and b["labels"][r, t + 1].item() != -100 for t in range(T)]
+                                  for r in range(B)]
+    n = int(positions.sum())
+    assert n == sum(len(i) - k for i, k in examples)  # one position per response token (prompt, padding skipped)
     calls = []
-    hook = model.lm_head.register_forward_hook(lambda m, i, o: calls.append(o.shape[1]))
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: calls.append(o.shape[:-1]))
     logits, pos = labelled_logits(model, b)
     hook.remove()
-    assert calls == [positions.numel()] and torch.equal(pos, positions)
+    assert calls == [(n,)] and torch.equal(pos, positions) and logits.shape[0] == n
     loss, d = sft_loss(logits, b["labels"], pos)
     model.zero_grad()
     loss.backward()
