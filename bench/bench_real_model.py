@@ -38,11 +38,13 @@ import common  # noqa: E402
 from saferlhf.data.schema import Conversation, PreferencePair  # noqa: E402
 
 SHARED = common.REPO.parent / "shared" / "data"
-SIZES = {  # steps / pairs / prompts per stage
-    "full": {"sft_steps": 150, "score_pairs": 0, "score_epochs": 1.0, "smol_score_pairs": 600, "ppo_steps": 40,
-             "ppo_prompts": 8, "max_new_tokens": 64, "eval_prompts": 120},
-    "quick": {"sft_steps": 4, "score_pairs": 64, "score_epochs": 1.0, "smol_score_pairs": 32, "ppo_steps": 2,
-              "ppo_prompts": 4, "max_new_tokens": 16, "eval_prompts": 6},
+SIZES = {  # steps / pairs / prompts / lengths per stage, sized for the 60-minute budget on 2 cores
+    "full": {"sft_steps": 30, "sft_max_length": 256, "score_pairs": 0, "score_epochs": 1.0, "score_max_length": 256,
+             "smol_score_pairs": 256, "smol_max_length": 192, "ppo_steps": 16, "ppo_prompts": 8,
+             "max_new_tokens": 48, "eval_prompts": 60},
+    "quick": {"sft_steps": 4, "sft_max_length": 256, "score_pairs": 64, "score_epochs": 1.0, "score_max_length": 256,
+              "smol_score_pairs": 32, "smol_max_length": 192, "ppo_steps": 2, "ppo_prompts": 4,
+              "max_new_tokens": 16, "eval_prompts": 6},
 }
 
 
@@ -112,6 +114,17 @@ def main() -> None:
             data[part, split] = root / f"{part}_{split}.jsonl"
             results.setdefault("data", {})[f"{part}_{split}"] = write_pairs(chosen, data[part, split])
         prompts += [first_human_turn(r.prompt) for r in recs if split_of(r.prompt) == "train"]
+    # the cost model's training file: harmless-base train pairs (ranking only) plus the PKU-SafeRLHF samples as
+    # cost pairs (chosen = the safer response) with their safety labels, so the cost's sign has some anchor
+    from saferlhf.data.loaders import load_preference_pairs
+
+    pku = [r for f in ("sample-v0.json", "sample-v1.jsonl")
+           for r in load_preference_pairs(SHARED / "pku-saferlhf" / f, kind="cost")]
+    data["cost", "train"] = root / "cost_train.jsonl"
+    harmless = [json.loads(x) for x in data["harmless", "train"].read_text().splitlines()]
+    data["cost", "train"].write_text("".join(json.dumps(r) + "\n" for r in harmless + [p.to_dict() for p in pku]))
+    results["data"]["cost_train"] = len(harmless) + len(pku)
+    results["data"]["cost_train_with_safety_labels"] = len(pku)
     prompts = list(dict.fromkeys(p for p in prompts if p))
     (root / "ppo_prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     results["data"]["ppo_prompts"] = len(prompts)
@@ -119,7 +132,7 @@ def main() -> None:
 
     run_stage("sft", ["sft", "--config", "configs/smollm2-135m/sft.yaml", "--model_path", str(root / "smol"),
                       "--train_file", str(data["helpful", "train"]), "--max_steps", str(size["sft_steps"]),
-                      "--max_length", "384", "--out", str(root / "sft"), "--overwrite", "true"], log, results)
+                      "--max_length", str(size["sft_max_length"]), "--out", str(root / "sft"), "--overwrite", "true"], log, results)
     sft = root / "sft" / "model"
     accuracy = {}
     for kind, part in (("reward", "helpful"), ("cost", "harmless")):
@@ -128,9 +141,11 @@ def main() -> None:
             extra = (["--optim.lr", "3e-5", "--optim.weight_decay", "0.01"] if backbone == "minilm" else
                      ["--config", f"configs/smollm2-135m/{kind}_model.yaml"])
             pairs = size["score_pairs"] if backbone == "minilm" else size["smol_score_pairs"]
+            length = size["score_max_length"] if backbone == "minilm" else size["smol_max_length"]
+            train = data[part, "train"] if kind == "reward" else data["cost", "train"]
             run_stage(name, ["score-model", "--kind", kind, "--model_path", str(path), *extra,
-                             "--train_file", str(data[part, "train"]), "--eval_file", str(data[part, "test"]),
-                             "--max_pairs", str(pairs), "--epochs", str(size["score_epochs"]), "--max_length", "256",
+                             "--train_file", str(train), "--eval_file", str(data[part, "test"]),
+                             "--max_pairs", str(pairs), "--epochs", str(size["score_epochs"]), "--max_length", str(length),
                              "--batch_size", "16", "--out", str(root / name), "--overwrite", "true"], log, results)
             accuracy[name] = json.loads((root / name / "eval.json").read_text())["eval/accuracy"]
     results["heldout_accuracy"] = accuracy
