@@ -50,6 +50,8 @@ COMMANDS: list[Command] = [
             "supervised fine-tuning (loss on response tokens only)"),
     Command("score-model", "saferlhf.recipes.score_model", "ScoreModelConfig", "run",
             "train a reward model (kind=reward) or a cost model (kind=cost, cost > 0 means unsafe)"),
+    Command("dpo", "saferlhf.recipes.dpo", "DPOConfig", "run",
+            "DPO and its safety-aware variants (harmless, safe_filtered, SafeDPO, SACPO) on preference files"),
     Command("ppo", "saferlhf.recipes.ppo", "PPOConfig", "run",
             "PPO-Lagrangian (Safe RLHF), PPO (reward only) or reward shaping (fixed lambda)"),
     Command("generate", "saferlhf.recipes.generate", "GenerateConfig", "run",

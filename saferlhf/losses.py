@@ -19,6 +19,7 @@ from saferlhf.rl import masked_mean, sequence_token_mean
 __all__ = [
     "reward_loss",
     "cost_loss",
+    "safedpo_loss",
     "sft_loss",
     "sequence_logprobs",
     "summed_response_logprobs",
@@ -182,6 +183,40 @@ def dpo_loss(
         "chosen_reward": _f(chosen),
         "rejected_reward": _f(rejected),
         "margin": _f(margin),
+    }
+
+
+def safedpo_loss(
+    policy_chosen_logp: torch.Tensor,
+    policy_rejected_logp: torch.Tensor,
+    ref_chosen_logp: torch.Tensor,
+    ref_rejected_logp: torch.Tensor,
+    chosen_unsafe: torch.Tensor,
+    rejected_unsafe: torch.Tensor,
+    beta: float = 0.1,
+    delta: float = 2.0,
+) -> tuple[torch.Tensor, Diagnostics]:
+    """SafeDPO (Kim et al. 2025, arXiv 2505.20065) on pairs already in safety-aware order (`safedpo_order`);
+    log-probs [B] as for `dpo_loss`, ``*_unsafe`` [B] bool (h = 1[c(x, y) > 0]):
+
+        m = β·[(log π(y_w) - log π_ref(y_w)) - (log π(y_l) - log π_ref(y_l))]
+        L = -mean_b log σ(m - Δ·(h_l - h_w))
+
+    Δ is the safety margin: a safe winner over an unsafe loser must win by Δ more. Δ = 0 is DPO on the
+    reordered pairs. Diagnostics: those of `dpo_loss` plus the share of pairs with the offset.
+    """
+    chosen = beta * (policy_chosen_logp - ref_chosen_logp)
+    rejected = beta * (policy_rejected_logp - ref_rejected_logp)
+    margin = chosen - rejected
+    offset = delta * (rejected_unsafe.float() - chosen_unsafe.float())
+    loss = -F.logsigmoid(margin - offset).mean()
+    return loss, {
+        "loss": _f(loss),
+        "accuracy": _f((margin > 0).float()),
+        "chosen_reward": _f(chosen),
+        "rejected_reward": _f(rejected),
+        "margin": _f(margin),
+        "offset_share": _f((offset != 0).float()),
     }
 
 

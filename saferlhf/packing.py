@@ -1,4 +1,5 @@
-"""Padding-free pair batches and per-sequence attention: score models today, DPO next.
+"""Padding-free pair batches and per-sequence attention: score models (end scores) and DPO (summed response
+log-probs, `packed_response_logprobs`).
 
 A batch of B (chosen, rejected) pairs becomes ONE row of tokens with no padding (`pack_pairs`): position
 ids restart at 0 for every sequence, the prefix both sequences share (the prompt) is computed once, and
@@ -26,12 +27,16 @@ class EncodedPair:
     rejected: list[int]
     chosen_is_safe: bool | None
     rejected_is_safe: bool | None
+    n_prompt: int = 0  # prompt tokens, the same for both (one prompt, one budget): response tokens follow
 
 
 def encode_pairs(pairs, tokenizer, max_length: int) -> list[EncodedPair]:
-    return [EncodedPair(encode_example(tokenizer, p.prompt, p.chosen, max_length)[0],
-                        encode_example(tokenizer, p.prompt, p.rejected, max_length)[0],
-                        p.chosen_is_safe, p.rejected_is_safe) for p in pairs]
+    out = []
+    for p in pairs:
+        chosen, n_prompt = encode_example(tokenizer, p.prompt, p.chosen, max_length)
+        out.append(EncodedPair(chosen, encode_example(tokenizer, p.prompt, p.rejected, max_length)[0],
+                               p.chosen_is_safe, p.rejected_is_safe, n_prompt))
+    return out
 
 
 def pair_batch(pairs: list[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
@@ -102,6 +107,80 @@ def pack_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]
             "ends": torch.tensor(ends, dtype=torch.long), "segments": tuple(segments)}
 
 
+def response_token_index(pairs: Sequence[EncodedPair], share_prefix: bool = True) -> dict[str, torch.Tensor]:
+    """Where the response tokens of a `pack_pairs` row are predicted: ``positions`` [M] (the row position whose
+    logits predict the token), ``targets`` [M] (the token) and ``sequence`` [M] (0..B-1 chosen, B..2B-1
+    rejected), for every response token of every sequence (the first response token and the end token
+    included). A token of the rejected sequence is predicted where its previous token sits in the row: inside
+    the prefix both sequences share (laid out once, in the chosen part) or in the rejected part."""
+    B = len(pairs)
+    positions: list[int] = []
+    targets: list[int] = []
+    sequence: list[int] = []
+    s = 0
+    for i, p in enumerate(pairs):
+        a, b = p.chosen, p.rejected
+        k = shared_prefix_length(a, b) if share_prefix else 0
+        r = s + len(a)
+        for q in range(max(p.n_prompt, 1), len(a)):
+            positions.append(s + q - 1)
+            targets.append(a[q])
+            sequence.append(i)
+        for q in range(max(p.n_prompt, 1), len(b)):
+            j = q - 1  # the position (in b) of the token that predicts b[q]
+            positions.append(s + j if j < k else r + j - k)
+            targets.append(b[q])
+            sequence.append(B + i)
+        s = r + len(b) - k
+    as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
+    return {"positions": as_long(positions), "targets": as_long(targets), "sequence": as_long(sequence)}
+
+
+def packed_dpo_batch(pairs: list[EncodedPair], share_prompt: bool = True) -> dict:
+    """`packed_pair_batch` plus `response_token_index`: what `packed_response_logprobs` reads."""
+    return packed_pair_batch(pairs, share_prompt) | {"tokens": response_token_index(pairs, share_prompt)}
+
+
+def summed_logprobs_at(logits: torch.Tensor, tokens: dict[str, torch.Tensor], n_sequences: int) -> torch.Tensor:
+    """[M, V] logits at ``tokens["positions"]`` -> [n_sequences] Σ log π(target) per sequence (float32)."""
+    z = logits.float()
+    logp = z.gather(-1, tokens["targets"].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
+    return torch.zeros(n_sequences, dtype=logp.dtype, device=logp.device).index_add(0, tokens["sequence"], logp)
+
+
+def packed_response_logprobs(model, batch: dict) -> torch.Tensor:
+    """[2B] log π(response | prompt) of a `packed_dpo_batch` (chosen 0..B-1, then rejected), inside
+    `packed_attention_enabled(model)`: one forward over the padding-free row; the LM head runs on the
+    response-predicting positions only (``logits_to_keep``)."""
+    from saferlhf.rollout import keep_logits_kwarg
+
+    tokens = batch["tokens"]
+    out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                saferlhf_segments=batch["segments"], **keep_logits_kwarg(model, tokens["positions"]))
+    logits = out.logits[0]
+    logits = logits if logits.shape[0] == tokens["positions"].numel() else logits[tokens["positions"]]
+    return summed_logprobs_at(logits, tokens, len(batch["ends"]))
+
+
+def padded_response_logprobs(model, pairs: list[EncodedPair], pad_id: int) -> torch.Tensor:
+    """[2B] the same log-probs from a right-padded [2B, T] batch (models where packing does not hold)."""
+    from saferlhf.batching import position_ids_from_mask
+    from saferlhf.rollout import keep_logits_kwarg
+
+    b = pair_batch(pairs, pad_id)
+    device = next(model.parameters()).device
+    ids, mask = b["input_ids"].to(device), b["attention_mask"].to(device)
+    n_prompt = torch.tensor([p.n_prompt for p in pairs] * 2, device=device)
+    t = torch.arange(ids.shape[1], device=device)
+    predicts = (t[None, :-1] + 1 >= n_prompt[:, None].clamp(min=1)) & mask[:, 1:].bool()  # [2B, T-1]
+    keep = torch.nn.functional.pad(predicts, (0, 1), value=False)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False,
+                   **keep_logits_kwarg(model, keep)).logits
+    logits = logits if logits.dim() == 2 else logits[keep]
+    rows = torch.arange(ids.shape[0], device=device)[:, None].expand_as(keep)[keep]
+    return summed_logprobs_at(logits, {"targets": ids[:, 1:][predicts], "sequence": rows}, ids.shape[0])
+
+
 # --- Packed attention -------------------------------------------------------------------------------
 # transformers 5 builds a block-diagonal causal mask itself when attention_mask is None and position ids
 # restart at 0 (masking_utils.find_packed_sequence_indices), but that mask is dense over a row: every
@@ -143,11 +222,14 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
 
 @contextlib.contextmanager
 def packed_attention_enabled(model):
-    """Switch a `ScoreModel`'s attention layers to `packed_attention` for the block (restored after)."""
+    """Switch the attention layers of a `ScoreModel`, an HF model or a peft model to `packed_attention` for
+    the block (restored after)."""
     from transformers import AttentionInterface
 
     AttentionInterface.register(PACKED_ATTENTION, packed_attention)
-    hf = model._hf()
+    hf = model._hf() if hasattr(model, "_hf") else model
+    hf = getattr(hf, "module", hf)  # DDP / DeepSpeed wrapper
+    hf = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
     old = hf.config._attn_implementation
     hf.set_attn_implementation(PACKED_ATTENTION)
     try:
@@ -196,6 +278,31 @@ def packing_problem(model, pairs: list[EncodedPair], pad_id: int, share_prompt: 
     tol = 1e-4 if next(model.parameters()).dtype == torch.float32 else 3e-2
     err = float((got - ref).abs().max()) / max(1.0, float(ref.abs().max()))
     return None if err <= tol else f"packed end scores differ from padded ones by {err:.2g} (> {tol})"
+
+
+def logprob_packing_problem(model, pairs: list[EncodedPair], pad_id: int, share_prompt: bool = True) -> str | None:
+    """None when packed rows give this causal LM the padded response log-probs on ``pairs`` (DPO), else why."""
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = hf.config
+    if getattr(config, "use_sliding_window", False) or any(
+            t != "full_attention" for t in (getattr(config, "layer_types", None) or [])):
+        return "sliding-window attention layers"
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ref = padded_response_logprobs(model, pairs[:4], pad_id)
+            b = {k: (v.to(ref.device) if isinstance(v, torch.Tensor) else v)
+                 for k, v in packed_dpo_batch(pairs[:4], share_prompt).items()}
+            b["tokens"] = {k: v.to(ref.device) for k, v in b["tokens"].items()}
+            with packed_attention_enabled(model):
+                got = packed_response_logprobs(model, b)
+    except Exception as e:  # noqa: BLE001 - any failure means "use padded batches"
+        return f"{type(e).__name__}: {e}"
+    finally:
+        model.train(was_training)
+    err = float((got - ref).abs().max()) / max(1.0, float(ref.abs().max()))
+    return None if err <= 1e-4 else f"packed log-probs differ from padded ones by {err:.2g} (> 1e-4)"
 
 
 class PairScorer(torch.nn.Module):

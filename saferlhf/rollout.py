@@ -129,7 +129,7 @@ def sample(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_tokens: in
     model.eval()
     key = _cache_kwarg(model)
     pos = position_ids_from_mask(mask)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **_keep_kwarg(model, 1))
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **keep_logits_kwarg(model, 1))
     cache = out.cache if hasattr(out, "cache") else out.past_key_values
     next_pos = pos[:, -1:] + 1
     done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
@@ -154,7 +154,7 @@ def sample(model, tokenizer, prompt_ids: Sequence[list[int]], max_new_tokens: in
     return torch.cat([ids, resp], 1), torch.cat([mask, rmask], 1), P, rmask
 
 
-def _keep_kwarg(model, n: int | torch.Tensor) -> dict:
+def keep_logits_kwarg(model, n: int | torch.Tensor) -> dict:
     """``{"logits_to_keep": n}`` when the causal LM takes it (transformers >= 4.50): the LM head then
     runs on the last ``n`` positions only, or on the True positions of a [B, T] bool tensor ``n`` (same
     values, flattened to [K, V]); ``{}`` otherwise."""
@@ -178,7 +178,7 @@ def action_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     """
     N = input_ids.shape[1] - P
     out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask), use_cache=False, **_keep_kwarg(model, N + 1))
+                position_ids=position_ids_from_mask(attention_mask), use_cache=False, **keep_logits_kwarg(model, N + 1))
     logits = out.logits  # [B, P + N, V], or [B, N + 1, V] with logits_to_keep
     return logits[:, logits.shape[1] - N - 1: -1].float()
 
@@ -189,7 +189,7 @@ def labelled_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     position is skipped). Feed both to ``sft_loss(logits, labels, positions)``."""
     positions = label_positions(batch["labels"]).to(batch["input_ids"].device)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-                **_keep_kwarg(model, positions))
+                **keep_logits_kwarg(model, positions))
     logits = out.logits
     return (logits if logits.dim() == 2 else logits[positions]), positions
 

@@ -1,4 +1,4 @@
-"""SFT and score-model runs killed (SIGKILL, `SAFERLHF_FAULT`) after a step, inside a checkpoint save or
+"""SFT, score-model and DPO runs killed (SIGKILL, `SAFERLHF_FAULT`) after a step, inside a checkpoint save or
 inside a folder swap, then resumed with `--resume true`, end exactly as an uninterrupted run: bit-identical
 weights, the same metrics rows (but for wall-clock fields), none repeated, status complete.
 
@@ -19,8 +19,8 @@ import torch
 from faults.util import assert_same_run, run_killed, run_state
 from saferlhf.cli import main
 
-STEPS = {"sft": 6, "score-model": 5}
-SAVE_EVERY = {"sft": 2, "score-model": 1}
+STEPS = {"sft": 6, "score-model": 5, "dpo": 4}
+SAVE_EVERY = {"sft": 2, "score-model": 1, "dpo": 1}
 
 
 def fault_counts(recipe: str) -> dict[str, int]:
@@ -49,6 +49,9 @@ def args(recipe: str, tiny_models, sft_file, pku_file, out) -> list[str]:
     if recipe == "sft":
         return ["sft", *common, "--train_file", str(sft_file), "--eval_file", str(sft_file), "--batch_size", "6",
                 "--optim.lr", "3e-3"]
+    if recipe == "dpo":
+        return ["dpo", "--variant", "safedpo", *common, "--train_file", str(pku_file), "--batch_size", "8",
+                "--eval_ratio", "0.25", "--optim.lr", "1e-3"]
     return ["score-model", "--kind", "cost", *common, "--train_file", str(pku_file), "--batch_size", "8",
             "--eval_ratio", "0.25", "--optim.lr", "3e-3"]
 

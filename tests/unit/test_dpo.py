@@ -1,0 +1,112 @@
+"""DPO pieces: SafeDPO's loss by hand, the variants' pair selection, and the packed / padded response log-probs
+against a naive per-token loop (the first response token and the end token included)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from saferlhf.data.schema import PreferencePair
+from saferlhf.data.validate import DataValidationError
+from saferlhf.losses import dpo_loss, safedpo_loss
+from saferlhf.models import build_tiny_model, load_policy
+from saferlhf.packing import (EncodedPair, packed_attention_enabled, packed_dpo_batch, packed_response_logprobs,
+                              padded_response_logprobs, response_token_index)
+from saferlhf.recipes.dpo import check_pairs, implicit_reward_metrics, needs_labels, safe_filtered, safedpo_order
+
+TEXTS = [f"question {i} about cooking rice and answer {j}" for i in range(20) for j in range(5)]
+
+
+def sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def test_safedpo_loss_by_hand():
+    pc, pr = torch.tensor([-3.0, -2.0]), torch.tensor([-4.0, -1.0])
+    rc, rr = torch.tensor([-3.5, -2.0]), torch.tensor([-3.0, -1.5])
+    unsafe_w, unsafe_l = torch.tensor([False, False]), torch.tensor([True, False])
+    beta, delta = 0.5, 2.0
+    loss, d = safedpo_loss(pc, pr, rc, rr, unsafe_w, unsafe_l, beta=beta, delta=delta)
+    m0 = beta * ((-3.0 + 3.5) - (-4.0 + 3.0))  # 0.75; safe winner over an unsafe loser: offset Δ
+    m1 = beta * ((-2.0 + 2.0) - (-1.0 + 1.5))  # -0.25; no offset
+    assert loss.item() == pytest.approx(-(math.log(sig(m0 - delta)) + math.log(sig(m1))) / 2, rel=1e-6)
+    assert d["offset_share"] == 0.5 and d["accuracy"] == 0.5 and d["margin"] == pytest.approx((m0 + m1) / 2)
+    # Δ = 0 is DPO
+    assert safedpo_loss(pc, pr, rc, rr, unsafe_w, unsafe_l, beta=beta, delta=0.0)[0].item() == pytest.approx(
+        dpo_loss(pc, pr, rc, rr, beta=beta)[0].item(), rel=1e-6)
+
+
+def _pair(chosen, rejected, cs, rs, line=1):
+    return PreferencePair("p", chosen, rejected, cs, rs, f"f.jsonl:{line}")
+
+
+def test_variant_pair_selection_and_checks():
+    pairs = [_pair("helpful unsafe", "safe", False, True, 1), _pair("a", "b", True, False, 2),
+             _pair("c", "d", False, False, 3), _pair("e", "f", True, True, 4)]
+    ordered = safedpo_order(pairs)
+    assert (ordered[0].chosen, ordered[0].rejected, ordered[0].chosen_is_safe, ordered[0].rejected_is_safe) == (
+        "safe", "helpful unsafe", True, False)
+    assert ordered[1:] == pairs[1:]  # every other pair keeps its helpfulness order
+    assert [p.chosen for p in safe_filtered(pairs)] == ["a", "e"]
+    with pytest.raises(DataValidationError, match="f.jsonl:7: chosen_is_safe: variant safedpo needs per-response"):
+        needs_labels(pairs + [_pair("x", "y", None, None, 7)], "safedpo")
+    with pytest.raises(DataValidationError) as e:
+        check_pairs([_pair("same", "same", None, None, 3), _pair("", "y", None, None, 5)])
+    assert "f.jsonl:3: rejected: identical to chosen" in str(e.value) and "f.jsonl:5: chosen: empty response" in str(
+        e.value)
+
+
+def test_implicit_reward_metrics():
+    pol = torch.tensor([[-1.0, -3.0], [-2.0, -1.0]])
+    ref = torch.tensor([[-2.0, -2.0], [-2.0, -2.0]])
+    m = implicit_reward_metrics(pol, ref, beta=0.1)
+    assert m["eval/accuracy"] == 0.5 and m["eval/margin"] == pytest.approx((0.2 - 0.1) / 2)
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def policy(request, tmp_path_factory):
+    path = build_tiny_model(tmp_path_factory.mktemp(request.param) / "m", TEXTS, arch=request.param, vocab_size=300,
+                            hidden_size=32, num_layers=2, num_heads=2)
+    return load_policy(path)
+
+
+def naive_logprob(model, ids: list[int], n_prompt: int) -> float:
+    """Σ over response positions q = n_prompt .. len-1 of log softmax(logits[q - 1])[ids[q]], one sequence alone."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    total = 0.0
+    for q in range(n_prompt, len(ids)):
+        total += torch.log_softmax(logits[q - 1].double(), -1)[ids[q]].item()
+    return total
+
+
+def test_packed_and_padded_logprobs_equal_a_naive_per_token_loop(policy):
+    model, tok = policy
+    model.eval()
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompt = enc("question 3 about cooking")
+    other = enc("question 14 about")
+    pairs = [
+        EncodedPair(prompt + enc(" rice and answer 2") + [tok.eos_token_id], prompt + enc(" answer 4"), None, None,
+                    len(prompt)),
+        # the two responses share their first tokens: the shared prefix reaches past the prompt
+        EncodedPair(other + enc(" cooking rice and answer 1"), other + enc(" cooking rice") + [tok.eos_token_id],
+                    None, None, len(other)),
+    ]
+    naive = [naive_logprob(model, p.chosen, p.n_prompt) for p in pairs] + [
+        naive_logprob(model, p.rejected, p.n_prompt) for p in pairs]
+    with torch.no_grad():
+        padded = padded_response_logprobs(model, pairs, tok.pad_token_id)
+        for share in (True, False):
+            with packed_attention_enabled(model):
+                packed = packed_response_logprobs(model, packed_dpo_batch(pairs, share))
+            torch.testing.assert_close(packed.double(), torch.tensor(naive, dtype=torch.float64), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(padded.double(), torch.tensor(naive, dtype=torch.float64), atol=1e-4, rtol=1e-5)
+    # the boundary: the first response token counts (dropping it, as the reference's slicing does, differs)
+    dropped = naive_logprob(model, pairs[0].chosen, pairs[0].n_prompt + 1)
+    assert abs(dropped - naive[0]) > 1e-3
+    # the LM head runs once per response token of every sequence
+    idx = response_token_index(pairs)
+    assert idx["positions"].numel() == sum(len(p.chosen) + len(p.rejected) - 2 * p.n_prompt for p in pairs)
