@@ -1,0 +1,108 @@
+"""Peer of saferlhf's DPO training: TRL's DPOTrainer (run in bench/.venv-trl116).
+
+Prints one JSON object (last stdout line): pairs/s over the timed steps (steps warmup+1 .. warmup+steps,
+measured between `on_step_end` callbacks, so model loading, tokenisation and the warm-up steps are
+excluded), token statistics of the tokenised data and the versions used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+warnings.filterwarnings("ignore")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True, help="conversational prompt/chosen/rejected jsonl")
+    ap.add_argument("--batch_size", type=int, required=True)
+    ap.add_argument("--max_length", type=int, required=True)
+    ap.add_argument("--steps", type=int, required=True)
+    ap.add_argument("--warmup", type=int, required=True)
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precompute_ref", choices=["true", "false"], default="false")
+    a = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    import accelerate
+    import datasets
+    import transformers
+    import trl
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    rows = [json.loads(line) for line in open(a.data) if line.strip()]
+    dataset = Dataset.from_list(rows)
+
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            stamps.clear()
+            stamps.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kw):
+            stamps.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = DPOConfig(
+            output_dir=out, per_device_train_batch_size=a.batch_size, max_steps=a.warmup + a.steps,
+            max_length=a.max_length, bf16=False, fp16=False, gradient_checkpointing=False,
+            eval_strategy="no", save_strategy="no", report_to="none", dataloader_num_workers=0,
+            logging_steps=1, disable_tqdm=True, use_cpu=True, seed=a.seed, beta=0.1,
+            learning_rate=1e-6, weight_decay=0.05, lr_scheduler_type="cosine", warmup_steps=0.03, max_grad_norm=1.0,
+            precompute_ref_log_probs=a.precompute_ref == "true",
+            model_init_kwargs={"dtype": torch.float32},
+        )
+        t_init = time.perf_counter()
+        trainer = DPOTrainer(model=a.model, args=cfg, train_dataset=dataset, callbacks=[Clock()])
+        init_s = time.perf_counter() - t_init
+        cols = trainer.train_dataset.column_names
+        lengths = ([len(p) + len(c) for p, c in zip(trainer.train_dataset["prompt_ids"],
+                                                     trainer.train_dataset["chosen_ids"])] +
+                   [len(p) + len(r) for p, r in zip(trainer.train_dataset["prompt_ids"],
+                                                    trainer.train_dataset["rejected_ids"])]) \
+            if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(cols) else [0]
+        t_train = time.perf_counter()
+        trainer.train()
+        train_s = time.perf_counter() - t_train
+
+    timed = stamps[-1] - stamps[a.warmup]
+    assert len(stamps) == a.warmup + a.steps + 1, (len(stamps), a.warmup, a.steps)
+    timed_steps = sorted(stamps[i + 1] - stamps[i] for i in range(a.warmup, len(stamps) - 1))
+    median = timed_steps[len(timed_steps) // 2] if len(timed_steps) % 2 else \
+        sum(timed_steps[len(timed_steps) // 2 - 1: len(timed_steps) // 2 + 1]) / 2
+    print(json.dumps({
+        "pairs_per_s_median": a.batch_size / median,
+        "pairs_per_s": a.steps * a.batch_size / timed,
+        "timed_seconds": timed,
+        "timed_steps": a.steps,
+        "step_seconds": [round(stamps[i + 1] - stamps[i], 4) for i in range(len(stamps) - 1)],
+        "init_seconds": init_s, "train_seconds": train_s,
+        "pairs_kept": len(trainer.train_dataset), "pairs_in_file": len(rows),
+        "mean_tokens_per_sequence": sum(lengths) / len(lengths),
+        "optim": str(cfg.optim), "dataset_columns": cols, "dtype": str(next(trainer.model.parameters()).dtype),
+        "attn_implementation": getattr(trainer.model.config, "_attn_implementation", None),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {"trl": trl.__version__, "transformers": transformers.__version__,
+                     "accelerate": accelerate.__version__, "torch": torch.__version__,
+                     "python": sys.version.split()[0]},
+    }))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
