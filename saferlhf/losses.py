@@ -175,15 +175,14 @@ def dpo_loss(
     """
     chosen = beta * (policy_chosen_logp - ref_chosen_logp)
     rejected = beta * (policy_rejected_logp - ref_rejected_logp)
+    loss = -F.logsigmoid(chosen - rejected).mean()
+    return loss, _dpo_diagnostics(loss, chosen, rejected)
+
+
+def _dpo_diagnostics(loss: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> Diagnostics:
     margin = chosen - rejected
-    loss = -F.logsigmoid(margin).mean()
-    return loss, {
-        "loss": _f(loss),
-        "accuracy": _f((margin > 0).float()),
-        "chosen_reward": _f(chosen),
-        "rejected_reward": _f(rejected),
-        "margin": _f(margin),
-    }
+    return {"loss": _f(loss), "accuracy": _f((margin > 0).float()), "chosen_reward": _f(chosen),
+            "rejected_reward": _f(rejected), "margin": _f(margin)}
 
 
 def safedpo_loss(
@@ -207,17 +206,9 @@ def safedpo_loss(
     """
     chosen = beta * (policy_chosen_logp - ref_chosen_logp)
     rejected = beta * (policy_rejected_logp - ref_rejected_logp)
-    margin = chosen - rejected
     offset = delta * (rejected_unsafe.float() - chosen_unsafe.float())
-    loss = -F.logsigmoid(margin - offset).mean()
-    return loss, {
-        "loss": _f(loss),
-        "accuracy": _f((margin > 0).float()),
-        "chosen_reward": _f(chosen),
-        "rejected_reward": _f(rejected),
-        "margin": _f(margin),
-        "offset_share": _f((offset != 0).float()),
-    }
+    loss = -F.logsigmoid(chosen - rejected - offset).mean()
+    return loss, _dpo_diagnostics(loss, chosen, rejected) | {"offset_share": _f((offset != 0).float())}
 
 
 # --------------------------------------------------------------------------- PPO

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 import warnings
+
+from peer_util import peer_versions, step_clock, step_summary
 
 warnings.filterwarnings("ignore")
 
@@ -33,12 +34,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    import accelerate
     import datasets
     import transformers
-    import trl
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import RewardConfig, RewardTrainer
 
     transformers.logging.set_verbosity_error()
@@ -47,14 +45,6 @@ def main() -> None:
     dataset = Dataset.from_list(rows)
 
     stamps: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            stamps.clear()
-            stamps.append(time.perf_counter())
-
-        def on_step_end(self, args, state, control, **kw):
-            stamps.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as out:
         cfg = RewardConfig(
@@ -67,7 +57,7 @@ def main() -> None:
             model_init_kwargs={"dtype": torch.float32},
         )
         t_init = time.perf_counter()
-        trainer = RewardTrainer(model=a.model, args=cfg, train_dataset=dataset, callbacks=[Clock()])
+        trainer = RewardTrainer(model=a.model, args=cfg, train_dataset=dataset, callbacks=[step_clock(stamps)])
         init_s = time.perf_counter() - t_init
         lengths = [len(x) for x in trainer.train_dataset["chosen_ids"]] + \
                   [len(x) for x in trainer.train_dataset["rejected_ids"]]
@@ -75,26 +65,14 @@ def main() -> None:
         trainer.train()
         train_s = time.perf_counter() - t_train
 
-    timed = stamps[-1] - stamps[a.warmup]
-    assert len(stamps) == a.warmup + a.steps + 1, (len(stamps), a.warmup, a.steps)
-    timed_steps = sorted(stamps[i + 1] - stamps[i] for i in range(a.warmup, len(stamps) - 1))
-    median = timed_steps[len(timed_steps) // 2] if len(timed_steps) % 2 else \
-        sum(timed_steps[len(timed_steps) // 2 - 1: len(timed_steps) // 2 + 1]) / 2
-    print(json.dumps({
-        "pairs_per_s_median": a.batch_size / median,
-        "pairs_per_s": a.steps * a.batch_size / timed,
-        "timed_seconds": timed,
-        "timed_steps": a.steps,
-        "step_seconds": [round(stamps[i + 1] - stamps[i], 4) for i in range(len(stamps) - 1)],
+    print(json.dumps(step_summary(stamps, a.warmup, a.steps, a.batch_size) | {
         "init_seconds": init_s, "train_seconds": train_s,
         "pairs_kept": len(trainer.train_dataset), "pairs_in_file": len(rows),
         "mean_tokens_per_sequence": sum(lengths) / len(lengths),
         "optim": str(cfg.optim), "dtype": str(next(trainer.model.parameters()).dtype),
         "attn_implementation": getattr(trainer.model.config, "_attn_implementation", None),
         "torch_threads": torch.get_num_threads(),
-        "versions": {"trl": trl.__version__, "transformers": transformers.__version__,
-                     "accelerate": accelerate.__version__, "torch": torch.__version__,
-                     "python": sys.version.split()[0]},
+        "versions": peer_versions(),
     }))
 
 
