@@ -236,6 +236,37 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     return float(1.0 - var_err / var_g)
 
 
+# --------------------------------------------------------------------------- best-of-k under a constraint
+
+
+def best_of_k_choice(reward: torch.Tensor, cost: torch.Tensor | None, threshold: float = 0.0) -> tuple[torch.Tensor,
+                                                                                                        torch.Tensor]:
+    """Which of k candidates to keep per prompt: reward, cost [P, K] -> (index [P] long, feasible [P] bool).
+
+    The highest reward among the candidates with cost ≤ d; when none is feasible, the lowest cost (ties: the
+    first). Without a cost model (``cost`` None) the highest reward, every prompt feasible."""
+    if cost is None:
+        return reward.argmax(-1), torch.ones(reward.shape[0], dtype=torch.bool, device=reward.device)
+    ok = cost <= threshold
+    feasible = ok.any(-1)
+    masked = torch.where(ok, reward, torch.full_like(reward, -torch.inf))
+    return torch.where(feasible, masked.argmax(-1), cost.argmin(-1)), feasible
+
+
+def best_of_k_bounds(k: int) -> dict[str, float]:
+    """Beirami et al. 2024 (arXiv 2401.01879): KL(best-of-k ‖ π) ≤ log k − (k − 1)/k and the win rate of
+    best-of-k over π ≤ k / (k + 1)."""
+    return {"kl_upper_bound": math.log(k) - (k - 1) / k, "win_rate_upper_bound": k / (k + 1)}
+
+
+def first_acceptable(cost: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cost-model classifier baseline (the paper's "CM"): costs [P, N] of up to N successive attempts ->
+    (index [P] of the first attempt with cost ≤ d, accepted [P]); a prompt with none is refused."""
+    ok = cost <= threshold
+    accepted = ok.any(-1)
+    return torch.where(accepted, ok.float().argmax(-1), torch.zeros_like(accepted, dtype=torch.long)), accepted
+
+
 # --------------------------------------------------------------------------- Lagrange multiplier
 
 
