@@ -25,6 +25,7 @@ __all__ = [
     "summed_response_logprobs",
     "dpo_loss",
     "ppo_actor_loss",
+    "pairwise_ppo_loss",
     "critic_loss",
     "actor_ptx_objective",
     "entropy_from_logits",
@@ -245,6 +246,41 @@ def ppo_actor_loss(
             "approx_kl": _f(masked_mean((ratio - 1.0) - log_ratio, mask)),
             "ratio_mean": _f(masked_mean(ratio, mask)),
         }
+    return loss, diagnostics
+
+
+def pairwise_ppo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    scores: torch.Tensor,
+    clip_eps: float = 0.2,
+    joint_clip: bool = False,
+) -> tuple[torch.Tensor, Diagnostics]:
+    """Pairwise PPO (P3O, Wu et al. 2023, arXiv 2310.00212): inputs [B, 2], two responses per prompt, with
+    log π(y_i|x) summed over each response (trajectory-wise), and KL-regularised scores s_i (see
+    ``rl.pairwise_scores``). Trajectory ratios ρ_i = π_θ(y_i|x) / π_old(y_i|x), the difference Δ = s_1 - s_2.
+
+        separate clip:  L = -mean_b Σ_i min(ρ_i·A_i, clip(ρ_i, 1±ε)·A_i),  A_1 = Δ/2, A_2 = -Δ/2
+        joint clip:     L = -mean_b min(ρ·Δ, clip(ρ, 1±ε)·Δ) / 2,          ρ = ρ_1 / ρ_2
+
+    At ρ = 1 both give the policy gradient E[Δ·∇(log π(y_1) - log π(y_2)) / 2], which is invariant to adding
+    a prompt-dependent constant to the scores (no critic, no baseline needed). Diagnostics: loss, clip_frac
+    (share of the terms where the clip binds), ratio_mean, score_gap = mean |Δ|.
+    """
+    delta = scores[:, 0] - scores[:, 1]
+    log_ratio = logp - old_logp
+    if joint_clip:
+        ratio = torch.exp(log_ratio[:, 0] - log_ratio[:, 1])
+        unclipped, clipped = ratio * delta, torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * delta
+        loss = -torch.min(unclipped, clipped).mean() / 2
+    else:
+        ratio = torch.exp(log_ratio)
+        adv = torch.stack([delta, -delta], 1) / 2
+        unclipped, clipped = ratio * adv, torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv
+        loss = -torch.min(unclipped, clipped).sum(1).mean()
+    with torch.no_grad():
+        diagnostics = {"loss": _f(loss), "clip_frac": _f((clipped < unclipped).float()), "ratio_mean": _f(ratio),
+                       "score_gap": _f(delta.abs())}
     return loss, diagnostics
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "lagrangian_advantage",
     "Algorithm",
     "ALGORITHMS",
+    "pairwise_scores",
     "explained_variance",
     "log_lambda_step",
     "LagrangeMultiplier",
@@ -202,6 +203,18 @@ def lagrangian_advantage(adv_r: torch.Tensor, adv_c: torch.Tensor | None, lam: f
     return combine_advantages(adv_r, adv_c, lam)
 
 
+def pairwise_scores(reward: torch.Tensor, cost: torch.Tensor | None, lam: float, kl_seq: torch.Tensor, beta: float,
+                    lagrangian: bool) -> torch.Tensor:
+    """Pairwise PPO's trajectory scores [B] with the KL folded in: s = R − β·KL(y) (pairwise_ppo) or
+    s = (R − λ·C)/(1 + λ) − β·KL(y) (pairwise_ppo_lag, the Lagrangian reward with PPO-Lag's normalisation);
+    KL(y) = Σ_t (log π_old(a_t) − log π_ref(a_t)) over the response."""
+    if lagrangian:
+        if cost is None:
+            raise ValueError("pairwise_ppo_lag needs the cost C(x, y)")
+        return (reward - lam * cost) / (1.0 + lam) - beta * kl_seq
+    return reward - beta * kl_seq
+
+
 @dataclass(frozen=True)
 class Algorithm:
     """One row of the algorithm table (see `ALGORITHMS`)."""
@@ -213,12 +226,17 @@ class Algorithm:
     adaptive_lambda: bool   # λ from `LagrangeMultiplier`; otherwise the fixed `shaping_lambda` (or none)
     end_score: Callable[[torch.Tensor, torch.Tensor | None, float], torch.Tensor]
     actor_advantage: Callable[[torch.Tensor, torch.Tensor | None, float], torch.Tensor]
+    pairwise: bool = False  # two responses per prompt, trajectory-wise clipped objective, no critic (P3O)
 
 
 ALGORITHMS: dict[str, Algorithm] = {
     "ppo_lag": Algorithm("ppo_lag", 0.01, True, True, True, reward_end_score, lagrangian_advantage),
     "ppo": Algorithm("ppo", 0.02, False, False, False, reward_end_score, reward_advantage),
     "reward_shaping": Algorithm("reward_shaping", 0.02, True, False, False, shaped_end_score, reward_advantage),
+    "pairwise_ppo": Algorithm("pairwise_ppo", 0.02, False, False, False, reward_end_score, reward_advantage,
+                              pairwise=True),
+    "pairwise_ppo_lag": Algorithm("pairwise_ppo_lag", 0.01, True, False, True, reward_end_score,
+                                  lagrangian_advantage, pairwise=True),
 }
 AlgorithmName = Literal[tuple(ALGORITHMS)]  # the config type of `saferlhf ppo --algorithm`: the table's rows
 

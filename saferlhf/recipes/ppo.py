@@ -1,4 +1,4 @@
-"""PPO-Lagrangian (Safe RLHF), PPO (reward only) and reward shaping — three settings of ONE loop.
+"""PPO-Lagrangian (Safe RLHF), PPO (reward only), reward shaping and pairwise PPO — settings of ONE loop.
 
 Safe RLHF (Dai et al., ICLR 2024; algorithm-reference §2): max_θ E[R(x,y)] s.t. E[C(x,y)] <= d, solved as
 min_θ max_{λ>=0} -J_R(θ) + λ·(J_C(θ) - d). Per step:
@@ -15,6 +15,11 @@ PPO: a single reward stream with β = 0.02. Reward shaping: R' = R - λ_fixed·C
 no (1+λ) normalisation, β = 0.02. Each algorithm is one row of `saferlhf.rl.ALGORITHMS` (its end score, its
 actor advantage, which critics and controllers it needs, its default β), chosen once at set-up; the loop
 below has no per-algorithm branch. The models of a run are one `PPOModels` record.
+Pairwise PPO (P3O, Wu et al. 2023, arXiv 2310.00212; `pairwise_ppo`, and ours with the Lagrange multiplier,
+`pairwise_ppo_lag`): two responses per prompt, no critic, no GAE; KL folded into trajectory scores
+s = R - β·KL(y) (or (R - λ·C)/(1+λ) - β·KL(y), λ updated as for PPO-Lag), and the trajectory-wise clipped
+objective on the score difference (`losses.pairwise_ppo_loss`: separate clip, or `--joint_clip true`). Its
+three stages (no streams, `pairwise_advantages`, `pairwise_update`) are chosen once at set-up like the rest.
 
 Defaults are the paper's / reference's (β 0.01 for PPO-Lag, γ 1, λ_GAE 0.95, ε 0.2, value clip 5, λ_0 1,
 lr_λ 0.1, λ_max 5, d 0, window 128, actor lr 1e-5 cosine + 3 % warm-up + wd 0.01 (not on biases and
@@ -102,7 +107,8 @@ class LagrangeConfig:
 @dataclass
 class PPOConfig:
     algorithm: AlgorithmName = option(
-        "ppo_lag", "ppo_lag = Safe RLHF; ppo = reward only; reward_shaping = R - shaping_lambda·C")
+        "ppo_lag", "ppo_lag = Safe RLHF; ppo = reward only; reward_shaping = R - shaping_lambda·C; pairwise_ppo = "
+                   "P3O (two responses per prompt, no critic); pairwise_ppo_lag = P3O with the Lagrangian reward")
     actor_path: str = option("", "initial policy (HF causal LM, usually the SFT model); also the frozen reference")
     reward_model_path: str = option("", "reward model (score model folder)")
     cost_model_path: str | None = option(None, "cost model (required for ppo_lag / reward_shaping; with ppo only logged)")
@@ -127,6 +133,8 @@ class PPOConfig:
     whiten_advantages: bool = option(False, "whiten the actor advantage over the batch (off in the reference)")
     entropy_coef: float = option(0.0, "entropy bonus coefficient (none in the reference)", ge=0)
     shaping_lambda: float = option(1.0, "fixed λ of reward shaping (R - λ·C)", ge=0)
+    joint_clip: bool = option(False, "pairwise_ppo*: clip the ratio of the two trajectory ratios (P3O's joint clip) "
+                                     "instead of each ratio separately")
     lagrange: LagrangeConfig = option(LagrangeConfig(), "Lagrange multiplier (ppo_lag)")
     rollout: RolloutConfig = option(RolloutConfig(), "sampling")
     actor_optim: OptimConfig = option(OptimConfig(lr=1e-5, weight_decay=0.01), "actor optimiser")
@@ -293,7 +301,7 @@ def make_experience(cfg: PPOConfig, models: PPOModels, generator, prompts: list[
               for name, judge in models.judges.items()}
     return Rollout(input_ids=ids, attention_mask=mask, prompt_length=P, response_mask=rmask, logprobs=logprobs,
                    ref_logprobs=ref_logprobs, reward=scores["reward"], cost=scores.get("cost"),
-                   reward_values=values["reward"], cost_values=values.get("cost"),
+                   reward_values=values.get("reward"), cost_values=values.get("cost"),
                    prompts=list(prompts), responses=samples.responses, live=live)
 
 
@@ -360,9 +368,9 @@ def ppo_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, scheds: 
 
     ``ptx(k)`` gives the PTX batch of the k-th update of this step (or None: no PTX). Every loss must be
     finite, and `optimizer_step` refuses a non-finite gradient and checks the parameters after the update."""
-    from saferlhf.losses import actor_ptx_objective, critic_loss, entropy_from_logits, ppo_actor_loss, sft_loss
+    from saferlhf.losses import critic_loss, ppo_actor_loss
     from saferlhf.rl import explained_variance
-    from saferlhf.rollout import action_logits, critic_values, gather_logprobs, labelled_logits
+    from saferlhf.rollout import action_logits, critic_values, gather_logprobs
 
     B, P = rollout.input_ids.shape[0], rollout.prompt_length
     live, rollout.live = rollout.live, None  # graph-carrying rollout forwards (fused_update), used once
@@ -380,23 +388,7 @@ def ppo_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, scheds: 
                 logits = action_logits(actor, mb.input_ids, mb.attention_mask, P)
                 logp = gather_logprobs(logits, mb.response_ids)
             loss, diag = ppo_actor_loss(logp, mb.logprobs, mb_adv, mb.response_mask, cfg.clip_eps)
-            entropy = entropy_from_logits(logits, mb.response_mask)
-            if cfg.entropy_coef:
-                loss = loss - cfg.entropy_coef * entropy
-            diag["entropy"] = float(entropy.detach())
-            if ptx is not None:
-                b = {key: v.to(acc.device) for key, v in ptx(k).items()}
-                ptx_logits, positions = labelled_logits(actor, b)
-                ptx_loss, _ = sft_loss(ptx_logits, b["labels"], positions)
-                assert_finite(step, ptx_loss=ptx_loss)
-                loss = actor_ptx_objective(loss, ptx_loss, cfg.ptx_coef)
-                diag["ptx_loss"] = float(ptx_loss.detach())
-            assert_finite(step, actor_loss=loss)
-            acc.backward(loss)
-            diag["grad_norm"] = optimizer_step(acc, actor.parameters(), optims["actor"], scheds["actor"],
-                                               cfg.actor_optim.grad_clip, step=step, what="actor")
-            for key, v in diag.items():
-                stats.setdefault(f"train/actor_{key}", []).append(v)
+            actor_step(cfg, acc, actor, optims, scheds, loss, diag, logits, mb.response_mask, ptx, k, step, stats)
             for name, critic in critics.items():
                 values = (live[name][idx.to(live[name].device)] if live is not None
                           else critic_values(critic, mb.input_ids, mb.attention_mask, P))
@@ -413,6 +405,78 @@ def ppo_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, scheds: 
         out[f"train/{name}_explained_variance"] = explained_variance(
             getattr(rollout, f"{name}_values"), getattr(rollout, f"{name}_returns"), rollout.response_mask)
     return out
+
+
+def actor_step(cfg: PPOConfig, acc, actor, optims: dict, scheds: dict, loss: torch.Tensor, diag: dict, logits, mask,
+               ptx: Callable[[int], dict] | None, k: int, step: int | None, stats: dict) -> None:
+    """The actor's optimiser step on its RL ``loss``: entropy bonus, PTX term (``ptx(k)``), finiteness guards;
+    the step's diagnostics are appended to ``stats`` as train/actor_*."""
+    from saferlhf.losses import actor_ptx_objective, entropy_from_logits, sft_loss
+    from saferlhf.rollout import labelled_logits
+
+    entropy = entropy_from_logits(logits, mask)
+    if cfg.entropy_coef:
+        loss = loss - cfg.entropy_coef * entropy
+    diag["entropy"] = float(entropy.detach())
+    if ptx is not None:
+        b = {key: v.to(acc.device) for key, v in ptx(k).items()}
+        ptx_logits, positions = labelled_logits(actor, b)
+        ptx_loss, _ = sft_loss(ptx_logits, b["labels"], positions)
+        assert_finite(step, ptx_loss=ptx_loss)
+        loss = actor_ptx_objective(loss, ptx_loss, cfg.ptx_coef)
+        diag["ptx_loss"] = float(ptx_loss.detach())
+    assert_finite(step, actor_loss=loss)
+    acc.backward(loss)
+    diag["grad_norm"] = optimizer_step(acc, actor.parameters(), optims["actor"], scheds["actor"],
+                                       cfg.actor_optim.grad_clip, step=step, what="actor")
+    for key, v in diag.items():
+        stats.setdefault(f"train/actor_{key}", []).append(v)
+
+
+# --------------------------------------------------------------------------- pairwise PPO (P3O): no critic
+
+
+def no_streams(cfg: PPOConfig, algo: Algorithm, rollout, beta: float, step: int | None = None) -> None:
+    """Pairwise PPO has no per-token streams or GAE: its scores need this step's λ (`pairwise_advantages`)."""
+
+
+def pairwise_advantages(cfg: PPOConfig, algo: Algorithm, rollout, lam: float) -> torch.Tensor:
+    """[B/2, 2] KL-regularised trajectory scores of the response pairs (rows 2j, 2j + 1 answer one prompt),
+    `saferlhf.rl.pairwise_scores`, detached."""
+    from saferlhf.rl import kl_per_token, pairwise_scores
+
+    kl_seq = (kl_per_token(rollout.logprobs, rollout.ref_logprobs) * rollout.response_mask).sum(-1)
+    s = pairwise_scores(rollout.reward, rollout.cost, lam, kl_seq, cfg.kl_coef, algo.adaptive_lambda)
+    return s.view(-1, 2).detach()
+
+
+def pairwise_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, scheds: dict, rollout, scores,
+                    ptx: Callable[[int], dict] | None, step: int | None = None) -> dict[str, float]:
+    """`ppo_epochs` × `num_minibatches` updates of the actor on `pairwise_ppo_loss`, minibatches of whole pairs."""
+    from saferlhf.losses import pairwise_ppo_loss
+    from saferlhf.rollout import action_logits, gather_logprobs
+
+    n_pairs, P = rollout.input_ids.shape[0] // 2, rollout.prompt_length
+    live, rollout.live = rollout.live, None
+    _set_mode([actor], train=True)
+    stats: dict[str, list[float]] = {}
+    k = 0
+    for _ in range(cfg.ppo_epochs):
+        for pidx in torch.randperm(n_pairs).chunk(n_minibatches(cfg, n_pairs)):
+            rows = torch.stack([2 * pidx, 2 * pidx + 1], 1).reshape(-1)
+            mb = rollout.select(rows)
+            if live is not None:
+                i = rows.to(live["logits"].device)
+                logits, logp = live["logits"][i], live["logprobs"][i]
+            else:
+                logits = action_logits(actor, mb.input_ids, mb.attention_mask, P)
+                logp = gather_logprobs(logits, mb.response_ids)
+            m = mb.response_mask
+            new, old = (logp * m).sum(-1).view(-1, 2), (mb.logprobs * m).sum(-1).view(-1, 2)
+            loss, diag = pairwise_ppo_loss(new, old, scores[pidx.to(scores.device)], cfg.clip_eps, cfg.joint_clip)
+            actor_step(cfg, acc, actor, optims, scheds, loss, diag, logits, m, ptx, k, step, stats)
+            k += 1
+    return {key: sum(v) / len(v) for key, v in stats.items()}
 
 
 def rollout_metrics(rollout, beta: float, seconds: float) -> dict[str, float]:
@@ -539,7 +603,8 @@ def load_models(cfg: PPOConfig, algo: Algorithm, device) -> PPOModels:
             stok = load_tokenizer(path, padding_side="right")
             judges[name] = FrozenScorer(ScoreModel.from_pretrained(path), stok, stok.get_vocab() == tokenizer.get_vocab())
     critic_kw = dict(score_type="critic", gradient_checkpointing=gc, allow_new_head=True)  # any backbone
-    critics = {"reward": ScoreModel.from_pretrained(cfg.reward_critic_path or cfg.reward_model_path, **critic_kw)}
+    critics = {} if algo.pairwise else {
+        "reward": ScoreModel.from_pretrained(cfg.reward_critic_path or cfg.reward_model_path, **critic_kw)}
     if algo.cost_critic:
         critics["cost"] = ScoreModel.from_pretrained(cfg.cost_critic_path or cfg.cost_model_path, **critic_kw)
     critics = {n: apply_lora_settings(c, cfg.critic_lora) for n, c in critics.items()}  # head fully trained
@@ -620,6 +685,9 @@ def run(cfg: PPOConfig) -> int:
     def rank_state() -> dict:
         return {"lagrange": lagrange.state_dict() if lagrange else None}
 
+    # the step's three stages, chosen once: streams + GAE, the actor's advantage, the update
+    streams, advantages, update = ((no_streams, pairwise_advantages, pairwise_update) if algo.pairwise else
+                                   (compute_advantages, actor_advantages, ppo_update))
     bar = progress(total=cfg.steps, desc=cfg.algorithm, disable=not (cfg.runtime.progress and main))
     bar.update(state.step)
     warned = False
@@ -627,10 +695,12 @@ def run(cfg: PPOConfig) -> int:
         t0, step = time.time(), state.step + 1  # `step`: the 1-based number this step is logged under
         batch = prompt_batch(prompts, state.step, cfg.rollout.prompts_per_step, acc.process_index,
                              acc.num_processes, cfg.runtime.seed)
+        if algo.pairwise:  # two responses per prompt, in adjacent rows
+            batch = [p for p in batch for _ in (0, 1)]
         rollout = make_experience(cfg, rollout_models, generator, batch, step)
         t_roll = time.time() - t0
         check_rollout(cfg, rollout, step)
-        compute_advantages(cfg, algo, rollout, beta, step)
+        streams(cfg, algo, rollout, beta, step)
         metrics = rollout_metrics(rollout, beta, t_roll)
         lam = 0.0  # the actor advantage's λ: adaptive for PPO-Lag, unused otherwise
         if lagrange is not None:  # λ first, from the freshest episode costs (as the reference does)
@@ -641,14 +711,14 @@ def run(cfg: PPOConfig) -> int:
             if warning and main and not warned:
                 print(f"ppo: warning: {warning} (lagrange.threshold)", file=sys.stderr)
                 warned = True
-        adv = actor_advantages(cfg, algo, rollout, lam)
+        adv = advantages(cfg, algo, rollout, lam)
         assert_finite(step, actor_advantages=adv)
         ptx = None
         if ptx_examples:
             ptx = (lambda u, base=state.step * per_step: ptx_batch(
                 ptx_examples, base + u, cfg.rollout.prompts_per_step, acc.process_index, acc.num_processes,
                 cfg.runtime.seed, tokenizer.pad_token_id))
-        metrics |= ppo_update(cfg, acc, actor, critics, optims, scheds, rollout, adv, ptx, step)
+        metrics |= update(cfg, acc, actor, critics, optims, scheds, rollout, adv, ptx, step)
         metrics |= {"train/actor_lr": scheds["actor"].get_last_lr()[0], "time/step_seconds": time.time() - t0}
         state.step += 1
         bar.update(1)

@@ -111,6 +111,35 @@ def test_baselines_are_settings_of_the_same_loop(rl_setup, tmp_path, algorithm, 
     assert yaml.safe_load((out / "config.yaml").read_text())["kl_coef"] == 0.02  # the algorithm's default, saved
 
 
+@pytest.mark.parametrize("algorithm,extra", [("pairwise_ppo", []), ("pairwise_ppo_lag", ["--joint_clip", "true"]),
+                                           ("pairwise_ppo_lag", ["--ppo_epochs", "1", "--num_minibatches", "1"])])
+def test_pairwise_ppo_is_a_row_of_the_same_loop_with_no_critic(rl_setup, tmp_path, algorithm, extra):
+    out = tmp_path / algorithm
+    assert main(ppo_args(rl_setup, out, algorithm, steps=3, extra=extra)) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    row = rows[-1]
+    assert "train/actor_score_gap" in row and row["train/actor_score_gap"] > 0
+    assert not [k for k in row if "critic" in k or "explained_variance" in k]  # no critic at all
+    assert ("lagrange/lambda" in row) == (algorithm == "pairwise_ppo_lag")
+    if algorithm == "pairwise_ppo_lag":
+        for prev, cur in zip(rows, rows[1:]):  # λ follows the violation, as for PPO-Lag
+            assert (cur["lagrange/lambda"] - prev["lagrange/lambda"]) * cur["lagrange/violation"] > 0
+    before, after = _actor(rl_setup["actor"]), _actor(out / "actor")
+    assert not [k for k in before if torch.equal(before[k], after[k])]
+    samples = read_jsonl(out / "samples.jsonl")
+    assert samples[0]["prompt"] == samples[1]["prompt"]  # two responses per prompt, adjacent
+
+
+def test_pairwise_ppo_lag_lowers_cost(rl_setup, mixed_sft_actor, tmp_path):
+    s = dict(rl_setup, actor=mixed_sft_actor)
+    extra = ["--actor_optim.lr", "2e-3", "--rollout.prompts_per_step", "8", "--rollout.max_new_tokens", "20",
+             "--lagrange.lr", "0.5"]
+    assert main(ppo_args(s, tmp_path / "pw", "pairwise_ppo_lag", steps=12, extra=extra)) == 0
+    rows = read_jsonl(tmp_path / "pw" / "metrics.jsonl")
+    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+    assert mean(rows[-3:], "cost/mean") < mean(rows[:3], "cost/mean") - 0.5
+
+
 @pytest.fixture(scope="module")
 def mixed_sft_actor(rl_setup, pku_file, tmp_path_factory):
     """An SFT policy that answers with safe and harmful responses about equally often."""
