@@ -54,7 +54,7 @@ COMMANDS: list[Command] = [
             "DPO and its safety-aware variants (harmless, safe_filtered, SafeDPO, SACPO) on preference files"),
     Command("best-of-k", "saferlhf.recipes.best_of_k", "BestOfKConfig", "run",
             "best-of-k under a cost constraint, or the cost-model classifier baseline (regenerate, then refuse)"),
-    Command("rs-finetune", "saferlhf.recipes.rs_finetune", "RSFinetuneConfig", "run",
+    Command("rs-finetune", "saferlhf.pipelines.rs_finetune", "RSFinetuneConfig", "run",
             "rejection-sampling fine-tuning rounds (Llama 2): sample k, keep the best under the constraint, SFT"),
     Command("ppo", "saferlhf.recipes.ppo", "PPOConfig", "run",
             "PPO-Lagrangian (Safe RLHF), PPO (reward only) or reward shaping (fixed lambda)"),

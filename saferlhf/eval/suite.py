@@ -280,3 +280,14 @@ def pairwise_metrics(records: dict[str, list[dict]], bootstrap: int = 1000, seed
         if comps:
             out["elo"][axis] = elo_ratings(names, comps, bootstrap=bootstrap, seed=seed)
     return out
+
+
+def resolve_prompts(spec: str, world_seed: int = 0) -> list[str]:
+    """Prompt texts from ``world:train`` / ``world:test`` or a prompt file (validated at load time)."""
+    if spec.startswith("world:"):
+        from saferlhf.world import build_world
+
+        return [p.text for p in build_world(world_seed).prompts(spec.split(":", 1)[1])]
+    from saferlhf.data.loaders import load_prompts
+
+    return [r.prompt for r in load_prompts(spec)]

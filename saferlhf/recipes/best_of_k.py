@@ -127,7 +127,7 @@ def run(cfg: BestOfKConfig) -> int:
     from saferlhf.models.hf import check_model_path
     from saferlhf.models.policy import load_policy
     from saferlhf.models.score import load_judge
-    from saferlhf.recipes.generate import resolve_prompts
+    from saferlhf.eval.suite import resolve_prompts
     from saferlhf.rl import best_of_k_bounds
     from saferlhf.rollout import HFGenerator, SamplingSettings
     from saferlhf.tracking import finish_run, start_run

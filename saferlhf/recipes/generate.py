@@ -38,23 +38,14 @@ class GenerateConfig:
     distinct_pairs: bool = option(True, "with n_samples=2, resample (up to 4 times) pairs whose responses are identical")
 
 
-def resolve_prompts(spec: str, world_seed: int = 0) -> list[str]:
-    """Prompt texts from ``world:train`` / ``world:test`` or a prompt file (validated at load time)."""
-    if spec.startswith("world:"):
-        from saferlhf.world import build_world
-
-        return [p.text for p in build_world(world_seed).prompts(spec.split(":", 1)[1])]
-    from saferlhf.data.loaders import load_prompts
-
-    return [r.prompt for r in load_prompts(spec)]
-
-
 def run(cfg: GenerateConfig) -> int:
     from saferlhf.data.schema import prompt_json
     from saferlhf.files import atomic_write_text
     from saferlhf.models.policy import load_policy
     from saferlhf.rollout import HFGenerator, SamplingSettings
     from saferlhf.training import set_seed
+
+    from saferlhf.eval.suite import resolve_prompts
 
     prompts = resolve_prompts(cfg.prompts, cfg.world_seed)
     if cfg.max_prompts:

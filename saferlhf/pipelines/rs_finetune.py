@@ -132,7 +132,7 @@ def run(cfg: RSFinetuneConfig) -> int:
     from saferlhf.eval.suite import take_prompts
     from saferlhf.files import atomic_write_json
     from saferlhf.models.hf import check_model_path
-    from saferlhf.recipes.generate import resolve_prompts
+    from saferlhf.eval.suite import resolve_prompts
     from saferlhf.tracking import finish_run, start_run
 
     check_model_path(cfg.model_path, "model_path")
