@@ -36,6 +36,9 @@ EMBEDDING_MAX_ACROSS = 256  # responses of different prompts compared by the acr
 @dataclass
 class EvalConfig:
     policies: list[str] = option(factory=list, help="NAME=PATH of each policy (HF causal LM folder or hub name)")
+    responses: list[str] = option(factory=list, help="NAME=FILE: responses made elsewhere (a `saferlhf generate` or "
+                                                     "`best-of-k` file: prompt, response, optional ended), judged "
+                                                     "like a policy's; the file must answer every evaluated prompt")
     prompts: list[str] = option(["world:test"], "prompt sets: world:test, world:train, or any CSV / JSON / JSONL "
                                                 "prompt file")
     prompt_column: str | None = option(None, "the prompt column of prompt files (default: detected)")
@@ -79,9 +82,15 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], list, list[str]]:
     from saferlhf.eval.suite import load_prompt_set, parse_policies
     from saferlhf.models.hf import check_model_path
 
-    policies = parse_policies(cfg.policies, "eval")
-    if cfg.baseline is not None and cfg.baseline not in policies:
-        raise UserError(f"eval: baseline {cfg.baseline!r} is not one of the policies {list(policies)}")
+    policies = parse_policies(cfg.policies, "eval") if cfg.policies or not cfg.responses else {}
+    given = parse_policies(cfg.responses, "eval") if cfg.responses else {}
+    if clash := set(policies) & set(given):
+        raise UserError(f"eval: the name {sorted(clash)[0]!r} is both a policy and a responses file")
+    for name, path in given.items():
+        if not Path(path).is_file():
+            raise UserError(f"eval: responses {name}: {path} is not a file (expected a JSONL of prompt, response)")
+    if cfg.baseline is not None and cfg.baseline not in policies | given:
+        raise UserError(f"eval: baseline {cfg.baseline!r} is not one of the policies {list(policies | given)}")
     judges = [j for entry in cfg.judges for j in entry.split(",") if j] or default_judges(cfg)
     unknown = [j for j in judges if j not in JUDGES]
     if unknown or not judges:
@@ -110,6 +119,33 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], list, list[str]]:
     if judges == ["oracle"] and not any(s.name.startswith("world_") for s in sets):
         raise UserError("eval: the oracle judges world prompt sets only; add --prompts world:test or another judge")
     return policies, sets, judges
+
+
+def responses_table(name: str, path: str) -> dict[str, list[tuple[str, bool]]]:
+    """prompt -> [(response, ended), ...] in file order, from a generations file (validated at load time)."""
+    from saferlhf.data.loaders import load_sft_records
+    from saferlhf.eval.score import ended_flags
+
+    records = load_sft_records(path)
+    table: dict[str, list[tuple[str, bool]]] = {}
+    for r, (e,) in zip(records, ended_flags(records, 1)):
+        table.setdefault(str(r.prompt), []).append((r.response, e))
+    return table
+
+
+def given_responses(name: str, path: str, pset, n: int) -> tuple[list[list[str]], list[list[bool]]]:
+    """A responses file's first ``n`` answers to every prompt of ``pset``; a ``UserError`` naming a prompt it
+    does not answer (n times)."""
+    table = responses_table(name, path)
+    texts, ended = [], []
+    for item in pset.items:
+        got = table.get(str(item.text), [])
+        if len(got) < n:
+            raise UserError(f"eval: responses {name}: {path} has {len(got)} response(s) to the {pset.name} prompt "
+                            f"{item.text[:80]!r}, needs {n}", hint="generate them for the same prompt set")
+        texts.append([r for r, _ in got[:n]])
+        ended.append([e for _, e in got[:n]])
+    return texts, ended
 
 
 def generation_cache_dir(given: str | None) -> Path:
@@ -164,7 +200,7 @@ def run(cfg: EvalConfig) -> int:
     from rich.console import Console
 
     from saferlhf.eval.suite import (baseline_win_rates, cached_generations, generation_key, judge_rows,
-                                     pairwise_metrics, policy_metrics)
+                                     pairwise_metrics, parse_policies, policy_metrics)
     from saferlhf.files import atomic_write_json, atomic_write_text, dumps
     from saferlhf.models.policy import load_policy
     from saferlhf.rollout import HFGenerator, SamplingSettings
@@ -173,6 +209,7 @@ def run(cfg: EvalConfig) -> int:
 
     t0 = time.time()
     policies, sets, judge_names = check_inputs(cfg)  # every input error before any generation
+    given = parse_policies(cfg.responses, "eval") if cfg.responses else {}
     out = start_run(cfg.out, cfg, "eval", overwrite=cfg.overwrite)
     judges = build_judges(cfg, judge_names)
     settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
@@ -200,8 +237,12 @@ def run(cfg: EvalConfig) -> int:
             cached += hit
             generated += not hit
         loaded.clear()  # release this policy before the next one loads
+    for name, path in given.items():  # responses made elsewhere: read, not generated
+        for pset in sets:
+            generations[pset.name, name] = given_responses(name, path, pset, cfg.n_samples)
     # 2. Judging and metrics, prompt set by prompt set.
-    baseline = cfg.baseline or next(iter(policies))
+    names = list(policies) + list(given)
+    baseline = cfg.baseline or names[0]
     embedder = None
     if cfg.embedding_model:
         from saferlhf.models.embedding import Embedder
@@ -213,7 +254,7 @@ def run(cfg: EvalConfig) -> int:
         if not scope:
             raise UserError(f"eval: no judge applies to prompt set {pset.name} (the oracle judges world sets only)")
         records: dict[str, list[dict]] = {}
-        for name in policies:
+        for name in names:
             texts, ended = generations[pset.name, name]
             records[name] = judge_rows(items, [r for rs in texts for r in rs], scope, [e for es in ended for e in es])
             all_rows += [{"prompt_set": pset.name, "policy": name, **r} for r in records[name]]

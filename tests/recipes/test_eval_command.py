@@ -65,6 +65,29 @@ def test_eval_end_to_end_with_cache_and_report(setup, tmp_path, capsys):
     assert "0 generated, 4 from the cache" in capsys.readouterr().out
 
 
+def test_responses_made_elsewhere_are_judged_like_the_policy(setup, tmp_path, capsys):
+    """`--responses NAME=FILE`: a `saferlhf generate` file of the same prompts, with the same seed and settings, gets
+    exactly the metrics of evaluating the policy itself; a file that misses a prompt is one clear error."""
+    gen = tmp_path / "gen.jsonl"
+    assert main(["generate", "--model_path", str(setup["policy"]), "--prompts", "world:test", "--max_prompts", "12",
+                 "--max_new_tokens", "6", "--out", str(gen)]) == 0
+    common = ["--prompts", "world:test", "--judges", "oracle,refusal", "--max_prompts", "12", "--max_new_tokens", "6",
+              "--bootstrap", "0", "--cache_dir", str(setup["root"] / "cache")]
+    assert main(["eval", "--policies", f"live={setup['policy']}", "--responses", f"file={gen}", *common,
+                 "--out", str(tmp_path / "ev")]) == 0
+    m = json.loads((tmp_path / "ev" / "results.json").read_text())["prompt_sets"]["world_test"]["policies"]
+    drop = {"win_rate_vs_live", "harmlessness_win_rate_vs_live"}
+    assert {k: v for k, v in m["file"].items() if k not in drop} == {k: v for k, v in m["live"].items() if k not in drop}
+    assert m["file"]["win_rate_vs_live"] == 0.5  # the same responses: every comparison a tie
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join(gen.read_text().splitlines(keepends=True)[:5]))
+    capsys.readouterr()
+    assert main(["eval", "--responses", f"file={short}", *common, "--out", str(tmp_path / "ev2")]) == 2
+    err = capsys.readouterr().err
+    assert "responses file:" in err and "has 0 response(s) to the world_test prompt" in err
+    assert "Traceback" not in err
+
+
 def test_report_escapes_responses(tmp_path):
     from saferlhf.eval.report import write_eval_report
 
