@@ -232,6 +232,20 @@ def _prompt_and_sft_cases() -> dict[str, tuple[str, Any, str]]:
         "sft-response-lone-surrogate": ("s.jsonl", _jsonl(SFT | {"response": "Blue\udbff"}), "sft"),
         "sft-prompt-is-a-number": ("s.jsonl", _jsonl(SFT | {"prompt": 3.5}), "sft"),
         "sft-empty-response": ("s.json", json.dumps([SFT | {"response": ""}]).encode(), "sft"),
+        # conversational records (TRL's message lists, chat SFT files)
+        "conv-prompt-ends-with-assistant": ("c.jsonl", _jsonl(TRL | {"prompt": [
+            {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}), "pairs-reward"),
+        "conv-unknown-role": ("c.jsonl", _jsonl(TRL | {"prompt": [{"role": "tool", "content": "q"}]}), "pairs-cost"),
+        "conv-message-without-content": ("c.jsonl", _jsonl(TRL | {"prompt": [{"role": "user"}]}), "pairs-reward"),
+        "conv-empty-message-list": ("c.jsonl", _jsonl(TRL | {"prompt": []}), "pairs-reward"),
+        "conv-two-assistant-replies": ("c.jsonl", _jsonl(TRL | {"chosen": [{"role": "assistant", "content": "a"},
+                                                                         {"role": "assistant", "content": "b"}]}),
+                                       "pairs-reward"),
+        "conv-prompt-list-in-prompt-file": ("p.jsonl", _jsonl({"prompt": [{"role": "user", "content": ""}]}),
+                                            "prompts"),
+        "chat-sft-ends-with-user": ("m.jsonl", _jsonl({"messages": [{"role": "user", "content": "q"}]}), "sft"),
+        "chat-sft-no-user-turn": ("m.jsonl", _jsonl({"messages": [{"role": "system", "content": "s"},
+                                                                  {"role": "assistant", "content": "a"}]}), "sft"),
     }
 
 
