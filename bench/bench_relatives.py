@@ -48,6 +48,8 @@ def saferlhf(args: list[str], log: Path) -> float:
 
 
 def one_seed(demo: Path, out: Path, a) -> dict:
+    if a.reuse and (out / "seed_result.json").exists():  # a finished seed of an earlier invocation
+        return json.loads((out / "seed_result.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
     summary = json.loads((demo / "summary.json").read_text())
@@ -92,7 +94,9 @@ def one_seed(demo: Path, out: Path, a) -> dict:
               "--judges", "oracle,refusal", "--baseline", "sft", "--max_new_tokens", "64", "--batch_size", "128",
               "--bootstrap", "200", "--cache_dir", str(out / "cache"), "--out", str(ev), "--overwrite", "true"], log)
     m = json.loads((ev / "results.json").read_text())["prompt_sets"]["world_test"]["policies"]
-    return {n: {k: m[n].get(k) for k in METRICS} | {"seconds": seconds.get(n)} for n in m}
+    result = {n: {k: m[n].get(k) for k in METRICS} | {"seconds": seconds.get(n)} for n in m}
+    (out / "seed_result.json").write_text(json.dumps(result, indent=1))
+    return result
 
 
 def scatter(table: dict, path: Path) -> None:
@@ -126,6 +130,7 @@ def main() -> None:
     ap.add_argument("--dpo_lr", type=float, default=2e-4)
     ap.add_argument("--dpo_epochs", type=float, default=1.0)
     ap.add_argument("--rs_lr", type=float, default=1e-3)
+    ap.add_argument("--reuse", action="store_true", help="read the seeds already finished in --out")
     a = ap.parse_args()
     t0 = time.time()
     runs = {s: one_seed(Path(a.demo_root) / f"seed{s}", Path(a.out) / f"seed{s}", a) for s in a.seeds}
