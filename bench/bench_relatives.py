@@ -11,7 +11,9 @@ shaping policies), this trains or runs, each with its own `saferlhf` command in 
   pairwise_ppo*  `saferlhf ppo --algorithm pairwise_ppo|pairwise_ppo_lag` with the demo's PPO-Lag settings
 then one `saferlhf eval` of every policy and response file on world:test (oracle + refusal judges, baseline
 SFT, the demo's sampling settings). Per method: harmful rate, helpfulness, win rate vs SFT, harmlessness win
-rate vs SFT, over-refusal, wall time; the mean ± std over seeds; a helpfulness-vs-harmlessness scatter.
+rate vs SFT, over-refusal, KL to SFT (Monte-Carlo on the policy's own evaluation samples, `kl_to_sft`; for
+best-of-k the bound log k − (k − 1)/k; none for the CM classifier), wall time; the mean ± std over seeds; a
+helpfulness-vs-harmlessness scatter.
 
     python bench/bench_relatives.py --demo_root /tmp/bench_demo2 --seeds 0 1 2   -> bench/results/relatives.json
 """
@@ -30,7 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-METRICS = ("harmful_rate", "helpfulness", "win_rate_vs_sft", "harmlessness_win_rate_vs_sft", "over_refusal_rate")
+METRICS = ("harmful_rate", "helpfulness", "win_rate_vs_sft", "harmlessness_win_rate_vs_sft", "over_refusal_rate",
+           "kl_to_sft")
 DEMO_POLICIES = ("sft", "ppo_lag", "ppo", "shaping_0.5", "shaping_2")
 DPO_VARIANTS = ("dpo", "harmless", "safe_filtered", "safedpo", "sacpo")
 
@@ -99,6 +102,50 @@ def one_seed(demo: Path, out: Path, a) -> dict:
     return result
 
 
+def kl_to_sft(policy: str, sft: str, rows: list[dict]) -> float:
+    """Monte-Carlo KL(π ‖ π_SFT) in nats per response: the mean over π's own evaluation samples (temperature 1)
+    of log π(y|x) − log π_SFT(y|x), summed over the response tokens (eos included where the response ended)."""
+    import torch
+
+    from saferlhf.data.formatting import encode_example
+    from saferlhf.models.policy import load_policy
+    from saferlhf.packing import EncodedPair, padded_response_logprobs
+
+    total = []
+    for path in (policy, sft):
+        model, tok = load_policy(path)
+        model.eval()
+        enc = []
+        for r in rows:
+            ids, n = encode_example(tok, r["prompt"], r["response"], 512, ended=r.get("ended", True))
+            enc.append(EncodedPair(ids, ids, None, None, n))
+        with torch.no_grad():
+            lp = torch.cat([padded_response_logprobs(model, enc[i: i + 64], tok.pad_token_id)[: len(enc[i: i + 64])]
+                            for i in range(0, len(enc), 64)])
+        total.append(lp)
+    return float((total[0] - total[1]).mean())
+
+
+def add_kl(out: Path, result: dict) -> None:
+    """kl_to_sft for every trained policy of a seed's evaluation (best-of-k: the analytic bound; CM: none)."""
+    import yaml
+
+    cfg = yaml.safe_load((out / "eval" / "config.yaml").read_text())
+    paths = dict(p.split("=", 1) for p in cfg["policies"])
+    rows = [json.loads(x) for x in (out / "eval" / "responses.jsonl").read_text().splitlines()]
+    from saferlhf.rl import best_of_k_bounds
+
+    for name in result:
+        if name in paths:
+            mine = [r for r in rows if r["policy"] == name]
+            result[name]["kl_to_sft"] = 0.0 if name == "sft" else kl_to_sft(paths[name], paths["sft"], mine)
+        elif name.startswith("best_of_"):
+            result[name]["kl_to_sft"] = best_of_k_bounds(int(name.rsplit("_", 1)[1]))["kl_upper_bound"]
+        else:
+            result[name]["kl_to_sft"] = None
+    (out / "seed_result.json").write_text(json.dumps(result, indent=1))
+
+
 def scatter(table: dict, path: Path) -> None:
     import matplotlib
 
@@ -134,6 +181,8 @@ def main() -> None:
     a = ap.parse_args()
     t0 = time.time()
     runs = {s: one_seed(Path(a.demo_root) / f"seed{s}", Path(a.out) / f"seed{s}", a) for s in a.seeds}
+    for s in a.seeds:
+        add_kl(Path(a.out) / f"seed{s}", runs[s])
     table: dict = {}
     for name in runs[a.seeds[0]]:
         table[name] = {}
