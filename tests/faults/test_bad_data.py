@@ -417,7 +417,7 @@ def test_every_bad_data_case_is_a_clear_error(tmp_path):
      "a 'response-pairs' file, but load_preference_pairs reads pku-saferlhf, hh-rlhf, trl-preference"),
     ({"prompt": "p"}, "pairs", "a 'prompts-jsonl' file, but load_preference_pairs reads"),
     ({"prompt": "p", "response_0": "a", "response_1": "b"}, "sft",
-     "a 'response-pairs' file, but load_sft_records reads sft-jsonl, pku-saferlhf, hh-rlhf, trl-preference"),
+     "a 'response-pairs' file, but load_sft_records reads sft-jsonl, sft-messages, pku-saferlhf, hh-rlhf, trl-preference"),
 ])
 def test_a_valid_file_of_another_kind_is_an_unknown_format_error(tmp_path, record, loader, words):
     path = _write_jsonl(tmp_path / "x.jsonl", record)
