@@ -23,6 +23,8 @@ import tempfile
 import time
 import warnings
 
+from peer_util import step_clock
+
 warnings.filterwarnings("ignore")
 
 
@@ -48,7 +50,7 @@ def main() -> None:
     import transformers
     import trl
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     import trl.experimental.ppo.ppo_trainer as ppo_mod
     from trl.experimental.ppo import PPOConfig, PPOTrainer
@@ -82,14 +84,6 @@ def main() -> None:
 
     stamps: list[float] = []
 
-    class Clock(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            stamps.clear()
-            stamps.append(time.perf_counter())
-
-        def on_step_end(self, args, state, control, **kw):
-            stamps.append(time.perf_counter())
-
     f32 = {"dtype": torch.float32}
     policy = AutoModelForCausalLM.from_pretrained(a.policy, **f32)
     ref = AutoModelForCausalLM.from_pretrained(a.policy, **f32)
@@ -108,7 +102,7 @@ def main() -> None:
         )
         trainer = PPOTrainer(args=cfg, processing_class=tokenizer, model=policy, ref_model=ref,
                              reward_model=reward, value_model=value, train_dataset=dataset,
-                             callbacks=[Clock()])
+                             callbacks=[step_clock(stamps)])
         t0 = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - t0
