@@ -86,3 +86,22 @@ def test_bad_pairs_and_missing_labels_fail_at_load_time(tiny_models, tmp_path, c
     err = capsys.readouterr().err
     assert f"{trl}:1: chosen_is_safe: variant safedpo needs per-response safety labels" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_nan_policy_stops_before_anything_is_saved(tiny_models, pku_file, tmp_path, capsys):
+    """No run trains on NaN: a policy with NaN weights stops with the numerical-error exit code, naming the
+    tensor, and no model folder is written; the run folder does not say complete."""
+    src = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
+    with torch.no_grad():
+        src.get_input_embeddings().weight.fill_(float("nan"))
+    bad = tmp_path / "nan"
+    src.save_pretrained(bad)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_models["llama"]).save_pretrained(bad)
+    out = tmp_path / "run"
+    assert _dpo(bad, pku_file, out, steps=3) == 3
+    err = capsys.readouterr().err
+    assert "not finite" in err or "NaN" in err
+    assert not (out / "model").exists()
+    assert json.loads((out / "status.json").read_text())["state"] != "complete"
