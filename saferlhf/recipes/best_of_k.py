@@ -71,12 +71,25 @@ def sample_and_score(generator, judges: dict, prompts: list[str], k: int, score_
         if name in judges:
             model, tok = judges[name]
             s = score_texts(model, tok, flat_p, flat_r, ended=flat_e, max_length=score_max_length).float().cpu()
+            require_finite(s, name)
             out[name] = s.view(len(prompts), k)
         else:
             out[name] = None
     if out["reward"] is None and out["cost"] is None:
         out["reward"] = torch.zeros(len(prompts), k)
     return out
+
+
+def require_finite(scores, name: str) -> None:
+    """A NaN / inf score would silently decide the selection: stop (`NumericalError`, exit 3) instead."""
+    import torch
+
+    from saferlhf.errors import NumericalError
+
+    if not bool(torch.isfinite(scores).all()):
+        n = int((~torch.isfinite(scores)).sum())
+        raise NumericalError(f"best-of-k: the {name} model returned {n} non-finite scores of {scores.numel()}: its "
+                             "weights are broken; nothing was written", tensor=name)
 
 
 def reward_gap(reward) -> dict[str, float]:
@@ -107,7 +120,9 @@ def classifier_answers(cfg: BestOfKConfig, generator, judges: dict, prompts: lis
             break
         texts, ended = generator.generate_ended([prompts[i] for i in pending], 1, progress_desc=f"attempt {attempt}")
         costs = score_texts(model, tok, [prompts[i] for i in pending], [t[0] for t in texts],
-                            ended=[e[0] for e in ended], max_length=cfg.score_max_length).float().tolist()
+                            ended=[e[0] for e in ended], max_length=cfg.score_max_length).float()
+        require_finite(costs, "cost")
+        costs = costs.tolist()
         still = []
         for i, t, e, c in zip(pending, texts, ended, costs):
             if c <= cfg.threshold:

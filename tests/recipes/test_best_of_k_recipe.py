@@ -94,3 +94,23 @@ def test_rs_finetune_rounds_and_resume(tiny_models, judges, prompts, tmp_path, c
     assert main([*args, "--resume", "true"]) == 0  # both rounds finished: nothing is sampled or trained again
     assert json.loads((out / "summary.json").read_text())["rounds"] == s["rounds"]
     assert "sft:" not in capsys.readouterr().out
+
+
+def test_a_nan_cost_model_stops_the_selection(tiny_models, judges, prompts, tmp_path, capsys):
+    from saferlhf.models import ScoreModel
+
+    rm, cm = judges
+    broken = ScoreModel.from_pretrained(cm)
+    with torch.no_grad():
+        broken.head.weight.fill_(float("nan"))
+    from transformers import AutoTokenizer
+
+    broken.model.save_pretrained(tmp_path / "nan_cm")  # plain HF: our own save refuses NaN weights
+    AutoTokenizer.from_pretrained(cm).save_pretrained(tmp_path / "nan_cm")
+    for mode in ("best_of_k", "cm_classifier"):
+        out = tmp_path / mode
+        assert main(["best-of-k", "--mode", mode, "--model_path", str(tiny_models["llama"]), "--reward_model", str(rm),
+                     "--cost_model", str(tmp_path / "nan_cm"), "--prompts", str(prompts), "--k", "2",
+                     "--max_new_tokens", "6", "--out", str(out)]) == 3
+        assert "non-finite scores" in capsys.readouterr().err
+        assert not (out / "responses.jsonl").exists()
