@@ -16,7 +16,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 from saferlhf.data.schema import PreferencePair, PromptRecord, ResponsePair, SafetyPreference, SFTRecord
-from saferlhf.data.validate import Problem
+from saferlhf.data.validate import Problem, origin_location
 
 _REASONS = {
     "better_response_id": "the other response is the better one",
@@ -59,11 +59,6 @@ def _differ(x: Any, y: Any) -> bool:
     return x is not None and y is not None and x != y
 
 
-def _where(record: Any) -> tuple[str, int]:
-    file, _, line = record.origin.rpartition(":")
-    return (file, int(line)) if line.isdigit() else (record.origin, 0)
-
-
 def _same(record: Any) -> str:
     if isinstance(record, PromptRecord):
         return "prompt"
@@ -94,14 +89,15 @@ def _group_problems(group: list[Any]) -> list[Problem]:
         errors += [_conflict(record, name, other) for name, other in against.items()]
         if not against and record is not group[0]:
             clean.append(record)
-    (_, first), same = _where(group[0]), _same(group[0])
-    return errors + [Problem(*_where(r), "record", f"duplicate of line {first} (same {same}; kept)", "warning")
+    (_, first), same = origin_location(group[0].origin), _same(group[0])
+    return errors + [Problem.at(r, "record", f"duplicate of line {first} (same {same}; kept)", "warning")
                      for r in clean]
 
 
 def _conflict(record: Any, field: str, other: Any) -> Problem:
     reason = _REASONS.get(field, f"a different {field}")
-    return Problem(*_where(record), field, f"contradicts line {_where(other)[1]} (same {_same(record)}, but {reason})")
+    return Problem.at(record, field,
+                      f"contradicts line {origin_location(other.origin)[1]} (same {_same(record)}, but {reason})")
 
 
 __all__ = ["conflicts", "find_duplicates", "identity"]

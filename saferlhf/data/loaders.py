@@ -361,10 +361,8 @@ def load_sft_records(path: str | Path, on_error: OnError = "raise", *,
     for r in records:
         response = sft_response(r)
         if response is None:
-            file, _, line = r.origin.rpartition(":")
-            records.report.problems.append(V.Problem(file, int(line) if line.isdigit() else 0, "response",
-                                                     "both responses unsafe: nothing to imitate (left out)",
-                                                     "warning"))
+            records.report.problems.append(V.Problem.at(r, "response", "both responses unsafe: nothing to imitate "
+                                                        "(left out)", "warning"))
         else:
             out.append(SFTRecord(r.prompt, response, r.origin))
     records.report.n_kept = len(out)

@@ -46,6 +46,17 @@ class Problem:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.field}: {self.reason}"
 
+    @classmethod
+    def at(cls, record: Any, field: str, reason: str, severity: Severity = "error") -> "Problem":
+        """A problem of a loaded record, located by its ``origin`` ("file:line"; line 0 when it has none)."""
+        return cls(*origin_location(record.origin), field, reason, severity)
+
+
+def origin_location(origin: str) -> tuple[str, int]:
+    """("file", line) of a record's ``origin`` "file:line"; (origin, 0) when it names no line."""
+    file, _, line = origin.rpartition(":")
+    return (file, int(line)) if line.isdigit() else (origin, 0)
+
 
 class Issue(NamedTuple):
     """A problem of one record, before the loader knows its file and line."""

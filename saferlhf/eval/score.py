@@ -34,16 +34,18 @@ def ended_flags(records: list, width: int) -> list[list[bool]]:
     line in a JSONL file (its ``origin`` is "file:line"); True where the file does not say."""
     import json
 
+    from saferlhf.data.validate import origin_location
+
     lines: dict[str, list[str]] = {}
     out = []
     for r in records:
-        path, _, line = (getattr(r, "origin", "") or "").rpartition(":")
+        path, line = origin_location(getattr(r, "origin", "") or "")
         raw: dict = {}
-        if path.endswith(".jsonl") and line.isdigit():
+        if path.endswith(".jsonl") and line:
             if path not in lines:
                 lines[path] = Path(path).read_text(encoding="utf-8").splitlines()
             try:
-                raw = json.loads(lines[path][int(line) - 1])
+                raw = json.loads(lines[path][line - 1])
             except (ValueError, IndexError):
                 raw = {}
         keys = ["ended"] if width == 1 else [f"ended_{k}" for k in range(width)]

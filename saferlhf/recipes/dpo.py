@@ -107,16 +107,11 @@ def needs_labels(pairs: list, variant: str) -> None:
     """Raise a `DataValidationError` (file:line: field) for every pair without both safety labels."""
     from saferlhf.data.validate import DataValidationError, Problem
 
-    problems = [Problem(*_where(p), "chosen_is_safe", f"variant {variant} needs per-response safety labels "
-                        "(PKU-SafeRLHF is_response_0_safe / is_response_1_safe, or TRL chosen_is_safe / "
-                        "rejected_is_safe)") for p in pairs if p.chosen_is_safe is None or p.rejected_is_safe is None]
+    problems = [Problem.at(p, "chosen_is_safe", f"variant {variant} needs per-response safety labels "
+                           "(PKU-SafeRLHF is_response_0_safe / is_response_1_safe, or TRL chosen_is_safe / "
+                           "rejected_is_safe)") for p in pairs if p.chosen_is_safe is None or p.rejected_is_safe is None]
     if problems:
         raise DataValidationError(problems, note="(variants dpo, harmless and sacpo do not need safety labels)")
-
-
-def _where(pair) -> tuple[str, int]:
-    file, _, line = pair.origin.rpartition(":")
-    return (file, int(line)) if line.isdigit() else (pair.origin, 0)
 
 
 def safe_filtered(pairs: list) -> list:
@@ -155,9 +150,9 @@ def check_pairs(pairs: list) -> None:
     for p in pairs:
         for name in ("chosen", "rejected"):
             if not getattr(p, name).strip():
-                problems.append(Problem(*_where(p), name, "empty response (no DPO signal)"))
+                problems.append(Problem.at(p, name, "empty response (no DPO signal)"))
         if p.chosen.strip() and p.chosen == p.rejected:
-            problems.append(Problem(*_where(p), "rejected", "identical to chosen (no DPO signal)"))
+            problems.append(Problem.at(p, "rejected", "identical to chosen (no DPO signal)"))
     if problems:
         raise DataValidationError(problems, note="(remove these pairs, or load with --on_error drop to skip them)")
 
