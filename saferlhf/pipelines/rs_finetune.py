@@ -57,19 +57,14 @@ class RSFinetuneConfig:
     overwrite: bool = option(False, "replace a previous run in out")
 
 
-def _complete(folder: Path) -> bool:
-    status = folder / "status.json"
-    return status.exists() and json.loads(status.read_text()).get("state") == "complete"
-
-
 def run_round(cfg: RSFinetuneConfig, r: int, policy: str, prompts: list[str], folder: Path) -> dict:
     """One round: sample, select (`best_of_k`'s functions), write the SFT file, fine-tune; the round's stats."""
     from saferlhf.data.schema import prompt_json
-    from saferlhf.files import atomic_write_text, dumps
+    from saferlhf.files import atomic_write_json, atomic_write_text, dumps
     from saferlhf.models.policy import load_policy
     from saferlhf.models.score import load_judge
     from saferlhf.recipes import sft
-    from saferlhf.recipes.best_of_k import BestOfKConfig, reward_gap, sample_and_score, select
+    from saferlhf.recipes.best_of_k import reward_gap, sample_and_score, select
     from saferlhf.rollout import HFGenerator, SamplingSettings
     from saferlhf.training import RuntimeConfig, set_seed
 
@@ -81,7 +76,7 @@ def run_round(cfg: RSFinetuneConfig, r: int, policy: str, prompts: list[str], fo
     judges = {n: load_judge(p) for n, p in (("reward", cfg.reward_model), ("cost", cfg.cost_model)) if p}
     s = sample_and_score(generator, judges, prompts, cfg.k, cfg.sft_max_length)
     del model, generator
-    idx, feasible = select(BestOfKConfig(k=cfg.k, threshold=cfg.threshold), s)
+    idx, feasible = select(s, cfg.threshold)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "candidates.jsonl", "".join(dumps({
         "prompt": prompt_json(p), "responses": s["texts"][i], "ended": s["ended"][i],
@@ -104,7 +99,7 @@ def run_round(cfg: RSFinetuneConfig, r: int, policy: str, prompts: list[str], fo
              "kept_reward_mean": sum(chosen_r) / len(chosen_r), "seconds": round(time.time() - t0, 1)}
     if s["cost"] is not None:
         stats["kept_cost_mean"] = sum(float(s["cost"][i, j]) for i, j in enumerate(idx)) / len(idx)
-    (folder / "round.json").write_text(json.dumps(stats, indent=2))
+    atomic_write_json(folder / "round.json", stats)
     return stats
 
 
@@ -133,7 +128,7 @@ def run(cfg: RSFinetuneConfig) -> int:
     from saferlhf.files import atomic_write_json
     from saferlhf.models.hf import check_model_path
     from saferlhf.eval.suite import resolve_prompts
-    from saferlhf.tracking import finish_run, start_run
+    from saferlhf.tracking import finish_run, run_state, start_run
 
     check_model_path(cfg.model_path, "model_path")
     check_model_path(cfg.reward_model, "reward_model")
@@ -146,7 +141,7 @@ def run(cfg: RSFinetuneConfig) -> int:
     policy, rounds = cfg.model_path, []
     for r in range(1, cfg.rounds + 1):
         folder = out / f"round_{r}"
-        if _complete(folder / "sft") and (folder / "round.json").exists():
+        if run_state(folder / "sft") == "complete" and (folder / "round.json").exists():
             stats = json.loads((folder / "round.json").read_text())
         else:
             stats = run_round(cfg, r, policy, prompts, folder)

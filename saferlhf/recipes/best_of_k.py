@@ -100,11 +100,12 @@ def reward_gap(reward) -> dict[str, float]:
             "reward_max_minus_median": statistics.fmean(a - b for a, b in zip(mx, md))}
 
 
-def select(cfg: BestOfKConfig, s: dict) -> tuple[list[int], list[bool]]:
+def select(s: dict, threshold: float) -> tuple[list[int], list[bool]]:
+    """`best_of_k_choice` on `sample_and_score`'s scores (no reward model: the lowest cost wins)."""
     from saferlhf.rl import best_of_k_choice
 
     reward = s["reward"] if s["reward"] is not None else -s["cost"]
-    idx, feasible = best_of_k_choice(reward, s["cost"], cfg.threshold)
+    idx, feasible = best_of_k_choice(reward, s["cost"], threshold)
     return idx.tolist(), feasible.tolist()
 
 
@@ -174,7 +175,7 @@ def run(cfg: BestOfKConfig) -> int:
                    "mean_attempts": statistics.fmean(r["attempts"] for r in rows)}
     else:
         s = sample_and_score(generator, judges, prompts, cfg.k, cfg.score_max_length)
-        idx, feasible = select(cfg, s)
+        idx, feasible = select(s, cfg.threshold)
         rows = []
         for p, (i, ok) in enumerate(zip(idx, feasible)):
             row = {"response": s["texts"][p][i], "ended": s["ended"][p][i], "feasible": ok, "chosen_index": i,

@@ -368,7 +368,7 @@ def run_sacpo(cfg: DPOConfig) -> int:
     """SACPO: two DPO stages, each a run folder of its own; the second starts from (and is regularised
     towards) the first stage's model. ``out/model`` is the second stage's model."""
     from saferlhf.files import atomic_write_json
-    from saferlhf.tracking import finish_run, start_run
+    from saferlhf.tracking import finish_run, run_state, start_run
 
     stages = [("helpful", "dpo", cfg.train_file, cfg.beta), ("safe", "harmless", cfg.safety_file or cfg.train_file,
                                                              cfg.safety_beta)]
@@ -381,8 +381,7 @@ def run_sacpo(cfg: DPOConfig) -> int:
     model_path, summary = cfg.model_path, {}
     for k, (name, variant, path, beta) in enumerate(stages, 1):
         folder = Path(out) / f"stage{k}_{name}"
-        done = (folder / "status.json").exists() and '"complete"' in (folder / "status.json").read_text()
-        if not done:
+        if run_state(folder) != "complete":
             stage_cfg = dataclasses.replace(cfg, variant=variant, train_file=path, beta=beta, model_path=model_path,
                                             ref_model_path=None, out=str(folder), overwrite=not cfg.resume,
                                             resume=cfg.resume and folder.exists())
