@@ -77,8 +77,9 @@ class EvalConfig:
     overwrite: bool = option(False, "replace a previous evaluation in out")
 
 
-def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], list, list[str]]:
-    """Policies, prompt sets and judges, all validated before any model is loaded or any token generated."""
+def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], dict[str, tuple[str, dict]], list, list[str]]:
+    """Policies, responses files (name -> (path, `responses_table`)), prompt sets and judges, all validated before
+    any model is loaded or any token generated."""
     from saferlhf.eval.suite import load_prompt_set, parse_policies
     from saferlhf.models.hf import check_model_path
 
@@ -118,10 +119,11 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], list, list[str]]:
         raise UserError(f"eval: two prompt sets share the name {next(n for n in names if names.count(n) > 1)!r}")
     if judges == ["oracle"] and not any(s.name.startswith("world_") for s in sets):
         raise UserError("eval: the oracle judges world prompt sets only; add --prompts world:test or another judge")
-    return policies, sets, judges
+    tables = {name: (path, responses_table(path)) for name, path in given.items()}  # bad records fail here
+    return policies, tables, sets, judges
 
 
-def responses_table(name: str, path: str) -> dict[str, list[tuple[str, bool]]]:
+def responses_table(path: str) -> dict[str, list[tuple[str, bool]]]:
     """prompt -> [(response, ended), ...] in file order, from a generations file (validated at load time)."""
     from saferlhf.data.loaders import load_sft_records
     from saferlhf.eval.score import ended_flags
@@ -133,10 +135,10 @@ def responses_table(name: str, path: str) -> dict[str, list[tuple[str, bool]]]:
     return table
 
 
-def given_responses(name: str, path: str, pset, n: int) -> tuple[list[list[str]], list[list[bool]]]:
-    """A responses file's first ``n`` answers to every prompt of ``pset``; a ``UserError`` naming a prompt it
-    does not answer (n times)."""
-    table = responses_table(name, path)
+def given_responses(name: str, path: str, table: dict[str, list[tuple[str, bool]]], pset,
+                    n: int) -> tuple[list[list[str]], list[list[bool]]]:
+    """The first ``n`` answers of a responses file (its `responses_table`) to every prompt of ``pset``; a
+    ``UserError`` naming a prompt it does not answer (n times)."""
     texts, ended = [], []
     for item in pset.items:
         got = table.get(str(item.text), [])
@@ -200,7 +202,7 @@ def run(cfg: EvalConfig) -> int:
     from rich.console import Console
 
     from saferlhf.eval.suite import (baseline_win_rates, cached_generations, generation_key, judge_rows,
-                                     pairwise_metrics, parse_policies, policy_metrics)
+                                     pairwise_metrics, policy_metrics)
     from saferlhf.files import atomic_write_json, atomic_write_text, dumps
     from saferlhf.models.policy import load_policy
     from saferlhf.rollout import HFGenerator, SamplingSettings
@@ -208,8 +210,7 @@ def run(cfg: EvalConfig) -> int:
     from saferlhf.training import set_seed
 
     t0 = time.time()
-    policies, sets, judge_names = check_inputs(cfg)  # every input error before any generation
-    given = parse_policies(cfg.responses, "eval") if cfg.responses else {}
+    policies, given, sets, judge_names = check_inputs(cfg)  # every input error before any generation
     out = start_run(cfg.out, cfg, "eval", overwrite=cfg.overwrite)
     judges = build_judges(cfg, judge_names)
     settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
@@ -237,9 +238,9 @@ def run(cfg: EvalConfig) -> int:
             cached += hit
             generated += not hit
         loaded.clear()  # release this policy before the next one loads
-    for name, path in given.items():  # responses made elsewhere: read, not generated
+    for name, (path, table) in given.items():  # responses made elsewhere: read by check_inputs, not generated
         for pset in sets:
-            generations[pset.name, name] = given_responses(name, path, pset, cfg.n_samples)
+            generations[pset.name, name] = given_responses(name, path, table, pset, cfg.n_samples)
     # 2. Judging and metrics, prompt set by prompt set.
     names = list(policies) + list(given)
     baseline = cfg.baseline or names[0]
