@@ -109,18 +109,15 @@ def kl_to_sft(policy: str, sft: str, rows: list[dict]) -> float:
 
     from saferlhf.data.formatting import encode_example
     from saferlhf.models.policy import load_policy
-    from saferlhf.packing import EncodedPair, padded_response_logprobs
+    from saferlhf.packing import padded_sequence_logprobs
 
     total = []
     for path in (policy, sft):
         model, tok = load_policy(path)
         model.eval()
-        enc = []
-        for r in rows:
-            ids, n = encode_example(tok, r["prompt"], r["response"], 512, ended=r.get("ended", True))
-            enc.append(EncodedPair(ids, ids, None, None, n))
+        enc = [encode_example(tok, r["prompt"], r["response"], 512, ended=r.get("ended", True)) for r in rows]
         with torch.no_grad():
-            lp = torch.cat([padded_response_logprobs(model, enc[i: i + 64], tok.pad_token_id)[: len(enc[i: i + 64])]
+            lp = torch.cat([padded_sequence_logprobs(model, enc[i: i + 64], tok.pad_token_id)
                             for i in range(0, len(enc), 64)])
         total.append(lp)
     return float((total[0] - total[1]).mean())

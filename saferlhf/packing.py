@@ -162,23 +162,26 @@ def packed_response_logprobs(model, batch: dict) -> torch.Tensor:
     return summed_logprobs_at(logits, tokens, len(batch["ends"]))
 
 
-def padded_response_logprobs(model, pairs: list[EncodedPair], pad_id: int) -> torch.Tensor:
-    """[2B] the same log-probs from a right-padded [2B, T] batch (models where packing does not hold)."""
-    from saferlhf.batching import position_ids_from_mask
-    from saferlhf.rollout import keep_logits_kwarg
+def padded_sequence_logprobs(model, examples: Sequence[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
+    """[N] Σ log π(response | prompt) of (ids, n_prompt) examples from one right-padded batch: the SFT batch
+    (`batching.sft_batch`) through `rollout.labelled_logits`, so the LM head runs on the response-predicting
+    positions only."""
+    from saferlhf.batching import sft_batch
+    from saferlhf.rollout import labelled_logits
 
-    b = pair_batch(pairs, pad_id)
     device = next(model.parameters()).device
-    ids, mask = b["input_ids"].to(device), b["attention_mask"].to(device)
-    n_prompt = torch.tensor([p.n_prompt for p in pairs] * 2, device=device)
-    t = torch.arange(ids.shape[1], device=device)
-    predicts = (t[None, :-1] + 1 >= n_prompt[:, None].clamp(min=1)) & mask[:, 1:].bool()  # [2B, T-1]
-    keep = torch.nn.functional.pad(predicts, (0, 1), value=False)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False,
-                   **keep_logits_kwarg(model, keep)).logits
-    logits = logits if logits.dim() == 2 else logits[keep]
-    rows = torch.arange(ids.shape[0], device=device)[:, None].expand_as(keep)[keep]
-    return summed_logprobs_at(logits, {"targets": ids[:, 1:][predicts], "sequence": rows}, ids.shape[0])
+    b = {k: v.to(device) for k, v in sft_batch(examples, pad_id).items()}
+    logits, positions = labelled_logits(model, b)
+    predicts = positions[:, :-1]
+    rows = torch.arange(len(examples), device=device)[:, None].expand_as(predicts)[predicts]
+    return summed_logprobs_at(logits, {"targets": b["labels"][:, 1:][predicts], "sequence": rows}, len(examples))
+
+
+def padded_response_logprobs(model, pairs: list[EncodedPair], pad_id: int) -> torch.Tensor:
+    """[2B] the same log-probs as `packed_response_logprobs` from a right-padded [2B, T] batch (models where
+    packing does not hold): chosen 0..B-1, then rejected."""
+    return padded_sequence_logprobs(model, [(p.chosen, p.n_prompt) for p in pairs] +
+                                    [(p.rejected, p.n_prompt) for p in pairs], pad_id)
 
 
 # --- Packed attention -------------------------------------------------------------------------------
