@@ -162,6 +162,19 @@ def packed_response_logprobs(model, batch: dict) -> torch.Tensor:
     return summed_logprobs_at(logits, tokens, len(batch["ends"]))
 
 
+def pair_response_logprobs(model, pairs: list[EncodedPair], packed: bool, pad_id: int,
+                           share_prompt: bool = True) -> torch.Tensor:
+    """[2B] summed response log-probs (chosen 0..B-1, then rejected) on the model's device: from a
+    `packed_dpo_batch` (inside `packed_attention_enabled`) or a padded batch."""
+    if not packed:
+        return padded_response_logprobs(model, pairs, pad_id)
+    device = next(model.parameters()).device
+    b = packed_dpo_batch(pairs, share_prompt)
+    b = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+    b["tokens"] = {k: v.to(device) for k, v in b["tokens"].items()}
+    return packed_response_logprobs(model, b)
+
+
 def padded_sequence_logprobs(model, examples: Sequence[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
     """[N] Σ log π(response | prompt) of (ids, n_prompt) examples from one right-padded batch: the SFT batch
     (`batching.sft_batch`) through `rollout.labelled_logits`, so the LM head runs on the response-predicting
@@ -294,12 +307,9 @@ def logprob_packing_problem(model, pairs: list[EncodedPair], pad_id: int, share_
     model.eval()
     try:
         with torch.no_grad():
-            ref = padded_response_logprobs(model, pairs[:4], pad_id)
-            b = {k: (v.to(ref.device) if isinstance(v, torch.Tensor) else v)
-                 for k, v in packed_dpo_batch(pairs[:4], share_prompt).items()}
-            b["tokens"] = {k: v.to(ref.device) for k, v in b["tokens"].items()}
+            ref = pair_response_logprobs(model, pairs[:4], False, pad_id)
             with packed_attention_enabled(model):
-                got = packed_response_logprobs(model, b)
+                got = pair_response_logprobs(model, pairs[:4], True, pad_id, share_prompt)
     except Exception as e:  # noqa: BLE001 - any failure means "use padded batches"
         return f"{type(e).__name__}: {e}"
     finally:

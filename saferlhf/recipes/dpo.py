@@ -60,6 +60,7 @@ import torch
 
 from saferlhf.config import option
 from saferlhf.errors import UserError
+from saferlhf.packing import pair_response_logprobs
 from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_finite, build_optimizer,
                                make_accelerator, optimizer_step)
 
@@ -179,19 +180,6 @@ def load_variant_pairs(path: str, variant: str, on_error: str) -> list:
 # --------------------------------------------------------------------------- the loop
 
 
-def pair_logprobs(model, pairs, packed: bool, share_prompt: bool, pad_id: int) -> torch.Tensor:
-    """[2B] summed response log-probs (chosen 0..B-1, then rejected) of ``pairs``."""
-    from saferlhf.packing import packed_dpo_batch, packed_response_logprobs, padded_response_logprobs
-
-    if not packed:
-        return padded_response_logprobs(model, pairs, pad_id)
-    device = next(model.parameters()).device
-    b = packed_dpo_batch(pairs, share_prompt)
-    b = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
-    b["tokens"] = {k: v.to(device) for k, v in b["tokens"].items()}
-    return packed_response_logprobs(model, b)
-
-
 @contextlib.contextmanager
 def eval_mode(model):
     """``model`` (for an adapters-disabled reference: the actor it wraps) in eval mode for the block: the
@@ -213,7 +201,7 @@ def all_logprobs(model, pairs, packed: bool, pad_id: int, batch_size: int) -> to
     out = []
     with eval_mode(model), packed_attention_enabled(model) if packed else contextlib.nullcontext():
         for i in range(0, len(pairs), batch_size):
-            lp = pair_logprobs(model, pairs[i: i + batch_size], packed, True, pad_id)
+            lp = pair_response_logprobs(model, pairs[i: i + batch_size], packed, pad_id)
             out.append(torch.stack(lp.chunk(2), 1).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, 2)
 
@@ -321,12 +309,12 @@ def run_stage(cfg: DPOConfig, spec: VariantSpec) -> int:
             idx, weight = rank_share(batch, acc.process_index, acc.num_processes)
             rows = [train[i] for i in idx]
             step = state.step + 1
-            policy = torch.stack(pair_logprobs(model, rows, packed, True, pad_id).chunk(2), 1)
+            policy = torch.stack(pair_response_logprobs(model, rows, packed, pad_id).chunk(2), 1)
             if ref_train is not None:
                 ref = ref_train[idx].to(policy.device)
             else:
                 with torch.no_grad(), eval_mode(ref_model):
-                    ref = torch.stack(pair_logprobs(ref_model, rows, packed, True, pad_id).chunk(2), 1)
+                    ref = torch.stack(pair_response_logprobs(ref_model, rows, packed, pad_id).chunk(2), 1)
             loss, diag = objective(cfg, spec, policy, ref, rows)
             assert_finite(step, logprobs=policy, loss=loss)
             acc.backward(loss * weight)
