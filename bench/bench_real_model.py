@@ -26,8 +26,6 @@ import argparse
 import hashlib
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,17 +58,8 @@ def first_human_turn(prompt: str) -> str:
 
 
 def run_stage(name: str, args: list[str], log: Path, results: dict) -> None:
-    """``python -m saferlhf *args`` with its wall time and peak RSS (the child's own rusage, via wait4)."""
-    t = time.time()
-    with log.open("a") as f:
-        f.write(f"\n== {name}: saferlhf {' '.join(args)}\n")
-        f.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "saferlhf", *args], stdout=f, stderr=subprocess.STDOUT,
-                                env=common.thread_env(os.cpu_count() or 1) | {"SAFERLHF_NO_PROGRESS": "1"})
-        _, status, usage = os.wait4(proc.pid, 0)
-    results["stages"][name] = {"seconds": round(time.time() - t, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"stage {name} failed (exit {os.waitstatus_to_exitcode(status)}); see {log}")
+    """``python -m saferlhf *args`` with its wall time and peak RSS (`common.run_saferlhf`)."""
+    results["stages"][name] = common.run_saferlhf(args, log, name)
 
 
 def write_pairs(records, path: Path) -> int:

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,15 +37,7 @@ DPO_VARIANTS = ("dpo", "harmless", "safe_filtered", "safedpo", "sacpo")
 
 
 def saferlhf(args: list[str], log: Path) -> float:
-    t = time.time()
-    with log.open("a") as f:
-        f.write(f"\n== saferlhf {' '.join(args)}\n")
-        f.flush()
-        rc = subprocess.call([sys.executable, "-m", "saferlhf", *args], stdout=f, stderr=subprocess.STDOUT,
-                             env=common.thread_env(os.cpu_count() or 1) | {"SAFERLHF_NO_PROGRESS": "1"})
-    if rc:
-        raise SystemExit(f"saferlhf {args[0]} failed (exit {rc}); see {log}")
-    return round(time.time() - t, 1)
+    return common.run_saferlhf(args, log)["seconds"]
 
 
 def one_seed(demo: Path, out: Path, a) -> dict:

@@ -182,3 +182,21 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def run_saferlhf(args: list[str], log: Path, name: str | None = None) -> dict[str, float]:
+    """``python -m saferlhf *args`` in a fresh process (all cores, no progress bars), its output appended to
+    ``log``; its wall seconds and peak RSS (the child's own rusage, via wait4). A failure stops the benchmark."""
+    import time
+
+    t = time.time()
+    with log.open("a") as f:
+        f.write(f"\n== {name + ': ' if name else ''}saferlhf {' '.join(args)}\n")
+        f.flush()
+        proc = subprocess.Popen([sys.executable, "-m", "saferlhf", *args], stdout=f, stderr=subprocess.STDOUT,
+                                env=thread_env(os.cpu_count() or 1) | {"SAFERLHF_NO_PROGRESS": "1"})
+        _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{f'stage {name}' if name else f'saferlhf {args[0]}'} failed (exit {code}); see {log}")
+    return {"seconds": round(time.time() - t, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
