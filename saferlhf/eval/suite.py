@@ -77,15 +77,16 @@ def load_prompt_set(spec: str, prompt_column: str | None = None, category_column
         from saferlhf.world import build_world
 
         split = spec.split(":", 1)[1]
-        if split not in ("train", "test"):
-            raise UserError(f"eval: prompts {spec!r}: the world has the splits world:train and world:test")
+        if split not in ("train", "test", "redteam_test"):
+            raise UserError(f"eval: prompts {spec!r}: the world has the splits world:train, world:test and "
+                            f"world:redteam_test")
         items = [PromptItem(p.text, p.kind, p.category, "unsafe" if p.kind == "harmful" else "safe")
                  for p in build_world(world_seed).prompts(split)]
     else:
         from saferlhf.data.loaders import load_prompt_table
 
         records = load_prompt_table(spec, prompt_column, category_column)
-        items = [PromptItem(r.prompt, None, r.category, r.label if r.label in ("safe", "unsafe") else None)
+        items = [PromptItem(r.prompt, r.kind, r.category, r.label if r.label in ("safe", "unsafe") else None)
                  for r in records]
     if max_prompts:
         items = take_prompts(items, max_prompts, sample_seed)

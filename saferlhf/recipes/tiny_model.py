@@ -23,6 +23,7 @@ class TinyModelConfig:
     out: str = option("runs/tiny-model", "output folder for the model + tokenizer")
     corpus: str = option("world", "'world' (the synthetic world's text) or a .jsonl/.txt file to train the tokenizer on")
     world_seed: int = option(0, "seed of the synthetic world when corpus=world")
+    world_adversarial: bool = option(False, "corpus=world: also the world's adversarial prompt wrappers (red-teaming)")
     arch: Literal["llama", "qwen2", "gpt2"] = option("llama", "HF architecture created from a config")
     vocab_size: int = option(2048, "BPE vocabulary size", ge=64)
     hidden_size: int = option(128, "hidden size", ge=1)
@@ -33,12 +34,12 @@ class TinyModelConfig:
     overwrite: bool = option(False, "replace an existing folder at out (otherwise it is refused)")
 
 
-def corpus_texts(corpus: str, world_seed: int = 0) -> list[str]:
+def corpus_texts(corpus: str, world_seed: int = 0, adversarial_prompts: bool = False) -> list[str]:
     """Texts to train a tokenizer on: the world's text or the string fields of a file."""
     if corpus == "world":
         from saferlhf.world import build_world
 
-        return build_world(world_seed).text_corpus()
+        return build_world(world_seed).text_corpus(adversarial_prompts)
     path = Path(corpus)
     if not path.is_file():
         raise UserError(f"tiny-model: corpus: {path} is not a file", hint="give 'world' or a .jsonl/.txt file")
@@ -82,7 +83,7 @@ def run(cfg: TinyModelConfig) -> int:
                                                                   "another --out")
     if cfg.hidden_size % cfg.num_heads:
         raise UserError(f"tiny-model: hidden_size {cfg.hidden_size} is not a multiple of num_heads {cfg.num_heads}")
-    texts = corpus_texts(cfg.corpus, cfg.world_seed)
+    texts = corpus_texts(cfg.corpus, cfg.world_seed, cfg.world_adversarial)
     path = build_tiny_model(cfg.out, texts, arch=cfg.arch, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
                            num_layers=cfg.num_layers, num_heads=cfg.num_heads,
                            max_position_embeddings=cfg.max_position_embeddings, seed=cfg.seed)

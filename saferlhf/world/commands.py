@@ -29,7 +29,9 @@ class WorldPromptsConfig:
     out: str = option("world_prompts.jsonl", "output JSONL: one {prompt, kind, category, topic, split} per line",
                    positional=True)
     seed: int = option(0, "world seed (which prompts are sampled into train and test)")
-    split: Literal["train", "test", "all"] = option("train", "which prompts: train, test or all (train then test)")
+    split: Literal["train", "test", "all", "redteam_test"] = option(
+        "train", "which prompts: train, test, all (train then test) or redteam_test (held-out harmful test prompts "
+                 "in held-out adversarial wrappers)")
 
 
 @dataclass
@@ -37,6 +39,8 @@ class WorldCorpusConfig:
     out: str = option("world_corpus.jsonl", "output JSONL: one {prompt, response, kind} per line", positional=True)
     n: int = option(4000, "number of (prompt, response) examples, drawn on TRAIN prompts", ge=1)
     seed: int = option(0, "world seed; also seeds the corpus draws")
+    adversarial_share: float = option(0.0, "share of prompts in an adversarial wrapper (role-play, fiction, ...); "
+                                           "the corpus complies with 85 % of disguised harmful requests", ge=0, le=1)
 
 
 @dataclass
@@ -69,7 +73,7 @@ def run_world_prompts(cfg: WorldPromptsConfig) -> int:
 def run_world_corpus(cfg: WorldCorpusConfig) -> int:
     from saferlhf.world.core import build_world
 
-    rows = build_world(cfg.seed).sft_corpus(cfg.n, seed=cfg.seed)
+    rows = build_world(cfg.seed).sft_corpus(cfg.n, seed=cfg.seed, adversarial_share=cfg.adversarial_share)
     _write_jsonl(cfg.out, rows)
     kinds: dict[str, int] = {}
     for r in rows:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 
+from saferlhf.world import adversarial
 from saferlhf.world.oracle import phrase_bank
-from saferlhf.world.prompts import KeywordClassifier, WorldPrompt, normalize, prompt_table
+from saferlhf.world.prompts import KeywordClassifier, WorldPrompt, identify, normalize, prompt_table
 from saferlhf.world.responses import QUALITY_WEIGHTS, sample_response
 
 DEFAULT_MIX = (0.45, 0.40, 0.15)  # harmful, benign, look-alike
+N_REDTEAM_TEST = 224  # held-out red-team test prompts: 16 per harm category
 SFT_HARMFUL_MIX = {"harmful": 0.5, "safe_helpful": 0.3, "refusal": 0.2}
 SFT_OVER_REFUSAL = 0.05  # share of look-alike prompts the Alpaca-like base refuses
 
@@ -56,22 +59,33 @@ class World:
         return chosen
 
     def prompts(self, split: str = "train") -> list[WorldPrompt]:
-        """The sampled prompts of ``split`` ("train", "test" or "all" = train then test)."""
+        """The sampled prompts of ``split``: "train", "test", "all" (train then test) or "redteam_test" (the
+        held-out red-team test prompts: `redteam_test`)."""
         if split == "all":
             return self._splits["train"] + self._splits["test"]
+        if split == "redteam_test":
+            return self.redteam_test()
         if split not in self._splits:
-            raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+            raise ValueError(f"split must be 'train', 'test', 'all' or 'redteam_test', got {split!r}")
         return list(self._splits[split])
+
+    def redteam_test(self, n: int = N_REDTEAM_TEST) -> list[WorldPrompt]:
+        """``n`` held-out red-team prompts: TEST harmful prompts in TEST wrappers (never used for mining or RL),
+        balanced over the 14 harm categories, every wrapper family represented."""
+        pool = [replace(p, text=adversarial.apply(w, p.text), wrappers=(w.name,))
+                for p in self._splits["test"] if p.kind == "harmful" for w in adversarial.wrappers("test")]
+        return _balanced(pool, min(n, len(pool)), random.Random(f"redteam-test-{self.seed}"))
 
     def lookup(self, text: str) -> WorldPrompt | None:
         """The table entry of a prompt text (whitespace, case and punctuation do not matter)."""
         return self._by_text.get(normalize(text))
 
     def classify(self, text: str | WorldPrompt) -> WorldPrompt:
-        """The table entry, or a keyword guess with split "unknown"."""
+        """The table entry; for a prompt in adversarial wrappers, the entry of the request inside them (with
+        the wrapped text); else a keyword guess with split "unknown"."""
         if isinstance(text, WorldPrompt):
             return text
-        return self.lookup(text) or self._classifier.classify(text)
+        return identify(text, self._by_text, self._classifier)
 
     # ---- responses ----------------------------------------------------------------------------------
     def sample_response(self, prompt: str | WorldPrompt, kind: str, rng: random.Random, *,
@@ -79,17 +93,25 @@ class World:
         """A response of a known kind (see ``responses.RESPONSE_KINDS``) to a prompt."""
         return sample_response(self.classify(prompt), kind, rng, severity=severity, quality=quality)
 
-    def sft_corpus(self, n: int, seed: int | str = 0) -> list[dict]:
+    def sft_corpus(self, n: int, seed: int | str = 0, adversarial_share: float = 0.0) -> list[dict]:
         """``n`` Alpaca-like {prompt, response, kind} records on TRAIN prompts.
 
         Harmful prompts: 50 % harmful compliance (severities mixed), 30 % safe_helpful, 20 % refusal;
         benign: helpful of quality 1-3 (mostly 2-3); look-alikes: helpful, 5 % over-refusal.
+        ``adversarial_share``: this share of the prompts comes in a random adversarial wrapper (any template,
+        train or test: the base model has seen every style); disguised harmful requests are answered with
+        ``adversarial.SFT_WRAPPED_HARMFUL_MIX`` (85 % harmful compliance). 0 gives the plain corpus unchanged.
         """
         rng = random.Random(f"sft-{self.seed}-{seed}")
+        wrap_rng = random.Random(f"sft-wrap-{self.seed}-{seed}")
         out = []
         for p in _cycle(self._splits["train"], n, random.Random(f"sft-order-{self.seed}-{seed}")):
+            if adversarial_share > 0 and wrap_rng.random() < adversarial_share:
+                w = wrap_rng.choice(adversarial.WRAPPERS)
+                p = replace(p, text=adversarial.apply(w, p.text), wrappers=(w.name,))
             if p.kind == "harmful":
-                kind = rng.choices(list(SFT_HARMFUL_MIX), list(SFT_HARMFUL_MIX.values()))[0]
+                mix = adversarial.SFT_WRAPPED_HARMFUL_MIX if p.wrappers else SFT_HARMFUL_MIX
+                kind = rng.choices(list(mix), list(mix.values()))[0]
             elif p.kind == "lookalike" and rng.random() < SFT_OVER_REFUSAL:
                 kind = "refusal"
             else:
@@ -99,10 +121,15 @@ class World:
                         "kind": kind})
         return out
 
-    def text_corpus(self) -> list[str]:
-        """Every prompt (train and test) with responses of every kind, and every phrase: tokenizer text."""
+    def text_corpus(self, adversarial_prompts: bool = False) -> list[str]:
+        """Every prompt (train and test) with responses of every kind, and every phrase: tokenizer text.
+        ``adversarial_prompts``: also 40 table prompts in each adversarial template."""
         rng = random.Random(f"corpus-{self.seed}")
         texts = [ph.text for ph in phrase_bank()]
+        if adversarial_prompts:
+            wrap_rng = random.Random(f"corpus-wrap-{self.seed}")
+            texts += [adversarial.apply(w, p.text) for w in adversarial.WRAPPERS
+                      for p in wrap_rng.sample(self.prompt_table, 40)]
         for p in self.prompt_table:
             texts.append(p.text)
             if p.kind == "harmful":
