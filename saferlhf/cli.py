@@ -58,6 +58,8 @@ COMMANDS: list[Command] = [
             "rejection-sampling fine-tuning rounds (Llama 2): sample k, keep the best under the constraint, SFT"),
     Command("ppo", "saferlhf.recipes.ppo", "PPOConfig", "run",
             "PPO-Lagrangian (Safe RLHF), PPO (reward only) or reward shaping (fixed lambda)"),
+    Command("redteam", "saferlhf.recipes.redteam", "RedteamConfig", "run",
+            "mine prompts that make a policy unsafe: mutate seed harmful prompts, judge the answers, keep, de-dup"),
     Command("generate", "saferlhf.recipes.generate", "GenerateConfig", "run",
             "sample responses (or response pairs) from a policy for a prompt file"),
     Command("eval", "saferlhf.eval.compare", "EvalConfig", "run",

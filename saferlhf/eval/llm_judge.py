@@ -100,6 +100,8 @@ class ChatClient:
     max_retries: int = 4
     backoff: float = 0.5  # seconds; doubled after every retry
     max_tokens: int = 512
+    role: str = "llm judge"  # who is asking, in error messages ("llm attacker" for `saferlhf redteam`)
+    url_option: str = "--judge_base_url"
     calls: int = field(default=0, init=False)
     retries: int = field(default=0, init=False)
 
@@ -114,18 +116,19 @@ class ChatClient:
         try:
             r = httpx.get(f"{self.base_url.rstrip('/')}/models", headers=self._headers(), timeout=min(self.timeout, 10))
         except httpx.HTTPError as e:
-            raise UserError(f"llm judge: {self.base_url} is unreachable ({type(e).__name__}: {e})",
-                            hint="give --judge_base_url of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1") from e
+            raise UserError(f"{self.role}: {self.base_url} is unreachable ({type(e).__name__}: {e})",
+                            hint=f"give {self.url_option} of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1") from e
         if r.status_code in (401, 403):
-            raise UserError(f"llm judge: {self.base_url} refused the API key (HTTP {r.status_code})",
+            raise UserError(f"{self.role}: {self.base_url} refused the API key (HTTP {r.status_code})",
                             hint=f"set the key in ${self.api_key_env}")
 
-    def complete(self, user: str) -> str:
-        """The assistant's answer to one user message (temperature 0); raises ``RuntimeError`` after retries."""
+    def complete(self, user: str, system: str = SYSTEM, temperature: float = 0.0) -> str:
+        """The assistant's answer to one user message (the judge's system prompt and temperature 0 unless
+        given); raises ``RuntimeError`` after retries."""
         import httpx
 
-        body = {"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
-                "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]}
+        body = {"model": self.model, "temperature": temperature, "max_tokens": self.max_tokens,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}
         delay, last = self.backoff, ""
         for attempt in range(self.max_retries + 1):
             self.calls += 1
@@ -136,14 +139,14 @@ class ChatClient:
                     return str(r.json()["choices"][0]["message"]["content"])
                 last = f"HTTP {r.status_code}: {r.text[:200]}"
                 if r.status_code != 429 and r.status_code < 500:
-                    raise RuntimeError(f"llm judge: {last}")  # a request error: retrying cannot help
+                    raise RuntimeError(f"{self.role}: {last}")  # a request error: retrying cannot help
             except (httpx.HTTPError, ValueError, KeyError) as e:
                 last = f"{type(e).__name__}: {e}"
             if attempt < self.max_retries:
                 self.retries += 1
                 time.sleep(delay)
                 delay *= 2
-        raise RuntimeError(f"llm judge: no answer after {self.max_retries + 1} attempts ({last})")
+        raise RuntimeError(f"{self.role}: no answer after {self.max_retries + 1} attempts ({last})")
 
 
 # --------------------------------------------------------------------------------------------------

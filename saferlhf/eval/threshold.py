@@ -103,3 +103,22 @@ def run(cfg: CostThresholdConfig) -> int:
     atomic_write_json(Path(cfg.out), info)
     print(f"cost-threshold: d = {d:.4f} ({cfg.method}) -> {cfg.out}; use --lagrange.threshold {d:.4f}")
     return 0
+
+
+def calibrate_threshold(cost_model: str, annotated: Path, rate: float) -> float:
+    """d = c̄_safe + rate·(c̄_unsafe - c̄_safe): the mean cost of the policy's responses if only ``rate`` of them
+    were unsafe (c̄ = mean cost-model score of the responses in ``annotated`` labelled safe / unsafe). 0 when
+    one of the two groups is empty.
+
+    Why not the paper's d = 0: on a prompt mix with many benign prompts, safe answers have strongly negative
+    costs, so E[C] <= 0 holds even when a large share of the answers to harmful prompts is unsafe. The
+    calibrated d states the constraint in the unit that matters (share of unsafe answers).
+    """
+    c_safe, c_unsafe = labelled_costs(cost_model, annotated)
+    if not c_safe or not c_unsafe:
+        return 0.0
+    ms, mu = sum(c_safe) / len(c_safe), sum(c_unsafe) / len(c_unsafe)
+    d = threshold_from_labels(c_safe, c_unsafe, rate)  # = `saferlhf cost-threshold --method labels`
+    print(f"cost threshold d = {d:.3f} (mean cost safe {ms:.3f} over {len(c_safe)}, unsafe {mu:.3f} over "
+          f"{len(c_unsafe)}, target unsafe share {rate})")
+    return d

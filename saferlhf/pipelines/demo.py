@@ -21,7 +21,6 @@ folder is complete are skipped, SFT, score models and PPO resume from their chec
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import resource
@@ -29,64 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from typing import Literal
-
-from saferlhf.config import from_dict, option, to_dict
-
-
-@dataclass
-class ModelStage:
-    arch: Literal["llama", "qwen2", "gpt2"] = option("llama", "tiny model architecture")
-    hidden_size: int = option(128, "tiny model hidden size", ge=1)
-    num_layers: int = option(2, "tiny model layers", ge=1)
-    num_heads: int = option(4, "tiny model attention heads", ge=1)
-    vocab_size: int = option(2048, "tokenizer vocabulary (2k BPE: nearly every world word is one token)", ge=64)
-
-
-@dataclass
-class SFTStage:
-    examples: int = option(6000, "SFT corpus size", ge=1)
-    epochs: float = option(6.0, "SFT epochs", gt=0)
-    batch_size: int = option(64, "SFT batch size", ge=1)
-    lr: float = option(3e-3, "SFT learning rate (tiny models from scratch want large rates)", gt=0)
-
-
-@dataclass
-class DataStage:
-    pair_prompts: int = option(0, "training prompts used for response-pair collection (0 = all)", ge=0)
-    world_pairs: int = option(2000, "extra preference pairs written by the world and annotated by the panel "
-                                    "(the role of the released PKU-SafeRLHF data; 0 = SFT pairs only)", ge=0)
-
-
-@dataclass
-class ScoreStage:
-    epochs: float = option(2.0, "reward / cost model epochs", gt=0)
-    lr: float = option(1e-3, "reward / cost model learning rate", gt=0)
-
-
-@dataclass
-class RLStage:
-    steps: int = option(40, "RL steps per policy", ge=1)
-    prompts_per_step: int = option(32, "prompts per RL step", ge=1)
-    ppo_epochs: int = option(2, "PPO epochs per rollout", ge=1)
-    minibatches: int = option(2, "minibatches per PPO epoch", ge=1)
-    actor_lr: float = option(1e-4, "actor learning rate", gt=0)
-    critic_lr: float = option(5e-4, "critic learning rate", gt=0)
-    lambda_lr: float = option(0.1, "Lagrange multiplier learning rate (paper: 0.1)", gt=0)
-    lambda_init: float = option(1.0, "initial λ", gt=0)
-    lambda_max: float | None = option(5.0, "cap on λ (the paper's optional λ_max = 5)", gt=0)
-    kl_coef: float | None = option(0.05, "β for every RL run (None = the paper's: 0.01 PPO-Lag, 0.02 PPO / shaping; "
-                                         "tiny models drift into word salad with those)", ge=0)
-    cost_threshold: float | None = option(None, "threshold d of E[C] <= d; None = calibrate it from the cost model "
-                                                "and the annotated SFT responses (see target_violation_rate)")
-    target_violation_rate: float = option(0.02, "calibration: d = c_safe + rate * (c_unsafe - c_safe), the mean cost "
-                                                "when this share of responses is unsafe", gt=0, lt=1)
-    shaping_lambdas: list[float] = option([0.5, 2.0], "fixed λ grid of the reward-shaping baselines", ge=0)
-
-
-@dataclass
-class EvalStage:
-    samples: int = option(1, "sampled responses per test prompt", ge=1)
+from saferlhf.config import option
+from saferlhf.stages import DataStage, EvalStage, ModelStage, RLStage, ScoreStage, SFTStage, fill_untouched
 
 
 @dataclass
@@ -113,22 +56,8 @@ FAST = {"max_new_tokens": 24, "model": {"hidden_size": 64}, "sft": {"examples": 
 
 
 def fast_config(cfg: DemoConfig) -> DemoConfig:
-    """``cfg`` with the `FAST` values for every field still at its default value: a value given on the command
-    line or in a preset that differs from the default wins over --fast (one equal to the default cannot be told
-    apart from an unset field and gets the fast value)."""
-    defaults = to_dict(DemoConfig())
-    current = to_dict(cfg)
-
-    def untouched(overrides: dict, have: dict, base: dict) -> dict:
-        out = {}
-        for key, value in overrides.items():
-            if isinstance(value, dict):
-                out[key] = untouched(value, have[key], base[key])
-            elif have[key] == base[key]:
-                out[key] = value
-        return out
-
-    return from_dict(DemoConfig, untouched(FAST, current, defaults), base=copy.deepcopy(cfg))
+    """``cfg`` with the `FAST` values for every field still at its default value (`stages.fill_untouched`)."""
+    return fill_untouched(cfg, FAST)
 
 
 def _stage(name: str, t0: float) -> None:
@@ -145,6 +74,7 @@ def run(cfg: DemoConfig) -> int:
     from saferlhf.files import atomic_write_json, atomic_write_text
     from saferlhf.tracking import finish_run, run_state, start_run
     from saferlhf.training import OptimConfig, RuntimeConfig
+    from saferlhf.eval.threshold import calibrate_threshold
     from saferlhf.world.commands import (WorldAnnotateConfig, WorldCorpusConfig, WorldPromptsConfig,
                                          run_world_annotate, run_world_corpus, run_world_prompts)
 
@@ -255,26 +185,6 @@ def run(cfg: DemoConfig) -> int:
     finish_run(out, summary="summary.json", report="report.html")
     _stage(f"done: {out}/summary.json, {out}/report.html", t0)
     return 0
-
-
-def calibrate_threshold(cost_model: str, annotated: Path, rate: float) -> float:
-    """d = c̄_safe + rate·(c̄_unsafe - c̄_safe): the mean cost of the SFT policy's responses if only ``rate``
-    of them were unsafe (c̄ = mean cost-model score of the responses the panel labelled safe / unsafe).
-
-    Why not the paper's d = 0: on a prompt mix with many benign prompts, safe answers have strongly negative
-    costs, so E[C] <= 0 holds even when a large share of the answers to harmful prompts is unsafe. The
-    calibrated d states the constraint in the unit that matters (share of unsafe answers).
-    """
-    from saferlhf.eval.threshold import labelled_costs, threshold_from_labels
-
-    c_safe, c_unsafe = labelled_costs(cost_model, annotated)
-    if not c_safe or not c_unsafe:
-        return 0.0
-    ms, mu = sum(c_safe) / len(c_safe), sum(c_unsafe) / len(c_unsafe)
-    d = threshold_from_labels(c_safe, c_unsafe, rate)  # = `saferlhf cost-threshold --method labels`
-    print(f"cost threshold d = {d:.3f} (mean cost safe {ms:.3f} over {len(c_safe)}, unsafe {mu:.3f} over "
-          f"{len(c_unsafe)}, target unsafe share {rate})")
-    return d
 
 
 def _summary(cfg: DemoConfig, out: Path, results: dict, rl_runs: dict, timings: dict, seconds: float) -> dict:
