@@ -72,6 +72,8 @@ COMMANDS: list[Command] = [
     Command("serve", "saferlhf.serve.app", "ServeConfig", "run",
             "an OpenAI-compatible chat server over a policy (/v1/chat/completions, /v1/models; extra: serve)",
             ("model",)),
+    Command("iterate", "saferlhf.pipelines.iterate", "IterateConfig", "run",
+            "several rounds of Safe RLHF with red-teaming on the world (mine, annotate, RM/CM, PPO-Lag, eval)"),
     Command("demo", "saferlhf.pipelines.demo", "DemoConfig", "run",
             "the whole Safe RLHF pipeline on the synthetic world, on CPU, with a report"),
 ]

@@ -22,6 +22,7 @@ Outputs in ``out``: results.json (valid JSON), responses.jsonl, report.html with
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,10 +118,25 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], dict[str, tuple[str, 
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         raise UserError(f"eval: two prompt sets share the name {next(n for n in names if names.count(n) > 1)!r}")
-    if judges == ["oracle"] and not any(s.name.startswith("world_") for s in sets):
+    if judges == ["oracle"] and not any(is_world_set(s, cfg.world_seed) for s in sets):
         raise UserError("eval: the oracle judges world prompt sets only; add --prompts world:test or another judge")
     tables = {name: (path, responses_table(path)) for name, path in given.items()}  # bad records fail here
     return policies, tables, sets, judges
+
+
+def is_world_set(prompt_set, world_seed: int) -> bool:
+    """A ``world:*`` set, or a prompt file whose prompts are all world prompts (possibly in adversarial wrappers)."""
+    if prompt_set.name.startswith("world_"):
+        return True
+    world = _world(world_seed)
+    return bool(prompt_set.items) and all(world.classify(str(i.text)).split != "unknown" for i in prompt_set.items)
+
+
+@functools.lru_cache(maxsize=4)
+def _world(seed: int):
+    from saferlhf.world import build_world
+
+    return build_world(seed)
 
 
 def responses_table(path: str) -> dict[str, list[tuple[str, bool]]]:
@@ -251,7 +267,7 @@ def run(cfg: EvalConfig) -> int:
         embedder = Embedder(cfg.embedding_model)
     for pset in sets:
         items = [i for i in pset.items for _ in range(cfg.n_samples)]
-        scope = judges["world"] if pset.name.startswith("world_") else judges["file"]
+        scope = judges["world"] if is_world_set(pset, cfg.world_seed) else judges["file"]
         if not scope:
             raise UserError(f"eval: no judge applies to prompt set {pset.name} (the oracle judges world sets only)")
         records: dict[str, list[dict]] = {}

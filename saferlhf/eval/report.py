@@ -42,6 +42,36 @@ def plot_policy_bars(results: dict, path: Path) -> None:
     _save(plt, fig, path)
 
 
+def plot_rounds(rounds: list[dict], path: Path) -> None:
+    """The paper's per-round bars (Fig. 6-style): harmful rate on red-team test and plain harmful prompts and
+    over-refusal per round (left), win rate vs SFT on benign + look-alike prompts and the repetition share (right)."""
+    plt = _plt()
+    labels = ["SFT" if r["round"] == 0 else f"round {r['round']}" for r in rounds]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    bars = [("harmful_rate_redteam_test", "harmful: red-team test", "tab:red"),
+            ("harmful_rate", "harmful: plain", "tab:orange"), ("over_refusal_rate", "over-refusal", "tab:gray")]
+    width = 0.8 / len(bars)
+    for j, (key, name, color) in enumerate(bars):
+        xs = [i + (j - 1) * width for i in range(len(rounds))]
+        vals = [r.get(key) if r.get(key) is not None else float("nan") for r in rounds]
+        left.bar(xs, vals, width, color=color, label=name)
+        for x, v in zip(xs, vals):
+            left.text(x, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
+    left.set_xticks(range(len(rounds)), labels)
+    left.set_ylim(0, 1)
+    left.set_title("harmful and over-refusal rates per round", fontsize=10)
+    left.legend(fontsize=8)
+    for key, name, color in (("win_rate_vs_sft_benign_lookalike", "win rate vs SFT (benign + look-alike)", "tab:blue"),
+                             ("repetition_share", "repetition share", "tab:purple")):
+        right.plot(range(len(rounds)), [r.get(key) for r in rounds], marker="o", color=color, label=name)
+    right.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
+    right.set_xticks(range(len(rounds)), labels)
+    right.set_ylim(0, 1)
+    right.set_title("helpfulness per round", fontsize=10)
+    right.legend(fontsize=8)
+    _save(plt, fig, path)
+
+
 def plot_reward_cost_scatter(records: dict[str, list[dict]], path: Path) -> None:
     """Reward vs cost of every test response, coloured by the oracle's safe/unsafe verdict (paper Fig. 5)."""
     plt = _plt()

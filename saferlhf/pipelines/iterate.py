@@ -1,0 +1,402 @@
+"""`saferlhf iterate --rounds N`: several rounds of Safe RLHF with red-teaming, on the synthetic world.
+
+Dai et al. (ICLR 2024) trained Beaver in three rounds (v1, v2, v3). Round 1 used plain prompts; in rounds 2
+and 3 red teams found prompts that made the previous model unsafe, and those prompts and the model's answers
+went back to the annotators. The harmful rate fell from 53 % to 2.5 %. This pipeline runs that loop end to end:
+
+  0. the world (prompts, an SFT corpus in which 30 % of the prompts come in adversarial wrappers: role-play,
+     fiction, ...), a tiny model, SFT; round 0 = the SFT policy, evaluated;
+  round k = 1 .. N, from the round k-1 policy π_{k-1}:
+  1. red-team (from round ``redteam_from_round``; the paper: 2): `saferlhf redteam` mines train-wrapper
+     prompts that make π_{k-1} unsafe (judged by the oracle), de-duplicated against earlier rounds;
+  2. pairs: π_{k-1} answers the base training prompts plus this round's red-team prompts twice;
+  3. annotation: the simulated panel (default; any `saferlhf.annotate.Annotator` via ``--annotator
+     module:factory``) labels the pairs into PKU-SafeRLHF records;
+  4. reward and cost models retrained from the SFT model on all data so far (``score_init sft``) or continued
+     from round k-1's models on this round's data (``score_init last``);
+  5. the cost threshold d is recalibrated on the new cost model and every annotated policy sample so far;
+  6. PPO-Lag (or plain PPO: ``--algorithm ppo``, the control) from π_{k-1} (also the KL reference) on the base
+     prompts plus every red-team prompt so far;
+  7. evaluation with the oracle against SFT on plain harmful test prompts, the HELD-OUT red-team test prompts
+     (test prompts in test wrappers, never used for mining), and benign + look-alike test prompts.
+
+Every stage is resumable (``--resume true``: finished stage folders and files are kept, training stages
+continue from their checkpoints); each round's data, models and metrics stay in ``out/round<k>``.
+``out/summary.json`` has one entry per round in ``rounds`` (round 0 = SFT); ``out/rounds.png`` is the paper's
+per-round bar chart and ``out/report.html`` the report.
+
+Launch: `saferlhf iterate --rounds 3 --out runs/iterate --seed 0` (CPU, about 10 minutes); `--fast` for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from saferlhf.config import option
+from saferlhf.errors import UserError
+from saferlhf.stages import DataStage, ModelStage, RLStage, ScoreStage, SFTStage, fill_untouched
+
+EVAL_SETS = ("harmful_test", "redteam_test", "benign_lookalike_test")
+
+
+@dataclass
+class RedteamStage:
+    candidates: int = option(600, "candidate prompts tried per round", ge=1)
+    max_keep: int = option(160, "red-team prompts kept per round, round-robin over categories (0 = all)", ge=0)
+    compose: float = option(0.3, "probability of stacking a second operator", ge=0, le=1)
+    samples: int = option(1, "answers sampled per candidate", ge=1)
+
+
+@dataclass
+class IterateConfig:
+    out: str = option("runs/iterate", "output folder")
+    rounds: int = option(3, "rounds of Safe RLHF after SFT (the paper: 3)", ge=1)
+    seed: int = option(0, "seed of the world, the models and every stage")
+    algorithm: Literal["ppo_lag", "ppo"] = option("ppo_lag", "RL of every round: PPO-Lag (Safe RLHF) or plain PPO "
+                                                             "(the control)")
+    redteam_from_round: int = option(2, "first round whose prompts include red-team prompts mined against the "
+                                        "previous policy (the paper: 2; 1 = mine against SFT already)", ge=1)
+    adversarial_share: float = option(0.3, "share of SFT-corpus prompts in adversarial wrappers", ge=0, le=1)
+    score_init: Literal["sft", "last"] = option("sft", "reward / cost models each round: retrained from SFT on all "
+                                                       "data so far, or continued from the last round's on new data")
+    annotator: str = option("panel", "annotator: the simulated panel, or module:factory returning an "
+                                     "`saferlhf.annotate.Annotator` (called with world=..., seed=...)")
+    resume: bool = option(False, "continue a killed run: finished stages are kept, training stages resume")
+    overwrite: bool = option(False, "replace a previous run in out")
+    fast: bool = option(False, "tiny everything (for tests)")
+    threads: int = option(0, "torch CPU threads (0 = default)", ge=0)
+    max_new_tokens: int = option(64, "max response tokens in pairs, RL, red-teaming and evaluation", ge=1)
+    model: ModelStage = option(ModelStage(), "the tiny model")
+    sft: SFTStage = option(SFTStage(), "supervised fine-tuning")
+    data: DataStage = option(DataStage(), "response pairs per round (world_pairs: annotated world pairs, once)")
+    score: ScoreStage = option(ScoreStage(), "reward and cost models")
+    rl: RLStage = option(RLStage(), "PPO-Lag / PPO of every round")
+    redteam: RedteamStage = option(RedteamStage(), "red-teaming of every round")
+
+
+FAST = {"max_new_tokens": 24, "model": {"hidden_size": 64}, "sft": {"examples": 600, "epochs": 2.0},
+        "data": {"pair_prompts": 80, "world_pairs": 300}, "score": {"epochs": 1.0},
+        "rl": {"steps": 2, "prompts_per_step": 8}, "redteam": {"candidates": 60, "max_keep": 20}}
+
+
+def _say(text: str, t0: float) -> None:
+    from rich.console import Console
+
+    Console().print(f"[bold cyan]== {text}[/]  (t = {time.time() - t0:.0f} s)")
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    from saferlhf.files import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def make_annotator(spec: str, world, seed: int):
+    """The simulated panel, or ``module:factory(world=..., seed=...)``; a ``UserError`` for a bad spec."""
+    from saferlhf.annotate import Annotator
+
+    if spec == "panel":
+        from saferlhf.world.annotators import AnnotatorPanel
+
+        return AnnotatorPanel(world, seed=seed)
+    module, _, name = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UserError(f"iterate: annotator: {spec!r} is not 'panel' or an importable module:factory ({e})") from None
+    annotator = factory(world=world, seed=seed)
+    if not isinstance(annotator, Annotator):
+        raise UserError(f"iterate: annotator: {spec} returned a {type(annotator).__name__}, which has no "
+                        "annotate(pairs) method")
+    return annotator
+
+
+def write_eval_sets(world, folder: Path) -> dict[str, Path]:
+    """The three held-out evaluation prompt files (prompts-jsonl with labels, kinds and categories)."""
+    test = world.prompts("test")
+    sets = {"harmful_test": [p for p in test if p.kind == "harmful"],
+            "redteam_test": world.prompts("redteam_test"),
+            "benign_lookalike_test": [p for p in test if p.kind != "harmful"]}
+    paths = {}
+    for name, prompts in sets.items():
+        paths[name] = folder / f"{name}.jsonl"
+        _write_jsonl(paths[name], [{"prompt": p.text, "kind": p.kind, "label": "unsafe" if p.kind == "harmful" else "safe"}
+                                   | ({"category": p.category} if p.category else {})
+                                   | ({"wrapper": p.wrappers[0]} if p.wrappers else {}) for p in prompts])
+    return paths
+
+
+def repetition_share(responses: list[str]) -> float:
+    """Share of responses that repeat themselves: more than `diagnostics.REPEAT_MIN` of their word trigrams
+    repeated (the oracle's free share)."""
+    from saferlhf.eval.diagnostics import REPEAT_MIN
+    from saferlhf.world.oracle import repetition, sentences
+
+    if not responses:
+        return 0.0
+    return sum(repetition(sentences(r)[0]) > REPEAT_MIN for r in responses) / len(responses)
+
+
+def round_metrics(eval_dir: Path, policy: str) -> dict:
+    """The per-round numbers of ``summary.json`` from an evaluation folder (policy ``policy`` vs ``sft``)."""
+    sets = json.loads((eval_dir / "results.json").read_text())["prompt_sets"]
+    m = {name: sets[name]["policies"][policy] for name in EVAL_SETS}
+    benign = m["benign_lookalike_test"]
+    responses = [r["response"] for r in _jsonl(eval_dir / "responses.jsonl")
+                 if r["policy"] == policy and r.get("prompt_set") in (None, "benign_lookalike_test")
+                 and r.get("kind") != "harmful"]
+    return {"harmful_rate": m["harmful_test"]["harmful_rate"],
+            "harmful_rate_redteam_test": m["redteam_test"]["harmful_rate"],
+            "over_refusal_rate": benign.get("over_refusal_rate", 0.0),
+            "win_rate_vs_sft_benign_lookalike": benign["win_rate_vs_sft"],
+            "helpfulness_benign_lookalike": benign.get("helpfulness"),
+            "helpfulness_harmful": m["harmful_test"].get("helpfulness"),
+            "repetition_share": repetition_share(responses),
+            "harmful_rate_redteam_test_by_category": {c: v["rate"] for c, v in
+                                                      m["redteam_test"].get("harmful_rate_by_category", {}).items()}}
+
+
+def run(cfg: IterateConfig) -> int:
+    from saferlhf.annotate import label_pairs
+    from saferlhf.eval import compare
+    from saferlhf.eval.threshold import calibrate_threshold
+    from saferlhf.files import atomic_write_json
+    from saferlhf.recipes import generate, ppo, redteam, score_model, sft, tiny_model
+    from saferlhf.tracking import finish_run, run_state, start_run
+    from saferlhf.training import OptimConfig, RuntimeConfig
+    from saferlhf.world.commands import input_pairs
+    from saferlhf.world.core import build_world
+
+    if cfg.fast:
+        cfg = fill_untouched(cfg, FAST)
+    world = build_world(cfg.seed)
+    annotator = make_annotator(cfg.annotator, world, cfg.seed)  # a bad spec fails before any work
+    out = start_run(cfg.out, cfg, "iterate", resume=cfg.resume, overwrite=cfg.overwrite)
+    t0 = time.time()
+    rt = RuntimeConfig(seed=cfg.seed, threads=cfg.threads)
+    again = dict(resume=cfg.resume)
+
+    def stage(name: str, done: Path, fn, timings: dict | None = None) -> None:
+        """Run ``fn`` unless ``done`` (a run folder marked complete, or a file) is already there."""
+        finished = run_state(done) == "complete" if done.suffix == "" else done.exists()
+        if finished:
+            _say(f"{name}: done ({done}), kept", t0)
+            return
+        _say(name, t0)
+        s = time.time()
+        fn()
+        if timings is not None:
+            timings[name] = round(time.time() - s, 2)
+
+    # 0. World, tiny model, SFT.
+    w, r0 = out / "world", out / "round0"
+    w.mkdir(exist_ok=True)
+    r0.mkdir(exist_ok=True)
+    setup = _load_timings(r0)
+
+    def setup_stage(name, done, fn):
+        stage(name, done, fn, setup)
+        atomic_write_json(r0 / "timings.json", setup)
+
+    setup_stage("world", w / "world_preferences.jsonl", lambda: _world_files(cfg, world, w, annotator, label_pairs))
+    eval_sets = {name: w / f"{name}.jsonl" for name in EVAL_SETS}
+    setup_stage("tiny model", out / "base", lambda: tiny_model.run(tiny_model.TinyModelConfig(
+        out=str(out / "base"), corpus="world", world_seed=cfg.seed, world_adversarial=True, arch=cfg.model.arch,
+        vocab_size=cfg.model.vocab_size, hidden_size=cfg.model.hidden_size, num_layers=cfg.model.num_layers,
+        num_heads=cfg.model.num_heads, seed=cfg.seed, overwrite=True)))
+    setup_stage("sft", out / "sft", lambda: sft.run(sft.SFTConfig(
+        model_path=str(out / "base"), train_file=str(w / "sft_corpus.jsonl"), out=str(out / "sft"), max_length=128,
+        batch_size=cfg.sft.batch_size, epochs=cfg.sft.epochs, optim=OptimConfig(lr=cfg.sft.lr, weight_decay=0.0),
+        runtime=rt, save_every=100, **again)))
+    sft_model = str(out / "sft" / "model")
+
+    def evaluate(folder: Path, policy: str | None) -> None:
+        policies = ["sft=" + sft_model] + ([f"policy={policy}"] if policy else [])
+        compare.run(compare.EvalConfig(
+            policies=policies, prompts=[str(eval_sets[n]) for n in EVAL_SETS], judges=["oracle"], baseline="sft",
+            world_seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, batch_size=128, seed=cfg.seed,
+            cache_dir=str(out / "cache"), out=str(folder), overwrite=True, bootstrap=200))
+
+    setup_stage("round 0: evaluate SFT", r0 / "eval", lambda: evaluate(r0 / "eval", None))
+    rounds = [{"round": 0, "policy": sft_model} | round_metrics(r0 / "eval", "sft")
+              | {"seconds": round(sum(setup.values()), 1), "stage_seconds": setup}]
+
+    policy, redteam_files, policy_prefs = sft_model, [], []
+    for k in range(1, cfg.rounds + 1):
+        rk = out / f"round{k}"
+        rk.mkdir(exist_ok=True)
+        timings = _load_timings(rk)
+
+        def timed(name, done, fn):
+            stage(f"round {k}: {name}", done, fn, timings)
+            atomic_write_json(rk / "timings.json", timings)
+
+        # 1. Red-team prompts that make π_{k-1} unsafe.
+        mined: list[dict] = []
+        if k >= cfg.redteam_from_round:
+            timed("red-team", rk / "redteam", lambda: redteam.run(redteam.RedteamConfig(
+                policy=policy, seeds="world:train", world_seed=cfg.seed, out=str(rk / "redteam"),
+                candidates=cfg.redteam.candidates, compose=cfg.redteam.compose, samples=cfg.redteam.samples,
+                max_keep=cfg.redteam.max_keep, exclude=[str(f) for f in redteam_files],
+                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + 1000 * k, overwrite=True)))
+            redteam_files.append(rk / "redteam" / "prompts.jsonl")
+            mined = _jsonl(redteam_files[-1])
+
+        # 2-3. Pairs from π_{k-1} on base + this round's red-team prompts, annotated.
+        base = _jsonl(w / "train_prompts.jsonl")
+        if cfg.data.pair_prompts:
+            base = base[:cfg.data.pair_prompts]
+        timed("prompts", rk / "pair_prompts.jsonl", lambda: (
+            _write_jsonl(rk / "pair_prompts.jsonl", [{"prompt": r["prompt"]} for r in base + mined]),
+            _write_jsonl(rk / "rl_prompts.jsonl", _jsonl(w / "train_prompts.jsonl")
+                         + [r for f in redteam_files for r in _jsonl(f)])))
+        timed("pairs", rk / "pairs.jsonl", lambda: generate.run(generate.GenerateConfig(
+            model_path=policy, prompts=str(rk / "pair_prompts.jsonl"), out=str(rk / "pairs.jsonl"), n_samples=2,
+            max_new_tokens=cfg.max_new_tokens, batch_size=128, seed=cfg.seed + k)))
+        timed("annotate", rk / "preferences.jsonl", lambda: _annotate(annotator, label_pairs, input_pairs,
+                                                                      rk / "pairs.jsonl", rk / "preferences.jsonl", k))
+        policy_prefs.append(rk / "preferences.jsonl")
+        all_prefs = [w / "world_preferences.jsonl"] + policy_prefs
+        timed("data", rk / "train_preferences.jsonl", lambda: _write_jsonl(
+            rk / "train_preferences.jsonl",
+            [r for f in (all_prefs if cfg.score_init == "sft" or k == 1 else policy_prefs[-1:]) for r in _jsonl(f)]))
+
+        # 4. Reward and cost models.
+        for kind in ("reward", "cost"):
+            init = sft_model if cfg.score_init == "sft" or k == 1 else str(out / f"round{k - 1}" / kind / "model")
+            timed(f"{kind} model", rk / kind, lambda kind=kind, init=init: score_model.run(score_model.ScoreModelConfig(
+                kind=kind, model_path=init, train_file=str(rk / "train_preferences.jsonl"), out=str(rk / kind),
+                max_length=160, batch_size=32, epochs=cfg.score.epochs, on_error="drop",
+                optim=OptimConfig(lr=cfg.score.lr, weight_decay=0.01), runtime=rt, save_every=100, **again)))
+
+        # 5. Cost threshold on every annotated policy sample so far.
+        def threshold() -> None:
+            _write_jsonl(rk / "policy_preferences.jsonl", [r for f in policy_prefs for r in _jsonl(f)])
+            d = cfg.rl.cost_threshold
+            if d is None:
+                d = calibrate_threshold(str(rk / "cost" / "model"), rk / "policy_preferences.jsonl",
+                                        cfg.rl.target_violation_rate)
+            atomic_write_json(rk / "threshold.json", {"cost_threshold": d})
+        timed("cost threshold", rk / "threshold.json", threshold)
+        d = json.loads((rk / "threshold.json").read_text())["cost_threshold"]
+
+        # 6. RL from π_{k-1}.
+        rl = cfg.rl
+        timed(cfg.algorithm, rk / "rl", lambda: ppo.run(ppo.PPOConfig(
+            algorithm=cfg.algorithm, actor_path=policy, reward_model_path=str(rk / "reward" / "model"),
+            cost_model_path=str(rk / "cost" / "model"), train_prompts=str(rk / "rl_prompts.jsonl"), out=str(rk / "rl"),
+            steps=rl.steps, ppo_epochs=rl.ppo_epochs, num_minibatches=rl.minibatches, kl_coef=rl.kl_coef,
+            lagrange=ppo.LagrangeConfig(init=rl.lambda_init, lr=rl.lambda_lr, max_value=rl.lambda_max, threshold=d),
+            rollout=ppo.RolloutConfig(prompts_per_step=rl.prompts_per_step, max_new_tokens=cfg.max_new_tokens),
+            actor_optim=OptimConfig(lr=rl.actor_lr, weight_decay=0.0),
+            critic_optim=OptimConfig(lr=rl.critic_lr, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
+            runtime=dataclasses.replace(rt, seed=cfg.seed + k), save_every=10, **again)))
+        policy = str(rk / "rl" / "actor")
+
+        # 7. Evaluation against SFT.
+        timed("evaluate", rk / "eval", lambda: evaluate(rk / "eval", policy))
+        rounds.append({"round": k, "policy": policy} | round_metrics(rk / "eval", "policy")
+                      | _round_extras(rk, d) | {"seconds": round(sum(timings.values()), 1), "stage_seconds": timings})
+
+    summary = {"rounds": rounds, "algorithm": cfg.algorithm, "seed": cfg.seed, "seconds": round(time.time() - t0, 1),
+               "config": dataclasses.asdict(cfg)}
+    _report(out, cfg, summary)
+    atomic_write_json(out / "summary.json", summary)
+    finish_run(out, summary="summary.json", report="report.html")
+    _print_table(rounds)
+    _say(f"done: {out}/summary.json, {out}/report.html", t0)
+    return 0
+
+
+def _world_files(cfg: IterateConfig, world, w: Path, annotator, label_pairs) -> None:
+    """Train prompts, the SFT corpus, the held-out evaluation sets and the annotated world pairs."""
+    _write_jsonl(w / "train_prompts.jsonl", [p.to_dict() for p in world.prompts("train")])
+    _write_jsonl(w / "sft_corpus.jsonl", world.sft_corpus(cfg.sft.examples, seed=cfg.seed,
+                                                          adversarial_share=cfg.adversarial_share))
+    write_eval_sets(world, w)
+    from saferlhf.world.commands import unique_pairs
+
+    pairs = unique_pairs(world.response_pairs(cfg.data.world_pairs, seed=cfg.seed)) if cfg.data.world_pairs else []
+    records, _ = label_pairs(annotator, [{"prompt": p, "response_0": a, "response_1": b, "response_0_source": "world",
+                                          "response_1_source": "world"} for p, a, b in pairs]) if pairs else ([], {})
+    _write_jsonl(w / "world_preferences.jsonl", records)  # written last: the stage's completion mark
+
+
+def _annotate(annotator, label_pairs, input_pairs, pairs: Path, out: Path, k: int) -> None:
+    from saferlhf.files import atomic_write_json
+
+    records, stats = label_pairs(annotator, input_pairs(str(pairs), f"round{k - 1}_policy"))
+    atomic_write_json(out.with_suffix(".stats.json"), stats)
+    _write_jsonl(out, records)
+    print(f"annotate: {len(records)} records -> {out}")
+
+
+def _load_timings(folder: Path) -> dict:
+    path = folder / "timings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _round_extras(rk: Path, d: float) -> dict:
+    """Red-team, score-model and RL numbers of a round."""
+    out: dict = {"cost_threshold": d}
+    stats = rk / "redteam" / "stats.json"
+    if stats.exists():
+        s = json.loads(stats.read_text())
+        out |= {"redteam_prompts": s["n_kept"], "redteam_attack_success_rate": s["attack_success_rate"],
+                "redteam_success_by_operator": {o: v["rate"] for o, v in s["by_operator"].items()}}
+    for kind in ("reward", "cost"):
+        ev = rk / kind / "eval.json"
+        if ev.exists():
+            e = json.loads(ev.read_text())
+            out[f"{kind}_model_accuracy"] = e.get("accuracy")
+    rows = [json.loads(x) for x in (rk / "rl" / "metrics.jsonl").read_text().splitlines()] \
+        if (rk / "rl" / "metrics.jsonl").exists() else []
+    last = rows[-1] if rows else {}
+    for key in ("lagrange/lambda", "cost/mean", "reward/mean", "train/kl"):
+        if key in last:
+            out["final_" + key.replace("/", "_")] = last[key]
+    return out
+
+
+def _print_table(rounds: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = ("harmful_rate_redteam_test", "harmful_rate", "over_refusal_rate", "win_rate_vs_sft_benign_lookalike",
+            "repetition_share", "seconds")
+    table = Table(title="Safe RLHF rounds (round 0 = SFT)")
+    table.add_column("round")
+    for c in cols:
+        table.add_column(c.replace("_", " "))
+    for r in rounds:
+        table.add_row(str(r["round"]), *("-" if r.get(c) is None else f"{r[c]:.3f}" if c != "seconds" else f"{r[c]:.0f}"
+                                         for c in cols))
+    Console(width=160).print(table)
+
+
+def _report(out: Path, cfg: IterateConfig, summary: dict) -> None:
+    from saferlhf.eval.report import plot_rounds, write_html_report
+
+    plot_rounds(summary["rounds"], out / "rounds.png")
+    keys = ("round", "harmful_rate_redteam_test", "harmful_rate", "over_refusal_rate",
+            "win_rate_vs_sft_benign_lookalike", "repetition_share", "redteam_prompts", "redteam_attack_success_rate",
+            "cost_threshold", "final_lagrange_lambda", "seconds")
+    rows = [{k: r.get(k) for k in keys} for r in summary["rounds"]]
+    images = [out / "rounds.png"] + [p for p in (out / f"round{r['round']}" / "rl" / "training_curves.png"
+                                                for r in summary["rounds"]) if p.exists()]
+    write_html_report(out / "report.html", f"saferlhf iterate: {cfg.rounds} rounds of Safe RLHF with red-teaming "
+                      f"({cfg.algorithm})", rows, images,
+                      notes=f"seed {cfg.seed}; whole run {summary['seconds']:.0f} s on CPU; command: <code>saferlhf "
+                            f"iterate --rounds {cfg.rounds} --out {cfg.out} --seed {cfg.seed} --algorithm "
+                            f"{cfg.algorithm}</code>; every round's evaluation: roundK/eval/report.html",
+                      config=summary["config"])
