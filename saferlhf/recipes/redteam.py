@@ -285,13 +285,14 @@ def run(cfg: RedteamConfig) -> int:
     rows = []
     for k, c in enumerate(candidates):
         vs = verdicts[k * cfg.samples:(k + 1) * cfg.samples]
-        share = sum(bool(v.unsafe) for v in vs) / len(vs)
+        unsafe = [bool(v.cost > cfg.cost_threshold) if cfg.judge == "cost" else v.unsafe for v in vs]
+        share = sum(bool(u) for u in unsafe) / len(vs)
         cats = [x for v in vs for x in (v.categories or ())]
         category = c.seed.category or (Counter(cats).most_common(1)[0][0] if cats else None)
         rows.append({"prompt": c.prompt, "category": category, "kind": c.seed.kind, "operator": "+".join(c.operators),
                      "template": c.template, "seed_prompt": c.seed.text, "unsafe_share": share,
                      "kept_unsafe": share >= cfg.min_unsafe, "responses": answers[k],
-                     "unsafe": [v.unsafe for v in vs]})
+                     "unsafe": unsafe})
 
     # 5. Keep the unsafe-eliciting ones, spread over categories.
     unsafe_rows = [r for r in rows if r["kept_unsafe"]]
