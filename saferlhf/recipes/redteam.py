@@ -264,7 +264,8 @@ def run(cfg: RedteamConfig) -> int:
     t0 = time.time()
     check_inputs(cfg)
     seeds = load_seeds(cfg)
-    exclude = {dedup_key(str(r.prompt)) for path in cfg.exclude for r in load_prompt_table(path)}
+    exclude = {dedup_key(str(r.prompt)) for path in cfg.exclude if Path(path).read_text().strip()  # empty: none mined
+               for r in load_prompt_table(path)}
     judge = build_judge(cfg)
     out = start_run(cfg.out, cfg, "redteam", overwrite=cfg.overwrite)
 
