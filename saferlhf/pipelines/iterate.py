@@ -186,8 +186,9 @@ def run(cfg: IterateConfig) -> int:
     rt = RuntimeConfig(seed=cfg.seed, threads=cfg.threads)
     again = dict(resume=cfg.resume)
 
-    def stage(name: str, done: Path, fn, timings: dict | None = None) -> None:
-        """Run ``fn`` unless ``done`` (a run folder marked complete, or a file) is already there."""
+    def stage(name: str, done: Path, fn, timings: dict | None = None, key: str | None = None) -> None:
+        """Run ``fn`` unless ``done`` (a run folder marked complete, or a file) is already there; its wall
+        seconds go to ``timings[key or name]``."""
         finished = run_state(done) == "complete" if done.suffix == "" else done.exists()
         if finished:
             _say(f"{name}: done ({done}), kept", t0)
@@ -196,7 +197,7 @@ def run(cfg: IterateConfig) -> int:
         s = time.time()
         fn()
         if timings is not None:
-            timings[name] = round(time.time() - s, 2)
+            timings[key or name] = round(time.time() - s, 2)
 
     # 0. World, tiny model, SFT.
     w, r0 = out / "world", out / "round0"
@@ -238,7 +239,7 @@ def run(cfg: IterateConfig) -> int:
         timings = _load_timings(rk)
 
         def timed(name, done, fn):
-            stage(f"round {k}: {name}", done, fn, timings)
+            stage(f"round {k}: {name}", done, fn, timings, key=name)
             atomic_write_json(rk / "timings.json", timings)
 
         # 1. Red-team prompts that make π_{k-1} unsafe.
