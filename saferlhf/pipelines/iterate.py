@@ -65,6 +65,9 @@ class IterateConfig:
     adversarial_share: float = option(0.3, "share of SFT-corpus prompts in adversarial wrappers", ge=0, le=1)
     score_init: Literal["sft", "last"] = option("sft", "reward / cost models each round: retrained from SFT on all "
                                                        "data so far, or continued from the last round's on new data")
+    kl_reference: Literal["previous", "sft"] = option("previous", "PPO's KL reference in round k: π_{k-1} (the "
+                                                                  "round's initial policy) or the SFT model")
+    eval_samples: int = option(1, "sampled answers per evaluation prompt (more: smaller standard errors)", ge=1)
     annotator: str = option("panel", "annotator: the simulated panel, or module:factory returning an "
                                      "`saferlhf.annotate.Annotator` (called with world=..., seed=...)")
     resume: bool = option(False, "continue a killed run: finished stages are kept, training stages resume")
@@ -225,7 +228,8 @@ def run(cfg: IterateConfig) -> int:
         policies = ["sft=" + sft_model] + ([f"policy={policy}"] if policy else [])
         compare.run(compare.EvalConfig(
             policies=policies, prompts=[str(eval_sets[n]) for n in EVAL_SETS], judges=["oracle"], baseline="sft",
-            world_seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, batch_size=128, seed=cfg.seed,
+            world_seed=cfg.seed, n_samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, batch_size=128,
+            seed=cfg.seed,
             cache_dir=str(out / "cache"), out=str(folder), overwrite=True, bootstrap=200))
 
     setup_stage("round 0: evaluate SFT", r0 / "eval", lambda: evaluate(r0 / "eval", None))
@@ -294,7 +298,8 @@ def run(cfg: IterateConfig) -> int:
         # 6. RL from π_{k-1}.
         rl = cfg.rl
         timed(cfg.algorithm, rk / "rl", lambda: ppo.run(ppo.PPOConfig(
-            algorithm=cfg.algorithm, actor_path=policy, reward_model_path=str(rk / "reward" / "model"),
+            algorithm=cfg.algorithm, actor_path=policy, ref_model_path=sft_model if cfg.kl_reference == "sft" else None,
+            reward_model_path=str(rk / "reward" / "model"),
             cost_model_path=str(rk / "cost" / "model"), train_prompts=str(rk / "rl_prompts.jsonl"), out=str(rk / "rl"),
             steps=rl.steps, ppo_epochs=rl.ppo_epochs, num_minibatches=rl.minibatches, kl_coef=rl.kl_coef,
             lagrange=ppo.LagrangeConfig(init=rl.lambda_init, lr=rl.lambda_lr, max_value=rl.lambda_max, threshold=d),

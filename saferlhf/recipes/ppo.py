@@ -110,6 +110,8 @@ class PPOConfig:
         "ppo_lag", "ppo_lag = Safe RLHF; ppo = reward only; reward_shaping = R - shaping_lambda·C; pairwise_ppo = "
                    "P3O (two responses per prompt, no critic); pairwise_ppo_lag = P3O with the Lagrangian reward")
     actor_path: str = option("", "initial policy (HF causal LM, usually the SFT model); also the frozen reference")
+    ref_model_path: str | None = option(None, "frozen KL reference π_ref when it is not the initial policy (e.g. the "
+                                              "SFT model in a later round of `saferlhf iterate`); not with LoRA")
     reward_model_path: str = option("", "reward model (score model folder)")
     cost_model_path: str | None = option(None, "cost model (required for ppo_lag / reward_shaping; with ppo only logged)")
     reward_critic_path: str | None = option(None, "reward critic init (default: the reward model)")
@@ -537,7 +539,11 @@ def _check(cfg: PPOConfig) -> None:
         raise UserError(f"ppo: lagrange.max_value ({lc.max_value:g}) must be > lagrange.min_value ({lc.min_value:g})")
     from saferlhf.models.hf import check_model_path
 
-    for name in ("actor_path", "reward_model_path", "cost_model_path", "reward_critic_path", "cost_critic_path"):
+    if cfg.ref_model_path and cfg.lora.enabled:
+        raise UserError("ppo: ref_model_path does not combine with LoRA (the LoRA reference is the actor's base with "
+                        "its adapters off)")
+    for name in ("actor_path", "ref_model_path", "reward_model_path", "cost_model_path", "reward_critic_path",
+                 "cost_critic_path"):
         if getattr(cfg, name):
             check_model_path(getattr(cfg, name), name)
 
@@ -595,7 +601,10 @@ def load_models(cfg: PPOConfig, algo: Algorithm, device) -> PPOModels:
         ref = AdaptersDisabled(actor)
         actor.config.use_cache = use_cache
     else:
-        ref, _ = load_policy(cfg.actor_path)
+        ref, ref_tokenizer = load_policy(cfg.ref_model_path or cfg.actor_path)
+        if ref_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise UserError(f"ppo: ref_model_path {cfg.ref_model_path} has another tokenizer than actor_path "
+                            f"{cfg.actor_path}; the KL reference must read the actor's token ids")
         actor.config.use_cache = ref.config.use_cache  # the saved actor keeps its own setting
     judges = {}
     for name, path in (("reward", cfg.reward_model_path), ("cost", cfg.cost_model_path)):
