@@ -516,3 +516,27 @@ def test_ppo_lag_with_lora_actor_and_critics(rl_setup, tmp_path, fused):
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert [r["step"] for r in samples] == [1, 1, 2, 2, 3, 3] and all(isinstance(r["reward"], float) for r in samples)
     assert (killed / "samples.jsonl").read_text() == (out / "samples.jsonl").read_text()
+
+
+def test_ref_model_path_is_the_kl_reference(rl_setup, mixed_sft_actor, tmp_path):
+    """KL at step 1 is exactly 0 when the reference is the initial policy, and positive with another reference
+    (the SFT model of an earlier round in `saferlhf iterate --kl_reference sft`)."""
+    assert main(ppo_args(rl_setup, tmp_path / "own", steps=1)) == 0
+    assert main(ppo_args(rl_setup, tmp_path / "other", steps=1, extra=("--ref_model_path", str(mixed_sft_actor)))) == 0
+    own, other = (read_jsonl(tmp_path / n / "metrics.jsonl")[0] for n in ("own", "other"))
+    assert own["rollout/kl"] == pytest.approx(0.0, abs=1e-6)
+    assert other["rollout/kl"] > 0.01
+
+
+def test_ref_model_path_errors_are_one_line(rl_setup, tmp_path, capsys):
+    from saferlhf.models import build_tiny_model
+
+    foreign = build_tiny_model(tmp_path / "foreign", ["a b c d e f g", "h i j k l m n"] * 20, vocab_size=120,
+                               hidden_size=16, num_layers=1, num_heads=2)
+    assert main(ppo_args(rl_setup, tmp_path / "a", steps=1, extra=("--ref_model_path", str(foreign)))) == 2
+    assert "has another tokenizer than actor_path" in capsys.readouterr().err
+    assert main(ppo_args(rl_setup, tmp_path / "b", steps=1, extra=("--ref_model_path", str(rl_setup["actor"]),
+                                                                    "--lora.enabled", "true"))) == 2
+    assert "does not combine with LoRA" in capsys.readouterr().err
+    assert main(ppo_args(rl_setup, tmp_path / "c", steps=1, extra=("--ref_model_path", str(tmp_path / "none")))) == 2
+    assert "ref_model_path" in capsys.readouterr().err
