@@ -67,7 +67,7 @@ class IterateConfig:
                                                        "data so far, or continued from the last round's on new data")
     kl_reference: Literal["previous", "sft"] = option("previous", "PPO's KL reference in round k: π_{k-1} (the "
                                                                   "round's initial policy) or the SFT model")
-    eval_samples: int = option(1, "sampled answers per evaluation prompt (more: smaller standard errors)", ge=1)
+    eval_samples: int = option(2, "sampled answers per evaluation prompt (more: smaller standard errors)", ge=1)
     annotator: str = option("panel", "annotator: the simulated panel, or module:factory returning an "
                                      "`saferlhf.annotate.Annotator` (called with world=..., seed=...)")
     resume: bool = option(False, "continue a killed run: finished stages are kept, training stages resume")
