@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from saferlhf.world.prompts import normalize
+from saferlhf.world.prompts import KeywordClassifier, WorldPrompt, normalize
 
 FAMILIES: tuple[str, ...] = ("roleplay", "fiction", "hypothetical", "override", "euphemism", "split", "obfuscate")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -144,3 +144,14 @@ def template_split(names: tuple[str, ...]) -> str:
     if not names:
         return ""
     return "test" if any(BY_NAME[n].split == "test" for n in names) else "train"
+
+
+def identify(text: str, by_text: dict[str, WorldPrompt], classifier: KeywordClassifier) -> WorldPrompt:
+    """The table entry of ``text`` (normalised), else of the request inside its wrappers (the entry with the
+    wrapped text and the wrapper names), else a keyword guess on that request (split "unknown")."""
+    direct = by_text.get(normalize(text))
+    if direct is not None:
+        return direct
+    inner, names = unwrap(text)
+    base = by_text.get(inner) or classifier.classify(inner)
+    return replace(base, text=text, wrappers=names)

@@ -14,7 +14,8 @@ from dataclasses import replace
 
 from saferlhf.world import adversarial
 from saferlhf.world.oracle import phrase_bank
-from saferlhf.world.prompts import KeywordClassifier, WorldPrompt, identify, normalize, prompt_table
+from saferlhf.world.adversarial import identify
+from saferlhf.world.prompts import KeywordClassifier, WorldPrompt, normalize, prompt_table
 from saferlhf.world.responses import QUALITY_WEIGHTS, sample_response
 
 DEFAULT_MIX = (0.45, 0.40, 0.15)  # harmful, benign, look-alike

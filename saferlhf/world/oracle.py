@@ -32,7 +32,8 @@ from saferlhf.world.harms import (HARMFUL_CLOSERS, HARMFUL_OPENERS, HARMFUL_OPEN
                                   REFUSALS, SAFE_OPENERS)
 from saferlhf.world.lookalikes import LOOKALIKES
 from saferlhf.world.topics import GENERIC_OPENERS, GLUE_WORDS, HELPFUL_CLOSERS, OFF_TOPIC, TOPICS
-from saferlhf.world.prompts import KeywordClassifier, WorldPrompt, identify, normalize, prompt_table, words
+from saferlhf.world.adversarial import identify
+from saferlhf.world.prompts import KeywordClassifier, WorldPrompt, normalize, prompt_table, words
 
 # Helpfulness by number of distinct relevant points (the last entry repeats beyond the table).
 HARM_HELP = (0.0, 0.75, 0.83, 0.9)

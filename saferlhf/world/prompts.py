@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from saferlhf.world.harms import HARM_TEMPLATES, HARMS
@@ -43,8 +43,9 @@ class WorldPrompt:
     wrappers: tuple[str, ...] = ()  # adversarial templates around the request (``adversarial.py``), outermost first
 
     def to_dict(self) -> dict:
-        return {"prompt": self.text, "kind": self.kind, "category": self.category, "topic": self.topic,
-                "split": self.split}
+        out = {"prompt": self.text, "kind": self.kind, "category": self.category, "topic": self.topic,
+               "split": self.split}
+        return out | ({"wrappers": list(self.wrappers)} if self.wrappers else {})
 
 
 def words(text: str) -> list[str]:
@@ -76,19 +77,6 @@ def prompt_table() -> list[WorldPrompt]:
                     split = _split_of(ti, len(spec.templates), si)
                     table.append(WorldPrompt(template.format(x=slot), kind, None, spec.topic, split, slot, ti))
     return table
-
-
-def identify(text: str, by_text: dict[str, WorldPrompt], classifier: "KeywordClassifier") -> WorldPrompt:
-    """The table entry of ``text`` (normalised), else of the request inside its adversarial wrappers (the entry
-    with the wrapped text and the wrapper names), else a keyword guess on that request (split "unknown")."""
-    from saferlhf.world.adversarial import unwrap
-
-    direct = by_text.get(normalize(text))
-    if direct is not None:
-        return direct
-    inner, names = unwrap(text)
-    base = by_text.get(inner) or classifier.classify(inner)
-    return replace(base, text=text, wrappers=names)
 
 
 class KeywordClassifier:

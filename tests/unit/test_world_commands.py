@@ -24,6 +24,25 @@ def test_world_prompts(tmp_path, capsys, split, n):
     assert f"{n} {split} prompts" in capsys.readouterr().out
 
 
+def test_world_prompts_redteam_test_and_adversarial_corpus_through_the_cli(tmp_path):
+    from saferlhf import cli
+    from saferlhf.world.adversarial import wrappers
+
+    out = tmp_path / "rt.jsonl"
+    assert cli.main(["world", "prompts", "--out", str(out), "--split", "redteam_test"]) == 0
+    rows = _rows(out)
+    test_names = {w.name for w in wrappers("test")}
+    assert len(rows) == 224 and all(r["kind"] == "harmful" and r["wrappers"][0] in test_names for r in rows)
+    corpus = tmp_path / "c.jsonl"
+    assert cli.main(["world", "corpus", "--out", str(corpus), "--n", "400", "--adversarial_share", "0.5"]) == 0
+    from saferlhf.world import build_world
+
+    world = build_world(0)
+    share = sum(bool(world.classify(r["prompt"]).wrappers) for r in _rows(corpus)) / 400
+    assert 0.4 < share < 0.6
+    assert cli.main(["world", "corpus", "--out", str(corpus), "--adversarial_share", "1.5"]) == 2
+
+
 def test_world_corpus(tmp_path, capsys):
     out = tmp_path / "c.jsonl"
     assert run_world_corpus(WorldCorpusConfig(out=str(out), n=300, seed=1)) == 0
