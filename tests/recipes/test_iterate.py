@@ -19,7 +19,7 @@ KEYS = {"harmful_rate_redteam_test", "harmful_rate", "over_refusal_rate", "win_r
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("iterate") / "it"
     assert main(["iterate", "--fast", "--rounds", "2", "--redteam_from_round", "1", "--out", str(out),
-                 "--annotator", "iterate_util:two_rater_panel"]) == 0
+                 "--annotator", "iterate_util:two_rater_panel", "--score_init", "last", "--kl_reference", "sft"]) == 0
     return out
 
 
@@ -53,6 +53,29 @@ def test_every_round_keeps_its_data_models_and_metrics(run):
     p2 = {json.loads(x)["prompt"] for x in (run / "round2/redteam/candidates.jsonl").read_text().splitlines()}
     assert not {json.loads(x)["prompt"] for x in (run / "round1/redteam/prompts.jsonl").read_text().splitlines()} & p2
     assert p1 and p2
+
+
+def test_round_options_reach_the_stages(run):
+    import yaml
+
+    def config(path):
+        return yaml.safe_load((run / path / "config.yaml").read_text())
+
+    # --score_init last: round 2's models continue from round 1's, on round 2's pairs only
+    assert config("round2/reward")["model_path"] == str(run / "round1" / "reward" / "model")
+    assert config("round1/reward")["model_path"] == str(run / "sft" / "model")
+    n2 = len((run / "round2" / "preferences.jsonl").read_text().splitlines())
+    assert len((run / "round2" / "train_preferences.jsonl").read_text().splitlines()) == n2
+    # --kl_reference sft: round 2 starts from round 1's policy with SFT as the KL reference
+    assert config("round2/rl")["actor_path"] == str(run / "round1" / "rl" / "actor")
+    assert config("round2/rl")["ref_model_path"] == str(run / "sft" / "model")
+
+
+def test_resume_with_another_config_is_refused(run, capsys):
+    assert main(["iterate", "--fast", "--rounds", "2", "--seed", "1", "--out", str(run), "--resume", "true",
+                 "--annotator", "iterate_util:two_rater_panel", "--score_init", "last", "--kl_reference", "sft",
+                 "--redteam_from_round", "1"]) == 2
+    assert "seed" in capsys.readouterr().err
 
 
 def test_the_policy_moves_every_round(run):
