@@ -261,10 +261,10 @@ def run(cfg: IterateConfig) -> int:
         base = _jsonl(w / "train_prompts.jsonl")
         if cfg.data.pair_prompts:
             base = base[:cfg.data.pair_prompts]
-        timed("prompts", rk / "pair_prompts.jsonl", lambda: (
-            _write_jsonl(rk / "pair_prompts.jsonl", [{"prompt": r["prompt"]} for r in base + mined]),
+        timed("prompts", rk / "pair_prompts.jsonl", lambda: (  # pair_prompts.jsonl last: the completion mark
             _write_jsonl(rk / "rl_prompts.jsonl", _jsonl(w / "train_prompts.jsonl")
-                         + [r for f in redteam_files for r in _jsonl(f)])))
+                         + [r for f in redteam_files for r in _jsonl(f)]),
+            _write_jsonl(rk / "pair_prompts.jsonl", [{"prompt": r["prompt"]} for r in base + mined])))
         timed("pairs", rk / "pairs.jsonl", lambda: generate.run(generate.GenerateConfig(
             model_path=policy, prompts=str(rk / "pair_prompts.jsonl"), out=str(rk / "pairs.jsonl"), n_samples=2,
             max_new_tokens=cfg.max_new_tokens, batch_size=128, seed=cfg.seed + k)))
@@ -314,8 +314,9 @@ def run(cfg: IterateConfig) -> int:
         rounds.append({"round": k, "policy": policy} | round_metrics(rk / "eval", "policy")
                       | _round_extras(rk, d) | {"seconds": round(sum(timings.values()), 1), "stage_seconds": timings})
 
-    summary = {"rounds": rounds, "algorithm": cfg.algorithm, "seed": cfg.seed, "seconds": round(time.time() - t0, 1),
-               "config": dataclasses.asdict(cfg)}
+    # seconds: every stage's wall time, also those of a killed process this run resumed
+    summary = {"rounds": rounds, "algorithm": cfg.algorithm, "seed": cfg.seed,
+               "seconds": round(sum(r["seconds"] for r in rounds), 1), "config": dataclasses.asdict(cfg)}
     _report(out, cfg, summary)
     atomic_write_json(out / "summary.json", summary)
     finish_run(out, summary="summary.json", report="report.html")
