@@ -75,6 +75,8 @@ def main() -> None:
     ap.add_argument("--algorithms", nargs="+", default=["ppo_lag", "ppo"], choices=["ppo_lag", "ppo"])
     ap.add_argument("--skip_runs", action="store_true", help="only collect finished runs")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "iterate.json"))
+    ap.add_argument("--plot_dir", default=str(Path(__file__).resolve().parents[1] / "docs"),
+                    help="where rounds_<algorithm>.png (per-round bars of the seed means) go")
     args = ap.parse_args()
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
@@ -92,6 +94,12 @@ def main() -> None:
         results[algorithm] = collect(root, algorithm, args.seeds)
     if "ppo_lag" in results:
         results["acceptance"] = acceptance(results["ppo_lag"]["rounds"], results["ppo_lag"]["run_minutes"])
+    from saferlhf.eval.report import plot_rounds
+
+    for algorithm in args.algorithms:  # the per-round bars of the seed means (docs/results.md)
+        means = [{k: (v["mean"] if isinstance(v, dict) else v) for k, v in r.items()}
+                 for r in results[algorithm]["rounds"]]
+        plot_rounds(means, Path(args.plot_dir) / f"rounds_{algorithm}.png")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({a: [{k: (round(v["mean"], 3) if isinstance(v, dict) and v["mean"] is not None else v)
