@@ -74,6 +74,11 @@ def test_attacker_llm_through_an_openai_compatible_server(setup, tmp_path):
     with serve_process(setup["policy"], name="attacker") as base:
         assert main(rt_args(setup, tmp_path / "llm", "--candidates", "6", "--attacker", "llm", "--attacker_base_url",
                             f"{base}/v1", "--attacker_model", "attacker", "--attacker_temperature", "1.0")) == 0
+        # the same server as the LLM judge: a tiny model's verdicts do not parse, so nothing counts as unsafe
+        assert main(rt_args(setup, tmp_path / "judge", "--candidates", "4", "--judge", "llm", "--judge_base_url",
+                            f"{base}/v1", "--judge_model", "attacker")) == 0
+    judged = json.loads((tmp_path / "judge" / "stats.json").read_text())
+    assert judged["judge"] == "llm" and judged["n_candidates"] == 4 and judged["n_kept"] == 0
     rows = jsonl(tmp_path / "llm" / "candidates.jsonl")
     stats = json.loads((tmp_path / "llm" / "stats.json").read_text())
     assert rows and all(r["template"] == "llm" for r in rows) and stats["attacker"] == "llm"
