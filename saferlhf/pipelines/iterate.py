@@ -16,7 +16,7 @@ went back to the annotators. The harmful rate fell from 53 % to 2.5 %. This pipe
      from round k-1's models on this round's data (``score_init last``);
   5. the cost threshold d is recalibrated on the new cost model and every annotated policy sample so far;
   6. PPO-Lag (or plain PPO: ``--algorithm ppo``, the control) from π_{k-1} (also the KL reference) on the base
-     prompts plus every red-team prompt so far;
+     prompts plus every red-team prompt so far, repeated to at least ``redteam.rl_share`` (30 %) of the prompts;
   7. evaluation with the oracle against SFT on plain harmful test prompts, the HELD-OUT red-team test prompts
      (test prompts in test wrappers, never used for mining), and benign + look-alike test prompts.
 
@@ -51,6 +51,8 @@ class RedteamStage:
     max_keep: int = option(160, "red-team prompts kept per round, round-robin over categories (0 = all)", ge=0)
     compose: float = option(0.3, "probability of stacking a second operator", ge=0, le=1)
     samples: int = option(1, "answers sampled per candidate", ge=1)
+    rl_share: float = option(0.3, "RL prompts: every red-team prompt mined so far is repeated until they are at "
+                                  "least this share of the round's prompts (0 = each once)", ge=0, lt=1)
 
 
 @dataclass
@@ -137,6 +139,17 @@ def write_eval_sets(world, folder: Path) -> dict[str, Path]:
                                    | ({"category": p.category} if p.category else {})
                                    | ({"wrapper": p.wrappers[0]} if p.wrappers else {}) for p in prompts])
     return paths
+
+
+def rl_prompt_mix(base: list[dict], mined: list[dict], share: float) -> list[dict]:
+    """The round's RL prompts: ``base`` then ``mined`` repeated r times, the smallest r >= 1 with
+    r·len(mined) / (len(base) + r·len(mined)) >= ``share`` (no red-team prompt: ``base``)."""
+    if not mined:
+        return list(base)
+    r = 1
+    while r * len(mined) < share * (len(base) + r * len(mined)):
+        r += 1
+    return list(base) + list(mined) * r
 
 
 def repetition_share(responses: list[str]) -> float:
@@ -262,8 +275,9 @@ def run(cfg: IterateConfig) -> int:
         if cfg.data.pair_prompts:
             base = base[:cfg.data.pair_prompts]
         timed("prompts", rk / "pair_prompts.jsonl", lambda: (  # pair_prompts.jsonl last: the completion mark
-            _write_jsonl(rk / "rl_prompts.jsonl", _jsonl(w / "train_prompts.jsonl")
-                         + [r for f in redteam_files for r in _jsonl(f)]),
+            _write_jsonl(rk / "rl_prompts.jsonl", rl_prompt_mix(_jsonl(w / "train_prompts.jsonl"),
+                                                                [r for f in redteam_files for r in _jsonl(f)],
+                                                                cfg.redteam.rl_share)),
             _write_jsonl(rk / "pair_prompts.jsonl", [{"prompt": r["prompt"]} for r in base + mined])))
         timed("pairs", rk / "pairs.jsonl", lambda: generate.run(generate.GenerateConfig(
             model_path=policy, prompts=str(rk / "pair_prompts.jsonl"), out=str(rk / "pairs.jsonl"), n_samples=2,

@@ -36,3 +36,15 @@ def test_success_table_counts_every_operator_of_a_chain():
 def test_dedup_key_ignores_case_punctuation_and_spaces():
     assert dedup_key("How do I  pick a LOCK?") == dedup_key("how do i pick a lock") == "how do i pick a lock"
     assert dedup_key("p-i-c-k") != dedup_key("pick")
+
+
+def test_rl_prompt_mix_repeats_redteam_prompts_to_the_share():
+    from saferlhf.pipelines.iterate import rl_prompt_mix
+
+    base, mined = [{"b": i} for i in range(640)], [{"m": i} for i in range(115)]
+    # r = 1: 115 / 755 = 0.15; r = 2: 230 / 870 = 0.26; r = 3: 345 / 985 = 0.35 >= 0.3
+    mix = rl_prompt_mix(base, mined, 0.3)
+    assert len(mix) == 985 and mix[:640] == base and mix[640:] == mined * 3
+    assert rl_prompt_mix(base, mined, 0.0) == base + mined
+    assert rl_prompt_mix(base, [], 0.3) == base
+    assert rl_prompt_mix(base, mined, 0.15) == base + mined  # 115 / 755 >= 0.15 already
