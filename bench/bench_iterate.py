@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--algorithms", nargs="+", default=["ppo_lag", "ppo"], choices=["ppo_lag", "ppo"])
+    ap.add_argument("--control_seeds", type=int, nargs="+", default=None,
+                    help="seeds of the plain-PPO control (default: --seeds)")
     ap.add_argument("--skip_runs", action="store_true", help="only collect finished runs")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "iterate.json"))
     ap.add_argument("--plot_dir", default=str(Path(__file__).resolve().parents[1] / "docs"),
@@ -81,17 +83,18 @@ def main() -> None:
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     log = root / "log.txt"
+    seeds_of = {a: (args.control_seeds or args.seeds) if a == "ppo" else args.seeds for a in args.algorithms}
     if not args.skip_runs:
         for algorithm in args.algorithms:
-            for seed in args.seeds:
+            for seed in seeds_of[algorithm]:
                 out = root / algorithm / f"seed{seed}"
                 resume = ["--resume", "true"] if out.exists() else []
                 common.run_saferlhf(["iterate", "--rounds", str(args.rounds), "--seed", str(seed), "--algorithm",
                                      algorithm, "--out", str(out), *resume], log, f"{algorithm} seed {seed}")
-    results = {"seeds": args.seeds, "rounds": args.rounds,
+    results = {"seeds": seeds_of, "rounds": args.rounds,
                "command": f"python bench/bench_iterate.py --root {args.root} --seeds {' '.join(map(str, args.seeds))}"}
     for algorithm in args.algorithms:
-        results[algorithm] = collect(root, algorithm, args.seeds)
+        results[algorithm] = collect(root, algorithm, seeds_of[algorithm])
     if "ppo_lag" in results:
         results["acceptance"] = acceptance(results["ppo_lag"]["rounds"], results["ppo_lag"]["run_minutes"])
     from saferlhf.eval.report import plot_rounds
