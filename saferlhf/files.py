@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,11 @@ def recover_atomic_dirs(folder: str | Path) -> list[str]:
 def atomic_write_text(path: Path, text: str) -> None:
     """``atomic_write`` of a text file."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
+    """One JSON object per line, written atomically (the JSONL files the commands write)."""
+    atomic_write_text(Path(path), "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

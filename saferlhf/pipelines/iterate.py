@@ -39,8 +39,10 @@ from pathlib import Path
 from typing import Literal
 
 from saferlhf.config import option
+from saferlhf.files import atomic_write_jsonl as _write_jsonl
 from saferlhf.errors import UserError
 from saferlhf.stages import DataStage, ModelStage, RLStage, ScoreStage, SFTStage, fill_untouched
+from saferlhf.tracking import read_jsonl as _jsonl
 
 EVAL_SETS = ("harmful_test", "redteam_test", "benign_lookalike_test")
 
@@ -94,16 +96,6 @@ def _say(text: str, t0: float) -> None:
     from rich.console import Console
 
     Console().print(f"[bold cyan]== {text}[/]  (t = {time.time() - t0:.0f} s)")
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    from saferlhf.files import atomic_write_text
-
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def make_annotator(spec: str, world, seed: int):
@@ -183,14 +175,12 @@ def round_metrics(eval_dir: Path, policy: str) -> dict:
 
 
 def run(cfg: IterateConfig) -> int:
-    from saferlhf.annotate import label_pairs
     from saferlhf.eval import compare
     from saferlhf.eval.threshold import calibrate_threshold
     from saferlhf.files import atomic_write_json
     from saferlhf.recipes import generate, ppo, redteam, score_model, sft, tiny_model
     from saferlhf.tracking import finish_run, run_state, start_run
     from saferlhf.training import OptimConfig, RuntimeConfig
-    from saferlhf.world.commands import input_pairs
     from saferlhf.world.core import build_world
 
     if cfg.fast:
@@ -225,7 +215,7 @@ def run(cfg: IterateConfig) -> int:
         stage(name, done, fn, setup)
         atomic_write_json(r0 / "timings.json", setup)
 
-    setup_stage("world", w / "world_preferences.jsonl", lambda: _world_files(cfg, world, w, annotator, label_pairs))
+    setup_stage("world", w / "world_preferences.jsonl", lambda: _world_files(cfg, world, w, annotator))
     eval_sets = {name: w / f"{name}.jsonl" for name in EVAL_SETS}
     setup_stage("tiny model", out / "base", lambda: tiny_model.run(tiny_model.TinyModelConfig(
         out=str(out / "base"), corpus="world", world_seed=cfg.seed, world_adversarial=True, arch=cfg.model.arch,
@@ -282,8 +272,8 @@ def run(cfg: IterateConfig) -> int:
         timed("pairs", rk / "pairs.jsonl", lambda: generate.run(generate.GenerateConfig(
             model_path=policy, prompts=str(rk / "pair_prompts.jsonl"), out=str(rk / "pairs.jsonl"), n_samples=2,
             max_new_tokens=cfg.max_new_tokens, batch_size=128, seed=cfg.seed + k)))
-        timed("annotate", rk / "preferences.jsonl", lambda: _annotate(annotator, label_pairs, input_pairs,
-                                                                      rk / "pairs.jsonl", rk / "preferences.jsonl", k))
+        timed("annotate", rk / "preferences.jsonl", lambda: _annotate(annotator, rk / "pairs.jsonl",
+                                                                      rk / "preferences.jsonl", k))
         policy_prefs.append(rk / "preferences.jsonl")
         all_prefs = [w / "world_preferences.jsonl"] + policy_prefs
         timed("data", rk / "train_preferences.jsonl", lambda: _write_jsonl(
@@ -339,8 +329,9 @@ def run(cfg: IterateConfig) -> int:
     return 0
 
 
-def _world_files(cfg: IterateConfig, world, w: Path, annotator, label_pairs) -> None:
+def _world_files(cfg: IterateConfig, world, w: Path, annotator) -> None:
     """Train prompts, the SFT corpus, the held-out evaluation sets and the annotated world pairs."""
+    from saferlhf.annotate import label_pairs
     _write_jsonl(w / "train_prompts.jsonl", [p.to_dict() for p in world.prompts("train")])
     _write_jsonl(w / "sft_corpus.jsonl", world.sft_corpus(cfg.sft.examples, seed=cfg.seed,
                                                           adversarial_share=cfg.adversarial_share))
@@ -353,8 +344,10 @@ def _world_files(cfg: IterateConfig, world, w: Path, annotator, label_pairs) -> 
     _write_jsonl(w / "world_preferences.jsonl", records)  # written last: the stage's completion mark
 
 
-def _annotate(annotator, label_pairs, input_pairs, pairs: Path, out: Path, k: int) -> None:
+def _annotate(annotator, pairs: Path, out: Path, k: int) -> None:
+    from saferlhf.annotate import label_pairs
     from saferlhf.files import atomic_write_json
+    from saferlhf.world.commands import input_pairs
 
     records, stats = label_pairs(annotator, input_pairs(str(pairs), f"round{k - 1}_policy"))
     atomic_write_json(out.with_suffix(".stats.json"), stats)
@@ -380,8 +373,7 @@ def _round_extras(rk: Path, d: float) -> dict:
         if ev.exists():
             e = json.loads(ev.read_text())
             out[f"{kind}_model_accuracy"] = e.get("accuracy")
-    rows = [json.loads(x) for x in (rk / "rl" / "metrics.jsonl").read_text().splitlines()] \
-        if (rk / "rl" / "metrics.jsonl").exists() else []
+    rows = _jsonl(rk / "rl" / "metrics.jsonl") if (rk / "rl" / "metrics.jsonl").exists() else []
     last = rows[-1] if rows else {}
     for key in ("lagrange/lambda", "cost/mean", "reward/mean", "train/kl"):
         if key in last:

@@ -28,7 +28,6 @@ seconds on the tiny model); real models: `--seeds prompts.csv --judge cost --cos
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import time
@@ -255,7 +254,7 @@ def run(cfg: RedteamConfig) -> int:
 
     from saferlhf.data.loaders import load_prompt_table
     from saferlhf.eval.judges import judge_all
-    from saferlhf.files import atomic_write_json, atomic_write_text
+    from saferlhf.files import atomic_write_json, atomic_write_jsonl
     from saferlhf.models.policy import load_policy
     from saferlhf.rollout import HFGenerator, SamplingSettings
     from saferlhf.tracking import finish_run, start_run
@@ -301,8 +300,8 @@ def run(cfg: RedteamConfig) -> int:
     records = [{"prompt": r["prompt"], "label": "unsafe", "source": "redteam"}
                | {k: r[k] for k in ("category", "kind") if r[k]}
                | {k: r[k] for k in ("operator", "template", "seed_prompt", "unsafe_share")} for r in kept]
-    atomic_write_text(out / "prompts.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    atomic_write_text(out / "candidates.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_jsonl(out / "prompts.jsonl", records)
+    atomic_write_jsonl(out / "candidates.jsonl", rows)
     stats = {"n_seeds": len(seeds), "n_candidates": len(rows), "n_dropped_duplicates": dropped,
              "n_unsafe": len(unsafe_rows), "n_kept": len(kept),
              "attack_success_rate": len(unsafe_rows) / len(rows),

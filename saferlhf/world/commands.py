@@ -14,14 +14,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from saferlhf.config import option
-from saferlhf.files import atomic_write_json, atomic_write_text
+from saferlhf.files import atomic_write_json, atomic_write_jsonl
 
 
 @dataclass
@@ -57,7 +56,7 @@ class WorldAnnotateConfig:
 
 
 def _write_jsonl(path: str, rows: list[dict]) -> None:
-    atomic_write_text(Path(path), "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_jsonl(path, rows)
 
 
 def run_world_prompts(cfg: WorldPromptsConfig) -> int:
