@@ -33,6 +33,7 @@ from typing import Any, Literal, get_args, get_origin
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "tests" / "faults"))  # the bad data files live with the fault tests
+sys.path.insert(0, str(BENCH))  # fuzz_groups/: one module of extra cases per area
 
 os.environ.setdefault("SAFERLHF_NO_PROGRESS", "1")
 
@@ -329,7 +330,10 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 # --------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--groups", default="config,data,model_path,run_folder,numeric")
+    from fuzz_groups import extra_groups
+
+    extra = extra_groups()
+    ap.add_argument("--groups", default=",".join(["config", "data", "model_path", "run_folder", "numeric", *extra]))
     ap.add_argument("--limit_s", type=float, default=60.0, help="time limit per case (a hang above it)")
     ap.add_argument("--show", type=int, default=50, help="list at most this many non-clear cases")
     ap.add_argument("--threads", type=int, default=2)
@@ -349,6 +353,7 @@ def main() -> None:
         gens = {"config": lambda: config_cases(COMMANDS), "data": lambda: data_cases(tmp, env),
                 "model_path": lambda: model_path_cases(tmp, env), "run_folder": lambda: run_folder_cases(tmp, env),
                 "numeric": lambda: numeric_cases(tmp, env)}
+        gens.update({g: (lambda f=f: f(tmp, env)) for g, f in extra.items()})
         for group in args.groups.split(","):
             for name, argv in gens[group]():
                 r = run_case(argv, args.limit_s)

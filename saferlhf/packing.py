@@ -31,11 +31,14 @@ class EncodedPair:
 
 
 def encode_pairs(pairs, tokenizer, max_length: int) -> list[EncodedPair]:
+    """Token ids of each pair's two sequences; a response cut off at the generation limit
+    (``chosen_ended`` / ``rejected_ended`` False) gets no end token, as the policy's own answer had none."""
     out = []
     for p in pairs:
-        chosen, n_prompt = encode_example(tokenizer, p.prompt, p.chosen, max_length)
-        out.append(EncodedPair(chosen, encode_example(tokenizer, p.prompt, p.rejected, max_length)[0],
-                               p.chosen_is_safe, p.rejected_is_safe, n_prompt))
+        chosen, n_prompt = encode_example(tokenizer, p.prompt, p.chosen, max_length,
+                                          ended=getattr(p, "chosen_ended", True))
+        rejected = encode_example(tokenizer, p.prompt, p.rejected, max_length, ended=getattr(p, "rejected_ended", True))
+        out.append(EncodedPair(chosen, rejected[0], p.chosen_is_safe, p.rejected_is_safe, n_prompt))
     return out
 
 

@@ -3,7 +3,9 @@
 An ``Annotator`` has one method, ``annotate(pairs) -> (records, stats)``:
 
 * ``pairs``: ``(prompt, response_0, response_1)`` tuples, or dicts with ``prompt``, ``response_0``,
-  ``response_1`` and optional ``response_0_source`` / ``response_1_source`` (or one ``source``).
+  ``response_1`` and optional ``response_0_source`` / ``response_1_source`` (or one ``source``) and
+  ``ended_0`` / ``ended_1`` (False: that response was cut off at the generation limit; ``label_pairs``
+  copies the flags into the records, so score models train on cut-off answers as PPO scores them).
 * ``records``: one PKU-SafeRLHF v1 dict per labelled pair, in the order of ``pairs``: ``prompt``,
   ``response_0``, ``response_1``, ``prompt_source``, ``response_{0,1}_source``,
   ``is_response_{0,1}_safe``, ``response_{0,1}_harm_category`` (the 14 ``HARM_CATEGORIES`` names ->
@@ -48,9 +50,33 @@ def label_pairs(annotator: Annotator, pairs: Sequence[Pair]) -> tuple[list[dict[
     if not isinstance(annotator, Annotator):
         raise TypeError(f"{type(annotator).__name__} is not an Annotator: it has no annotate(pairs) method")
     records, stats = annotator.annotate(pairs)
+    records = carry_ended_flags(pairs, records)
     for k, rec in enumerate(records):
         errors = [i for i in pku_issues(rec) if i.severity == "error"] if isinstance(rec, dict) else None
         if errors is None or errors:
             why = "not a dict" if errors is None else "; ".join(f"{i.field}: {i.reason}" for i in errors)
             raise ValueError(f"{type(annotator).__name__} wrote a bad record #{k}: {why}")
     return records, stats
+
+
+def _pair_key(prompt: Any, r0: str, r1: str) -> str:
+    import json
+
+    from saferlhf.data.schema import prompt_json
+
+    return json.dumps([prompt_json(prompt), r0, r1])
+
+
+def carry_ended_flags(pairs: Sequence[Pair], records: list[Any]) -> list[Any]:
+    """``records`` with the ``ended_0`` / ``ended_1`` flags of their input pair (matched by prompt and the two
+    responses), written where one is False (``schema.ended_fields``); records of other pairs unchanged."""
+    from saferlhf.data.schema import ended_fields, parse_ended
+
+    flags = {_pair_key(p["prompt"], p["response_0"], p["response_1"]):
+             {"ended_0": parse_ended(p.get("ended_0")), "ended_1": parse_ended(p.get("ended_1"))}
+             for p in pairs if isinstance(p, dict)}
+    out = []
+    for rec in records:
+        key = _pair_key(rec["prompt"], rec["response_0"], rec["response_1"]) if isinstance(rec, dict) else None
+        out.append(rec | ended_fields(flags[key]) if key in flags else rec)
+    return out

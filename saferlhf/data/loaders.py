@@ -31,7 +31,7 @@ from saferlhf.data.duplicates import find_duplicates
 from saferlhf.data.readers import display_name, is_hub_name, iter_rows, suffix
 from saferlhf.data.schema import (
     BEAVERTAILS_SLUGS, XSTEST_TYPES, PairKind, PreferencePair, PromptRecord, ResponsePair, SafetyPreference,
-    SFTRecord, as_prompt, as_reply, split_hh_transcripts, to_beavertails,
+    SFTRecord, as_prompt, as_reply, parse_ended, split_hh_transcripts, to_beavertails,
 )
 from saferlhf.data.validate import (CheckReport, DataFileError, DataValidationError, Issue, LoadReport, Problem,
                                     UnknownFormatError)
@@ -133,7 +133,8 @@ def _build_pku(r: dict, origin: str) -> SafetyPreference:
         as_prompt(r["prompt"]), r["response_0"], r["response_1"], r["better_response_id"], r["safer_response_id"],
         r["is_response_0_safe"], r["is_response_1_safe"], r.get("response_0_harm_category"),
         r.get("response_1_harm_category"), r.get("response_0_severity_level"),
-        r.get("response_1_severity_level"), sources, origin)
+        r.get("response_1_severity_level"), sources, origin, parse_ended(r.get("ended_0")),
+        parse_ended(r.get("ended_1")))
 
 
 def _build_hh(r: dict, origin: str) -> PreferencePair:
@@ -143,12 +144,13 @@ def _build_hh(r: dict, origin: str) -> PreferencePair:
 
 def _build_trl(r: dict, origin: str) -> PreferencePair:
     return PreferencePair(as_prompt(r["prompt"]), as_reply(r["chosen"]), as_reply(r["rejected"]),
-                          r.get("chosen_is_safe"), r.get("rejected_is_safe"), origin)
+                          r.get("chosen_is_safe"), r.get("rejected_is_safe"), origin,
+                          parse_ended(r.get("chosen_ended")), parse_ended(r.get("rejected_ended")))
 
 
 def _build_pair(r: dict, origin: str) -> ResponsePair:
     return ResponsePair(as_prompt(r["prompt"]), r["response_0"], r["response_1"], r.get("response_0_source"),
-                        r.get("response_1_source"), origin)
+                        r.get("response_1_source"), origin, parse_ended(r.get("ended_0")), parse_ended(r.get("ended_1")))
 
 
 def _build_prompt(r: dict, origin: str) -> PromptRecord:
@@ -168,9 +170,11 @@ _FORMATS: dict[str, tuple[Callable[[dict], list[Issue]], Callable[[dict, str], A
         r["prompt"], r["category"], "unsafe", "safe-rlhf-eval-prompts", o)),
     "xstest": (V.xstest_issues, lambda r, o: PromptRecord(r["prompt"], r["type"], r["label"], "xstest", o)),
     "prompts-jsonl": (V.prompt_issues, _build_prompt),
-    "sft-jsonl": (V.sft_issues, lambda r, o: SFTRecord(as_prompt(r["prompt"]), as_reply(r["response"]), o)),
+    "sft-jsonl": (V.sft_issues, lambda r, o: SFTRecord(as_prompt(r["prompt"]), as_reply(r["response"]), o,
+                                                       parse_ended(r.get("ended")))),
     "sft-messages": (V.sft_messages_issues, lambda r, o: SFTRecord(as_prompt(r["messages"][:-1]),
-                                                                   r["messages"][-1]["content"], o)),
+                                                                   r["messages"][-1]["content"], o,
+                                                                   parse_ended(r.get("ended")))),
     "response-pairs": (V.response_pair_issues, _build_pair),
 }
 

@@ -178,6 +178,31 @@ def to_beavertails(categories: dict[str, bool]) -> dict[str, bool]:
     return out
 
 
+# ``ended`` flags (``ended``, ``ended_0`` / ``ended_1``, ``chosen_ended`` / ``rejected_ended``): False where a
+# sampled response was cut off at the generation limit, so it has no end token and score models / DPO must
+# read it without one (as PPO and eval score such answers). Absent means True (complete, human-written text).
+ENDED_TRUE, ENDED_FALSE = frozenset({"true", "yes", "1"}), frozenset({"false", "no", "0"})
+
+
+def parse_ended(value: Any) -> bool:
+    """An ended flag as a bool: true/false, 1/0, or the strings true/false/yes/no/1/0 (any case); None (absent)
+    is True; anything else raises ValueError (the loaders report it as ``file:line: field``)."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ENDED_TRUE | ENDED_FALSE:
+        return value.strip().lower() in ENDED_TRUE
+    raise ValueError(f"expected true or false (or yes/no, 1/0), got {value!r:.40}")
+
+
+def ended_fields(flags: dict[str, bool]) -> dict[str, bool]:
+    """The ended flags of a record as written: all of them when any is False, none when all are True."""
+    return dict(flags) if not all(flags.values()) else {}
+
+
 @dataclass
 class PreferencePair:
     """One comparison: ``chosen`` is preferred to ``rejected`` (more helpful, or SAFER for cost)."""
@@ -188,13 +213,15 @@ class PreferencePair:
     chosen_is_safe: bool | None = None
     rejected_is_safe: bool | None = None
     origin: str = ""
+    chosen_ended: bool = True  # False: the response was cut off at the generation limit (no end token)
+    rejected_ended: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """TRL preference fields (prompt/chosen/rejected) plus the safety labels when known."""
         out: dict[str, Any] = {"prompt": prompt_json(self.prompt), "chosen": self.chosen, "rejected": self.rejected}
         if self.chosen_is_safe is not None or self.rejected_is_safe is not None:
             out |= {"chosen_is_safe": self.chosen_is_safe, "rejected_is_safe": self.rejected_is_safe}
-        return out
+        return out | ended_fields({"chosen_ended": self.chosen_ended, "rejected_ended": self.rejected_ended})
 
 
 @dataclass
@@ -214,6 +241,8 @@ class SafetyPreference:
     response_1_severity_level: int | None = None
     sources: dict[str, str | None] | None = None  # keys: prompt, response_0, response_1
     origin: str = ""
+    ended_0: bool = True  # False: response_0 was cut off at the generation limit (no end token)
+    ended_1: bool = True
 
     def response(self, i: int) -> str:
         return self.response_1 if i else self.response_0
@@ -226,8 +255,9 @@ class SafetyPreference:
         if kind not in ("reward", "cost"):
             raise ValueError(f"kind must be 'reward' or 'cost', got {kind!r}")
         c = self.better_response_id if kind == "reward" else self.safer_response_id
+        ended = (self.ended_0, self.ended_1)
         return PreferencePair(self.prompt, self.response(c), self.response(1 - c),
-                              self.is_safe(c), self.is_safe(1 - c), self.origin)
+                              self.is_safe(c), self.is_safe(1 - c), self.origin, ended[c], ended[1 - c])
 
     def to_dict(self) -> dict[str, Any]:
         """PKU-SafeRLHF field names (v1.0 order); v1-only fields are written only when present."""
@@ -244,7 +274,7 @@ class SafetyPreference:
         }
         out |= {k: v for k, v in optional.items() if v is not None}
         out |= {"better_response_id": self.better_response_id, "safer_response_id": self.safer_response_id}
-        return out
+        return out | ended_fields({"ended_0": self.ended_0, "ended_1": self.ended_1})
 
 
 @dataclass
@@ -276,9 +306,10 @@ class SFTRecord:
     prompt: str
     response: str
     origin: str = ""
+    ended: bool = True  # False: a sampled response cut off at the generation limit (no end token)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"prompt": prompt_json(self.prompt), "response": self.response}
+        return {"prompt": prompt_json(self.prompt), "response": self.response} | ended_fields({"ended": self.ended})
 
 
 @dataclass
@@ -291,13 +322,16 @@ class ResponsePair:
     response_0_source: str | None = None
     response_1_source: str | None = None
     origin: str = ""
+    ended_0: bool = True  # False: response_0 was cut off at the generation limit (no end token)
+    ended_1: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        """prompt, response_0, response_1, and the sources where known."""
+        """prompt, response_0, response_1, the sources where known, and ended flags where one is False."""
         out: dict[str, Any] = {"prompt": prompt_json(self.prompt), "response_0": self.response_0,
                                "response_1": self.response_1}
         sources = {"response_0_source": self.response_0_source, "response_1_source": self.response_1_source}
-        return out | {k: v for k, v in sources.items() if v is not None}
+        return (out | {k: v for k, v in sources.items() if v is not None}
+                | ended_fields({"ended_0": self.ended_0, "ended_1": self.ended_1}))
 
 
 # XSTest (Röttger et al. 2024) prompt types: 10 safe types and 8 unsafe contrast types.

@@ -236,6 +236,19 @@ def require_bool(rec: dict, name: str, optional: bool = False) -> list[Issue]:
     return [] if isinstance(value, bool) else [Issue(name, f"expected true or false, got {_short(value)}")]
 
 
+def optional_ended(rec: dict, *names: str) -> list[Issue]:
+    """Ended flags (``schema.parse_ended``): absent, a bool, 0/1 or true/false/yes/no."""
+    from saferlhf.data.schema import parse_ended
+
+    issues = []
+    for name in names:
+        try:
+            parse_ended(rec.get(name))
+        except ValueError as e:
+            issues.append(Issue(name, str(e)))
+    return issues
+
+
 def optional_str(rec: dict, name: str) -> list[Issue]:
     """None, or a valid (``bad_text``) string."""
     value = rec.get(name)
@@ -289,6 +302,7 @@ def pku_issues(rec: dict) -> list[Issue]:
         issues += optional_severity(rec, f"response_{k}_severity_level")
     for name in ("prompt_source", "response_0_source", "response_1_source"):
         issues += optional_str(rec, name)
+    issues += optional_ended(rec, "ended_0", "ended_1")
     return issues or _pku_consistency(rec)
 
 
@@ -335,6 +349,7 @@ def trl_issues(rec: dict) -> list[Issue]:
     message list, each response one assistant message), optional safety labels."""
     issues = require_prompt(rec) + require_reply(rec, "chosen") + require_reply(rec, "rejected")
     issues += require_bool(rec, "chosen_is_safe", optional=True) + require_bool(rec, "rejected_is_safe", True)
+    issues += optional_ended(rec, "chosen_ended", "rejected_ended")
     if not issues and as_reply(rec["chosen"]) == as_reply(rec["rejected"]):
         issues.append(Issue("rejected", "identical to chosen"))
     # chosen unsafe + rejected safe is NOT checked: a TRL file does not say whether "chosen" means more
@@ -374,7 +389,7 @@ def prompt_issues(rec: dict) -> list[Issue]:
 
 
 def sft_issues(rec: dict) -> list[Issue]:
-    return require_prompt(rec) + require_reply(rec, "response")
+    return require_prompt(rec) + require_reply(rec, "response") + optional_ended(rec, "ended")
 
 
 def sft_messages_issues(rec: dict) -> list[Issue]:
@@ -383,7 +398,7 @@ def sft_messages_issues(rec: dict) -> list[Issue]:
     issues = message_issues(rec.get("messages"), "messages", "assistant")
     if not issues and (len(rec["messages"]) < 2 or rec["messages"][-2]["role"] != "user"):
         issues.append(Issue("messages", "expected a user message before the last (assistant) message"))
-    return issues
+    return issues + optional_ended(rec, "ended")
 
 
 def response_pair_issues(rec: dict) -> list[Issue]:
@@ -393,6 +408,7 @@ def response_pair_issues(rec: dict) -> list[Issue]:
     issues = require_prompt(rec)
     for k in (0, 1):
         issues += require_text(rec, f"response_{k}", empty="warning") + optional_str(rec, f"response_{k}_source")
+    issues += optional_ended(rec, "ended_0", "ended_1")
     if not issues and rec["response_0"] == rec["response_1"]:
         issues.append(Issue("response_1", "identical to response_0 (kept; an annotator skips it)", "warning"))
     return issues

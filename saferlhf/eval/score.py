@@ -30,27 +30,11 @@ class ScoreConfig:
 
 
 def ended_flags(records: list, width: int) -> list[list[bool]]:
-    """Per record and response, whether it ended (eos): the ``ended`` / ``ended_<k>`` field of the record's
-    line in a JSONL file (its ``origin`` is "file:line"); True where the file does not say."""
-    import json
-
-    from saferlhf.data.validate import origin_location
-
-    lines: dict[str, list[str]] = {}
-    out = []
-    for r in records:
-        path, line = origin_location(getattr(r, "origin", "") or "")
-        raw: dict = {}
-        if path.endswith(".jsonl") and line:
-            if path not in lines:
-                lines[path] = Path(path).read_text(encoding="utf-8").splitlines()
-            try:
-                raw = json.loads(lines[path][line - 1])
-            except (ValueError, IndexError):
-                raw = {}
-        keys = ["ended"] if width == 1 else [f"ended_{k}" for k in range(width)]
-        out.append([raw.get(k) is not False for k in keys])
-    return out
+    """Per record and response, whether it ended (eos): the ``ended`` / ``ended_<k>`` flags the loaders parsed
+    from the record (``schema.parse_ended``; True where the file does not say)."""
+    if width == 1:
+        return [[getattr(r, "ended", True)] for r in records]
+    return [[getattr(r, f"ended_{k}", True) for k in range(width)] for r in records]
 
 
 def load_generations(path: str) -> tuple[list[str], list[list[str]], list[dict]]:

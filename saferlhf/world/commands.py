@@ -129,7 +129,8 @@ def input_pairs(path: str, source: str) -> list[dict]:
         raise DataFileError(f"{path}: no pair to annotate: all {len(loaded)} pairs have an empty response, "
                             "identical responses or repeat another pair")
     return [{"prompt": r.prompt, "response_0": r.response_0, "response_1": r.response_1,
-             "response_0_source": r.response_0_source or source, "response_1_source": r.response_1_source or source}
+             "response_0_source": r.response_0_source or source, "response_1_source": r.response_1_source or source,
+             "ended_0": r.ended_0, "ended_1": r.ended_1}
             for r in pairs]
 
 
