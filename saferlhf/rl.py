@@ -257,18 +257,21 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 # --------------------------------------------------------------------------- best-of-k under a constraint
 
 
-def best_of_k_choice(reward: torch.Tensor, cost: torch.Tensor | None, threshold: float = 0.0) -> tuple[torch.Tensor,
-                                                                                                        torch.Tensor]:
+def best_of_k_choice(reward: torch.Tensor, cost: torch.Tensor | None, threshold: float = 0.0,
+                     eligible: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Which of k candidates to keep per prompt: reward, cost [P, K] -> (index [P] long, feasible [P] bool).
 
     The highest reward among the candidates with cost ≤ d; when none is feasible, the lowest cost (ties: the
-    first). Without a cost model (``cost`` None) the highest reward, every prompt feasible."""
-    if cost is None:
-        return reward.argmax(-1), torch.ones(reward.shape[0], dtype=torch.bool, device=reward.device)
-    ok = cost <= threshold
+    first). Without a cost model (``cost`` None) the highest reward, every prompt feasible. ``eligible`` [P, K]
+    bool (e.g. the answer ended rather than being cut off at the token limit): only eligible candidates count
+    as feasible, so a prompt with none is infeasible."""
+    ok = torch.ones_like(reward, dtype=torch.bool) if cost is None else cost <= threshold
+    if eligible is not None:
+        ok = ok & eligible
     feasible = ok.any(-1)
     masked = torch.where(ok, reward, torch.full_like(reward, -torch.inf))
-    return torch.where(feasible, masked.argmax(-1), cost.argmin(-1)), feasible
+    fallback = reward.argmax(-1) if cost is None else cost.argmin(-1)
+    return torch.where(feasible, masked.argmax(-1), fallback), feasible
 
 
 def best_of_k_bounds(k: int) -> dict[str, float]:

@@ -11,7 +11,10 @@ Deviations / choices:
    samples of all rounds); every round's samples and model stay on disk (`round_<r>/`).
 2. Prompts whose kept response is still infeasible (every candidate's cost > d) are left out of that round's
    SFT data: imitating the least unsafe answer would still teach an unsafe one.
-3. A finished round (its `round_<r>/sft/status.json` complete) is not run again: `--resume true` continues a
+3. Only complete, non-empty answers (they ended with eos) can be kept: a candidate cut off at the token limit
+   would, as an SFT example with an end token appended, teach the policy to stop mid-answer. A prompt whose candidates
+   were all cut off is left out of the round (``cut_off_share`` / ``kept`` in round.json say how many).
+4. A finished round (its `round_<r>/sft/status.json` complete) is not run again: `--resume true` continues a
    killed run with the next unfinished stage.
 
 Outputs in `out/`: `round_<r>/candidates.jsonl`, `round_<r>/selected.jsonl`, `round_<r>/sft/` (model, metrics),
@@ -76,7 +79,8 @@ def run_round(cfg: RSFinetuneConfig, r: int, policy: str, prompts: list[str], fo
     judges = {n: load_judge(p) for n, p in (("reward", cfg.reward_model), ("cost", cfg.cost_model)) if p}
     s = sample_and_score(generator, judges, prompts, cfg.k, cfg.sft_max_length)
     del model, generator
-    idx, feasible = select(s, cfg.threshold)
+    complete = [[e and bool(t.strip()) for t, e in zip(ts, es)] for ts, es in zip(s["texts"], s["ended"])]
+    idx, feasible = select(s, cfg.threshold, eligible=complete)  # deviation 3: complete, non-empty answers
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "candidates.jsonl", "".join(dumps({
         "prompt": prompt_json(p), "responses": s["texts"][i], "ended": s["ended"][i],
@@ -84,8 +88,9 @@ def run_round(cfg: RSFinetuneConfig, r: int, policy: str, prompts: list[str], fo
         for i, p in enumerate(prompts)))
     kept = [(p, s["texts"][i][j]) for i, (p, j, ok) in enumerate(zip(prompts, idx, feasible)) if ok]
     if not kept:
-        raise UserError(f"rs-finetune: round {r}: no prompt has a sample with cost ≤ {cfg.threshold}: nothing to "
-                        "fine-tune on", hint="raise --threshold or --k")
+        raise UserError(f"rs-finetune: round {r}: no prompt has a complete (not cut off) sample with cost ≤ "
+                        f"{cfg.threshold}: nothing to fine-tune on",
+                        hint="raise --threshold, --k or the max_new_tokens sampling limit")
     atomic_write_text(folder / "selected.jsonl", "".join(dumps({"prompt": prompt_json(p), "response": t}) + "\n"
                                                          for p, t in kept))
     sft_out = folder / "sft"
@@ -93,12 +98,14 @@ def run_round(cfg: RSFinetuneConfig, r: int, policy: str, prompts: list[str], fo
                           epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size, max_length=cfg.sft_max_length,
                           optim=cfg.optim, lora=cfg.lora, overwrite=True,
                           runtime=RuntimeConfig(seed=cfg.seed + r)))
-    chosen_r = [float(s["reward"][i, j]) for i, j in enumerate(idx)]
+    kept_idx = [(i, j) for i, (j, ok) in enumerate(zip(idx, feasible)) if ok]
+    chosen_r = [float(s["reward"][i, j]) for i, j in kept_idx]
     stats = {"round": r, "policy": policy, "prompts": len(prompts), "kept": len(kept),
              "feasible_share": sum(feasible) / len(feasible), **reward_gap(s["reward"]),
+             "cut_off_share": sum(not e for es in s["ended"] for e in es) / sum(len(es) for es in s["ended"]),
              "kept_reward_mean": sum(chosen_r) / len(chosen_r), "seconds": round(time.time() - t0, 1)}
     if s["cost"] is not None:
-        stats["kept_cost_mean"] = sum(float(s["cost"][i, j]) for i, j in enumerate(idx)) / len(idx)
+        stats["kept_cost_mean"] = sum(float(s["cost"][i, j]) for i, j in kept_idx) / len(kept_idx)
     atomic_write_json(folder / "round.json", stats)
     return stats
 

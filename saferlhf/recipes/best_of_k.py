@@ -100,12 +100,16 @@ def reward_gap(reward) -> dict[str, float]:
             "reward_max_minus_median": statistics.fmean(a - b for a, b in zip(mx, md))}
 
 
-def select(s: dict, threshold: float) -> tuple[list[int], list[bool]]:
-    """`best_of_k_choice` on `sample_and_score`'s scores (no reward model: the lowest cost wins)."""
+def select(s: dict, threshold: float, eligible: list[list[bool]] | None = None) -> tuple[list[int], list[bool]]:
+    """`best_of_k_choice` on `sample_and_score`'s scores (no reward model: the lowest cost wins); a candidate
+    that is not ``eligible`` [P][K] is never feasible."""
+    import torch
+
     from saferlhf.rl import best_of_k_choice
 
     reward = s["reward"] if s["reward"] is not None else -s["cost"]
-    idx, feasible = best_of_k_choice(reward, s["cost"], threshold)
+    allowed = None if eligible is None else torch.tensor(eligible, dtype=torch.bool, device=reward.device)
+    idx, feasible = best_of_k_choice(reward, s["cost"], threshold, allowed)
     return idx.tolist(), feasible.tolist()
 
 

@@ -73,21 +73,37 @@ def test_best_of_k_needs_its_judges(tiny_models, prompts, tmp_path, capsys):
     assert "--reward_model" in capsys.readouterr().err
 
 
-def test_rs_finetune_rounds_and_resume(tiny_models, judges, prompts, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def ending_policy(tiny_models, sft_file, tmp_path_factory):
+    """The tiny Llama after a few SFT steps: some of its answers end within 12 tokens, some are cut off."""
+    out = tmp_path_factory.mktemp("sft_policy") / "sft"
+    assert main(["sft", "--model_path", str(tiny_models["llama"]), "--train_file", str(sft_file), "--out", str(out),
+                 "--max_steps", "40", "--optim.lr", "1e-2", "--batch_size", "16", "--runtime.progress", "false"]) == 0
+    return out / "model"
+
+
+def test_rs_finetune_rounds_and_resume(ending_policy, judges, prompts, tmp_path, capsys):
     rm, cm = judges
     out = tmp_path / "rs"
-    args = ["rs-finetune", "--model_path", str(tiny_models["llama"]), "--reward_model", str(rm), "--cost_model",
+    args = ["rs-finetune", "--model_path", str(ending_policy), "--reward_model", str(rm), "--cost_model",
             str(cm), "--prompts", str(prompts), "--k", "3", "--rounds", "2", "--threshold", "1e9",
-            "--max_new_tokens", "8", "--sft_batch_size", "4", "--sft_max_length", "64", "--optim.lr", "3e-3",
+            "--max_new_tokens", "12", "--sft_batch_size", "4", "--sft_max_length", "64", "--optim.lr", "3e-3",
             "--out", str(out)]
     assert main(args) == 0
     s = json.loads((out / "summary.json").read_text())
     assert [r["round"] for r in s["rounds"]] == [1, 2]
-    for r in s["rounds"]:
-        assert r["kept"] == 6 and r["reward_max_mean"] >= r["reward_median_mean"]
+    for k, r in enumerate(s["rounds"], 1):
+        # only complete answers are kept: a cut-off one would teach the policy to stop mid-answer
+        candidates = list(read_jsonl(out / f"round_{k}" / "candidates.jsonl"))
+        complete = {(c["prompt"], t) for c in candidates for t, e in zip(c["responses"], c["ended"]) if e and t.strip()}
+        selected = list(read_jsonl(out / f"round_{k}" / "selected.jsonl"))
+        assert selected and all((x["prompt"], x["response"]) in complete for x in selected)
+        assert r["kept"] == len({p for p, _ in complete}) == len(selected)
+        assert r["reward_max_mean"] >= r["reward_median_mean"]
+    assert 0 < s["rounds"][0]["cut_off_share"] < 1  # both kinds of candidate were drawn
     assert (out / "round_1" / "selected.jsonl").exists() and (out / "reward_gap.png").stat().st_size > 1000
     assert s["rounds"][1]["policy"] == str(out / "round_1" / "sft" / "model")  # round 2 samples the round-1 model
-    init = AutoModelForCausalLM.from_pretrained(tiny_models["llama"]).state_dict()
+    init = AutoModelForCausalLM.from_pretrained(ending_policy).state_dict()
     final = AutoModelForCausalLM.from_pretrained(s["final_model"]).state_dict()
     assert any(not torch.equal(init[k], final[k]) for k in init)
     capsys.readouterr()

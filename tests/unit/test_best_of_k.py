@@ -38,6 +38,24 @@ def test_best_of_k_by_hand():
     assert idx.tolist() == [1, 1] and ok.all()
 
 
+def test_best_of_k_choice_keeps_only_eligible_candidates():
+    """rs-finetune passes `ended` as `eligible`: a cut-off answer is never kept, even with the best reward."""
+    reward = torch.tensor([[9.0, 1.0, 2.0], [9.0, 1.0, 2.0], [9.0, 1.0, 2.0]])
+    cost = torch.tensor([[-1.0, -1.0, 5.0], [-1.0, -1.0, -1.0], [-1.0, 3.0, -2.0]])
+    eligible = torch.tensor([[False, True, True], [False, False, False], [False, True, True]])
+    idx, ok = best_of_k_choice(reward, cost, 0.0, eligible)
+    assert idx.tolist()[0] == 1 and ok.tolist() == [True, False, True] and idx.tolist()[2] == 2
+    idx, ok = best_of_k_choice(reward, None, 0.0, eligible)
+    assert idx.tolist()[0] == 2 and ok.tolist() == [True, False, True]
+    g = torch.Generator().manual_seed(1)
+    reward, cost = torch.randn(100, 4, generator=g), torch.randn(100, 4, generator=g)
+    eligible = torch.rand(100, 4, generator=g) > 0.4
+    idx, ok = best_of_k_choice(reward, cost, 0.0, eligible)
+    for r, c, e, i, f in zip(reward.tolist(), cost.tolist(), eligible.tolist(), idx.tolist(), ok.tolist()):
+        good = [j for j in range(4) if e[j] and c[j] <= 0.0]
+        assert f == bool(good) and (not good or i == max(good, key=lambda j: r[j]))
+
+
 def test_first_acceptable_is_the_cm_classifier():
     cost = torch.tensor([[1.0, -1.0, -2.0], [2.0, 3.0, 1.0], [-1.0, 5.0, 5.0]])
     idx, accepted = first_acceptable(cost)
