@@ -57,6 +57,8 @@ class RedteamConfig:
     policy: str = option("", "policy folder to attack (HF causal LM)")
     seeds: str = option("world:train", "seed prompts: a prompt file (its unsafe-labelled prompts where it has labels) "
                                        "or world:train / world:test (their harmful prompts)")
+    allow_test_seeds: bool = option(False, "allow held-out seeds (world:test, world:all, world:redteam_test): "
+                                           "prompts mined from them leak the evaluation set into training")
     world_seed: int = option(0, "seed of the synthetic world (world seeds, the oracle judge)")
     out: str = option("runs/redteam", "output folder")
     operators: list[str] = option(list(FAMILIES), f"mutation operators: {', '.join(FAMILIES)}")
@@ -86,6 +88,9 @@ class RedteamConfig:
     batch_size: int = option(128, "prompts per generation batch", ge=1)
     seed: int = option(0, "seed of the candidate draws and of sampling")
     overwrite: bool = option(False, "replace a previous run in out")
+
+
+HELD_OUT_SEEDS = frozenset({"world:test", "world:all", "world:redteam_test"})  # evaluation prompts of the world
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,10 @@ def success_table(rows: list[dict], key) -> dict[str, dict]:
 def load_seeds(cfg: RedteamConfig) -> list[Seed]:
     from saferlhf.eval.suite import load_prompt_set
 
+    if cfg.seeds.strip() in HELD_OUT_SEEDS and not cfg.allow_test_seeds:
+        raise UserError(f"redteam: --seeds {cfg.seeds} holds held-out evaluation prompts: mining from them leaks the "
+                        "test set into the next round's training", hint="use --seeds world:train (or your own file), "
+                                                                       "or pass --allow_test_seeds true on purpose")
     items = load_prompt_set(cfg.seeds, world_seed=cfg.world_seed).items
     if any(i.label is not None for i in items):
         items = [i for i in items if i.label == "unsafe"]

@@ -91,12 +91,22 @@ def test_attacker_llm_through_an_openai_compatible_server(setup, tmp_path):
     (["--attacker", "llm"], "attacker llm needs --attacker_base_url"),
     (["--exclude", "/nonexistent.jsonl"], "exclude: /nonexistent.jsonl is not a file"),
     (["--seeds", "/nonexistent.csv"], "nonexistent.csv"),
+    (["--seeds", "world:test"], "--seeds world:test holds held-out evaluation prompts"),
+    (["--seeds", "world:redteam_test"], "--seeds world:redteam_test holds held-out evaluation prompts"),
+    (["--seeds", "world:all"], "--allow_test_seeds true"),
 ])
 def test_input_errors_are_one_line(setup, tmp_path, capsys, extra, message):
     assert main(rt_args(setup, tmp_path / "bad", *extra)) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()  # nothing started
+
+
+def test_held_out_seeds_only_on_purpose(setup, tmp_path):
+    assert main(rt_args(setup, tmp_path / "t", "--seeds", "world:test", "--allow_test_seeds", "true",
+                        "--candidates", "14")) == 0
+    world = build_world(0)
+    assert {world.classify(r["seed_prompt"]).split for r in jsonl(tmp_path / "t" / "candidates.jsonl")} == {"test"}
 
 
 def test_missing_policy_is_one_line(tmp_path, capsys):
