@@ -39,3 +39,11 @@ def split_pairs(pairs: Sequence[T], eval_ratio: float, seed: int = 0) -> tuple[l
 
 
 __all__ = ["split_pairs"]
+
+
+def prompt_hash(prompt: str) -> str:
+    """sha256 of a prompt's text, stripped: the key `score-model` stores per training prompt
+    (``RUN/training_prompts.json``) so that calibration can tell held-out prompts from trained ones."""
+    import hashlib
+
+    return hashlib.sha256(prompt.strip().encode("utf-8")).hexdigest()

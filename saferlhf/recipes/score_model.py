@@ -211,6 +211,7 @@ def run(cfg: ScoreModelConfig) -> int:
     from saferlhf.models.score import ScoreModel
     from saferlhf.models.tokenizers import load_tokenizer
     from saferlhf.training import restore_loop, start_run_on_every_rank
+    from saferlhf.data.split import prompt_hash
     from saferlhf.files import atomic_write_json, fault_point
     from saferlhf.tracking import MetricsLogger, finish_run, progress
 
@@ -293,6 +294,9 @@ def run(cfg: ScoreModelConfig) -> int:
     acc.wait_for_everyone()
     if main:
         atomic_write_json(Path(out) / "eval.json", metrics | {"train/seconds": seconds})
+        # Which prompts the model learned (sha256), so that calibration (`cost-threshold`) uses held-out ones.
+        atomic_write_json(Path(out) / "training_prompts.json",
+                          {"sha256": sorted({prompt_hash(p.prompt) for p in train_pairs})})
         if ev:
             plot_distribution(cfg.kind, ev, Path(out) / "score_distribution.png")
         unwrapped.save_pretrained(Path(out) / "model", tokenizer=tokenizer)  # atomic folder swap

@@ -229,3 +229,36 @@ def test_cost_threshold_command_both_methods(setup, tmp_path, capsys):
     g = [json.loads(x) for x in gen.read_text().splitlines()]
     costs = judge.scores([r["prompt"] for r in g], [r["response"] for r in g], [r["ended"] for r in g])
     assert json.loads(out.read_text())["threshold"] == pytest.approx(threshold_from_quantile(costs, 0.5), abs=1e-5)
+
+
+def test_cost_threshold_uses_only_prompts_the_cost_model_did_not_train_on(setup, tmp_path, capsys):
+    """The audit: d was calibrated on the cost model's own training pairs. score-model now records its training
+    prompts, and both `cost-threshold` and the pipelines' calibration leave those out."""
+    from saferlhf.eval.judges import ScoreModelJudge
+    from saferlhf.eval.threshold import calibrate_threshold, threshold_from_labels
+
+    prefs = tmp_path / "prefs.jsonl"
+    assert main(["world", "annotate", "--out", str(prefs), "--n", "60"]) == 0
+    rows = [json.loads(x) for x in prefs.read_text().splitlines()]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:40]))
+    run = tmp_path / "cost_run"
+    assert main(["score-model", "--kind", "cost", "--model_path", str(setup["policy"]), "--train_file", str(train),
+                 "--eval_ratio", "0", "--max_steps", "2", "--max_length", "64", "--out", str(run)]) == 0
+    trained = {r["prompt"].strip() for r in rows[:40]}
+    held = [r for r in rows if r["prompt"].strip() not in trained]
+    assert 0 < len(held) < len(rows)
+    judge = ScoreModelJudge(run / "model", "cost")
+    costs = judge.scores([r["prompt"] for r in held for _ in (0, 1)], [r[f"response_{i}"] for r in held for i in (0, 1)])
+    safe = [r[f"is_response_{i}_safe"] for r in held for i in (0, 1)]
+    want = threshold_from_labels([c for c, s in zip(costs, safe) if s], [c for c, s in zip(costs, safe) if not s], 0.1)
+    out = tmp_path / "d.json"
+    assert main(["cost-threshold", "--cost_model", str(run / "model"), "--input", str(prefs), "--rate", "0.1",
+                 "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["threshold"] == pytest.approx(want, abs=1e-5)
+    assert got["n_training_prompts_skipped"] == len(rows) - len(held) and got["held_out_only"] is True
+    assert calibrate_threshold(str(run / "model"), prefs, 0.1) == pytest.approx(want, abs=1e-5)
+    assert main(["cost-threshold", "--cost_model", str(run / "model"), "--input", str(train), "--out",
+                 str(tmp_path / "d2.json")]) == 2  # every record was a training prompt
+    assert "left out" in capsys.readouterr().err
