@@ -458,3 +458,16 @@ def global_mean(value: float, accelerator: Any = None) -> float:
         return float(value)
     tensor = torch.tensor(float(value), dtype=torch.float32, device=accelerator.device)
     return float(accelerator.reduce(tensor, reduction="mean").item())
+
+
+def global_means(metrics: dict[str, Any], accelerator: Any = None) -> dict[str, Any]:
+    """``metrics`` with every number averaged across processes (one all-reduce; identity on one process).
+
+    Metrics are computed on each rank's share of the batch; logging rank 0's alone reports a noisier,
+    biased-by-shard value. Booleans and strings pass through; every rank must call this (a collective)."""
+    if accelerator is None or getattr(accelerator, "num_processes", 1) <= 1:
+        return metrics
+    keys = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=accelerator.device)
+    reduced = accelerator.reduce(values, reduction="mean").tolist()
+    return metrics | dict(zip(keys, reduced))

@@ -76,6 +76,7 @@ import torch
 from saferlhf.config import option
 from saferlhf.errors import NumericalError, UserError
 from saferlhf.rl import ALGORITHMS, Algorithm, AlgorithmName
+from saferlhf.sampling import SamplingConfig, require_one_per_prompt
 from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_finite, bad_values, build_optimizer,
                                make_accelerator, optimizer_step, restore_loop, start_run_on_every_rank)
 
@@ -84,11 +85,8 @@ PTX_SEED_OFFSET = 7_919  # the PTX stream's seed differs from the prompt stream'
 
 @dataclass
 class RolloutConfig:
-    prompts_per_step: int = option(16, "prompts sampled per RL step per process (one response each)", ge=1)
-    max_new_tokens: int = option(128, "max response tokens", ge=1)
-    max_prompt_length: int = option(256, "prompts are cut to their last N tokens", ge=1)
-    temperature: float = option(1.0, "sampling temperature (reference: 1.0)", gt=0)
-    top_p: float = option(1.0, "nucleus sampling threshold (reference: 1.0)", gt=0, le=1)
+    prompts_per_step: int = option(16, "prompts sampled per RL step per process (one response each), as one batch; "
+                                       "how they are sampled: --sampling.*", ge=1)
 
 
 @dataclass
@@ -106,6 +104,10 @@ class LagrangeConfig:
 
 @dataclass
 class PPOConfig:
+    # the rollouts' sampling fields moved from rollout.* to the shared --sampling.* (saferlhf.sampling)
+    __renamed__ = {f"rollout.{name}": f"sampling.{name}"
+                   for name in ("max_new_tokens", "max_prompt_length", "temperature", "top_p")}
+
     algorithm: AlgorithmName = option(
         "ppo_lag", "ppo_lag = Safe RLHF; ppo = reward only; reward_shaping = R - shaping_lambda·C; pairwise_ppo = "
                    "P3O (two responses per prompt, no critic); pairwise_ppo_lag = P3O with the Lagrangian reward")
@@ -116,7 +118,9 @@ class PPOConfig:
     cost_model_path: str | None = option(None, "cost model (required for ppo_lag / reward_shaping; with ppo only logged)")
     reward_critic_path: str | None = option(None, "reward critic init (default: the reward model)")
     cost_critic_path: str | None = option(None, "cost critic init (default: the cost model)")
-    train_prompts: str = option("", "prompt file (jsonl with 'prompt', BeaverTails json, XSTest csv, ...)")
+    train_prompts: str = option("", "prompt file (jsonl with 'prompt', BeaverTails json, XSTest csv, any CSV / JSON "
+                                    "with a prompt column, ...) or world:train (the synthetic world's prompts)")
+    world_seed: int = option(0, "world seed for world:* train prompts")
     ptx_file: str | None = option(None, "optional SFT file mixed in as a PTX loss")
     ptx_coef: float = option(16.0, "PTX loss coefficient (reference 16)", ge=0)
     out: str = option("runs/ppo", "output folder: actor/, checkpoint/, metrics.jsonl, config.yaml, status.json")
@@ -138,7 +142,9 @@ class PPOConfig:
     joint_clip: bool = option(False, "pairwise_ppo*: clip the ratio of the two trajectory ratios (P3O's joint clip) "
                                      "instead of each ratio separately")
     lagrange: LagrangeConfig = option(LagrangeConfig(), "Lagrange multiplier (ppo_lag)")
-    rollout: RolloutConfig = option(RolloutConfig(), "sampling")
+    rollout: RolloutConfig = option(RolloutConfig(), "rollout batches")
+    sampling: SamplingConfig = option(SamplingConfig(), "how rollouts are sampled (n stays 1: one response per "
+                                                        "prompt; batch_size unused: a rollout is one batch)")
     actor_optim: OptimConfig = option(OptimConfig(lr=1e-5, weight_decay=0.01), "actor optimiser")
     lora: LoraSettings = option(LoraSettings(), "LoRA actor (merged on save); the reference policy is then the "
                                                 "same base with the adapters disabled (one base model less)")
@@ -240,7 +246,7 @@ class FrozenScorer:
 
         return score_texts(self.model, self.tokenizer, prompts, samples.responses, ended=samples.ended,
                            max_prompt_length=max_prompt_length, max_length=context_length(self.model),
-                           batch_size=len(prompts))
+                           batch_size=len(prompts), limit=float("inf"))  # check_rollout applies score_limit
 
 
 @dataclass
@@ -299,7 +305,7 @@ def make_experience(cfg: PPOConfig, models: PPOModels, generator, prompts: list[
         logprobs, values = logprobs.detach(), {k: v.detach() for k, v in values.items()}
     del logits  # [B, N, V]: kept only in `live`
     ref_logprobs = gather_logprobs(action_logits(models.ref, ids, mask, P), actions)
-    scores = {name: judge.end_scores(samples, list(prompts), cfg.rollout.max_prompt_length)
+    scores = {name: judge.end_scores(samples, list(prompts), cfg.sampling.max_prompt_length)
               for name, judge in models.judges.items()}
     return Rollout(input_ids=ids, attention_mask=mask, prompt_length=P, response_mask=rmask, logprobs=logprobs,
                    ref_logprobs=ref_logprobs, reward=scores["reward"], cost=scores.get("cost"),
@@ -481,8 +487,10 @@ def pairwise_update(cfg: PPOConfig, acc, actor, critics: dict, optims: dict, sch
     return {key: sum(v) / len(v) for key, v in stats.items()}
 
 
-def rollout_metrics(rollout, beta: float, seconds: float) -> dict[str, float]:
-    """rollout/, reward/ and cost/ metrics of one batch (means over the local batch)."""
+def rollout_metrics(rollout, beta: float, seconds: float, threshold: float = 0.0) -> dict[str, float]:
+    """rollout/, reward/ and cost/ metrics of one batch (means over the local batch; the loop averages them
+    across ranks before logging). ``cost/violation_rate``: the share of responses with cost above the
+    threshold d (the constraint's own level, not 0)."""
     from saferlhf.rl import kl_per_token, masked_mean
 
     m = rollout.response_mask
@@ -495,7 +503,7 @@ def rollout_metrics(rollout, beta: float, seconds: float) -> dict[str, float]:
            "rollout/kl_coef": beta}
     if rollout.cost is not None:
         out |= {"cost/mean": float(rollout.cost.mean()),
-                "cost/violation_rate": float((rollout.cost > 0).float().mean())}
+                "cost/violation_rate": float((rollout.cost > threshold).float().mean())}
     return out
 
 
@@ -532,6 +540,7 @@ def _write_rank_report(out: Path, acc, actor, lagrange, step: int) -> None:
 def _check(cfg: PPOConfig) -> None:
     if not cfg.actor_path or not cfg.reward_model_path or not cfg.train_prompts:
         raise UserError("ppo: actor_path, reward_model_path and train_prompts are required")
+    require_one_per_prompt(cfg.sampling, "ppo", "one response per prompt; rollout.prompts_per_step sets the batch")
     if ALGORITHMS[cfg.algorithm].needs_cost_model and not cfg.cost_model_path:
         raise UserError(f"ppo: algorithm={cfg.algorithm} needs cost_model_path")
     lc = cfg.lagrange
@@ -638,11 +647,11 @@ def prepare_trained(acc, models: PPOModels, optims: dict, scheds: dict) -> None:
 
 def run(cfg: PPOConfig) -> int:
     from saferlhf.data.formatting import encode_example
-    from saferlhf.data.loaders import load_prompts
+    from saferlhf.data.prompt_source import prompt_texts
     from saferlhf.files import fault_point
     from saferlhf.models.policy import save_policy
-    from saferlhf.rl import LagrangeMultiplier, global_mean
-    from saferlhf.rollout import HFGenerator, SamplingSettings
+    from saferlhf.rl import LagrangeMultiplier, global_mean, global_means
+    from saferlhf.rollout import HFGenerator
     from saferlhf.tracking import MetricsLogger, finish_run, progress
 
     _check(cfg)
@@ -651,16 +660,16 @@ def run(cfg: PPOConfig) -> int:
         cfg = dataclasses.replace(cfg, kl_coef=algo.kl_coef)
     beta = cfg.kl_coef
     acc = make_accelerator(cfg.runtime)
-    prompts = [r.prompt for r in load_prompts(cfg.train_prompts)]  # data validated before any model loads
+    prompts = prompt_texts(cfg.train_prompts, cfg.world_seed)  # data validated before any model loads
     ptx_records = _load_ptx_records(cfg)
     out = start_run_on_every_rank(acc, cfg, "ppo")
     main = acc.is_main_process
 
     models = load_models(cfg, algo, acc.device)
     tokenizer = models.tokenizer
-    ro = cfg.rollout  # PTX examples get the actor's budgets: the prompt as sampled, the response as generated
-    ptx_examples = [encode_example(tokenizer, r.prompt, r.response, ro.max_prompt_length + ro.max_new_tokens + 1,
-                                   max_prompt_length=ro.max_prompt_length) for r in ptx_records]
+    sp = cfg.sampling  # PTX examples get the actor's budgets: the prompt as sampled, the response as generated
+    ptx_examples = [encode_example(tokenizer, r.prompt, r.response, sp.max_prompt_length + sp.max_new_tokens + 1,
+                                   max_prompt_length=sp.max_prompt_length) for r in ptx_records]
 
     # Optimisers: one per trained model; schedules count optimiser steps.
     per_step = cfg.ppo_epochs * n_minibatches(cfg, cfg.rollout.prompts_per_step)  # optimiser steps per RL step
@@ -675,9 +684,7 @@ def run(cfg: PPOConfig) -> int:
         lc = cfg.lagrange
         lagrange = LagrangeMultiplier(init=lc.init, lr=lc.lr, max_value=lc.max_value, delay_steps=lc.delay_steps,
                                       threshold=lc.threshold, window=lc.window, min_value=lc.min_value)
-    generator = HFGenerator(acc.unwrap_model(actor), tokenizer, SamplingSettings(
-        max_new_tokens=ro.max_new_tokens, max_prompt_length=ro.max_prompt_length, temperature=ro.temperature,
-        top_p=ro.top_p))
+    generator = HFGenerator(acc.unwrap_model(actor), tokenizer, cfg.sampling)
     # the rollout forwards run on the unwrapped models; the update's go through the (DDP) wrappers
     rollout_models = PPOModels(actor=acc.unwrap_model(actor), ref=models.ref, tokenizer=tokenizer,
                                critics={n: acc.unwrap_model(m) for n, m in critics.items()}, judges=models.judges)
@@ -710,7 +717,7 @@ def run(cfg: PPOConfig) -> int:
         t_roll = time.time() - t0
         check_rollout(cfg, rollout, step)
         streams(cfg, algo, rollout, beta, step)
-        metrics = rollout_metrics(rollout, beta, t_roll)
+        metrics = rollout_metrics(rollout, beta, t_roll, cfg.lagrange.threshold)
         lam = 0.0  # the actor advantage's λ: adaptive for PPO-Lag, unused otherwise
         if lagrange is not None:  # λ first, from the freshest episode costs (as the reference does)
             lagrange.observe(rollout.cost)
@@ -734,7 +741,7 @@ def run(cfg: PPOConfig) -> int:
         bar.set_postfix(R=f"{metrics['reward/mean']:.2f}",
                         C=f"{metrics.get('cost/mean', float('nan')):.2f}", lam=f"{lam:.2f}")
         if state.step % cfg.log_every == 0 or state.step == cfg.steps:
-            logger.log(state.step, metrics)
+            logger.log(state.step, global_means(metrics, acc))  # every rank calls it: a collective
             if main and cfg.log_samples:
                 log_samples(out / "samples.jsonl", state.step, rollout, cfg.log_samples)
         fault_point("step")

@@ -212,6 +212,7 @@ def run(cfg: ScoreModelConfig) -> int:
     from saferlhf.models.tokenizers import load_tokenizer
     from saferlhf.training import restore_loop, start_run_on_every_rank
     from saferlhf.data.split import prompt_hash
+    from saferlhf.rl import global_means
     from saferlhf.files import atomic_write_json, fault_point
     from saferlhf.tracking import MetricsLogger, finish_run, progress
 
@@ -273,9 +274,10 @@ def run(cfg: ScoreModelConfig) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{diag['loss']:.3f}", acc=f"{diag['accuracy']:.2f}")
             if step % cfg.log_every == 0 or step == total:
-                logger.log(step, {f"train/{k}": v for k, v in diag.items()} |
-                           {"train/lr": sched.get_last_lr()[0], "train/grad_norm": gnorm,
-                            "time/pairs_per_s": (step - start) * global_bs / (time.time() - t0)})
+                logger.log(step, global_means({f"train/{k}": v for k, v in diag.items()} |
+                                              {"train/lr": sched.get_last_lr()[0], "train/grad_norm": gnorm,
+                                               "time/pairs_per_s": (step - start) * global_bs / (time.time() - t0)},
+                                              acc))  # averaged over the ranks' shares (a collective)
             fault_point("step")
             if cfg.save_every and step % cfg.save_every == 0 and step < total:
                 ckpt.save()

@@ -103,6 +103,7 @@ def run(cfg: SFTConfig) -> int:
     from saferlhf.models.tokenizers import load_tokenizer
     from saferlhf.files import fault_point
     from saferlhf.tracking import MetricsLogger, finish_run, progress
+    from saferlhf.rl import global_means
 
     check_model_path(cfg.model_path, "model_path")
     acc = make_accelerator(cfg.runtime, step_scheduler_with_optimizer=False)  # one schedule step per step
@@ -151,9 +152,9 @@ def run(cfg: SFTConfig) -> int:
         bar.update(1)
         bar.set_postfix(loss=f"{diag['loss']:.3f}")
         if step % cfg.log_every == 0 or step == total:
-            logger.log(step, {"train/loss": diag["loss"], "train/lr": sched.get_last_lr()[0],
-                              "train/grad_norm": gnorm, "train/epoch": step / steps_per_epoch,
-                              "time/tokens_per_s": tokens / (time.time() - t0)})
+            logger.log(step, global_means({"train/loss": diag["loss"], "train/lr": sched.get_last_lr()[0],
+                                           "train/grad_norm": gnorm, "train/epoch": step / steps_per_epoch,
+                                           "time/tokens_per_s": tokens / (time.time() - t0)}, acc))  # a collective
         fault_point("step")
         if cfg.save_every and step % cfg.save_every == 0 and step < total:
             ckpt.save()

@@ -433,6 +433,42 @@ def test_global_mean():
     assert many.calls == ["mean"]
 
 
+def test_global_means_averages_every_number_across_ranks():
+    """Training metrics used to be rank 0's alone; now every number is the mean over ranks (one reduce)."""
+    from saferlhf.rl import global_means
+
+    class VectorFake:
+        num_processes, device = 2, torch.device("cpu")
+
+        def __init__(self, other):
+            self.other, self.calls = other, 0
+
+        def reduce(self, tensor, reduction="sum"):
+            assert reduction == "mean"
+            self.calls += 1
+            return (tensor + self.other) / 2
+
+    metrics = {"train/loss": 1.0, "cost/mean": -2.0, "train/steps": 4, "train/packed": True, "name": "x"}
+    assert global_means(metrics) is metrics and global_means(metrics, FakeAccelerator(1, [])) is metrics
+    # the other rank's values, in sorted key order: cost/mean, train/loss, train/steps
+    fake = VectorFake(torch.tensor([4.0, 3.0, 4.0], dtype=torch.float64))
+    got = global_means(metrics, fake)
+    assert got == {"train/loss": 2.0, "cost/mean": 1.0, "train/steps": 4.0, "train/packed": True, "name": "x"}
+    assert fake.calls == 1
+
+
+def test_violation_rate_counts_costs_above_the_threshold():
+    from types import SimpleNamespace
+
+    from saferlhf.recipes.ppo import rollout_metrics
+
+    cost = torch.tensor([-1.0, 0.5, 1.5, 3.0])
+    ro = SimpleNamespace(response_mask=torch.ones(4, 2), logprobs=torch.zeros(4, 2), ref_logprobs=torch.zeros(4, 2),
+                         reward=torch.zeros(4), cost=cost)
+    assert rollout_metrics(ro, 0.1, 1.0)["cost/violation_rate"] == 0.75  # d = 0
+    assert rollout_metrics(ro, 0.1, 1.0, threshold=1.0)["cost/violation_rate"] == 0.5  # cost > d, not cost > 0
+
+
 # --------------------------------------------------------------------------- the algorithm table
 
 
