@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import time
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from typing import Literal
 from saferlhf.config import option
 from saferlhf.files import atomic_write_jsonl as _write_jsonl
 from saferlhf.errors import UserError
-from saferlhf.stages import DataStage, ModelStage, RLStage, ScoreStage, SFTStage, fill_untouched
+from saferlhf.stages import DataStage, ModelStage, RLStage, ScoreStage, SFTStage, fill_untouched, stage_sampling
 from saferlhf.tracking import read_jsonl as _jsonl
 
 EVAL_SETS = ("harmful_test", "redteam_test", "benign_lookalike_test")
@@ -78,7 +79,8 @@ class IterateConfig:
     overwrite: bool = option(False, "replace a previous run in out")
     fast: bool = option(False, "tiny everything (for tests)")
     threads: int = option(0, "torch CPU threads (0 = default)", ge=0)
-    max_new_tokens: int = option(64, "max response tokens in pairs, RL, red-teaming and evaluation", ge=1)
+    max_new_tokens: int = option(64, "max response tokens in pairs, RL, red-teaming and evaluation (every stage's "
+                                     "sampling.max_new_tokens: stages.stage_sampling)", ge=1)
     model: ModelStage = option(ModelStage(), "the tiny model")
     sft: SFTStage = option(SFTStage(), "supervised fine-tuning")
     data: DataStage = option(DataStage(), "response pairs per round (world_pairs: annotated world pairs, once)")
@@ -111,6 +113,11 @@ def make_annotator(spec: str, world, seed: int):
         factory = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as e:
         raise UserError(f"iterate: annotator: {spec!r} is not 'panel' or an importable module:factory ({e})") from None
+    try:  # the call must fit factory(world=..., seed=...): json:dumps or a class without those is a user error
+        inspect.signature(factory).bind(world=world, seed=seed)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"iterate: annotator: {spec} cannot be called as {name}(world=..., seed=...) ({e})",
+                        hint="give a factory that takes the keyword arguments world and seed") from None
     annotator = factory(world=world, seed=seed)
     if not isinstance(annotator, Annotator):
         raise UserError(f"iterate: annotator: {spec} returned a {type(annotator).__name__}, which has no "
@@ -231,8 +238,7 @@ def run(cfg: IterateConfig) -> int:
         policies = ["sft=" + sft_model] + ([f"policy={policy}"] if policy else [])
         compare.run(compare.EvalConfig(
             policies=policies, prompts=[str(eval_sets[n]) for n in EVAL_SETS], judges=["oracle"], baseline="sft",
-            world_seed=cfg.seed, n_samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, batch_size=128,
-            seed=cfg.seed,
+            world_seed=cfg.seed, sampling=stage_sampling(cfg.max_new_tokens, n=cfg.eval_samples), seed=cfg.seed,
             cache_dir=str(out / "cache"), out=str(folder), overwrite=True, bootstrap=200))
 
     setup_stage("round 0: evaluate SFT", r0 / "eval", lambda: evaluate(r0 / "eval", None))
@@ -254,9 +260,9 @@ def run(cfg: IterateConfig) -> int:
         if k >= cfg.redteam_from_round:
             timed("red-team", rk / "redteam", lambda: redteam.run(redteam.RedteamConfig(
                 policy=policy, seeds="world:train", world_seed=cfg.seed, out=str(rk / "redteam"),
-                candidates=cfg.redteam.candidates, compose=cfg.redteam.compose, samples=cfg.redteam.samples,
-                max_keep=cfg.redteam.max_keep, exclude=[str(f) for f in redteam_files],
-                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + 1000 * k, overwrite=True)))
+                candidates=cfg.redteam.candidates, compose=cfg.redteam.compose,
+                sampling=stage_sampling(cfg.max_new_tokens, n=cfg.redteam.samples), max_keep=cfg.redteam.max_keep,
+                exclude=[str(f) for f in redteam_files], seed=cfg.seed + 1000 * k, overwrite=True)))
             redteam_files.append(rk / "redteam" / "prompts.jsonl")
             mined = _jsonl(redteam_files[-1])
 
@@ -270,8 +276,8 @@ def run(cfg: IterateConfig) -> int:
                                                                 cfg.redteam.rl_share)),
             _write_jsonl(rk / "pair_prompts.jsonl", [{"prompt": r["prompt"]} for r in base + mined])))
         timed("pairs", rk / "pairs.jsonl", lambda: generate.run(generate.GenerateConfig(
-            model_path=policy, prompts=str(rk / "pair_prompts.jsonl"), out=str(rk / "pairs.jsonl"), n_samples=2,
-            max_new_tokens=cfg.max_new_tokens, batch_size=128, seed=cfg.seed + k)))
+            model_path=policy, prompts=str(rk / "pair_prompts.jsonl"), out=str(rk / "pairs.jsonl"),
+            sampling=stage_sampling(cfg.max_new_tokens, n=2), seed=cfg.seed + k)))
         timed("annotate", rk / "preferences.jsonl", lambda: _annotate(annotator, rk / "pairs.jsonl",
                                                                       rk / "preferences.jsonl", k))
         policy_prefs.append(rk / "preferences.jsonl")
@@ -307,7 +313,8 @@ def run(cfg: IterateConfig) -> int:
             cost_model_path=str(rk / "cost" / "model"), train_prompts=str(rk / "rl_prompts.jsonl"), out=str(rk / "rl"),
             steps=rl.steps, ppo_epochs=rl.ppo_epochs, num_minibatches=rl.minibatches, kl_coef=rl.kl_coef,
             lagrange=ppo.LagrangeConfig(init=rl.lambda_init, lr=rl.lambda_lr, max_value=rl.lambda_max, threshold=d),
-            rollout=ppo.RolloutConfig(prompts_per_step=rl.prompts_per_step, max_new_tokens=cfg.max_new_tokens),
+            rollout=ppo.RolloutConfig(prompts_per_step=rl.prompts_per_step),
+            sampling=stage_sampling(cfg.max_new_tokens),
             actor_optim=OptimConfig(lr=rl.actor_lr, weight_decay=0.0),
             critic_optim=OptimConfig(lr=rl.critic_lr, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
             runtime=dataclasses.replace(rt, seed=cfg.seed + k), save_every=10, **again)))
