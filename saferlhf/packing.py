@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from saferlhf.batching import pad
-from saferlhf.data.formatting import encode_example
+from saferlhf.data.formatting import encode_example, end_token_id
 
 
 @dataclass
@@ -30,16 +30,28 @@ class EncodedPair:
     n_prompt: int = 0  # prompt tokens, the same for both (one prompt, one budget): response tokens follow
 
 
-def encode_pairs(pairs, tokenizer, max_length: int) -> list[EncodedPair]:
+def encode_pairs(pairs, tokenizer, max_length: int, end_after_cut: bool = True) -> list[EncodedPair]:
     """Token ids of each pair's two sequences; a response cut off at the generation limit
-    (``chosen_ended`` / ``rejected_ended`` False) gets no end token, as the policy's own answer had none."""
+    (``chosen_ended`` / ``rejected_ended`` False) gets no end token, as the policy's own answer had none.
+    ``end_after_cut``: a response cut at ``max_length`` here still finishes with the end token (score models
+    read their score there); False for log-probs (DPO): it did not end, so it gets none (`encode_unless_cut`)."""
+    encode = encode_example if end_after_cut else encode_unless_cut
     out = []
     for p in pairs:
-        chosen, n_prompt = encode_example(tokenizer, p.prompt, p.chosen, max_length,
-                                          ended=getattr(p, "chosen_ended", True))
-        rejected = encode_example(tokenizer, p.prompt, p.rejected, max_length, ended=getattr(p, "rejected_ended", True))
+        chosen, n_prompt = encode(tokenizer, p.prompt, p.chosen, max_length, ended=getattr(p, "chosen_ended", True))
+        rejected = encode(tokenizer, p.prompt, p.rejected, max_length, ended=getattr(p, "rejected_ended", True))
         out.append(EncodedPair(chosen, rejected[0], p.chosen_is_safe, p.rejected_is_safe, n_prompt))
     return out
+
+
+def encode_unless_cut(tokenizer, prompt: str, response: str, max_length: int,
+                      ended: bool = True) -> tuple[list[int], int]:
+    """`encode_example` for log-probs: the end token only when the response ``ended`` and all of it plus the end
+    token fit ``max_length``; a response cut here keeps ``max_length - n_prompt`` tokens and no end token (it
+    is not an ended answer)."""
+    ids, n_prompt = encode_example(tokenizer, prompt, response, max_length, ended=False)
+    whole = len(ids) - n_prompt == len(tokenizer(response, add_special_tokens=False)["input_ids"])
+    return (ids + [end_token_id(tokenizer)] if ended and whole and len(ids) < max_length else ids), n_prompt
 
 
 def pair_batch(pairs: list[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:

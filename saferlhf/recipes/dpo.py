@@ -20,18 +20,24 @@ Variants (`--variant`; each a row of `VARIANTS`: which pairs, which loss):
 
 Deviations / choices:
 1. Reference log-probs are computed once before training (`precompute_ref`, the same numbers as on the fly:
-   the reference is frozen) with the reference model, which is then freed; with LoRA and no `ref_model_path`
-   the reference is the starting model (the adapters start at zero) and on the fly it is the actor with its
-   adapters disabled, so one base is held either way.
+   the reference is frozen) with the reference model on the accelerator, each rank its share of the pairs
+   (gathered), and the model is then freed; with LoRA and no `ref_model_path` the reference is the starting
+   model (the adapters start at zero) and on the fly it is the actor with its adapters disabled, so one base
+   is held either way. On the fly, the reference reads the policy's own (packed) batch. Dropout is off in the
+   model (`--lora.dropout` still acts on the adapters), so at step 1 the policy is the reference: loss ln 2.
+   A `ref_model_path` with another tokenizer than the policy's is refused before training.
 2. Training batches are padding-free (`saferlhf.packing`): the 2B sequences of a batch in one row, the prompt
    shared by chosen and rejected computed once, attention restricted to each sequence, the LM head only on
    the response-predicting positions. Padded batches when the model does not give the same log-probs so
    (checked at start on four pairs).
 3. Bad pairs fail at load time with file, line and field: identical or empty responses (HH-RLHF keeps them as
    warnings for score models; they carry no DPO signal), and missing safety labels for `safe_filtered` and
-   `safedpo`.
+   `safedpo`. A response cut at `max_length` gets no end token (it did not end); pairs whose two token
+   sequences are identical after that cut are left out (counted on stderr; none left to train on is an error),
+   and so is an `eval_ratio` split with no held-out pair.
 4. Exact resume as for SFT (`--save_every`, `--resume true`); SACPO's stages are run folders of their own
-   (`out/stage1_*`, `out/stage2_*`), a finished stage is not run again.
+   (`out/stage1_*`, `out/stage2_*`), a finished stage is not run again. SACPO's first stage is regularised
+   towards `ref_model_path` (default: `model_path`); the second towards the first stage's model.
 5. What could not be checked against the SafeDPO paper here (no internet access to its text): the handling
    of pairs whose two responses are both unsafe (kept, in helpfulness order, with no offset) and the default
    Δ = 2; SACPO's default β_safety = 0.1 is a starting value, not the paper's tuned one.
@@ -62,7 +68,7 @@ from saferlhf.config import option
 from saferlhf.errors import UserError
 from saferlhf.packing import pair_response_logprobs
 from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_finite, build_optimizer,
-                               make_accelerator, optimizer_step)
+                               disable_dropout, make_accelerator, optimizer_step)
 
 Variant = Literal["dpo", "harmless", "safe_filtered", "safedpo", "sacpo"]
 
@@ -82,7 +88,8 @@ class DPOConfig:
                                "unsafe", ge=0)
     safety_beta: float = option(0.1, "sacpo: β of the safety stage (the paper's β/λ)", gt=0)
     sacpo_order: Literal["helpful_first", "safe_first"] = option("helpful_first", "sacpo: order of the two stages")
-    ref_model_path: str | None = option(None, "reference policy (default: model_path)")
+    ref_model_path: str | None = option(None, "reference policy, with the policy's tokenizer (default: model_path; "
+                                               "sacpo: the first stage's)")
     precompute_ref: bool = option(True, "compute the reference log-probs once before training (else on the fly)")
     max_length: int = option(512, "max tokens of prompt + response", ge=2)
     batch_size: int = option(16, "pairs per optimiser step per process", ge=1)
@@ -194,16 +201,31 @@ def eval_mode(model):
 
 
 @torch.no_grad()
-def all_logprobs(model, pairs, packed: bool, pad_id: int, batch_size: int) -> torch.Tensor:
-    """[N, 2] (chosen, rejected) log-probs of every pair, in eval mode."""
+def frozen_logprobs(model, rows, packed: bool, pad_id: int) -> torch.Tensor:
+    """[B, 2] (chosen, rejected) log-probs of a batch as the policy reads it (packed rows with per-sequence
+    attention, or padded), in eval mode, without gradients, on the model's device: the reference's numbers."""
     from saferlhf.packing import packed_attention_enabled
 
-    out = []
     with eval_mode(model), packed_attention_enabled(model) if packed else contextlib.nullcontext():
-        for i in range(0, len(pairs), batch_size):
-            lp = pair_response_logprobs(model, pairs[i: i + batch_size], packed, pad_id)
-            out.append(torch.stack(lp.chunk(2), 1).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, 2)
+        return torch.stack(pair_response_logprobs(model, rows, packed, pad_id).chunk(2), 1).float()
+
+
+def rank_block(n: int, rank: int, world: int) -> list[int]:
+    """The rows of 0..n-1 that ``rank`` computes: a contiguous block of ceil(n / world), padded with row n-1 so
+    that every rank runs the same batches; the blocks concatenated in rank order start with rows 0..n-1."""
+    m = -(-n // world)
+    return [min(i, n - 1) for i in range(rank * m, (rank + 1) * m)] if n else []
+
+
+def all_logprobs(model, pairs, packed: bool, pad_id: int, batch_size: int, acc) -> torch.Tensor:
+    """[N, 2] (chosen, rejected) log-probs of every pair, in eval mode, on the CPU: each rank computes its
+    `rank_block` on the model's device, and the blocks are gathered (every rank gets all N rows)."""
+    if not pairs:
+        return torch.zeros(0, 2)
+    mine = [pairs[i] for i in rank_block(len(pairs), acc.process_index, acc.num_processes)]
+    out = torch.cat([frozen_logprobs(model, mine[i: i + batch_size], packed, pad_id)
+                     for i in range(0, len(mine), batch_size)])
+    return acc.gather(out)[: len(pairs)].cpu()
 
 
 def objective(cfg: DPOConfig, spec: VariantSpec, policy: torch.Tensor, ref: torch.Tensor, pairs) -> tuple:
@@ -226,6 +248,65 @@ def implicit_reward_metrics(policy: torch.Tensor, ref: torch.Tensor, beta: float
             "eval/pairs": int(len(margin))}
 
 
+def split_train_eval(cfg: DPOConfig, pairs: list) -> tuple[list, list]:
+    """(train, held-out) pairs: ``eval_file``'s, or ``eval_ratio`` of ``train_file`` (a `UserError` when that
+    split leaves no pair on one side); at most ``max_pairs`` training pairs."""
+    from saferlhf.data import split_pairs
+
+    if cfg.eval_file:
+        return pairs[: cfg.max_pairs or None], load_variant_pairs(cfg.eval_file, cfg.variant, cfg.on_error)
+    train, held_out = split_pairs(pairs, cfg.eval_ratio, cfg.runtime.seed)
+    if not train:
+        raise UserError(f"dpo: train_file: {cfg.train_file}: eval_ratio {cfg.eval_ratio} leaves no pair to train on",
+                        hint="lower --eval_ratio or give --eval_file")
+    if cfg.eval_ratio > 0 and not held_out:
+        raise UserError(f"dpo: train_file: {cfg.train_file}: eval_ratio {cfg.eval_ratio} holds out no pair "
+                        f"({len(pairs)} pairs; the split keeps every prompt on one side and at least one prompt "
+                        "for training)", hint="pass --eval_ratio 0 to train without a held-out evaluation, or give "
+                                              "--eval_file")
+    return train[: cfg.max_pairs or None], held_out
+
+
+def distinct_after_cut(encoded: list) -> list:
+    """The encoded pairs whose two token sequences still differ after truncation (identical ones carry no DPO
+    signal: their loss is ln 2 whatever the policy)."""
+    return [p for p in encoded if p.chosen != p.rejected]
+
+
+def encode_for_dpo(pairs: list, tokenizer, max_length: int, what: str, main: bool) -> list:
+    """`encode_pairs` with no end token after a cut, less the pairs `distinct_after_cut` leaves out (counted on
+    stderr; a `UserError` when none is left for training)."""
+    from saferlhf.packing import encode_pairs
+
+    encoded = encode_pairs(pairs, tokenizer, max_length, end_after_cut=False)
+    kept = distinct_after_cut(encoded)
+    if len(kept) < len(encoded) and (main or not kept):
+        message = (f"dpo: {what}: {len(encoded) - len(kept)} of {len(encoded)} pairs have identical chosen and "
+                   f"rejected tokens after truncation to max_length {max_length} (no DPO signal)")
+        if not kept and what == "train":
+            raise UserError(message, hint="raise --max_length")
+        print(f"{message}: left out", file=sys.stderr)
+    return kept
+
+
+def check_reference_tokenizer(path: str, ref_tokenizer, tokenizer) -> None:
+    """The reference must read the policy's token ids: the same tokenizer (`load_policy` fits each model's
+    embeddings to its own), else a `UserError` before any training."""
+    if ref_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise UserError(f"dpo: ref_model_path {path} has another tokenizer than model_path ({len(ref_tokenizer)} vs "
+                        f"{len(tokenizer)} tokens); the reference must read the policy's token ids",
+                        hint="use the reference the policy was fine-tuned from, with its tokenizer")
+
+
+def load_reference(path: str, tokenizer) -> torch.nn.Module:
+    """The reference policy at ``path``, checked (`check_reference_tokenizer`)."""
+    from saferlhf.models.policy import load_policy
+
+    ref, ref_tokenizer = load_policy(path)
+    check_reference_tokenizer(path, ref_tokenizer, tokenizer)
+    return ref
+
+
 def run(cfg: DPOConfig) -> int:
     if cfg.variant == "sacpo":
         return run_sacpo(cfg)
@@ -234,14 +315,14 @@ def run(cfg: DPOConfig) -> int:
 
 def run_stage(cfg: DPOConfig, spec: VariantSpec) -> int:
     from saferlhf.batching import batch_stream, epoch_rng, rank_share
-    from saferlhf.data import split_pairs
     from saferlhf.files import atomic_write_json, fault_point
     from saferlhf.models.hf import check_model_path
     from saferlhf.models.lora import AdaptersDisabled, apply_lora_settings
     from saferlhf.models.policy import load_policy, save_policy
     from saferlhf.models.tokenizers import load_tokenizer
-    from saferlhf.packing import encode_pairs, logprob_packing_problem, packed_attention_enabled
+    from saferlhf.packing import logprob_packing_problem, packed_attention_enabled
     from saferlhf.tracking import MetricsLogger, finish_run, progress
+    from saferlhf.rl import global_means
     from saferlhf.training import restore_loop, start_run_on_every_rank
 
     check_model_path(cfg.model_path, "model_path")
@@ -250,39 +331,37 @@ def run_stage(cfg: DPOConfig, spec: VariantSpec) -> int:
     acc = make_accelerator(cfg.runtime, step_scheduler_with_optimizer=False)
     main = acc.is_main_process
     # 1. Data first: every bad pair fails here with file:line: field, before any model is loaded.
-    pairs = load_variant_pairs(cfg.train_file, cfg.variant, cfg.on_error)
-    if cfg.eval_file:
-        train_pairs, eval_pairs = pairs, load_variant_pairs(cfg.eval_file, cfg.variant, cfg.on_error)
-    else:
-        train_pairs, eval_pairs = split_pairs(pairs, cfg.eval_ratio, cfg.runtime.seed)
-    if not train_pairs:
-        raise UserError(f"dpo: train_file: {cfg.train_file}: eval_ratio {cfg.eval_ratio} leaves no pair to train on")
-    train_pairs = train_pairs[: cfg.max_pairs] if cfg.max_pairs else train_pairs
+    train_pairs, eval_pairs = split_train_eval(cfg, load_variant_pairs(cfg.train_file, cfg.variant, cfg.on_error))
     tokenizer = load_tokenizer(cfg.model_path, padding_side="right")
-    train, evals = encode_pairs(train_pairs, tokenizer, cfg.max_length), encode_pairs(eval_pairs, tokenizer,
-                                                                                       cfg.max_length)
+    train = encode_for_dpo(train_pairs, tokenizer, cfg.max_length, "train", main)
+    evals = encode_for_dpo(eval_pairs, tokenizer, cfg.max_length, "eval", main)
     pad_id = tokenizer.pad_token_id
+    ref_model = load_reference(cfg.ref_model_path, tokenizer) if cfg.ref_model_path else None
     out = start_run_on_every_rank(acc, cfg, "dpo")
     logger = MetricsLogger(out, enabled=main, report_to=cfg.runtime.report_to)
 
-    # 2. Policy; packing check; reference log-probs (precomputed once) or a reference model kept for the loop.
+    # 2. Policy (dropout off: policy and reference compute the same function); packing check; reference
+    # log-probs (precomputed once, on the device, split across ranks) or a reference model kept for the loop.
     model, _ = load_policy(cfg.model_path, gradient_checkpointing=cfg.runtime.gradient_checkpointing)
+    disable_dropout(model)  # before LoRA: the adapters keep --lora.dropout
+    model.to(acc.device)
     problem = logprob_packing_problem(model, train, pad_id) if cfg.packing else "off"
     packed = problem is None
     if cfg.packing and not packed and main:
         print(f"dpo: packing not used ({problem}); training on padded batches", file=sys.stderr)
-    ref_model = load_policy(cfg.ref_model_path)[0] if cfg.ref_model_path else None
+    if ref_model is not None:
+        ref_model.to(acc.device).eval().requires_grad_(False)
     ref_train = ref_eval = None
     if cfg.precompute_ref:
         ref = ref_model or model  # before LoRA is applied: the starting model itself
-        ref_train = all_logprobs(ref, train, packed, pad_id, cfg.batch_size)
-        ref_eval = all_logprobs(ref, evals, packed, pad_id, cfg.batch_size)
-        ref_model = None
+        ref_train = all_logprobs(ref, train, packed, pad_id, cfg.batch_size, acc)
+        ref_eval = all_logprobs(ref, evals, packed, pad_id, cfg.batch_size, acc)
+        ref = ref_model = None
     model = apply_lora_settings(model, cfg.lora)
     if not cfg.precompute_ref and ref_model is None:
         ref_model = AdaptersDisabled(model) if cfg.lora.enabled else load_policy(cfg.model_path)[0]
-    if ref_model is not None and not isinstance(ref_model, AdaptersDisabled):  # (that one shares the actor)
-        ref_model.eval().requires_grad_(False)
+        if not cfg.lora.enabled:  # (AdaptersDisabled shares the actor)
+            ref_model.to(acc.device).eval().requires_grad_(False)
 
     global_bs = cfg.batch_size * acc.num_processes
     steps_per_epoch = math.ceil(len(train) / global_bs)
@@ -312,9 +391,8 @@ def run_stage(cfg: DPOConfig, spec: VariantSpec) -> int:
             policy = torch.stack(pair_response_logprobs(model, rows, packed, pad_id).chunk(2), 1)
             if ref_train is not None:
                 ref = ref_train[idx].to(policy.device)
-            else:
-                with torch.no_grad(), eval_mode(ref_model):
-                    ref = torch.stack(pair_response_logprobs(ref_model, rows, packed, pad_id).chunk(2), 1)
+            else:  # the same packed row as the policy's, with the reference's own attention switched
+                ref = frozen_logprobs(ref_model, rows, packed, pad_id)
             loss, diag = objective(cfg, spec, policy, ref, rows)
             assert_finite(step, logprobs=policy, loss=loss)
             acc.backward(loss * weight)
@@ -323,9 +401,10 @@ def run_stage(cfg: DPOConfig, spec: VariantSpec) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{diag['loss']:.3f}", acc=f"{diag['accuracy']:.2f}")
             if step % cfg.log_every == 0 or step == total:
-                logger.log(step, {f"train/{k}": v for k, v in diag.items()} |
-                           {"train/lr": sched.get_last_lr()[0], "train/grad_norm": gnorm,
-                            "time/pairs_per_s": (step - start) * global_bs / (time.time() - t0)})
+                logger.log(step, global_means({f"train/{k}": v for k, v in diag.items()} |
+                                              {"train/lr": sched.get_last_lr()[0], "train/grad_norm": gnorm,
+                                               "time/pairs_per_s": (step - start) * global_bs / (time.time() - t0)},
+                                              acc))  # averaged over the ranks' shares (a collective)
             fault_point("step")
             if cfg.save_every and step % cfg.save_every == 0 and step < total:
                 ckpt.save()
@@ -335,9 +414,10 @@ def run_stage(cfg: DPOConfig, spec: VariantSpec) -> int:
     policy_model = acc.unwrap_model(model)
     metrics = {"train/steps": state.step, "train/pairs": len(train), "train/packed": packed}
     if evals:
-        ev_ref = ref_eval if ref_eval is not None else all_logprobs(ref_model, evals, packed, pad_id, cfg.batch_size)
-        metrics |= implicit_reward_metrics(all_logprobs(policy_model, evals, packed, pad_id, cfg.batch_size), ev_ref,
-                                           cfg.beta)
+        ev_ref = ref_eval if ref_eval is not None else all_logprobs(ref_model, evals, packed, pad_id, cfg.batch_size,
+                                                                    acc)
+        metrics |= implicit_reward_metrics(all_logprobs(policy_model, evals, packed, pad_id, cfg.batch_size, acc),
+                                           ev_ref, cfg.beta)
     seconds = time.time() - t0
     if start < total:
         logger.log(state.step, metrics | {"time/seconds": seconds})
@@ -353,17 +433,25 @@ def run_stage(cfg: DPOConfig, spec: VariantSpec) -> int:
 
 
 def run_sacpo(cfg: DPOConfig) -> int:
-    """SACPO: two DPO stages, each a run folder of its own; the second starts from (and is regularised
-    towards) the first stage's model. ``out/model`` is the second stage's model."""
+    """SACPO: two DPO stages, each a run folder of its own; the first is regularised towards ``ref_model_path``
+    (default: ``model_path``), the second starts from (and is regularised towards) the first stage's model.
+    ``out/model`` is the second stage's model."""
     from saferlhf.files import atomic_write_json
+    from saferlhf.models.hf import check_model_path
+    from saferlhf.models.tokenizers import load_tokenizer
     from saferlhf.tracking import finish_run, run_state, start_run
 
     stages = [("helpful", "dpo", cfg.train_file, cfg.beta), ("safe", "harmless", cfg.safety_file or cfg.train_file,
                                                              cfg.safety_beta)]
     if cfg.sacpo_order == "safe_first":
         stages.reverse()
-    for _, variant, path, _ in stages:  # both files checked before anything trains
+    for _, variant, path, _ in stages:  # both files and the first stage's reference checked before anything trains
         load_variant_pairs(path, variant, cfg.on_error)
+    check_model_path(cfg.model_path, "model_path")
+    if cfg.ref_model_path:
+        check_model_path(cfg.ref_model_path, "ref_model_path")
+        check_reference_tokenizer(cfg.ref_model_path, load_tokenizer(cfg.ref_model_path),
+                                  load_tokenizer(cfg.model_path))
     out = start_run(cfg.out, cfg, "dpo", resume=cfg.resume, overwrite=cfg.overwrite,
                     allow_config_change=cfg.allow_config_change)
     model_path, summary = cfg.model_path, {}
@@ -371,7 +459,8 @@ def run_sacpo(cfg: DPOConfig) -> int:
         folder = Path(out) / f"stage{k}_{name}"
         if run_state(folder) != "complete":
             stage_cfg = dataclasses.replace(cfg, variant=variant, train_file=path, beta=beta, model_path=model_path,
-                                            ref_model_path=None, out=str(folder), overwrite=not cfg.resume,
+                                            ref_model_path=cfg.ref_model_path if k == 1 else None,
+                                            out=str(folder), overwrite=not cfg.resume,
                                             resume=cfg.resume and folder.exists())
             run_stage(stage_cfg, VARIANTS[variant])
         model_path = str(folder / "model")

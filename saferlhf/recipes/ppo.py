@@ -78,7 +78,8 @@ from saferlhf.errors import NumericalError, UserError
 from saferlhf.rl import ALGORITHMS, Algorithm, AlgorithmName
 from saferlhf.sampling import SamplingConfig, require_one_per_prompt
 from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_finite, bad_values, build_optimizer,
-                               make_accelerator, optimizer_step, restore_loop, start_run_on_every_rank)
+                               disable_dropout, make_accelerator, optimizer_step, restore_loop,
+                               start_run_on_every_rank)
 
 PTX_SEED_OFFSET = 7_919  # the PTX stream's seed differs from the prompt stream's
 
@@ -159,17 +160,6 @@ class PPOConfig:
     log_samples: int = option(2, "sampled (prompt, response, reward, cost) rows per logged step in samples.jsonl, to "
                                  "spot reward hacking while training (0 = none)", ge=0)
     runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
-
-
-def _no_dropout(model: torch.nn.Module) -> None:
-    """Dropout off everywhere: nn.Dropout modules and the float attention-dropout rates that some attention
-    implementations read in training mode. Train and eval mode then compute the same function."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-        for name in ("attention_dropout", "dropout"):
-            if isinstance(getattr(m, name, None), float):
-                setattr(m, name, 0.0)
 
 
 def _set_mode(models, train: bool) -> None:
@@ -546,7 +536,7 @@ def _check(cfg: PPOConfig) -> None:
     lc = cfg.lagrange
     if lc.max_value is not None and lc.max_value <= lc.min_value:
         raise UserError(f"ppo: lagrange.max_value ({lc.max_value:g}) must be > lagrange.min_value ({lc.min_value:g})")
-    from saferlhf.models.hf import check_model_path
+    from saferlhf.models.hf import check_model_kind, check_model_path
 
     if cfg.ref_model_path and cfg.lora.enabled:
         raise UserError("ppo: ref_model_path does not combine with LoRA (the LoRA reference is the actor's base with "
@@ -555,6 +545,10 @@ def _check(cfg: PPOConfig) -> None:
                  "cost_critic_path"):
         if getattr(cfg, name):
             check_model_path(getattr(cfg, name), name)
+    roles = {"actor_path": "policy", "ref_model_path": "policy", "reward_model_path": "reward", "cost_model_path": "cost"}
+    for name, role in roles.items():
+        if getattr(cfg, name):
+            check_model_kind(getattr(cfg, name), role, f"--{name}")
 
 
 # --------------------------------------------------------------------------- the loop
@@ -627,7 +621,7 @@ def load_models(cfg: PPOConfig, algo: Algorithm, device) -> PPOModels:
         critics["cost"] = ScoreModel.from_pretrained(cfg.cost_critic_path or cfg.cost_model_path, **critic_kw)
     critics = {n: apply_lora_settings(c, cfg.critic_lora) for n, c in critics.items()}  # head fully trained
     for m in [actor, *critics.values()]:
-        _no_dropout(m)
+        disable_dropout(m)
     for m in [*([] if cfg.lora.enabled else [ref]), *(j.model for j in judges.values())]:
         m.eval().requires_grad_(False).to(device)
     return PPOModels(actor=actor, ref=ref, tokenizer=tokenizer, critics=critics, judges=judges)

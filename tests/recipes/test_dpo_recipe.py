@@ -4,6 +4,7 @@ reward ranks the preferred response higher), LoRA with an on-the-fly reference, 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -105,3 +106,80 @@ def test_a_nan_policy_stops_before_anything_is_saved(tiny_models, pku_file, tmp_
     assert "not finite" in err or "NaN" in err
     assert not (out / "model").exists()
     assert json.loads((out / "status.json").read_text())["state"] != "complete"
+
+
+def _losses(out) -> list[float]:
+    return [r["train/loss"] for r in read_jsonl(out / "metrics.jsonl") if "train/loss" in r]
+
+
+@pytest.mark.parametrize("arch,precompute", [("llama", "false"), ("gpt2", "false"), ("gpt2", "true")])
+def test_step_one_loss_is_ln2_without_lora(arch, precompute, tiny_models, pku_file, tmp_path):
+    """At step 1 the policy is the reference, so the loss is ln 2 exactly: the on-the-fly reference reads the
+    policy's packed row with per-sequence attention (not a rejected response without its prompt), and dropout
+    is off (gpt2 has 0.1), so the policy in train mode computes the reference's function."""
+    out = tmp_path / "run"
+    assert _dpo(tiny_models[arch], pku_file, out, "--precompute_ref", precompute, steps=1) == 0
+    assert _losses(out)[0] == pytest.approx(math.log(2), abs=1e-6)
+    assert json.loads((out / "eval.json").read_text())["train/packed"] is True
+
+
+def test_one_pair_with_eval_ratio_is_a_user_error(tiny_models, pku_file, tmp_path, capsys):
+    one = tmp_path / "one.jsonl"
+    one.write_text(pku_file.read_text().splitlines()[0] + "\n")
+    assert _dpo(tiny_models["llama"], one, tmp_path / "run", "--eval_ratio", "0.5") == 2
+    err = capsys.readouterr().err
+    assert "eval_ratio 0.5 holds out no pair (1 pairs" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    assert _dpo(tiny_models["llama"], one, tmp_path / "ok", "--eval_ratio", "0", steps=1) == 0  # no eval asked
+
+
+def test_pairs_with_nothing_left_to_compare_after_truncation_are_a_user_error(tiny_models, tmp_path, capsys):
+    """A max_length so short that chosen and rejected keep the same tokens trains on nothing (loss ln 2 at every
+    step): refused before any model is loaded."""
+    trl = tmp_path / "trl.jsonl"
+    trl.write_text("".join(json.dumps({"prompt": f"how do I cook rice? ({i})",
+                                       "chosen": "rinse it first and use low heat, then serve it warm.",
+                                       "rejected": "rinse it first and use low heat, then hurt the cook."}) + "\n"
+                           for i in range(8)))
+    assert _dpo(tiny_models["llama"], trl, tmp_path / "run", "--max_length", "2", "--eval_ratio", "0") == 2
+    err = capsys.readouterr().err
+    assert "8 of 8 pairs have identical chosen and rejected tokens after truncation to max_length 2" in err
+    assert len(err.strip().splitlines()) <= 2 and not (tmp_path / "run").exists()  # the error and its hint
+
+
+def test_a_reference_with_a_smaller_vocabulary_is_refused_before_training(tiny_models, pku_file, tmp_path, capsys):
+    """A reference with another (here smaller) tokenizer would index its logits with the policy's token ids: one
+    clear line before any training, not an IndexError."""
+    from saferlhf.models import build_tiny_model
+
+    texts = [f"how do I cook {t}? use low heat and serve it warm." for t in ("rice", "tea", "soup")] * 4
+    small = build_tiny_model(tmp_path / "small", texts, vocab_size=300, hidden_size=32, num_layers=1, num_heads=2)
+    for precompute in ("true", "false"):
+        out = tmp_path / f"run_{precompute}"
+        assert _dpo(tiny_models["llama"], pku_file, out, "--ref_model_path", str(small), "--precompute_ref",
+                    precompute) == 2
+        err = capsys.readouterr().err
+        assert f"ref_model_path {small} has another tokenizer than model_path" in err and "Traceback" not in err
+        assert not out.exists()
+    assert _dpo(tiny_models["llama"], pku_file, tmp_path / "sacpo", "--variant", "sacpo", "--ref_model_path",
+                str(small)) == 2  # SACPO's first stage: refused before its run folder is written
+    assert "has another tokenizer" in capsys.readouterr().err and not (tmp_path / "sacpo").exists()
+
+
+def test_sacpo_regularises_its_first_stage_towards_ref_model_path(tiny_models, pku_file, tmp_path):
+    """SACPO honours --ref_model_path in its first stage (the policy starts away from that reference, so the
+    first loss is not ln 2); the second stage's reference is the first stage's model (ln 2 at its step 1)."""
+    ref = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ref.save_pretrained(tmp_path / "ref")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_models["llama"]).save_pretrained(tmp_path / "ref")
+    out = tmp_path / "sacpo"
+    assert _dpo(tiny_models["llama"], pku_file, out, "--variant", "sacpo", "--ref_model_path", str(tmp_path / "ref"),
+                steps=2) == 0
+    assert str(tmp_path / "ref") in (out / "stage1_helpful" / "config.yaml").read_text()
+    assert abs(_losses(out / "stage1_helpful")[0] - math.log(2)) > 1e-3
+    assert _losses(out / "stage2_safe")[0] == pytest.approx(math.log(2), abs=1e-6)

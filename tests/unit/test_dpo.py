@@ -3,6 +3,7 @@ against a naive per-token loop (the first response token and the end token inclu
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -110,3 +111,102 @@ def test_packed_and_padded_logprobs_equal_a_naive_per_token_loop(policy):
     # the LM head runs once per response token of every sequence
     idx = response_token_index(pairs)
     assert idx["positions"].numel() == sum(len(p.chosen) + len(p.rejected) - 2 * p.n_prompt for p in pairs)
+
+
+# --------------------------------------------------------------------------- truncation, dropout, sharding
+
+
+def test_a_response_cut_at_max_length_gets_no_end_token(policy):
+    """DPO scores a cut response as cut: no end token after it (it is not an ended answer); a response that fits
+    with its end token is encoded exactly as `encode_example` does; score models keep the end token."""
+    from saferlhf.data.formatting import encode_example
+    from saferlhf.recipes.dpo import encode_for_dpo
+
+    _, tok = policy
+    long, short = "cooking rice and answer 1 " * 8, "answer 2"
+    pair = PreferencePair("question 3", long, short, None, None, "f.jsonl:1")
+    (e,) = encode_for_dpo([pair], tok, 24, "train", main=True)
+    assert len(e.chosen) == 24 and tok.eos_token_id not in e.chosen[e.n_prompt:]
+    assert e.chosen[e.n_prompt:] == tok(long, add_special_tokens=False)["input_ids"][: 24 - e.n_prompt]
+    assert e.rejected == encode_example(tok, "question 3", short, 24)[0] and e.rejected[-1] == tok.eos_token_id
+    # the boundary (a prompt within its half of the budget): a response that fills max_length exactly leaves no
+    # room for its end token, so it counts as cut; one more token of budget and it ends
+    full = encode_example(tok, "question 3", long, 512)[0]
+    assert len(full) >= 2 * e.n_prompt + 1
+    assert encode_for_dpo([pair], tok, len(full), "train", main=True)[0].chosen == full
+    assert encode_for_dpo([pair], tok, len(full) - 1, "train", main=True)[0].chosen == full[:-1]
+    # an answer flagged as cut off at generation gets none either; score-model encoding is unchanged
+    from saferlhf.packing import encode_pairs
+
+    flagged = dataclasses.replace(pair, rejected_ended=False)
+    assert encode_for_dpo([flagged], tok, 24, "train", main=True)[0].rejected == e.rejected[:-1]
+    assert encode_pairs([pair], tok, 24)[0].chosen[-1] == tok.eos_token_id
+
+
+def test_pairs_identical_after_truncation_are_left_out_and_none_left_is_a_user_error(policy, capsys):
+    from saferlhf.errors import UserError
+    from saferlhf.recipes.dpo import encode_for_dpo
+
+    _, tok = policy
+    same_start = PreferencePair("question 3", "cooking rice and answer 1 " * 4 + "yes", "cooking rice and answer 1 "
+                                * 4 + "no", None, None, "f.jsonl:1")
+    differ = PreferencePair("question 4", "answer 1", "answer 2", None, None, "f.jsonl:2")
+    kept = encode_for_dpo([same_start, differ], tok, 12, "train", main=True)
+    assert len(kept) == 1 and kept[0].chosen != kept[0].rejected
+    assert "1 of 2 pairs have identical chosen and rejected tokens after truncation to max_length 12" in (
+        capsys.readouterr().err)
+    with pytest.raises(UserError, match="2 of 2 pairs have identical"):
+        encode_for_dpo([same_start, same_start], tok, 12, "train", main=True)
+    assert len(encode_for_dpo([same_start, differ], tok, 512, "train", main=True)) == 2
+
+
+def test_disable_dropout_makes_training_mode_compute_the_eval_function(tmp_path):
+    """gpt2 carries dropout 0.1 (residual, embedding, attention): with it off, train mode gives eval mode's
+    logits, so the policy's log-probs at step 1 are the reference's."""
+    from saferlhf.training import disable_dropout
+
+    path = build_tiny_model(tmp_path / "gpt2", TEXTS, arch="gpt2", vocab_size=300, hidden_size=32, num_layers=2,
+                            num_heads=2)
+    model, _ = load_policy(path)
+    ids = torch.arange(5, 25)[None]
+    with torch.no_grad():
+        ref = model.eval()(input_ids=ids).logits
+        assert not torch.allclose(model.train()(input_ids=ids).logits, ref)  # dropout on: another function
+        disable_dropout(model)
+        torch.testing.assert_close(model.train()(input_ids=ids).logits, ref, rtol=0, atol=0)
+    assert model.config.resid_pdrop == 0.1  # the saved config keeps its rates
+
+
+class FakeRank:
+    """The parts of an `accelerate.Accelerator` `all_logprobs` uses, for one of ``world`` ranks; ``gather``
+    returns this rank's rows (the test concatenates the ranks itself)."""
+
+    def __init__(self, rank: int, world: int):
+        self.process_index, self.num_processes = rank, world
+
+    def gather(self, t):
+        return t
+
+
+@pytest.mark.parametrize("n,world", [(0, 2), (1, 3), (5, 1), (5, 2), (7, 3), (8, 4)])
+def test_rank_blocks_cover_every_row_once_in_order(n, world):
+    from saferlhf.recipes.dpo import rank_block
+
+    blocks = [rank_block(n, r, world) for r in range(world)]
+    assert len({len(b) for b in blocks}) == 1  # every rank runs the same batches
+    assert [i for b in blocks for i in b][:n] == list(range(n))
+
+
+def test_precomputed_reference_split_across_ranks_equals_one_process(policy):
+    from saferlhf.recipes.dpo import all_logprobs, rank_block
+
+    model, tok = policy
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    pairs = [EncodedPair(enc(f"question {i}") + enc(f" answer {i}"), enc(f"question {i}") + enc(" rice"), None,
+                         None, len(enc(f"question {i}"))) for i in range(7)]
+    for packed in (True, False):
+        whole = all_logprobs(model, pairs, packed, tok.pad_token_id, 2, FakeRank(0, 1))
+        assert whole.shape == (7, 2) and whole.device.type == "cpu"
+        shards = [all_logprobs(model, pairs, packed, tok.pad_token_id, 2, FakeRank(r, 3)) for r in range(3)]
+        assert [len(s) for s in shards] == [len(rank_block(7, r, 3)) for r in range(3)]
+        torch.testing.assert_close(torch.cat(shards)[:7], whole, atol=1e-5, rtol=1e-5)
