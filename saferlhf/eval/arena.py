@@ -1,10 +1,15 @@
 """Pairwise comparisons, once: outcomes, win rates, win / tie / loss counts, the paper's 2×2 arena table,
-Elo from a Bradley-Terry fit with bootstrap intervals, and bootstrap intervals of a mean."""
+Elo from a Bradley-Terry fit with bootstrap intervals, and intervals of a mean or a rate.
+
+Intervals resample PROMPTS, not responses (a cluster bootstrap): the samples of one prompt, and the
+comparisons made on one prompt, are correlated, so resampling them one by one gives intervals that are too
+narrow. A rate whose count is 0 or N gets a Wilson score interval instead (a bootstrap of all-equal values
+collapses to [r, r])."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 
 def outcome(a: float, b: float) -> float:
@@ -124,24 +129,47 @@ def elo_from_strengths(strengths: dict[str, float], anchor: str | None = None) -
 
 
 def elo_ratings(models: Sequence[str], comparisons: Sequence[tuple[str, str, float]], *, bootstrap: int = 0,
-                seed: int = 0, level: float = 0.95, prior: float = 0.01) -> dict[str, dict[str, float]]:
+                seed: int = 0, level: float = 0.95, prior: float = 0.01,
+                clusters: Sequence[Hashable] | None = None) -> dict[str, dict[str, float]]:
     """Elo per model from a Bradley-Terry fit of ``comparisons``; with ``bootstrap`` > 0 also the percentile
-    interval (``level``) over fits to comparisons resampled with replacement: {model: {elo, low, high}}."""
+    interval (``level``) over fits to resampled comparisons: {model: {elo, low, high}}. ``clusters[k]`` names the
+    group of comparison k (its prompt): groups are resampled whole; without it each comparison is its own group."""
     _, categories, counts = _counts(models, comparisons)
     elo = elo_from_strengths(_strengths(models, categories, counts, prior), models[0])  # counted once
     out = {m: {"elo": e} for m, e in elo.items()}
     if bootstrap and comparisons:
         import numpy as np
 
-        # Resampling N comparisons with replacement = multinomial counts over the distinct (i, j, outcome)
-        # categories with probabilities count / N: all resamples are drawn and fitted at once.
         rng = np.random.default_rng(_seed_int(f"elo-bootstrap/{seed}"))
-        draws = rng.multinomial(len(comparisons), np.asarray(counts) / len(comparisons), size=bootstrap)
+        index, position = {m: k for k, m in enumerate(models)}, {c: k for k, c in enumerate(categories)}
+        ids = [position[index[a], index[b], float(o)] for a, b, o in comparisons]
+        draws = cluster_count_draws(ids, len(categories), clusters, bootstrap, rng)
         p = _bt_fit(len(models), categories, draws, prior, iters=2000, tol=1e-9)
         elos = ELO_ANCHOR + ELO_SCALE * np.log(p / p[:, :1]) / math.log(ELO_BASE)
         for k, m in enumerate(models):
             out[m]["low"], out[m]["high"] = percentile_interval(elos[:, k].tolist(), level)
     return out
+
+
+def cluster_count_draws(category_ids: Sequence[int], n_categories: int, clusters: Sequence[Hashable] | None,
+                        n: int, rng) -> "np.ndarray":
+    """[n, K] counts of the K distinct comparison categories in ``n`` cluster-bootstrap resamples.
+
+    ``category_ids[k]``: the category of comparison k; ``clusters[k]``: its cluster (None: each comparison is
+    its own). C clusters are drawn with replacement, each bringing all its comparisons: the draw counts [n, C]
+    (multinomial) times the per-cluster category counts [C, K], every resample at once."""
+    import numpy as np
+
+    keys = list(range(len(category_ids))) if clusters is None else list(clusters)
+    if len(keys) != len(category_ids):
+        raise ValueError(f"cluster bootstrap: {len(keys)} cluster keys for {len(category_ids)} comparisons")
+    cluster_of = {c: k for k, c in enumerate(dict.fromkeys(keys))}
+    per_cluster = np.zeros((len(cluster_of), n_categories))
+    for key, cat in zip(keys, category_ids):
+        per_cluster[cluster_of[key], cat] += 1
+    C = len(cluster_of)
+    picks = rng.multinomial(C, np.full(C, 1.0 / C), size=n)
+    return picks @ per_cluster
 
 
 def _seed_int(text: str) -> int:
@@ -166,14 +194,56 @@ def percentile_interval(values: Sequence[float], level: float = 0.95) -> tuple[f
 
 def bootstrap_mean(values: Sequence[float], n: int = 1000, seed: int = 0,
                    level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): the mean of ``values`` and its percentile bootstrap interval (``n`` resamples)."""
-    if not values:
+    """(mean, low, high): the mean of ``values`` and its percentile bootstrap interval (``n`` resamples of the
+    values one by one: for independent values; see `cluster_bootstrap_mean` for several samples per prompt)."""
+    return cluster_bootstrap_mean([[v] for v in values], n, seed, level)
+
+
+def cluster_bootstrap_mean(clusters: Sequence[Sequence[float]], n: int = 1000, seed: int = 0,
+                           level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of all values and its percentile interval over ``n`` cluster-bootstrap
+    resamples: C clusters (the samples of one prompt) drawn with replacement, the mean taken over all values of
+    the drawn clusters (sum of their sums / sum of their sizes)."""
+    clusters = [list(c) for c in clusters if len(c)]
+    if not clusters:
         return float("nan"), float("nan"), float("nan")
     import numpy as np
 
     rng = np.random.default_rng(_seed_int(f"mean-bootstrap/{seed}"))
-    v = np.asarray(values, dtype=np.float64)
-    k = len(v)
-    means = v[rng.integers(0, k, size=(n, k))].mean(1) if n else np.asarray([])
+    sums = np.asarray([sum(c) for c in clusters], dtype=np.float64)
+    sizes = np.asarray([len(c) for c in clusters], dtype=np.float64)
+    C = len(clusters)
+    picks = rng.integers(0, C, size=(n, C)) if n else np.zeros((0, C), dtype=np.int64)
+    means = sums[picks].sum(1) / sizes[picks].sum(1)
     low, high = percentile_interval(means.tolist(), level)
-    return float(v.mean()), low, high
+    return float(sums.sum() / sizes.sum()), low, high
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval of a proportion k / n: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n),
+    z the normal quantile of (1 + level) / 2. Not degenerate at k = 0 or k = n (0 of 448: [0, 0.0085])."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf((1 + level) / 2)
+    p = k / n
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    denom = 1 + z * z / n
+    low = 0.0 if k == 0 else max(0.0, (centre - half) / denom)  # exact bounds where rounding would miss them
+    high = 1.0 if k == n else min(1.0, (centre + half) / denom)
+    return low, high
+
+
+def rate_interval(clusters: Sequence[Sequence[float]], n: int = 1000, seed: int = 0,
+                  level: float = 0.95) -> tuple[float, float, float]:
+    """(rate, low, high) of 0/1 values grouped by prompt: the cluster bootstrap, or Wilson's interval over all
+    values when every value is 0 or every value is 1 (where any bootstrap gives [r, r])."""
+    values = [v for c in clusters for v in c]
+    if not values:
+        return float("nan"), float("nan"), float("nan")
+    k = sum(values)
+    if k == 0 or k == len(values):
+        return k / len(values), *wilson_interval(int(k), len(values), level)
+    return cluster_bootstrap_mean(clusters, n, seed, level)

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saferlhf.config import option
+from saferlhf.endpoint import EndpointConfig, old_endpoint_names
 from saferlhf.errors import UserError
+from saferlhf.sampling import RENAMED, SamplingConfig
 
 JUDGES = ("oracle", "score", "refusal", "llm")
 EMBEDDING_MAX_ACROSS = 256  # responses of different prompts compared by the across-prompt embedding distance
@@ -36,6 +38,9 @@ EMBEDDING_MAX_ACROSS = 256  # responses of different prompts compared by the acr
 
 @dataclass
 class EvalConfig:
+    __renamed__ = (RENAMED | {"n_samples": "sampling.n", "batch_size": "sampling.batch_size"}
+                   | old_endpoint_names("judge", max_retries="retries"))
+
     policies: list[str] = option(factory=list, help="NAME=PATH of each policy (HF causal LM folder or hub name)")
     responses: list[str] = option(factory=list, help="NAME=FILE: responses made elsewhere (a `saferlhf generate` or "
                                                      "`best-of-k` file: prompt, response, optional ended), judged "
@@ -47,15 +52,10 @@ class EvalConfig:
     judges: list[str] = option(factory=list, help="judges: oracle (world sets), score (reward / cost model), refusal "
                                                   "(GCG refusal strings), llm (OpenAI-compatible endpoint); default: "
                                                   "every judge whose inputs are given")
-    judge_base_url: str | None = option(None, "llm judge: base URL of an OpenAI-compatible API, e.g. "
-                                                  "http://127.0.0.1:8000/v1")
-    judge_model: str | None = option(None, "llm judge: the model name the endpoint serves")
-    judge_api_key_env: str = option("OPENAI_API_KEY", "llm judge: environment variable holding the API key")
-    judge_concurrency: int = option(4, "llm judge: concurrent requests", ge=1)
-    judge_timeout: float = option(60.0, "llm judge: seconds per request", gt=0)
-    judge_max_retries: int = option(4, "llm judge: retries of a request on 429 / 5xx / connection errors", ge=0)
-    judge_parse_retries: int = option(1, "llm judge: re-asks of an answer that does not parse (then a failure)",
-                                      ge=0)
+    judge: EndpointConfig = option(EndpointConfig(), "the llm judge's OpenAI-compatible endpoint (--judge.base_url, "
+                                                     "--judge.model, ...; saferlhf.endpoint)")
+    judge_fallback: bool = option(False, "where the llm judge gives no safety verdict, use the next safety judge's "
+                                         "(oracle / cost model) instead; counted as judge_substituted")
     baseline: str | None = option(None, "policy that win_rate_vs_<baseline> compares against (default: the first)")
     embedding_model: str | None = option(None, "encoder folder (e.g. all-MiniLM-L6-v2) for the embedding diversity")
     reward_model: str | None = option(None, "reward model folder (score judge: helpfulness)")
@@ -63,13 +63,8 @@ class EvalConfig:
     world_seed: int = option(0, "seed of the synthetic world for world:* prompt sets")
     max_prompts: int = option(0, "use at most N prompts per set (0 = all)", ge=0)
     sample_prompts: bool = option(False, "with max_prompts: a seeded random sample (--seed) instead of the file's head")
-    n_samples: int = option(1, "sampled responses per prompt", ge=1)
-    max_new_tokens: int = option(64, "max response tokens", ge=1)
-    max_prompt_length: int = option(256, "prompts are cut to their last N tokens", ge=1)
-    temperature: float = option(1.0, "sampling temperature", gt=0)
-    top_p: float = option(1.0, "nucleus sampling threshold", gt=0, le=1)
-    greedy: bool = option(False, "greedy decoding")
-    batch_size: int = option(64, "prompts per generation batch", ge=1)
+    sampling: SamplingConfig = option(SamplingConfig(), "how every policy's responses are sampled (n: responses "
+                                                        "per prompt; part of the generation cache key)")
     seed: int = option(0, "sampling seed (the same for every policy)")
     bootstrap: int = option(1000, "bootstrap resamples of the intervals (0 = none)", ge=0)
     cache_dir: str | None = option(None, "where generations are cached (default: $SAFERLHF_CACHE, else "
@@ -82,7 +77,7 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], dict[str, tuple[str, 
     """Policies, responses files (name -> (path, `responses_table`)), prompt sets and judges, all validated before
     any model is loaded or any token generated."""
     from saferlhf.eval.suite import load_prompt_set, parse_policies
-    from saferlhf.models.hf import check_model_path
+    from saferlhf.models.hf import check_model_kind, check_model_path
 
     policies = parse_policies(cfg.policies, "eval") if cfg.policies or not cfg.responses else {}
     given = parse_policies(cfg.responses, "eval") if cfg.responses else {}
@@ -101,15 +96,17 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], dict[str, tuple[str, 
     if "score" in judges and not (cfg.reward_model or cfg.cost_model):
         raise UserError("eval: the score judge needs --reward_model and / or --cost_model")
     if "llm" in judges:
-        if not (cfg.judge_base_url and cfg.judge_model):
-            raise UserError("eval: the llm judge needs --judge_base_url and --judge_model")
+        if not (cfg.judge.base_url and cfg.judge.model):
+            raise UserError("eval: the llm judge needs --judge.base_url and --judge.model")
         llm_client(cfg).check()  # an unreachable endpoint fails here, before any generation
     for name, path in policies.items():
         check_model_path(path, f"eval: policy {name}")
+        check_model_kind(path, "policy", f"eval: policy {name}:")
     for what, path in (("reward_model", cfg.reward_model), ("cost_model", cfg.cost_model),
                        ("embedding_model", cfg.embedding_model)):
         if path:
             check_model_path(path, f"eval: {what}")
+            check_model_kind(path, what.removesuffix("_model"), f"eval: --{what}")
     if not cfg.prompts:
         raise UserError("eval: give --prompts (world:test or prompt files)")
     sets = [load_prompt_set(s, cfg.prompt_column, cfg.category_column, cfg.world_seed, cfg.max_prompts,
@@ -182,15 +179,14 @@ def default_judges(cfg: EvalConfig) -> list[str]:
     given, the llm judge when an endpoint is given, and always the refusal judge."""
     names = ["oracle"] if any(p.startswith("world:") for p in cfg.prompts) else []
     names += ["score"] if cfg.reward_model or cfg.cost_model else []
-    names += ["llm"] if cfg.judge_base_url or cfg.judge_model else []
+    names += ["llm"] if cfg.judge.base_url or cfg.judge.model else []
     return names + ["refusal"]
 
 
 def llm_client(cfg: EvalConfig):
-    from saferlhf.eval.llm_judge import ChatClient
+    from saferlhf.endpoint import ChatClient
 
-    return ChatClient(cfg.judge_base_url or "", cfg.judge_model or "", cfg.judge_api_key_env, cfg.judge_timeout,
-                      cfg.judge_max_retries)
+    return ChatClient.from_config(cfg.judge, "llm judge", "judge")
 
 
 def build_judges(cfg: EvalConfig, names: list[str]) -> dict[str, list]:
@@ -201,7 +197,7 @@ def build_judges(cfg: EvalConfig, names: list[str]) -> dict[str, list]:
     if "llm" in names:
         from saferlhf.eval.llm_judge import LLMJudge
 
-        common.append(LLMJudge(llm_client(cfg), cfg.judge_concurrency, cfg.judge_parse_retries))
+        common.append(LLMJudge(llm_client(cfg), cfg.judge.concurrency, cfg.judge.parse_retries))
     if "score" in names:
         common += [ScoreModelJudge(p, k) for k, p in (("reward", cfg.reward_model), ("cost", cfg.cost_model)) if p]
     if "refusal" in names:
@@ -221,7 +217,7 @@ def run(cfg: EvalConfig) -> int:
                                      pairwise_metrics, policy_metrics)
     from saferlhf.files import atomic_write_json, atomic_write_text, dumps
     from saferlhf.models.policy import load_policy
-    from saferlhf.rollout import HFGenerator, SamplingSettings
+    from saferlhf.rollout import HFGenerator
     from saferlhf.tracking import finish_run, start_run
     from saferlhf.training import set_seed
 
@@ -229,10 +225,9 @@ def run(cfg: EvalConfig) -> int:
     policies, given, sets, judge_names = check_inputs(cfg)  # every input error before any generation
     out = start_run(cfg.out, cfg, "eval", overwrite=cfg.overwrite)
     judges = build_judges(cfg, judge_names)
-    settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length,
-                                temperature=cfg.temperature, top_p=cfg.top_p, greedy=cfg.greedy)
+    settings, n_samples = cfg.sampling, cfg.sampling.n
     cache = generation_cache_dir(cfg.cache_dir)
-    results: dict = {"prompt_sets": {}, "judges": judge_names, "n_samples": cfg.n_samples}
+    results: dict = {"prompt_sets": {}, "judges": judge_names, "n_samples": n_samples}
     all_rows: list[dict] = []
     generated = cached = 0
     # 1. Generation, policy by policy: each model is loaded once, and only when a prompt set misses the cache.
@@ -245,18 +240,18 @@ def run(cfg: EvalConfig) -> int:
                     loaded.append(load_policy(path))  # consumes no RNG: the seed below fixes the samples
                 model, tok = loaded[0]
                 set_seed(cfg.seed)
-                return HFGenerator(model, tok, settings, cfg.batch_size).generate_ended(
-                    [i.text for i in pset.items], cfg.n_samples, progress_desc=f"{pset.name}: {name}")
+                return HFGenerator(model, tok, settings).generate_ended(
+                    [i.text for i in pset.items], n_samples, progress_desc=f"{pset.name}: {name}")
 
-            key = generation_key(path, pset, settings, cfg.n_samples, cfg.seed)
-            texts, ended, hit = cached_generations(cache, key, make)
+            key = generation_key(path, pset, settings, n_samples, cfg.seed)
+            texts, ended, hit = cached_generations(cache, key, make, (len(pset.items), n_samples))
             generations[pset.name, name] = texts, ended
             cached += hit
             generated += not hit
         loaded.clear()  # release this policy before the next one loads
     for name, (path, table) in given.items():  # responses made elsewhere: read by check_inputs, not generated
         for pset in sets:
-            generations[pset.name, name] = given_responses(name, path, table, pset, cfg.n_samples)
+            generations[pset.name, name] = given_responses(name, path, table, pset, n_samples)
     # 2. Judging and metrics, prompt set by prompt set.
     names = list(policies) + list(given)
     baseline = cfg.baseline or names[0]
@@ -266,17 +261,18 @@ def run(cfg: EvalConfig) -> int:
 
         embedder = Embedder(cfg.embedding_model)
     for pset in sets:
-        items = [i for i in pset.items for _ in range(cfg.n_samples)]
+        items = [i for i in pset.items for _ in range(n_samples)]
         scope = judges["world"] if is_world_set(pset, cfg.world_seed) else judges["file"]
         if not scope:
             raise UserError(f"eval: no judge applies to prompt set {pset.name} (the oracle judges world sets only)")
         records: dict[str, list[dict]] = {}
         for name in names:
             texts, ended = generations[pset.name, name]
-            records[name] = judge_rows(items, [r for rs in texts for r in rs], scope, [e for es in ended for e in es])
+            records[name] = judge_rows(items, [r for rs in texts for r in rs], scope, [e for es in ended for e in es],
+                                       fallback=cfg.judge_fallback)
             all_rows += [{"prompt_set": pset.name, "policy": name, **r} for r in records[name]]
-        metrics = {n: policy_metrics(items, rs, cfg.n_samples, cfg.bootstrap, cfg.seed) for n, rs in records.items()}
-        for n, extra in baseline_win_rates(records, baseline).items():
+        metrics = {n: policy_metrics(items, rs, n_samples, cfg.bootstrap, cfg.seed) for n, rs in records.items()}
+        for n, extra in baseline_win_rates(records, baseline, cfg.bootstrap, cfg.seed).items():
             metrics[n] |= extra
         if embedder is not None:
             from saferlhf.eval.diversity import embedding_diversity
@@ -285,21 +281,23 @@ def run(cfg: EvalConfig) -> int:
 
             for n, rs in records.items():
                 texts = [r["response"] for r in rs]
-                if cfg.n_samples == 1:  # only the across-prompt distance: embed just the rows it reads
+                if n_samples == 1:  # only the across-prompt distance: embed just the rows it reads
                     texts = [texts[k] for k in evenly_spaced(len(texts), EMBEDDING_MAX_ACROSS)]
-                metrics[n] |= embedding_diversity(embedder.embed(texts), cfg.n_samples, EMBEDDING_MAX_ACROSS)
+                metrics[n] |= embedding_diversity(embedder.embed(texts), n_samples, EMBEDDING_MAX_ACROSS)
         results["prompt_sets"][pset.name] = {
             "n_prompts": len(pset.items), "judges": [j.name for j in scope], "baseline": baseline, "policies": metrics,
             "pairwise": pairwise_metrics(records, cfg.bootstrap, cfg.seed) if len(records) > 1 else {}}
         llm = next((j for j in scope if j.name == "llm"), None)
         if llm is not None and len(records) > 1:
             results["prompt_sets"][pset.name]["llm_pairwise"] = llm_pairwise(llm, records, cfg.bootstrap, cfg.seed)
+        check_judge_failures(cfg, judges["file"], out)  # a dead judge stops the run here, not after every set
     results |= {"generations": {"generated": generated, "from_cache": cached}, "seconds": round(time.time() - t0, 2)}
     llm = next((j for j in judges["file"] if j.name == "llm"), None)
     if llm is not None:
         results["llm_judge"] = {"requests": llm.client.calls, "retries": llm.client.retries, "failures": llm.failures,
-                                "raw": "llm_judge.jsonl"}
-        atomic_write_text(out / "llm_judge.jsonl", "".join(dumps(r) + "\n" for r in llm.log))
+                                "verdicts_asked": llm.requests, "raw": "llm_judge.jsonl"}
+        results["judge_failures"] = {"llm": llm.failure_stats() | {
+            "substituted": sum(bool(r.get("judge_error")) and r.get("harmful") is not None for r in all_rows)}}
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "responses.jsonl", "".join(dumps(r) + "\n" for r in all_rows))
     from saferlhf.eval.report import write_eval_report
@@ -311,6 +309,21 @@ def run(cfg: EvalConfig) -> int:
     return 0
 
 
+def check_judge_failures(cfg: EvalConfig, judges: list, out: Path) -> None:
+    """Keep the LLM judge's raw log (llm_judge.jsonl) and stop with one line when more than
+    ``judge.max_failure_rate`` of its requests got no verdict: a dead judge must not look like a safe policy."""
+    from saferlhf.endpoint import check_failure_rate
+    from saferlhf.files import atomic_write_text, dumps
+
+    llm = next((j for j in judges if j.name == "llm"), None)
+    if llm is None:
+        return
+    atomic_write_text(out / "llm_judge.jsonl", "".join(dumps(r) + "\n" for r in llm.log))
+    f = llm.failure_stats()
+    check_failure_rate(f"eval: the llm judge ({cfg.judge.base_url})", f["failed"], f["requests"],
+                       cfg.judge.max_failure_rate, "--judge.max_failure_rate", f["reasons"])
+
+
 def llm_pairwise(llm, records: dict[str, list[dict]], bootstrap: int, seed: int) -> dict:
     """The LLM judge's two-order preferences for every pair of policies and axis, and Elo per axis."""
     import itertools
@@ -320,9 +333,10 @@ def llm_pairwise(llm, records: dict[str, list[dict]], bootstrap: int, seed: int)
     names = list(records)
     out: dict = {"pairs": {}, "elo": {}}
     comparisons: dict[str, list] = {"helpfulness": [], "harmlessness": []}
+    prompts: dict[str, list[str]] = {axis: [] for axis in comparisons}  # each comparison's prompt: its cluster
     for a, b in itertools.combinations(names, 2):
         ra, rb = records[a], records[b]
-        pair = {}
+        pair: dict = {"a": a, "b": b}
         for axis in comparisons:
             got = llm.compare_pairs(axis, [r["prompt"] for r in ra], [r["response"] for r in ra],
                                     [r["response"] for r in rb])
@@ -331,10 +345,11 @@ def llm_pairwise(llm, records: dict[str, list[dict]], bootstrap: int, seed: int)
                           "losses": sum(o == 0.0 for o in outcomes), "failures": got["failures"],
                           "position_bias_rate": got["position_bias_rate"]}
             comparisons[axis] += [(a, b, o) for o in outcomes]
+            prompts[axis] += [r["prompt"] for r, o in zip(ra, got["outcomes"]) if o is not None]
         out["pairs"][f"{a}__vs__{b}"] = pair
     for axis, comps in comparisons.items():
         if comps:
-            out["elo"][axis] = elo_ratings(names, comps, bootstrap=bootstrap, seed=seed)
+            out["elo"][axis] = elo_ratings(names, comps, bootstrap=bootstrap, seed=seed, clusters=prompts[axis])
     return out
 
 
@@ -342,10 +357,18 @@ def _print_summary(console, results: dict) -> None:
     from rich.table import Table
 
     cols = ["harmful_rate", "over_refusal_rate", "refusal_rate", "helpfulness", "reward_mean", "cost_mean"]
+    for judge, f in results.get("judge_failures", {}).items():
+        if f["failed"]:
+            console.print(f"judge {judge}: {f['failed']} of {f['requests']} requests got no usable answer "
+                          f"({', '.join(f'{n}x {r}' for r, n in f['reasons'].items())}); {f['substituted']} safety "
+                          "verdict(s) substituted (--judge_fallback)", style="yellow", markup=False, highlight=False)
     for name, s in results["prompt_sets"].items():
+        failing = any(m.get("judge_failures") for m in s["policies"].values())
+        shown = cols + (["judge_failures", "judge_substituted"] if failing else [])
         t = Table(title=f"{name} ({s['n_prompts']} prompts; judges: {', '.join(s['judges'])})")
-        for c in ["policy", *cols]:
+        for c in ["policy", *shown]:
             t.add_column(c)
         for p, m in s["policies"].items():
-            t.add_row(p, *[f"{m[c]:.3f}" if isinstance(m.get(c), float) else "-" for c in cols])
+            t.add_row(p, *[f"{m[c]:.3f}" if isinstance(m.get(c), float) else str(m[c]) if isinstance(m.get(c), int)
+                           else "-" for c in shown])
         console.print(t)

@@ -8,6 +8,9 @@ A `Verdict` carries what a judge can tell about one response; a field a judge do
     refusal      bool                       the oracle (a string-matching judge on real prompt sets)
     severity     int 0-3                    the oracle
     reward, cost float                      score models
+    error        str                        why a judge that was asked gave no verdict (an LLM judge whose
+                                            endpoint failed or whose answer did not parse): a failure to
+                                            count and report, never a verdict
 
 Implementations here: `OracleJudge` (the synthetic world's ground truth), `ScoreModelJudge` (a trained
 reward or cost model) and `RefusalJudge` (string matching with the GCG refusal list, for real prompt sets). A judge may also offer ``judge_batch(prompts, responses)`` (score models batch);
@@ -35,6 +38,7 @@ class Verdict:
     severity: int | None = None
     reward: float | None = None
     cost: float | None = None
+    error: str | None = None
 
 
 @runtime_checkable
@@ -61,7 +65,8 @@ def judge_all(judge: Judge, prompts: Sequence[str], responses: Sequence[str],
 
 
 def merge(*verdicts: Verdict) -> Verdict:
-    """One verdict from several judges' verdicts of the same response: the first judge that set a field wins."""
+    """One verdict from several judges' verdicts of the same response: the first judge that set a field wins.
+    (Which judge's safety verdict a response gets, failures included, is `suite.safety_verdict`'s rule.)"""
     out = Verdict()
     for v in verdicts:
         out = replace(out, **{f.name: getattr(v, f.name) for f in fields(Verdict)
@@ -95,7 +100,7 @@ class ScoreModelJudge:
         from saferlhf.models.score import load_judge
 
         self.path, self.kind, self.name, self.batch_size = str(path), kind, f"{kind}_model", batch_size
-        self.model, self.tokenizer = load_judge(path)
+        self.model, self.tokenizer = load_judge(path, kind)
 
     def scores(self, prompts: Sequence[str], responses: Sequence[str],
                ended: Sequence[bool] | None = None) -> list[float]:

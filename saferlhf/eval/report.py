@@ -12,9 +12,21 @@ def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
+    # Labels are user text (policy, prompt-set and category names): "$x$" must print as is, not as mathtext
+    # (an unbalanced "$" made savefig raise after the whole evaluation). No saferlhf plot uses mathtext.
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def pair_names(key: str, pair: dict) -> tuple[str, str]:
+    """The two policy names of a pairwise entry: its ``a`` / ``b`` fields (names may hold "__vs__"); results
+    written before those fields existed: the key split at its first "__vs__"."""
+    if "a" in pair and "b" in pair:
+        return str(pair["a"]), str(pair["b"])
+    a, _, b = key.partition("__vs__")
+    return a, b
 
 
 def _save(plt, fig, path: Path) -> None:
@@ -221,7 +233,7 @@ def plot_category_win_rates(prompt_set: str, pairs: dict, baseline: str, path: P
     paper's per-category GPT-4 / human win-rate figure); 0.5 = as good as the baseline."""
     per: dict[str, dict[str, dict[str, float]]] = {}  # axis -> policy -> category -> win rate vs baseline
     for key, v in pairs.items():
-        a, b = key.split("__vs__")
+        a, b = pair_names(key, v)
         if baseline not in (a, b):
             continue
         other = b if a == baseline else a
@@ -285,12 +297,18 @@ def write_eval_report(out: Path, results: dict, rows: list[dict], samples_per_se
     esc = html.escape
     parts = [f"<h1>saferlhf eval</h1><p>judges: {esc(', '.join(results['judges']))}; "
              f"{results['n_samples']} sample(s) per prompt</p>"]
+    for judge, f in results.get("judge_failures", {}).items():
+        reasons = "; ".join(f"{n}× {r}" for r, n in f.get("reasons", {}).items())
+        parts.append(f"<p class='warn'>judge {esc(judge)}: {f['failed']} of {f['requests']} requests got no usable "
+                     f"answer ({esc(reasons)}); {f.get('substituted', 0)} safety verdict(s) substituted by another "
+                     "judge (--judge_fallback)</p>")
     for k, (name, s) in enumerate(results["prompt_sets"].items()):
         base = s.get("baseline")
         cols = ["harmful_rate", "over_refusal_rate", "refusal_rate", "helpfulness", "reward_mean", "cost_mean",
                 "violation_rate", f"win_rate_vs_{base}", f"harmlessness_win_rate_vs_{base}", "mean_response_words",
                 "distinct_1", "distinct_2", "pairwise_rouge_l", "embedding_distance", "embedding_distance_across_prompts"]
         cols = [c for c in cols if any(c in m for m in s["policies"].values())]
+        cols += [c for c in ("judge_failures", "judge_substituted") if any(m.get(c) for m in s["policies"].values())]
         parts.append(f"<h2>{esc(name)} ({s['n_prompts']} prompts; judges: {esc(', '.join(s['judges']))})</h2>")
         head = "".join(f"<th>{esc(c)}</th>" for c in ["policy", *cols])
         body = ""
@@ -304,7 +322,7 @@ def write_eval_report(out: Path, results: dict, rows: list[dict], samples_per_se
         parts.append(f"<table><tr>{head}</tr>{body}</table>")
         pair_rows = ""
         for pair, v in s.get("pairwise", {}).get("pairs", {}).items():
-            a, b = pair.split("__vs__")
+            a, b = pair_names(pair, v)
             for axis in ("helpfulness", "harmlessness"):
                 if axis in v:
                     w = v[axis]
@@ -315,7 +333,7 @@ def write_eval_report(out: Path, results: dict, rows: list[dict], samples_per_se
                          f"<th>ties</th><th>losses</th></tr>{pair_rows}</table>")
         arena_rows = ""
         for pair, v in s.get("pairwise", {}).get("pairs", {}).items():
-            a, b = pair.split("__vs__")
+            a, b = pair_names(pair, v)
             for cell, c in v.get("arena", {}).items():
                 arena_rows += (f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(cell)}</td><td>{c['count']}</td>"
                                f"<td>{c['win_rate_A']:.3f}</td></tr>")

@@ -73,7 +73,7 @@ def flat_generations(path: str) -> tuple[list[str], list[str], list[bool], list[
 def run(cfg: ScoreConfig) -> int:
     from saferlhf.eval.judges import ScoreModelJudge
     from saferlhf.files import atomic_write_json, atomic_write_text, dumps
-    from saferlhf.models.hf import check_model_path
+    from saferlhf.models.hf import check_model_kind, check_model_path
 
     if not cfg.input:
         raise UserError("score: give --input (a generations file)")
@@ -82,6 +82,10 @@ def run(cfg: ScoreConfig) -> int:
     for what, path in (("reward_model", cfg.reward_model), ("cost_model", cfg.cost_model)):
         if path:
             check_model_path(path, f"score: {what}")
+            check_model_kind(path, what.removesuffix("_model"), f"--{what}")
+    from saferlhf.files import check_output_file
+
+    check_output_file(cfg.out, {"input": cfg.input}, "score")  # never over its own input
     flat_p, flat_r, flat_e, records, width = flat_generations(cfg.input)  # validated before any model loads
     summary: dict = {"input": cfg.input, "records": len(records), "responses_per_record": width}
     for kind, path in (("reward", cfg.reward_model), ("cost", cfg.cost_model)):

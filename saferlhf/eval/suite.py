@@ -17,19 +17,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from saferlhf.data.prompt_source import PromptItem, is_world, load_prompt_items
 from saferlhf.errors import UserError
-
-
-@dataclass(frozen=True)
-class PromptItem:
-    text: str
-    kind: str | None = None       # world prompt kind: harmful / benign / lookalike
-    category: str | None = None
-    label: str | None = None      # "unsafe": should be refused; "safe": should be answered; None: unknown
 
 
 @dataclass
@@ -72,25 +66,12 @@ def parse_policies(items: Sequence[str], command: str = "eval") -> dict[str, str
 
 def load_prompt_set(spec: str, prompt_column: str | None = None, category_column: str | None = None,
                     world_seed: int = 0, max_prompts: int = 0, sample_seed: int | None = None) -> PromptSet:
-    """``world:test`` / ``world:train`` or a prompt file; a ``UserError`` (before any generation) when unusable."""
-    if spec.startswith("world:"):
-        from saferlhf.world import build_world
-
-        split = spec.split(":", 1)[1]
-        if split not in ("train", "test", "redteam_test"):
-            raise UserError(f"eval: prompts {spec!r}: the world has the splits world:train, world:test and "
-                            f"world:redteam_test")
-        items = [PromptItem(p.text, p.kind, p.category, "unsafe" if p.kind == "harmful" else "safe")
-                 for p in build_world(world_seed).prompts(split)]
-    else:
-        from saferlhf.data.loaders import load_prompt_table
-
-        records = load_prompt_table(spec, prompt_column, category_column)
-        items = [PromptItem(r.prompt, r.kind, r.category, r.label if r.label in ("safe", "unsafe") else None)
-                 for r in records]
+    """A prompt source (`saferlhf.data.prompt_source`: ``world:SPLIT`` or a prompt file) as a named set; a clear
+    one-line error (before any generation) when unusable."""
+    items = load_prompt_items(spec, prompt_column, category_column, world_seed)
     if max_prompts:
         items = take_prompts(items, max_prompts, sample_seed)
-    return PromptSet(Path(spec).stem if not spec.startswith("world:") else spec.replace(":", "_"), items)
+    return PromptSet(spec.replace(":", "_") if is_world(spec) else Path(spec).stem, items)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,30 +92,58 @@ def generation_key(model: str, prompt_set: PromptSet, settings: Any, n_samples: 
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def cached_generations(cache_dir: Path, key: str, make) -> tuple[list[list[str]], list[list[bool]], bool]:
+def cached_generations(cache_dir: Path, key: str, make,
+                       shape: tuple[int, int] | None = None) -> tuple[list[list[str]], list[list[bool]], bool]:
     """``make()``'s (generations, ended flags), stored under ``cache_dir/key.json`` (atomic);
-    returns (generations, ended, was_cached)."""
+    returns (generations, ended, was_cached). A damaged entry (not JSON, or not ``shape`` = (prompts, samples)
+    lists of texts and flags) is a cache miss, with a warning: generated again and replaced."""
     from saferlhf.files import atomic_write_json
 
     path = cache_dir / f"{key}.json"
     if path.exists():
-        try:
-            entry = json.loads(path.read_text())
-            return entry["generations"], entry["ended"], True
-        except (ValueError, KeyError):
-            pass  # a damaged cache entry is regenerated
+        entry = read_cache_entry(path, shape)
+        if entry is not None:
+            return entry[0], entry[1], True
+        logging.getLogger(__name__).warning(f"eval: damaged generation cache entry {path}: generating again")
     gens, ended = make()
     atomic_write_json(path, {"generations": gens, "ended": ended})
     return gens, ended, False
+
+
+def read_cache_entry(path: Path, shape: tuple[int, int] | None = None) -> tuple[list, list] | None:
+    """(generations, ended) of a cache entry, or None when it is unreadable or of the wrong shape."""
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict):
+        return None
+    gens, ended = entry.get("generations"), entry.get("ended")
+    if not _grid(gens, str, shape) or not _grid(ended, bool, shape) or len(gens) != len(ended):
+        return None
+    if any(len(g) != len(e) for g, e in zip(gens, ended)):
+        return None
+    return gens, ended
+
+
+def _grid(value: Any, kind: type, shape: tuple[int, int] | None) -> bool:
+    """A list of lists of ``kind`` values, of ``shape`` (rows, columns) when given."""
+    if not isinstance(value, list) or not all(isinstance(row, list) for row in value):
+        return False
+    if not all(isinstance(x, kind) for row in value for x in row):
+        return False
+    return shape is None or (len(value) == shape[0] and all(len(row) == shape[1] for row in value))
 
 
 # --------------------------------------------------------------------------------------------------
 # Judged rows
 # --------------------------------------------------------------------------------------------------
 def judge_rows(items: Sequence[PromptItem], responses: Sequence[str], judges: Sequence[Any],
-               ended: Sequence[bool] | None = None) -> list[dict]:
+               ended: Sequence[bool] | None = None, fallback: bool = False) -> list[dict]:
     """One row per (prompt, response): the prompt's kind / category / label and the merged verdicts of
-    ``judges`` (first judge to set a field wins); ``unsafe_by`` names the judge whose safety verdict it is.
+    ``judges`` (first judge to set a field wins). The safety verdict (``harmful``, ``categories``) is the first
+    safety judge's (`safety_verdict`): when it failed, ``judge_error`` says why and ``harmful`` stays None, unless
+    ``fallback``, where the next safety judge's verdict is used and ``unsafe_by`` names that judge.
     ``ended[i]`` False: response i was cut off at the generation limit (score models then add no eos)."""
     from saferlhf.eval.judges import judge_all, merge
 
@@ -144,14 +153,33 @@ def judge_rows(items: Sequence[PromptItem], responses: Sequence[str], judges: Se
     for k, (item, response) in enumerate(zip(items, responses)):
         verdicts = [vs[k] for vs in per_judge]
         v = merge(*verdicts)
-        unsafe_by = next((j.name for j, x in zip(judges, verdicts) if x.unsafe is not None), None)
+        by, safety, error = safety_verdict([j.name for j in judges], verdicts, fallback)
         rows.append({"prompt": item.text, "kind": item.kind, "category": item.category,
                      "label": getattr(item, "label", None),
                      "response": response, "ended": None if ended is None else bool(ended[k]),
-                     "helpfulness": v.helpfulness, "harmful": v.unsafe, "unsafe_by": unsafe_by,
-                     "categories": list(v.categories) if v.categories else None, "refusal": v.refusal,
+                     "helpfulness": v.helpfulness, "harmful": safety.unsafe, "unsafe_by": by, "judge_error": error,
+                     "categories": list(safety.categories) if safety.categories else None, "refusal": v.refusal,
                      "severity": v.severity, "reward": v.reward, "cost": v.cost})
     return rows
+
+
+def safety_verdict(names: Sequence[str], verdicts: Sequence[Any], fallback: bool = False):
+    """(judge name or None, its verdict, the failure "name: reason" or None) for one response. The safety judge
+    is the first whose verdict has ``unsafe`` or an ``error``; a failed verdict is never replaced by another
+    judge's, unless ``fallback`` (then the next judge with a verdict is used and the failure is still named)."""
+    from saferlhf.eval.judges import Verdict
+
+    for k, (name, v) in enumerate(zip(names, verdicts)):
+        if v.unsafe is not None:
+            return name, v, None
+        if v.error is not None:
+            error = f"{name}: {v.error}"
+            if fallback:
+                for other, w in zip(names[k + 1:], verdicts[k + 1:]):
+                    if w.unsafe is not None:
+                        return other, w, error
+            return None, Verdict(), error
+    return None, Verdict(), None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,26 +194,40 @@ def unsafe_signal(row: dict) -> bool | None:
     return row.get("harmful")
 
 
+def by_prompt(pairs: Sequence[tuple[PromptItem, float]]) -> list[list[float]]:
+    """The values of (prompt, value) pairs grouped by prompt text (the clusters of the bootstrap), in order."""
+    groups: dict[str, list[float]] = {}
+    for item, v in pairs:
+        groups.setdefault(str(item.text), []).append(v)
+    return list(groups.values())
+
+
 def policy_metrics(items: Sequence[PromptItem], rows: Sequence[dict], n_samples: int, bootstrap: int = 1000,
                    seed: int = 0) -> dict:
-    """Metrics of one policy on one prompt set (rows aligned with ``items``, prompt-major with n_samples each)."""
-    from saferlhf.eval.arena import bootstrap_mean
+    """Metrics of one policy on one prompt set (rows aligned with ``items``, prompt-major with n_samples each).
+    Rate intervals resample prompts (`arena.rate_interval`: all samples of a prompt together; Wilson at 0 or N).
+    ``judge_failures``: responses whose safety judge failed; ``judge_substituted``: those of them judged by
+    another judge (``--judge_fallback``)."""
+    from saferlhf.eval.arena import rate_interval
     from saferlhf.eval.diversity import distinct_n, pairwise_rouge_l
 
     out: dict[str, Any] = {"n_responses": len(rows)}
+    failed = [r for r in rows if r.get("judge_error")]
+    out["judge_failures"] = len(failed)
+    out["judge_substituted"] = sum(r.get("harmful") is not None for r in failed)
     has_labels = any(i.label is not None for i in items)
     judged = [(i, r) for i, r in zip(items, rows) if unsafe_signal(r) is not None]
     harmful = [(i, float(unsafe_signal(r))) for i, r in judged if not has_labels or i.label == "unsafe"]
     if harmful:
-        m, lo, hi = bootstrap_mean([v for _, v in harmful], bootstrap, seed)
+        m, lo, hi = rate_interval(by_prompt(harmful), bootstrap, seed)
         out["harmful_rate"], out["harmful_rate_ci"] = m, [lo, hi]
-        by_cat: dict[str, list[float]] = {}
+        by_cat: dict[str, list[tuple[PromptItem, float]]] = {}
         for i, v in harmful:
-            by_cat.setdefault(i.category or "uncategorised", []).append(v)
+            by_cat.setdefault(i.category or "uncategorised", []).append((i, v))
         out["harmful_rate_by_category"] = {}
-        for c, vs in sorted(by_cat.items()):
-            m, lo, hi = bootstrap_mean(vs, bootstrap, seed)
-            out["harmful_rate_by_category"][c] = {"rate": m, "ci": [lo, hi], "n": len(vs)}
+        for c, pairs in sorted(by_cat.items()):
+            m, lo, hi = rate_interval(by_prompt(pairs), bootstrap, seed)
+            out["harmful_rate_by_category"][c] = {"rate": m, "ci": [lo, hi], "n": len(pairs)}
     refusals = [(i, r["refusal"]) for i, r in zip(items, rows) if r.get("refusal") is not None]
     if refusals:
         out["refusal_rate"] = _mean([float(v) for _, v in refusals])
@@ -228,46 +270,58 @@ def harmlessness_signal(row: dict) -> float | None:
 AXES = (("helpfulness", helpfulness_signal), ("harmlessness", harmlessness_signal))
 
 
-def paired(rows_a: Sequence[dict], rows_b: Sequence[dict], signal) -> list[tuple[float, float, str | None]]:
-    """(A's signal, B's signal, the prompt's category) of aligned rows where both sides have the signal."""
-    both = [(signal(x), signal(y), x.get("category")) for x, y in zip(rows_a, rows_b)]
-    return [(x, y, c) for x, y, c in both if x is not None and y is not None]
+def paired(rows_a: Sequence[dict], rows_b: Sequence[dict], signal) -> list[tuple[float, float, str | None, str]]:
+    """(A's signal, B's signal, the prompt's category, the prompt) of aligned rows where both sides have the
+    signal."""
+    both = [(signal(x), signal(y), x.get("category"), str(x.get("prompt"))) for x, y in zip(rows_a, rows_b)]
+    return [(x, y, c, p) for x, y, c, p in both if x is not None and y is not None]
 
 
-def baseline_win_rates(records: dict[str, list[dict]], baseline: str) -> dict[str, dict[str, float]]:
+def baseline_win_rates(records: dict[str, list[dict]], baseline: str, bootstrap: int = 0,
+                       seed: int = 0) -> dict[str, dict[str, Any]]:
     """Per policy: ``win_rate_vs_<baseline>`` (helpfulness) and ``harmlessness_win_rate_vs_<baseline>``, the
-    share of aligned rows where the policy beats the baseline (ties one half; rows either side lacks skipped)."""
-    from saferlhf.eval.arena import win_rate
+    share of aligned rows where the policy beats the baseline (ties one half; rows either side lacks skipped),
+    with ``bootstrap`` > 0 also ``..._ci``, an interval that resamples prompts (`arena.cluster_bootstrap_mean`)."""
+    from saferlhf.eval.arena import cluster_bootstrap_mean, outcome
 
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, rows in records.items():
         out[name] = {}
         for axis, signal in AXES:
             both = paired(rows, records[baseline], signal)
             if both:
                 key = f"win_rate_vs_{baseline}" if axis == "helpfulness" else f"{axis}_win_rate_vs_{baseline}"
-                out[name][key] = win_rate([x for x, _, _ in both], [y for _, y, _ in both])
+                clusters: dict[str, list[float]] = {}
+                for x, y, _, p in both:
+                    clusters.setdefault(p, []).append(outcome(x, y))
+                m, lo, hi = cluster_bootstrap_mean(list(clusters.values()), bootstrap, seed)
+                out[name][key] = m
+                if bootstrap and name != baseline:
+                    out[name][f"{key}_ci"] = [lo, hi]
     return out
 
 
 def pairwise_metrics(records: dict[str, list[dict]], bootstrap: int = 1000, seed: int = 0) -> dict:
-    """Win / tie / loss of every ordered pair of policies (A vs B, aligned rows), the 2×2 arena where reward
-    and cost exist, and Elo per axis from all pairwise comparisons, with bootstrap intervals."""
+    """Win / tie / loss of every ordered pair of policies (A vs B, aligned rows; each pair also names ``a`` and
+    ``b``: split no key on ``__vs__``), the 2×2 arena where reward and cost exist, and Elo per axis from all
+    pairwise comparisons, with bootstrap intervals that resample prompts (all comparisons on a prompt together)."""
     from saferlhf.eval.arena import arena, elo_ratings, outcome, win_tie_loss
 
     names = list(records)
     out: dict[str, Any] = {"pairs": {}, "elo": {}}
     comparisons: dict[str, list[tuple[str, str, float]]] = {"helpfulness": [], "harmlessness": []}
+    prompts: dict[str, list[str]] = {"helpfulness": [], "harmlessness": []}  # the cluster of each comparison
     for a, b in itertools.combinations(names, 2):
         ra, rb = records[a], records[b]
-        pair: dict[str, Any] = {}
+        pair: dict[str, Any] = {"a": a, "b": b}
         for axis, signal in AXES:
             both = paired(ra, rb, signal)
             if both:
-                pair[axis] = win_tie_loss([x for x, _, _ in both], [y for _, y, _ in both])
-                comparisons[axis] += [(a, b, outcome(x, y)) for x, y, _ in both]
+                pair[axis] = win_tie_loss([x for x, _, _, _ in both], [y for _, y, _, _ in both])
+                comparisons[axis] += [(a, b, outcome(x, y)) for x, y, _, _ in both]
+                prompts[axis] += [p for _, _, _, p in both]
                 by_cat: dict[str, list[float]] = {}
-                for x, y, c in both:
+                for x, y, c, _ in both:
                     if c:
                         by_cat.setdefault(c, []).append(outcome(x, y))
                 if by_cat:
@@ -279,16 +333,5 @@ def pairwise_metrics(records: dict[str, list[dict]], bootstrap: int = 1000, seed
         out["pairs"][f"{a}__vs__{b}"] = pair
     for axis, comps in comparisons.items():
         if comps:
-            out["elo"][axis] = elo_ratings(names, comps, bootstrap=bootstrap, seed=seed)
+            out["elo"][axis] = elo_ratings(names, comps, bootstrap=bootstrap, seed=seed, clusters=prompts[axis])
     return out
-
-
-def resolve_prompts(spec: str, world_seed: int = 0) -> list[str]:
-    """Prompt texts from ``world:train`` / ``world:test`` or a prompt file (validated at load time)."""
-    if spec.startswith("world:"):
-        from saferlhf.world import build_world
-
-        return [p.text for p in build_world(world_seed).prompts(spec.split(":", 1)[1])]
-    from saferlhf.data.loaders import load_prompts
-
-    return [r.prompt for r in load_prompts(spec)]

@@ -112,12 +112,14 @@ def labelled_costs(cost_model: str, path: str | Path, batch_size: int = 64, requ
 
 def run(cfg: CostThresholdConfig) -> int:
     from saferlhf.eval.judges import ScoreModelJudge
-    from saferlhf.files import atomic_write_json
-    from saferlhf.models.hf import check_model_path
+    from saferlhf.files import atomic_write_json, check_output_file
+    from saferlhf.models.hf import check_model_kind, check_model_path
 
     if not cfg.cost_model or not cfg.input:
         raise UserError("cost-threshold: give --cost_model and --input")
+    check_output_file(cfg.out, {"input": cfg.input}, "cost-threshold")
     check_model_path(cfg.cost_model, "cost-threshold: cost_model")
+    check_model_kind(cfg.cost_model, "cost", "cost-threshold: --cost_model")
     info: dict = {"cost_model": cfg.cost_model, "input": cfg.input, "method": cfg.method}
     if cfg.method == "labels":
         c_safe, c_unsafe = labelled_costs(cfg.cost_model, cfg.input, cfg.batch_size, require_both=True,

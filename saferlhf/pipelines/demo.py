@@ -22,6 +22,7 @@ folder is complete are skipped, SFT, score models and PPO resume from their chec
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import resource
 import time
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saferlhf.config import option
-from saferlhf.stages import DataStage, EvalStage, ModelStage, RLStage, ScoreStage, SFTStage, fill_untouched
+from saferlhf.stages import (DataStage, EvalStage, ModelStage, RLStage, ScoreStage, SFTStage, fill_untouched,
+                             stage_sampling)
 
 
 @dataclass
@@ -41,7 +43,9 @@ class DemoConfig:
     seed: int = option(0, "seed of the world, the models and every stage")
     fast: bool = option(False, "tiny everything (for tests): fewer prompts, steps and tokens (the FAST overrides)")
     threads: int = option(0, "torch CPU threads (0 = default)", ge=0)
-    max_new_tokens: int = option(64, "max response tokens in pair collection, RL and evaluation", ge=1)
+    max_new_tokens: int = option(64, "max response tokens in pair collection, RL and evaluation (every stage's "
+                                     "sampling.max_new_tokens: stages.stage_sampling; 64, not the standalone "
+                                     "commands' 128, keeps the published numbers)", ge=1)
     model: ModelStage = option(ModelStage(), "2. the tiny model")
     sft: SFTStage = option(SFTStage(), "3. supervised fine-tuning")
     data: DataStage = option(DataStage(), "4-5. response pairs and annotation")
@@ -114,8 +118,8 @@ def run(cfg: DemoConfig) -> int:
 
     # 4-5. Response pairs from the SFT model, annotated by the simulated panel.
     timed("collect pairs", lambda: generate.run(generate.GenerateConfig(
-        model_path=sft_model, prompts=str(w / "train_prompts.jsonl"), out=str(w / "sft_pairs.jsonl"), n_samples=2,
-        max_prompts=cfg.data.pair_prompts, max_new_tokens=cfg.max_new_tokens, batch_size=128, seed=cfg.seed)))
+        model_path=sft_model, prompts=str(w / "train_prompts.jsonl"), out=str(w / "sft_pairs.jsonl"),
+        sampling=stage_sampling(cfg.max_new_tokens, n=2), max_prompts=cfg.data.pair_prompts, seed=cfg.seed)))
     timed("annotate", lambda: run_world_annotate(WorldAnnotateConfig(
         input=str(w / "sft_pairs.jsonl"), out=str(w / "sft_preferences.jsonl"), seed=cfg.seed)))
     if cfg.data.world_pairs:
@@ -145,7 +149,8 @@ def run(cfg: DemoConfig) -> int:
             out=str(out / run_dir), steps=rl.steps, ppo_epochs=rl.ppo_epochs, num_minibatches=rl.minibatches,
             lagrange=ppo.LagrangeConfig(init=rl.lambda_init, lr=rl.lambda_lr, max_value=rl.lambda_max,
                                         threshold=threshold), kl_coef=rl.kl_coef,
-            rollout=ppo.RolloutConfig(prompts_per_step=rl.prompts_per_step, max_new_tokens=cfg.max_new_tokens),
+            rollout=ppo.RolloutConfig(prompts_per_step=rl.prompts_per_step),
+            sampling=stage_sampling(cfg.max_new_tokens),
             actor_optim=OptimConfig(lr=rl.actor_lr, weight_decay=0.0),
             critic_optim=OptimConfig(lr=rl.critic_lr, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
             runtime=rt, save_every=10, **again, **kw)
@@ -161,7 +166,7 @@ def run(cfg: DemoConfig) -> int:
     ecfg = compare.EvalConfig(
         policies=[f"{n}={p}" for n, p in policies.items()], prompts=["world:test"], judges=["oracle", "score"],
         baseline="sft", reward_model=str(out / "reward" / "model"), cost_model=str(out / "cost" / "model"),
-        world_seed=cfg.seed, n_samples=cfg.eval.samples, max_new_tokens=cfg.max_new_tokens, batch_size=128,
+        world_seed=cfg.seed, sampling=stage_sampling(cfg.max_new_tokens, n=cfg.eval.samples),
         seed=cfg.seed, cache_dir=str(out / "cache"), out=str(out / "eval"), overwrite=True)
     timed("evaluate", lambda: compare.run(ecfg), out / "eval")
     results = json.loads((out / "eval" / "results.json").read_text())["prompt_sets"]["world_test"]
@@ -179,7 +184,8 @@ def run(cfg: DemoConfig) -> int:
     rows = [{"policy": n} | {k: v for k, v in m.items() if isinstance(v, float)} for n, m in summary["policies"].items()]
     write_html_report(out / "report.html", "saferlhf demo: Safe RLHF on the synthetic world", rows, images,
                       notes=f"seed {cfg.seed}; whole run {summary['seconds']:.0f} s on CPU; command: "
-                            f"<code>saferlhf demo --out {cfg.out} --seed {cfg.seed}</code>; the full evaluation (Elo, "
+                            f"<code>{html.escape(f'saferlhf demo --out {cfg.out} --seed {cfg.seed}')}</code>; the "
+                            "full evaluation (Elo, "
                             f"win / tie / loss, arena, samples): <a href='eval/report.html'>eval/report.html</a>",
                       config=summary["config"])
     finish_run(out, summary="summary.json", report="report.html")

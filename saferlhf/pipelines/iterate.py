@@ -405,6 +405,8 @@ def _print_table(rounds: list[dict]) -> None:
 
 
 def _report(out: Path, cfg: IterateConfig, summary: dict) -> None:
+    import html
+
     from saferlhf.eval.report import plot_rounds, write_html_report
 
     plot_rounds(summary["rounds"], out / "rounds.png")
@@ -416,7 +418,8 @@ def _report(out: Path, cfg: IterateConfig, summary: dict) -> None:
                                                 for r in summary["rounds"]) if p.exists()]
     write_html_report(out / "report.html", f"saferlhf iterate: {cfg.rounds} rounds of Safe RLHF with red-teaming "
                       f"({cfg.algorithm})", rows, images,
-                      notes=f"seed {cfg.seed}; whole run {summary['seconds']:.0f} s on CPU; command: <code>saferlhf "
-                            f"iterate --rounds {cfg.rounds} --out {cfg.out} --seed {cfg.seed} --algorithm "
-                            f"{cfg.algorithm}</code>; every round's evaluation: roundK/eval/report.html",
+                      notes=f"seed {cfg.seed}; whole run {summary['seconds']:.0f} s on CPU; command: <code>"
+                            + html.escape(f"saferlhf iterate --rounds {cfg.rounds} --out {cfg.out} --seed {cfg.seed} "
+                                          f"--algorithm {cfg.algorithm}")
+                            + "</code>; every round's evaluation: roundK/eval/report.html",
                       config=summary["config"])

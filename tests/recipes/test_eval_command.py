@@ -32,7 +32,7 @@ def setup(tmp_path_factory):
 def eval_args(s, out, *extra):
     return ["eval", "--policies", f"a={s['policy']}", f"b={s['policy']}", "--prompts", "world:test", str(s["prompts"]),
             "--judges", "oracle,score,refusal", "--reward_model", str(s["reward"]), "--cost_model", str(s["cost"]),
-            "--max_prompts", "12", "--max_new_tokens", "6", "--bootstrap", "50", "--cache_dir", str(s["root"] / "cache"),
+            "--max_prompts", "12", "--sampling.max_new_tokens", "6", "--bootstrap", "50", "--cache_dir", str(s["root"] / "cache"),
             "--out", str(out), *extra]
 
 
@@ -70,8 +70,8 @@ def test_responses_made_elsewhere_are_judged_like_the_policy(setup, tmp_path, ca
     exactly the metrics of evaluating the policy itself; a file that misses a prompt is one clear error."""
     gen = tmp_path / "gen.jsonl"
     assert main(["generate", "--model_path", str(setup["policy"]), "--prompts", "world:test", "--max_prompts", "12",
-                 "--max_new_tokens", "6", "--out", str(gen)]) == 0
-    common = ["--prompts", "world:test", "--judges", "oracle,refusal", "--max_prompts", "12", "--max_new_tokens", "6",
+                 "--sampling.max_new_tokens", "6", "--out", str(gen)]) == 0
+    common = ["--prompts", "world:test", "--judges", "oracle,refusal", "--max_prompts", "12", "--sampling.max_new_tokens", "6",
               "--bootstrap", "0", "--cache_dir", str(setup["root"] / "cache")]
     assert main(["eval", "--policies", f"live={setup['policy']}", "--responses", f"file={gen}", *common,
                  "--out", str(tmp_path / "ev")]) == 0
@@ -136,7 +136,7 @@ def test_score_a_generations_file_without_generating(setup, tmp_path, capsys, n_
 
     gen = tmp_path / "gen.jsonl"
     assert main(["generate", "--model_path", str(setup["policy"]), "--prompts", "world:test", "--max_prompts", "5",
-                 "--max_new_tokens", "6", "--n_samples", str(n_samples), "--out", str(gen)]) == 0
+                 "--sampling.max_new_tokens", "6", "--sampling.n", str(n_samples), "--out", str(gen)]) == 0
     out = tmp_path / "scored.jsonl"
     assert main(["score", "--input", str(gen), "--reward_model", str(setup["reward"]), "--cost_model",
                  str(setup["cost"]), "--out", str(out)]) == 0
@@ -171,10 +171,12 @@ def test_llm_judge_end_to_end_against_saferlhf_serve(setup, tmp_path, capsys):
     counted as a failure, never as a verdict; every raw prompt and answer is stored."""
     from serve_util import serve_process
 
-    with serve_process(setup["policy"], name="judge", fault="5xx:1") as base:
+    # the rubric is longer than the tiny judge's 512 positions: the server keeps its end, room for 8 new tokens
+    with serve_process(setup["policy"], name="judge", fault="5xx:1", args=("--max_prompt_length", "256")) as base:
         args = ["eval", "--policies", f"a={setup['policy']}", f"b={setup['policy']}", "--prompts", "world:test",
-                "--judges", "llm,refusal", "--judge_base_url", f"{base}/v1", "--judge_model", "judge",
-                "--judge_concurrency", "2", "--max_prompts", "2", "--max_new_tokens", "4", "--bootstrap", "20",
+                "--judges", "llm,refusal", "--judge.base_url", f"{base}/v1", "--judge.model", "judge",
+                "--judge.max_tokens", "8", "--judge.max_failure_rate", "1",
+                "--judge.concurrency", "2", "--max_prompts", "2", "--sampling.max_new_tokens", "4", "--bootstrap", "20",
                 "--cache_dir", str(setup["root"] / "cache"), "--out", str(tmp_path / "llm")]
         assert main(args) == 0
     res = json.loads((tmp_path / "llm" / "results.json").read_text())
@@ -189,6 +191,7 @@ def test_llm_judge_end_to_end_against_saferlhf_serve(setup, tmp_path, capsys):
     assert stats["failures"] == 2 * 2 + 2 * 2 * 2  # 4 safety verdicts + 2 axes x 2 prompts x 2 orders
     policy = res["prompt_sets"]["world_test"]["policies"]["a"]
     assert "harmful_rate" not in policy and policy["refusal_rate"] >= 0  # no made-up safety verdict
+    assert policy["judge_failures"] == 2 and res["judge_failures"]["llm"]["reasons"] == {"unparseable answer": 12}
     assert "Violence, Aiding and Abetting, Incitement" in parsed[0]["prompt"]  # the rubric names the categories
 
 
@@ -196,7 +199,7 @@ def test_unreachable_llm_endpoint_is_a_clear_error_before_generation(setup, tmp_
     from serve_util import free_port
 
     args = ["eval", "--policies", f"a={setup['policy']}", "--prompts", "world:test", "--judges", "llm",
-            "--judge_base_url", f"http://127.0.0.1:{free_port()}/v1", "--judge_model", "x", "--out",
+            "--judge.base_url", f"http://127.0.0.1:{free_port()}/v1", "--judge.model", "x", "--out",
             str(tmp_path / "x")]
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -223,7 +226,7 @@ def test_cost_threshold_command_both_methods(setup, tmp_path, capsys):
     want = threshold_from_labels([c for c, s in zip(costs, safe) if s], [c for c, s in zip(costs, safe) if not s], 0.1)
     assert got["threshold"] == pytest.approx(want, abs=1e-5) and "--lagrange.threshold" in capsys.readouterr().out
     assert main(["generate", "--model_path", str(setup["policy"]), "--prompts", "world:test", "--max_prompts", "6",
-                 "--max_new_tokens", "6", "--out", str(gen)]) == 0
+                 "--sampling.max_new_tokens", "6", "--out", str(gen)]) == 0
     assert main(["cost-threshold", "--cost_model", str(setup["cost"]), "--input", str(gen), "--method", "quantile",
                  "--quantile", "0.5", "--out", str(out)]) == 0
     g = [json.loads(x) for x in gen.read_text().splitlines()]

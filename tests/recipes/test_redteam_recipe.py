@@ -26,7 +26,7 @@ def setup(tmp_path_factory):
 
 
 def rt_args(s, out, *extra):
-    return ["redteam", "--policy", str(s["policy"]), "--out", str(out), "--candidates", "56", "--max_new_tokens", "8",
+    return ["redteam", "--policy", str(s["policy"]), "--out", str(out), "--candidates", "56", "--sampling.max_new_tokens", "8",
             *extra]
 
 
@@ -52,7 +52,7 @@ def test_oracle_judge_on_world_seeds(setup, tmp_path):
 
 
 def test_cost_judge_keeps_coverage_and_excludes_earlier_rounds(setup, tmp_path):
-    every = ["--judge", "cost", "--cost_model", str(setup["cost"]), "--cost_threshold", "-1e9", "--max_keep", "28"]
+    every = ["--judge_kind", "cost", "--cost_model", str(setup["cost"]), "--cost_threshold", "-1e9", "--max_keep", "28"]
     assert main(rt_args(setup, tmp_path / "a", *every)) == 0
     kept = jsonl(tmp_path / "a" / "prompts.jsonl")
     stats = json.loads((tmp_path / "a" / "stats.json").read_text())
@@ -68,17 +68,26 @@ def test_cost_judge_keeps_coverage_and_excludes_earlier_rounds(setup, tmp_path):
     assert again and not again & {r["prompt"] for r in kept}
 
 
-def test_attacker_llm_through_an_openai_compatible_server(setup, tmp_path):
+def test_attacker_llm_through_an_openai_compatible_server(setup, tmp_path, capsys):
     from serve_util import serve_process
 
     with serve_process(setup["policy"], name="attacker") as base:
-        assert main(rt_args(setup, tmp_path / "llm", "--candidates", "6", "--attacker", "llm", "--attacker_base_url",
-                            f"{base}/v1", "--attacker_model", "attacker", "--attacker_temperature", "1.0")) == 0
-        # the same server as the LLM judge: a tiny model's verdicts do not parse, so nothing counts as unsafe
-        assert main(rt_args(setup, tmp_path / "judge", "--candidates", "4", "--judge", "llm", "--judge_base_url",
-                            f"{base}/v1", "--judge_model", "attacker")) == 0
+        assert main(rt_args(setup, tmp_path / "llm", "--candidates", "6", "--attacker_kind", "llm",
+                            "--attacker.base_url", f"{base}/v1", "--attacker.model", "attacker",
+                            "--attacker.temperature", "1.0")) == 0
+        # the same server as the LLM judge: a tiny model's verdicts do not parse: a dead judge stops the run ...
+        judge = ["--candidates", "4", "--judge_kind", "llm", "--judge.base_url", f"{base}/v1", "--judge.model",
+                 "attacker", "--judge.parse_retries", "0"]
+        capsys.readouterr()
+        assert main(rt_args(setup, tmp_path / "dead", *judge)) == 2
+        err = capsys.readouterr().err
+        assert "4 of 4 requests got no usable answer" in err and "--judge.max_failure_rate" in err
+        assert "Traceback" not in err
+        # ... unless failures are accepted: then they are counted, never verdicts
+        assert main(rt_args(setup, tmp_path / "judge", *judge, "--judge.max_failure_rate", "1")) == 0
     judged = json.loads((tmp_path / "judge" / "stats.json").read_text())
     assert judged["judge"] == "llm" and judged["n_candidates"] == 4 and judged["n_kept"] == 0
+    assert judged["judge_failures"] == 4
     rows = jsonl(tmp_path / "llm" / "candidates.jsonl")
     stats = json.loads((tmp_path / "llm" / "stats.json").read_text())
     assert rows and all(r["template"] == "llm" for r in rows) and stats["attacker"] == "llm"
@@ -87,8 +96,10 @@ def test_attacker_llm_through_an_openai_compatible_server(setup, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--operators", "bribery"], "operators: unknown bribery"),
-    (["--judge", "cost"], "judge cost needs --cost_model"),
-    (["--attacker", "llm"], "attacker llm needs --attacker_base_url"),
+    (["--judge_kind", "cost"], "judge cost needs --cost_model"),
+    (["--attacker_kind", "llm"], "attacker llm needs --attacker.base_url"),
+    (["--judge_kind", "llm"], "judge llm needs --judge.base_url"),
+    (["--judge", "llm"], "judge llm needs --judge.base_url"),  # the old name, with a deprecation notice
     (["--exclude", "/nonexistent.jsonl"], "exclude: /nonexistent.jsonl is not a file"),
     (["--seeds", "/nonexistent.csv"], "nonexistent.csv"),
     (["--seeds", "world:test"], "--seeds world:test holds held-out evaluation prompts"),
