@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from saferlhf.config import ConfigError, help_text, parse
 from saferlhf.data.validate import DataValidationError, UnknownFormatError
 from saferlhf.errors import NumericalError, UserError
+from saferlhf.files import disk_problem
 
-# what a user can cause: printed as one line, exit status 2 (anything else is a bug and keeps its traceback)
+# what a user can cause: printed as one line, exit status 2 (anything else is a bug and keeps its traceback, but
+# for a disk problem found late, `files.disk_problem`: a full disk or a read-only folder is one line too)
 USER_ERRORS = (UserError, DataValidationError, UnknownFormatError, FileNotFoundError, IsADirectoryError,
                NotADirectoryError, PermissionError)
 
@@ -154,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BaseException as e:  # a bug: keep the traceback, but never leave a folder that says "running"
         fail_active_runs(e)
+        problem = disk_problem(e)
+        if problem is not None:  # a full disk, a read-only folder: the user's to fix, one line
+            print(f"saferlhf {cmd.name}: error: {problem}", file=sys.stderr)
+            return 2
         raise
     return int(status or 0)
 

@@ -1,7 +1,8 @@
 """The two kinds of failure a user should see as one clear line instead of a traceback.
 
 * :class:`UserError` — a mistake in what the user asked for (a config value out of range, a missing
-  or wrong model path, a run folder that already holds another run, ...). The CLI prints
+  or wrong model path, a run folder that already holds another run or is in use, an output that is an
+  input, a read-only or full output disk, ...). The CLI prints
   ``saferlhf <command>: error: <message>`` (plus ``hint: ...``) and exits with status 2.
 * :class:`NumericalError` — training produced a non-finite loss, score, advantage or parameter. The
   run stops before anything non-finite is saved; the last good checkpoint stays in place. The CLI

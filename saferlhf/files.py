@@ -1,11 +1,18 @@
 """Atomic file and folder writes, valid JSON, and the fault-injection points of the fault tests.
 
-The lowest layer of saferlhf's file handling (no saferlhf imports): `config` saves the resolved config.yaml through it,
-`tracking` writes run folders through it, `models` saves weights through it.
+The lowest layer of saferlhf's file handling (only `saferlhf.errors` imported): `config` saves the resolved
+config.yaml through it, `tracking` writes run folders through it, `models` saves weights through it.
+
+Output safety, shared by every command: `check_output_file` (a single output file is never one of the command's
+inputs), `check_writable` (the output folder is writable and has free space before any long work starts),
+`replaceable_model_folder` (``--overwrite`` replaces only a folder that holds a model and nothing else) and
+`disk_problem` (a full disk or a read-only folder found later: one line for the CLI).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
 import os
@@ -15,6 +22,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from saferlhf.errors import UserError
 
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
@@ -151,3 +160,111 @@ def _json_default(o: Any) -> Any:
 
         return dataclasses.asdict(o)
     return str(o)
+
+
+# ----------------------------------------------------------------------------- output safety
+
+MIN_FREE_BYTES = 50 * 2**20  # an output folder with less free space is refused before any work starts
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
+
+
+def same_path(a: str | Path, b: str | Path) -> bool:
+    """True when ``a`` and ``b`` name the same file (resolved paths, or ``os.path.samefile`` for hard links)."""
+    a, b = Path(a).expanduser(), Path(b).expanduser()
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """True when ``path`` is ``folder`` or lies anywhere below it (resolved)."""
+    p, f = Path(path).expanduser().resolve(), Path(folder).expanduser().resolve()
+    return p == f or f in p.parents
+
+
+def check_output_file(out: str | Path, inputs: dict[str, Any], command: str) -> Path:
+    """Refuse a single output file that is one of the command's inputs (``inputs``: field name -> path; empty
+    values are skipped) or an existing folder; then ``check_writable`` of its folder. Returns ``out``."""
+    out = Path(out)
+    for field, path in inputs.items():
+        if path and str(path) and same_path(out, path):
+            raise UserError(f"{command}: out: {out} is the {field} file; writing it would replace the input",
+                            hint="choose another --out")
+    if out.is_dir():
+        raise UserError(f"{command}: out: {out} is a folder; expected a file name")
+    check_writable(out.parent if str(out.parent) else Path("."), command)
+    return out
+
+
+def check_writable(folder: str | Path, command: str, min_free: int = MIN_FREE_BYTES) -> None:
+    """Create ``folder`` if needed and make sure a file can be written there and that at least ``min_free``
+    bytes are free: a ``UserError`` now instead of an ``OSError`` after hours of work."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".saferlhf-write-test.")
+        try:
+            os.write(fd, b"ok")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{command}: cannot write to {folder}: {e.strerror or e}",
+                        hint="choose a writable --out") from None
+    free = shutil.disk_usage(folder).free
+    if free < min_free:
+        raise UserError(f"{command}: only {free / 2**20:.1f} MB free on the disk of {folder} (at least "
+                        f"{min_free / 2**20:.0f} MB needed)", hint="free some space or choose another --out")
+
+
+def disk_problem(error: BaseException) -> str | None:
+    """The one-line message for an error caused by the disk (full, read-only, no permission), looking through
+    the exception's causes (torch and safetensors wrap the ``OSError``); None for anything else."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+            where = f"{e.filename}: " if e.filename else ""
+            return f"{where}{e.strerror or os.strerror(e.errno)}"
+        text = str(e)
+        for errno_ in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+            if os.strerror(errno_) in text:
+                return f"{os.strerror(errno_)} ({type(e).__name__}: {text.splitlines()[0][:200]})"
+        e = e.__cause__ or e.__context__
+    return None
+
+
+# the files an HF model folder holds (transformers' save_pretrained, tokenizers, saferlhf's import.json)
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja", ".pt", ".pth", ".tiktoken")
+
+
+def replaceable_model_folder(out: str | Path, command: str, required: str = "config.json") -> None:
+    """``--overwrite`` of a model folder: allowed for a missing or empty folder, or one that holds ``required``
+    and only model files (``MODEL_FILE_SUFFIXES``, hidden temporaries); anything else (a user's file, a
+    sub-folder) is a ``UserError``, so that a wrong ``--out`` never deletes what saferlhf did not write."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"{command}: out: {out} exists and is not a folder")
+    entries = [p for p in out.iterdir() if not p.name.startswith(".")]
+    if not entries:
+        return
+    foreign = [p.name for p in entries if p.is_dir() or not p.name.endswith(MODEL_FILE_SUFFIXES)]
+    if not (out / required).is_file() or foreign:
+        why = f"it holds {', '.join(sorted(foreign)[:3])}" if foreign else f"it has no {required}"
+        raise UserError(f"{command}: refusing to replace {out} with --overwrite: {why}, which saferlhf did not "
+                        "write there", hint="choose another --out, or delete the folder yourself")
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a whole file's content (streamed in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

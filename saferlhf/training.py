@@ -5,8 +5,9 @@ Kept small on purpose: the loops themselves live in the recipes, top to bottom.
 
 Numerical guards (``assert_finite``, and ``optimizer_step`` itself): a non-finite loss, score, advantage,
 gradient norm or parameter stops the run with a ``NumericalError`` that names the step and the tensor.
-``optimizer_step`` refuses to apply a non-finite gradient and checks the parameters after the update,
-so a run never continues from, and never saves, non-finite weights; the last checkpoint on disk stays.
+``optimizer_step`` refuses to apply a non-finite gradient and checks the parameters after the update (finite,
+and max |w| within ``WEIGHT_GROWTH_LIMIT`` times its value before training: lr 1e30 gives finite but absurd
+weights), so a run never continues from, and never saves, such weights; the last checkpoint on disk stays.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def build_optimizer(model: torch.nn.Module, optim: OptimConfig, total_steps: int
 
     opt = torch.optim.AdamW(decay_groups(model, optim.weight_decay), lr=optim.lr, betas=(optim.beta1, optim.beta2),
                             eps=optim.eps)
+    opt.initial_max_abs = weight_stats([p for p in model.parameters() if p.requires_grad])[1]  # weight guard
     warmup = int(round(optim.warmup_ratio * total_steps))
     sched = get_scheduler(optim.scheduler, opt, num_warmup_steps=warmup,
                           num_training_steps=max(total_steps, 1))
@@ -133,15 +135,44 @@ def optimizer_step(accelerator, params, optimizer, scheduler, max_norm: float, *
         optimizer.zero_grad(set_to_none=True)
         raise NumericalError(f"step {step}: {what} gradient norm is {norm}; the update was not applied "
                              "(lower the learning rate, check the data and the score models)", step, f"{what}.grad")
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimiser
+    if getattr(inner, "initial_max_abs", None) is None:  # an optimiser not built by build_optimizer
+        inner.initial_max_abs = weight_stats(params)[1]
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    bad = nonfinite_parameters(params)
+    bad, max_abs = weight_stats(params)
     if bad:
         raise NumericalError(f"step {step}: {what} parameters became non-finite after the update ({bad} of "
                              f"{len(params)} tensors); nothing was saved from this step (lower the learning rate)",
                              step, f"{what}.parameters")
+    limit = weight_limit(inner.initial_max_abs)
+    if max_abs > limit:
+        raise NumericalError(f"step {step}: {what} weights exploded after the update: max |w| = {max_abs:.3g}, over "
+                             f"the limit {limit:.3g} ({WEIGHT_GROWTH_LIMIT:g} x max(1, max |w| before training = "
+                             f"{inner.initial_max_abs:.3g})); nothing was saved from this step (lower the learning "
+                             "rate)", step, f"{what}.parameters")
     return norm
+
+
+WEIGHT_GROWTH_LIMIT = 1e4  # max |w| may grow to this factor of its value before training (at least 1), no further
+
+
+def weight_limit(initial_max_abs: float, factor: float = WEIGHT_GROWTH_LIMIT) -> float:
+    """The largest |w| a trained model may hold: ``factor`` x the largest before training (a floor of 1, so
+    that zero-initialised weights such as LoRA's B may still learn)."""
+    return factor * max(float(initial_max_abs), 1.0)
+
+
+def weight_stats(params) -> tuple[int, float]:
+    """(how many of ``params`` hold a NaN or an infinity, the largest |w| over all of them); one device sync."""
+    params = [p for p in params if p.numel()]
+    if not params:
+        return 0, 0.0
+    per_tensor = torch.stack([p.detach().abs().max().float() for p in params])
+    finite = torch.isfinite(per_tensor)
+    bad = int((~finite).sum())
+    return bad, float(per_tensor[finite].max()) if bad < len(params) else math.inf
 
 
 def nonfinite_parameters(params) -> int:
@@ -175,6 +206,18 @@ def assert_finite(step: int | None, **tensors: Any) -> None:
             kinds = "nan" if bool(torch.isnan(t).any()) else "inf"
             raise NumericalError(f"step {step}: {name} is not finite ({found[0]} of {t.numel()} values are {kinds}); "
                                  "training stopped, the last checkpoint is kept", step, name)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off everywhere in ``model``: nn.Dropout modules and the float attention-dropout rates that some
+    attention implementations read in training mode. Train and eval mode then compute the same function (the
+    saved config keeps its rates)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        for name in ("attention_dropout", "dropout"):
+            if isinstance(getattr(m, name, None), float):
+                setattr(m, name, 0.0)
 
 
 @contextlib.contextmanager

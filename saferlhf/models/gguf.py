@@ -73,9 +73,14 @@ def load_gguf(file: Path) -> tuple[Any, Any]:
         raise UserError(f"{what}: unsupported: {str(e).splitlines()[0]}",
                         hint="supported: the quantisation types the gguf package dequantizes (F32, F16, BF16, "
                              "Q4_0/1, Q5_0/1, Q8_0, the K-quants, ...)") from e
-    except (OSError, KeyError, IndexError, struct.error) as e:
+    except (OSError, KeyError, IndexError, OverflowError, struct.error) as e:  # Overflow: a huge header integer
         first = (str(e).splitlines() or [""])[0]
         raise UserError(f"{what}: not a readable GGUF file ({type(e).__name__}: {first})") from e
+    except Exception as e:  # the tokenizers library rejects a vocabulary with a bare Exception (or a TypeError)
+        if type(e) not in (Exception, TypeError):
+            raise
+        first = (str(e).splitlines() or [""])[0]
+        raise UserError(f"{what}: its vocabulary is rejected by the tokenizer ({type(e).__name__}: {first})") from e
     return model, tokenizer
 
 
@@ -124,6 +129,21 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_output_folder(file: Path, out: Path, overwrite: bool) -> None:
+    """OUT may be replaced only when it is a previous import (``import.json`` and model files, nothing else), never
+    when the GGUF file lies inside it; its disk must be writable, with room for the model."""
+    from saferlhf.files import MIN_FREE_BYTES, check_writable, is_inside, replaceable_model_folder
+
+    if is_inside(file, out):
+        raise UserError(f"import-gguf: the GGUF file {file} lies inside the output folder {out}; replacing the "
+                        "folder would delete it", hint="choose an OUT folder that does not hold FILE")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise UserError(f"import-gguf: {out} already exists", hint="pass --overwrite true to replace it")
+        replaceable_model_folder(out, "import-gguf", required="import.json")
+    check_writable(out.parent, "import-gguf", min_free=max(MIN_FREE_BYTES, 4 * file.stat().st_size))
+
+
 def run(cfg: ImportGGUFConfig) -> int:
     from transformers import AutoModelForCausalLM
 
@@ -141,8 +161,7 @@ def run(cfg: ImportGGUFConfig) -> int:
             raise UserError(f"import-gguf: {file}: not a GGUF file (no GGUF magic bytes)")
     if not cfg.out:
         raise UserError("import-gguf: give the output folder OUT")
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise UserError(f"import-gguf: {out} already exists", hint="pass --overwrite true to replace it")
+    check_output_folder(file, out, cfg.overwrite)
     model, tokenizer = load_gguf(file)
     plain = plain_copy(model)
 

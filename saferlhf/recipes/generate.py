@@ -1,12 +1,12 @@
 """Sample responses from a policy for a prompt file: one per prompt, or pairs for annotation.
 
-`--n_samples 2` writes {prompt, response_0, response_1} records (the input of `saferlhf world annotate`,
+`--sampling.n 2` writes {prompt, response_0, response_1} records (the input of `saferlhf world annotate`,
 i.e. the paper's "collect response pairs from the current model" step); otherwise {prompt, response}. Each
 record also says whether each response ended with eos (``ended_0`` / ``ended_1``, or ``ended``; False: cut off
-at ``max_new_tokens``), which `saferlhf score` uses.
+at ``sampling.max_new_tokens``), which `saferlhf score` uses. Sampling: ``--sampling.*`` (`saferlhf.sampling`).
 Prompts: any prompt file (`saferlhf data check` lists the formats) or `world:train` / `world:test`.
 
-Launch: `saferlhf generate --model_path M --prompts world:train --n_samples 2 --out pairs.jsonl`.
+Launch: `saferlhf generate --model_path M --prompts world:train --sampling.n 2 --out pairs.jsonl`.
 """
 
 from __future__ import annotations
@@ -17,48 +17,47 @@ from pathlib import Path
 
 
 from saferlhf.config import option
+from saferlhf.sampling import RENAMED, SamplingConfig
 
 
 @dataclass
 class GenerateConfig:
+    __renamed__ = RENAMED | {"n_samples": "sampling.n", "batch_size": "sampling.batch_size"}
+
     model_path: str = option("", "HF causal LM path")
     prompts: str = option("world:test", "prompt file, or world:train / world:test (the synthetic world's prompts)")
     world_seed: int = option(0, "world seed for world:* prompts")
     out: str = option("generations.jsonl", "output JSONL")
-    n_samples: int = option(1, "responses per prompt; 2 writes response pairs (response_0, response_1)", ge=1)
     max_prompts: int = option(0, "use at most this many prompts (0 = all)", ge=0)
     sample_prompts: bool = option(False, "with max_prompts: a seeded random sample (--seed) instead of the file's head")
-    max_new_tokens: int = option(128, "max response tokens", ge=1)
-    max_prompt_length: int = option(256, "prompts are cut to their last N tokens", ge=1)
-    temperature: float = option(1.0, "sampling temperature", gt=0)
-    top_p: float = option(1.0, "nucleus sampling threshold", gt=0, le=1)
-    greedy: bool = option(False, "greedy decoding instead of sampling")
-    batch_size: int = option(64, "prompts per generate call", ge=1)
+    sampling: SamplingConfig = option(SamplingConfig(), "response sampling (n: responses per prompt; 2 writes "
+                                                        "response pairs response_0, response_1)")
     seed: int = option(0, "sampling seed")
-    distinct_pairs: bool = option(True, "with n_samples=2, resample (up to 4 times) pairs whose responses are identical")
+    distinct_pairs: bool = option(True, "with sampling.n=2, resample (up to 4 times) pairs whose responses are identical")
 
 
 def run(cfg: GenerateConfig) -> int:
     from saferlhf.data.schema import prompt_json
     from saferlhf.files import atomic_write_text
     from saferlhf.models.policy import load_policy
-    from saferlhf.rollout import HFGenerator, SamplingSettings
+    from saferlhf.rollout import HFGenerator
     from saferlhf.training import set_seed
 
-    from saferlhf.eval.suite import resolve_prompts
+    from saferlhf.data.prompt_source import prompt_texts
 
-    prompts = resolve_prompts(cfg.prompts, cfg.world_seed)
+    from saferlhf.files import check_output_file
+
+    check_output_file(cfg.out, {"prompts": cfg.prompts}, "generate")  # never over its own input
+    prompts = prompt_texts(cfg.prompts, cfg.world_seed)
     if cfg.max_prompts:
         from saferlhf.eval.suite import take_prompts
 
         prompts = take_prompts(prompts, cfg.max_prompts, cfg.seed if cfg.sample_prompts else None)
     set_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.model_path)
-    generator = HFGenerator(model, tokenizer, SamplingSettings(
-        max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length, temperature=cfg.temperature,
-        top_p=cfg.top_p, greedy=cfg.greedy), batch_size=cfg.batch_size)
-    samples, ended = generator.generate_ended(prompts, cfg.n_samples, progress_desc="generate")
-    if cfg.n_samples == 2 and cfg.distinct_pairs:
+    generator = HFGenerator(model, tokenizer, cfg.sampling)
+    samples, ended = generator.generate_ended(prompts, cfg.sampling.n, progress_desc="generate")
+    if cfg.sampling.n == 2 and cfg.distinct_pairs:
         for _ in range(4):
             same = [i for i, s in enumerate(samples) if s[0] == s[1]]
             if not same:
@@ -70,7 +69,7 @@ def run(cfg: GenerateConfig) -> int:
     # scores it without eos, as training and PPO do)
     rows = []
     for p, s, e in zip(prompts, samples, ended):
-        if cfg.n_samples == 2:
+        if cfg.sampling.n == 2:
             rows.append({"prompt": prompt_json(p), "response_0": s[0], "response_1": s[1], "ended_0": e[0],
                          "ended_1": e[1]})
         else:

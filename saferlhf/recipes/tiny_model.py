@@ -81,6 +81,10 @@ def run(cfg: TinyModelConfig) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
         raise UserError(f"tiny-model: {out} already exists", hint="pass --overwrite true to replace it, or choose "
                                                                   "another --out")
+    from saferlhf.files import check_writable, replaceable_model_folder
+
+    replaceable_model_folder(out, "tiny-model")  # --overwrite replaces a model folder, nothing else
+    check_writable(out.parent, "tiny-model")
     if cfg.hidden_size % cfg.num_heads:
         raise UserError(f"tiny-model: hidden_size {cfg.hidden_size} is not a multiple of num_heads {cfg.num_heads}")
     texts = corpus_texts(cfg.corpus, cfg.world_seed, cfg.world_adversarial)
