@@ -19,19 +19,21 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_process(model, name: str = "tiny", fault: str = ""):
-    """A `saferlhf serve MODEL` subprocess; yields its base URL (http://127.0.0.1:PORT) once /v1/models answers."""
+def serve_process(model, name: str = "tiny", fault: str = "", args: tuple[str, ...] = (), env: dict | None = None,
+                  headers: dict | None = None):
+    """A `saferlhf serve MODEL` subprocess (extra CLI ``args`` and ``env``); yields its base URL
+    (http://127.0.0.1:PORT) once /v1/models answers (asked with ``headers``)."""
     httpx = pytest.importorskip("httpx", reason="the serve extra (fastapi, uvicorn, httpx) is not installed")
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
     port = free_port()
-    env = dict(os.environ, SAFERLHF_SERVE_FAULT=fault, SAFERLHF_NO_PROGRESS="1")
+    env = dict(os.environ, SAFERLHF_SERVE_FAULT=fault, SAFERLHF_NO_PROGRESS="1", **(env or {}))
     proc = subprocess.Popen([sys.executable, "-m", "saferlhf", "serve", str(model), "--port", str(port),
-                             "--model_name", name], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--model_name", name, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
             try:
-                if httpx.get(f"{base}/v1/models", timeout=1).status_code == 200:
+                if httpx.get(f"{base}/v1/models", timeout=1, headers=headers).status_code == 200:
                     break
             except httpx.HTTPError:
                 if proc.poll() is not None:
