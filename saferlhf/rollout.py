@@ -26,8 +26,9 @@ import torch
 
 from saferlhf.batching import label_positions, pad, position_ids_from_mask
 from saferlhf.data.formatting import encode_prompt
-from saferlhf.errors import NumericalError
+from saferlhf.errors import NumericalError, UserError
 from saferlhf.models.hf import eos_token_ids
+from saferlhf.sampling import SamplingConfig
 
 
 @dataclass
@@ -213,15 +214,7 @@ def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch
 # --------------------------------------------------------------------------------------------------
 # The generator interface
 # --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How responses are drawn: the same fields for PPO rollouts, `saferlhf generate` and evaluation."""
-
-    max_new_tokens: int = 128
-    max_prompt_length: int = 256   # prompts are cut to their last N tokens
-    temperature: float = 1.0
-    top_p: float = 1.0
-    greedy: bool = False
+SamplingSettings = SamplingConfig  # how responses are drawn: the one ``--sampling.*`` config (saferlhf.sampling)
 
 
 @dataclass
@@ -246,24 +239,57 @@ class Generator(Protocol):
         """One response per prompt, as one batch (token ids in the policy's own tokenizer)."""
         ...
 
-    def generate(self, prompts: Sequence[str], n_samples: int = 1, progress_desc: str | None = None) -> list[list[str]]:
-        """``n_samples`` decoded responses for each prompt (batched), prompt-major."""
+    def generate(self, prompts: Sequence[str], n_samples: int | None = None,
+                 progress_desc: str | None = None) -> list[list[str]]:
+        """``n_samples`` (default: ``settings.n``) decoded responses for each prompt (batched), prompt-major."""
         ...
+
+
+def position_limit(model: Any) -> tuple[str, int] | None:
+    """(config field, value) of the model's position limit (``max_position_embeddings`` / ``n_positions``), or
+    None where its config defines none."""
+    config = getattr(model, "config", None)
+    for field in ("max_position_embeddings", "n_positions"):
+        limit = getattr(config, field, None)
+        if isinstance(limit, int) and limit > 0:
+            return field, limit
+    return None
+
+
+def check_context_length(model: Any, settings: SamplingSettings, longest_prompt: int = 1) -> None:
+    """A ``UserError`` when the longest prompt (``longest_prompt`` tokens, after the ``max_prompt_length`` cut)
+    plus ``max_new_tokens`` does not fit the model's positions: past them a learned position table is indexed
+    out of range (GPT-2) and RoPE models run outside what they were trained on. Checked with 1 prompt token
+    when the generator is built, and with the real prompts before every sampling call."""
+    found = position_limit(model)
+    if found is None:
+        return
+    field, limit = found
+    need = longest_prompt + settings.max_new_tokens
+    if need > limit:
+        prompt = f"a prompt of {longest_prompt} tokens" if longest_prompt > 1 else "at least 1 prompt token"
+        raise UserError(f"sampling: max_new_tokens ({settings.max_new_tokens}) + {prompt} = {need} exceeds the "
+                        f"model's {field} ({limit}); lower sampling.max_new_tokens or sampling.max_prompt_length")
 
 
 class HFGenerator:
     """`Generator` over an HF causal LM with the KV-cache loop `sample` (the model is used as it is at each
-    call, so PPO's actor samples with its current weights). ``batch_size`` bounds a `generate` call's batches."""
+    call, so PPO's actor samples with its current weights). ``batch_size`` (default: ``settings.batch_size``)
+    bounds a `generate` call's batches."""
 
-    def __init__(self, model: Any, tokenizer: Any, settings: SamplingSettings = SamplingSettings(),
-                 batch_size: int = 64) -> None:
-        self.model, self.tokenizer, self.settings, self.batch_size = model, tokenizer, settings, batch_size
+    def __init__(self, model: Any, tokenizer: Any, settings: SamplingSettings | None = None,
+                 batch_size: int | None = None) -> None:
+        settings = SamplingSettings() if settings is None else settings
+        check_context_length(model, settings)
+        self.model, self.tokenizer, self.settings = model, tokenizer, settings
+        self.batch_size = settings.batch_size if batch_size is None else batch_size
 
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         return [encode_prompt(self.tokenizer, p, self.settings.max_prompt_length) for p in prompts]
 
     def sample_ids(self, prompt_ids: Sequence[list[int]]) -> Samples:
         s, tok = self.settings, self.tokenizer
+        check_context_length(self.model, s, max((len(p) for p in prompt_ids), default=1))
         ids, mask, P, rmask = sample(self.model, tok, prompt_ids, s.max_new_tokens, s.temperature, s.top_p,
                                      do_sample=not s.greedy)
         ended = (is_eos(ids[:, P:], eos_token_ids(self.model, tok)) & rmask.bool()).any(-1)
@@ -272,16 +298,18 @@ class HFGenerator:
     def sample(self, prompts: Sequence[str]) -> Samples:
         return self.sample_ids(self.encode(prompts))
 
-    def generate(self, prompts: Sequence[str], n_samples: int = 1, progress_desc: str | None = None) -> list[list[str]]:
+    def generate(self, prompts: Sequence[str], n_samples: int | None = None,
+                 progress_desc: str | None = None) -> list[list[str]]:
         return self.generate_ended(prompts, n_samples, progress_desc)[0]
 
     @torch.no_grad()
-    def generate_ended(self, prompts: Sequence[str], n_samples: int = 1,
+    def generate_ended(self, prompts: Sequence[str], n_samples: int | None = None,
                        progress_desc: str | None = None) -> tuple[list[list[str]], list[list[bool]]]:
         """`generate`'s responses and, aligned with them, whether each ended with eos (False: cut off at
         ``max_new_tokens``; score models then score it without an eos, as in training and RL)."""
         from saferlhf.tracking import progress
 
+        n_samples = self.settings.n if n_samples is None else n_samples
         encoded = self.encode(prompts)
         out: list[list[str]] = [[] for _ in prompts]
         ended: list[list[bool]] = [[] for _ in prompts]

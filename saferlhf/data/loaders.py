@@ -282,61 +282,119 @@ CATEGORY_COLUMNS = ("category", "harm_category", "type", "category_name", "subca
 
 
 def load_prompt_table(path: str | Path, prompt_column: str | None = None, category_column: str | None = None,
-                      *, on_duplicate: Literal["drop", "keep"] = "drop") -> Loaded[PromptRecord]:
+                      *, on_duplicate: Literal["drop", "keep"] = "drop",
+                      on_error: OnError = "raise") -> Loaded[PromptRecord]:
     """Prompts from ANY CSV / JSON / JSONL / parquet file with a prompt column (and optionally a category column).
 
-    With no column given, a file of a known prompt format (BeaverTails-Evaluation, the paper's 83 prompts,
-    XSTest, prompts jsonl, ...) loads as `load_prompts` does; otherwise the prompt column is ``prompt_column``
+    With no column given, a file of a known format loads as `load_prompts` does (a prompt file as it is; the
+    prompts of a preference / SFT file, duplicates dropped); otherwise the prompt column is ``prompt_column``
     or the first of `PROMPT_COLUMNS` the file has, the category column ``category_column`` or the first of
     `CATEGORY_COLUMNS`. A named column the file lacks, or no prompt column at all, is a ``DataFileError``
-    that lists the file's columns. Empty prompts are dropped and duplicates (after stripping) dropped
-    (``on_duplicate="keep"``: kept), each with a warning naming file and line in ``.report``.
+    that lists the file's columns. An unreadable record (malformed JSON, a ragged or unbalanced CSV row, bytes
+    that are not UTF-8) and a prompt that is not text (a number, a list) are errors naming ``file:line:
+    field`` (``on_error="drop"``: dropped and counted). Empty prompts are dropped and duplicates (after
+    stripping) dropped (``on_duplicate="keep"``: kept), each with a warning naming file and line in ``.report``;
+    a logged summary says how many were dropped.
     """
+    _check(on_error)
+    fmt = None
     if prompt_column is None and category_column is None:
-        with contextlib.suppress(UnknownFormatError):
-            if detect_format(path) in PROMPT_FORMATS:
-                return load_prompts(path)
+        with contextlib.suppress(UnknownFormatError):  # of no known format: read as a table
+            fmt = detect_format(path)
+    if fmt is not None:
+        records = load_prompts(path, on_error, format=fmt)
+        return records if fmt in PROMPT_FORMATS else _unique_prompts(records, on_duplicate)
     name = display_name(path)
-    rows = [(line, r) for line, r in iter_rows(path) if isinstance(r, dict)]
+    rows, report = _table_rows(path)
     columns = list(dict.fromkeys(k for _, r in rows[:1000] for k in r))
-    shown = ", ".join(columns) or "none"
-
-    def pick(given: str | None, candidates: tuple[str, ...], what: str) -> str | None:
-        if given is not None:
-            if given not in columns:
-                raise DataFileError(f"{name}: no column {given!r} ({what}); the file's columns: {shown}")
-            return given
-        lower = {c.lower(): c for c in columns}
-        return next((lower[c] for c in candidates if c in lower), None)
-
-    pcol = pick(prompt_column, PROMPT_COLUMNS, "--prompt_column")
+    pcol = _pick_column(name, columns, prompt_column, PROMPT_COLUMNS, "--prompt_column")
     if pcol is None:
         raise DataFileError(f"{name}: no prompt column found (tried {', '.join(PROMPT_COLUMNS)}); the file's "
-                            f"columns: {shown}; name one with --prompt_column")
-    ccol = pick(category_column, CATEGORY_COLUMNS, "--category_column")
-    report = LoadReport(name, f"table:{pcol}" + (f"/{ccol}" if ccol else ""), n_records=len(rows))
-    seen: dict[str, int] = {}
+                            f"columns: {', '.join(columns)}; name one with --prompt_column")
+    ccol = _pick_column(name, columns, category_column, CATEGORY_COLUMNS, "--category_column")
+    report.format = f"table:{pcol}" + (f"/{ccol}" if ccol else "")
     out = []
     for line, r in rows:
-        text = r.get(pcol)
-        text = text.strip() if isinstance(text, str) else ""
-        if not text:
-            report.problems.append(Problem(name, line, pcol, "empty prompt (dropped)", "warning"))
+        issue = _table_prompt_issue(r.get(pcol))
+        if issue:
+            report.problems.append(Problem(name, line, pcol, issue.reason, issue.severity))
             continue
+        category = r.get(ccol) if ccol else None
+        category = (str(category).strip() or None) if category is not None else None
+        out.append(PromptRecord(r[pcol].strip(), _canonical_category(category) if category else None, None,
+                                report.format, f"{name}:{line}"))
+    if not out and not report.errors:
+        raise DataFileError(f"{name}: column {pcol!r} holds no non-empty prompt")
+    return _unique_prompts(_finish_table(out, report, on_error), on_duplicate, pcol)
+
+
+def _table_rows(path: str | Path) -> tuple[list[tuple[int, dict]], LoadReport]:
+    """The readable rows of ``path`` and a report holding an error per unreadable one (raised at once when no
+    row is readable: its columns could not be told)."""
+    name = display_name(path)
+    report, rows = LoadReport(name, "table"), []
+    for line, row in iter_rows(path):
+        report.n_records += 1
+        if isinstance(row, str):
+            report.problems.append(Problem(name, line, "record", row))
+        else:
+            rows.append((line, row))
+    if not rows:
+        raise DataValidationError(report.errors, "(no readable record)")
+    return rows, report
+
+
+def _pick_column(name: str, columns: list[str], given: str | None, candidates: tuple[str, ...],
+                 what: str) -> str | None:
+    if given is not None:
+        if given not in columns:
+            raise DataFileError(f"{name}: no column {given!r} ({what}); the file's columns: "
+                                f"{', '.join(columns) or 'none'}")
+        return given
+    lower = {c.lower(): c for c in columns}
+    return next((lower[c] for c in candidates if c in lower), None)
+
+
+def _table_prompt_issue(value: Any) -> Issue | None:
+    """Why a prompt cell is not used: empty (a warning: dropped) or not text (an error)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return Issue("", "empty prompt (dropped)", "warning")
+    if not isinstance(value, str):
+        return Issue("", f"expected text, got {V._short(value)} ({type(value).__name__})")
+    reason = V.bad_text(value)
+    return Issue("", reason) if reason else None
+
+
+TABLE_NOTE = "(every line of a prompt file is read: fix these lines, or remove them)"
+
+
+def _finish_table(out: list[PromptRecord], report: LoadReport, on_error: OnError) -> Loaded[PromptRecord]:
+    report.n_kept = len(out)
+    report.problems.sort(key=lambda p: p.line)
+    if report.errors and (on_error == "raise" or not out):
+        raise DataValidationError(report.errors, TABLE_NOTE if on_error == "raise" else "(no valid record left)")
+    return _loaded(out, report)
+
+
+def _unique_prompts(records: Loaded[PromptRecord], on_duplicate: Literal["drop", "keep"],
+                    field: str = "prompt") -> Loaded[PromptRecord]:
+    """``records`` with repeated prompts (after stripping) dropped (``on_duplicate="keep"``: kept), each a
+    warning in the report; a one-line summary is logged when any record was left out."""
+    report, seen, out = records.report, {}, []
+    for r in records:
+        text, (file, line) = r.prompt.strip(), V.origin_location(r.origin)
         if text in seen:
             report.n_duplicates += 1
-            report.problems.append(Problem(name, line, pcol, f"duplicate of line {seen[text]} "
-                                           f"({'dropped' if on_duplicate == 'drop' else 'kept'})", "warning"))
+            action = "dropped" if on_duplicate == "drop" else "kept"
+            report.problems.append(Problem(file, line, field, f"duplicate of line {seen[text]} ({action})", "warning"))
             if on_duplicate == "drop":
                 continue
         seen.setdefault(text, line)
-        category = r.get(ccol) if ccol else None
-        category = (str(category).strip() or None) if category is not None else None
-        out.append(PromptRecord(text, _canonical_category(category) if category else None, None, report.format,
-                                f"{name}:{line}"))
+        out.append(r)
     report.n_kept = len(out)
-    if not out:
-        raise DataFileError(f"{name}: column {pcol!r} holds no non-empty prompt")
+    report.problems.sort(key=lambda p: p.line)
+    if report.n_dropped:
+        log.warning(report.summary())
     return _loaded(out, report)
 
 
@@ -377,7 +435,7 @@ def load_sft_records(path: str | Path, on_error: OnError = "raise", *,
 
 def load_response_pairs(path: str | Path, on_error: OnError = "raise", *,
                         format: str | None = None) -> Loaded[ResponsePair]:
-    """Unlabelled (prompt, response_0, response_1) pairs: a ``saferlhf generate --n_samples 2`` file, or the
+    """Unlabelled (prompt, response_0, response_1) pairs: a ``saferlhf generate --sampling.n 2`` file, or the
     responses of a PKU-SafeRLHF file (its labels are not read). An empty or identical response is a
     warning (kept)."""
     _check(on_error)

@@ -254,29 +254,47 @@ def _json_list_rows(p: Path, text: str) -> Iterator[Row]:
 
 
 def _csv_rows(p: Path) -> Iterator[Row]:
-    """CSV with a header row; a record spanning several lines (quoted newlines) is at its first line."""
-    reader = csv.reader(io.StringIO(_read_text(p), newline=""), strict=True)
+    """CSV with a header row; a record spanning several lines (quoted newlines) is at its first line. A record
+    spanning more than ``CSV_MAX_RECORD_LINES`` lines, or a quote that never closes, is a row reason naming
+    where the quoted field opened (a stray quote swallows the lines after it)."""
+    text = _read_text(p)
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # a 10 MB cell is a cell, not an error
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    n, prev = 0, 0
     try:
         header = next((values for values in reader if values), [])
         header_line = reader.line_num
         dup = next((name for i, name in enumerate(header) if name and name in header[:i]), None)
         if dup is not None:
             raise DataFileError(f"{p}:{header_line}: CSV header: duplicate column {dup!r}")
-        n, prev = 0, reader.line_num
+        prev = reader.line_num
         for values in reader:
             line, prev = prev + 1, reader.line_num
             if not values:
                 continue
             n += 1
-            if len(values) != len(header):
-                yield line, f"bad CSV row: {len(values)} fields, the header has {len(header)}"
-            else:
-                yield line, {k: _csv_value(k, v) for k, v in zip(header, values)}
+            yield line, _csv_record(header, values, prev - line + 1)
     except csv.Error as e:
-        yield reader.line_num, f"malformed CSV: {e}; the rest of the file was not read"
+        yield prev + 1, f"malformed CSV: {e}{_unbalanced(prev + 1, reader.line_num)}; the rest of the file was not read"
         return
     if n == 0:
         raise DataFileError(f"{p}: only a CSV header row ({', '.join(header)}), no records")
+
+
+CSV_MAX_RECORD_LINES = 100  # a longer quoted field is taken for an unbalanced quote
+
+
+def _csv_record(header: list[str], values: list[str], span: int) -> dict[str, Any] | str:
+    if span > CSV_MAX_RECORD_LINES:
+        return (f"bad CSV row: a quoted field spans {span} lines (at most {CSV_MAX_RECORD_LINES}): an unbalanced "
+                "quote? (quote a field whole, double quotes inside it (\"\"), or use JSONL for long texts)")
+    if len(values) != len(header):
+        return f"bad CSV row: {len(values)} fields, the header has {len(header)}"
+    return {k: _csv_value(k, v) for k, v in zip(header, values)}
+
+
+def _unbalanced(start: int, end: int) -> str:
+    return f" (the quoted field opened here runs to line {end}: an unbalanced quote?)" if end > start else ""
 
 
 def _csv_value(column: str, text: str) -> Any:

@@ -314,7 +314,7 @@ class SFTRecord:
 
 @dataclass
 class ResponsePair:
-    """Two responses to one prompt, without labels (``saferlhf generate --n_samples 2`` writes them)."""
+    """Two responses to one prompt, without labels (``saferlhf generate --sampling.n 2`` writes them)."""
 
     prompt: str
     response_0: str

@@ -133,8 +133,9 @@ class LoadReport(_ProblemList):
     def summary(self) -> str:
         why = ", ".join(f"{k}: {v}" for k, v in self.dropped_by_field().items())
         text = f"{self.path}: kept {self.n_kept} of {self.n_records} records ({self.format})"
-        if self.n_dropped:
-            text += f"; dropped {self.n_dropped} ({why}); first: {self.errors[0]}"
+        if self.n_dropped:  # errors, or warnings that drop (empty / duplicate prompts)
+            first = (self.errors or self.warnings or ["?"])[0]
+            text += f"; dropped {self.n_dropped}" + (f" ({why})" if why else "") + f"; first: {first}"
         if self.warnings:
             text += f"; {len(self.warnings)} warning(s)"
         return text
@@ -402,7 +403,7 @@ def sft_messages_issues(rec: dict) -> list[Issue]:
 
 
 def response_pair_issues(rec: dict) -> list[Issue]:
-    """Unlabelled response pairs (``saferlhf generate --n_samples 2``, or a PKU-SafeRLHF record whose labels
+    """Unlabelled response pairs (``saferlhf generate --sampling.n 2``, or a PKU-SafeRLHF record whose labels
     are not read): prompt, response_0, response_1, optional sources. An empty response and two identical
     responses are warnings: a model may well generate them, and an annotator skips such a pair."""
     issues = require_prompt(rec)

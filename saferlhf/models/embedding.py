@@ -49,9 +49,10 @@ class Embedder:
     def __init__(self, path: str | Path, max_length: int = 256, batch_size: int = 64) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        from saferlhf.models.hf import check_model_path, loading, quiet_hf
+        from saferlhf.models.hf import check_model_kind, check_model_path, loading, quiet_hf
 
         check_model_path(path, "embedding model")
+        check_model_kind(path, "embedding", "embedding model")
         with loading(path, "embedding model"), quiet_hf():
             self.tokenizer = AutoTokenizer.from_pretrained(str(path))
             self.model = AutoModel.from_pretrained(str(path), dtype=torch.float32).eval()

@@ -61,6 +61,54 @@ def check_model_path(path: str | Path, what: str = "model path", weights: bool =
                              hint=MODEL_PATH_EXPECTED)
 
 
+# What each role accepts (`check_model_kind`): kinds of `model_kind`; None (unknown) is always accepted.
+ROLE_KINDS = {"reward": ("reward", "score"), "cost": ("cost", "score"), "policy": ("causal LM",),
+              "embedding": ("encoder", "score")}
+_ROLE_NAMES = {"reward": "a reward model", "cost": "a cost model", "policy": "a causal LM (a policy)",
+               "embedding": "an encoder (e.g. all-MiniLM-L6-v2)"}
+_KIND_NAMES = {"reward": "a reward model", "cost": "a cost model", "critic": "a critic",
+               "score": "a sequence-classification (score) model", "causal LM": "a causal LM", "encoder": "an encoder"}
+
+
+def model_kind(path: str | Path) -> tuple[str | None, str]:
+    """(kind, why) of a local model folder from its config.json: kind "reward" / "cost" / "critic" (a saferlhf
+    score model: ``score_type``), "score" (another sequence-classification model), "causal LM", "encoder", or
+    None (a hub name, no readable config.json, or an architecture of none of these kinds)."""
+    try:
+        config = json.loads((Path(path).expanduser() / "config.json").read_text())
+    except (OSError, ValueError):
+        return None, ""
+    if not isinstance(config, dict):
+        return None, ""
+    archs = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    score_type = config.get("score_type")
+    if score_type in ("reward", "cost", "critic"):
+        return score_type, f"config.json score_type={score_type}"
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "score", f"config.json architectures={','.join(archs)}"
+    if _is_encoder_type(config):
+        return "encoder", f"config.json model_type={config.get('model_type')}"
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return "causal LM", f"config.json architectures={','.join(archs)}"
+    return None, ""
+
+
+def _is_encoder_type(config: dict) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder", False)
+
+
+def check_model_kind(path: str | Path, expected: str, flag: str) -> None:
+    """A ``UserError`` when the folder at ``path`` is a model of another kind than the role ``expected`` ("reward",
+    "cost", "policy", "embedding") takes, e.g. ``--reward_model_path X is a cost model (config.json
+    score_type=cost); expected a reward model``. Unknown kinds and hub names pass."""
+    kind, why = model_kind(path)
+    if kind is None or kind in ROLE_KINDS[expected]:
+        return
+    raise UserError(f"{flag} {path} is {_KIND_NAMES[kind]} ({why}); expected {_ROLE_NAMES[expected]}")
+
+
 @contextlib.contextmanager
 def loading(path: str | Path, what: str) -> Iterator[None]:
     """Turn what transformers raises for a broken folder or an unreachable hub name (OSError, ValueError,

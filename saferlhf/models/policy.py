@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from saferlhf.files import atomic_save_dir
-from saferlhf.models.hf import (check_finite_weights, check_model_path, enable_checkpointing, fit_embeddings, loading,
-                                quiet_hf, set_generation_ids)
+from saferlhf.models.hf import (check_finite_weights, check_model_kind, check_model_path, enable_checkpointing,
+                                fit_embeddings, loading, quiet_hf, set_generation_ids)
 from saferlhf.models.tokenizers import load_tokenizer
 
 
@@ -28,6 +28,7 @@ def load_policy(
     from transformers import AutoModelForCausalLM
 
     check_model_path(path, "policy")
+    check_model_kind(path, "policy", "policy")
     tokenizer = load_tokenizer(path, padding_side=padding_side)
     with quiet_hf(progress_only=True), loading(path, "policy"):
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)

@@ -29,14 +29,15 @@ from torch import nn
 
 from saferlhf.batching import last_token_index, pad, position_ids_from_mask
 from saferlhf.data.formatting import encode_example
-from saferlhf.errors import UserError
+from saferlhf.errors import NumericalError, UserError
 from saferlhf.files import atomic_save_dir
-from saferlhf.models.hf import (check_finite_weights, check_model_path, enable_checkpointing, fit_embeddings, loading,
-                                quiet_hf)
+from saferlhf.models.hf import (check_finite_weights, check_model_kind, check_model_path, enable_checkpointing,
+                                fit_embeddings, loading, quiet_hf)
 from saferlhf.models.lora import merge_lora
 from saferlhf.models.tokenizers import load_tokenizer
 
 SCORE_TYPES = ("reward", "cost", "critic")
+SCORE_LIMIT = 1e6  # |score| above this (finite but absurd) is a broken judge: `score_texts` stops (as PPO's score_limit)
 COST_SIGN_CONVENTION = "cost > 0 means unsafe"
 _HEAD_NAMES = ("score", "classifier", "v_head", "value_head")
 
@@ -258,7 +259,7 @@ def _as_set(ids: Any) -> set[int]:
 @torch.no_grad()
 def score_texts(model: ScoreModel, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], *,
                 max_length: int = 512, max_prompt_length: int | None = None, ended: Sequence[bool] | None = None,
-                batch_size: int = 64) -> torch.Tensor:
+                batch_size: int = 64, limit: float = SCORE_LIMIT) -> torch.Tensor:
     """End scores [N] (float32, on the model's device) of (prompt, response) texts, encoded exactly as score
     models are trained (`encode_example`), right-padded, in batches of ``batch_size``.
 
@@ -267,6 +268,8 @@ def score_texts(model: ScoreModel, tokenizer: Any, prompts: Sequence[str], respo
     and the actor's max_prompt_length).
     ``ended[i]`` False: response i was cut off at the generation limit, so it gets no eos (default: all
     ended). The model is run in eval mode and its mode restored.
+    A finite score with |score| > ``limit`` is a broken judge: ``NumericalError`` (every consumer, from eval to
+    best-of-k, stops on it; NaN / inf are left to the callers, which name their context).
     """
     if len(prompts) != len(responses) or (ended is not None and len(ended) != len(prompts)):
         raise ValueError(f"score_texts: {len(prompts)} prompts, {len(responses)} responses"
@@ -285,7 +288,19 @@ def score_texts(model: ScoreModel, tokenizer: Any, prompts: Sequence[str], respo
             out.append(model(ids.to(device), mask.to(device)).end_scores.float())
     finally:
         model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, device=device)
+    scores = torch.cat(out) if out else torch.zeros(0, device=device)
+    check_score_limit(scores, limit, getattr(model.config, "name_or_path", "") or "?")
+    return scores
+
+
+def check_score_limit(scores: torch.Tensor, limit: float, path: str) -> None:
+    """``NumericalError`` when a finite score exceeds ``limit`` in magnitude (a broken or wrong model)."""
+    absurd = torch.isfinite(scores) & (scores.abs() > limit)
+    if bool(absurd.any()):
+        first = int(absurd.nonzero()[0, 0])
+        raise NumericalError(f"the score model {path} gave {float(scores[first]):.3g} for {int(absurd.sum())} of "
+                             f"{scores.numel()} responses (first: response {first}); |score| must be <= {limit:g}: "
+                             "the model is broken or the wrong model", tensor="scores")
 
 
 def context_length(model: ScoreModel, default: int = 512) -> int:
@@ -298,7 +313,11 @@ def context_length(model: ScoreModel, default: int = 512) -> int:
     return default
 
 
-def load_judge(path: str | Path) -> tuple[ScoreModel, Any]:
-    """A trained reward / cost model and its tokenizer (right padding), in eval mode, for scoring texts."""
+def load_judge(path: str | Path, kind: str | None = None) -> tuple[ScoreModel, Any]:
+    """A trained reward / cost model and its tokenizer (right padding), in eval mode, for scoring texts;
+    ``kind`` ("reward" / "cost"): a model of another kind is a ``UserError`` (`check_model_kind`)."""
+    if kind is not None:
+        check_model_path(path, f"{kind} model")
+        check_model_kind(path, kind, f"{kind} model")
     model = ScoreModel.from_pretrained(path).eval()
     return model, load_tokenizer(path, padding_side="right")

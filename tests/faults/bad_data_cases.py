@@ -201,6 +201,8 @@ def _file_cases() -> dict[str, tuple[str, Any, str]]:
         "csv-header-only": ("x.csv", _csv("prompt,label"), "prompts"),
         "csv-duplicate-column": ("x.csv", _csv("prompt,prompt", "a,b"), "prompts"),
         "csv-unterminated-quote": ("x.csv", _csv("prompt", '"never closed'), "prompts"),
+        "csv-stray-quote-swallows-rows": ("x.csv", _csv("prompt", "a?", '"b?', *[f"q{i}?" for i in range(150)],
+                                                        'last"'), "prompts"),
         "json-list-of-lists": ("x.json", b"[[1, 2], [3]]", "check"),
         "json-extra-data-after-list": ("x.json", b'[{"prompt": "p"}] trailing', "check"),
         "deeply-nested-json": ("x.jsonl", deep.encode() + b"\n", "check"),
