@@ -28,7 +28,7 @@ from saferlhf.config import option
 from saferlhf.errors import NumericalError, UserError
 from saferlhf.tracking import finish_run, start_run
 
-from util import ENV
+from util import ENV, one_line
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +62,6 @@ def big_cost_model(lm, tmp_path_factory):
     sm.model.save_pretrained(path)
     load_tokenizer(lm).save_pretrained(path)
     return path
-
-
-def one_line(capsys, command: str) -> str:
-    err = capsys.readouterr().err
-    lines = [x for x in err.splitlines() if x.strip()]
-    assert "Traceback" not in err
-    assert 1 <= len(lines) <= 2 and lines[0].startswith(f"saferlhf {command}: "), err
-    return err
 
 
 def sft_args(lm, data, out, *extra):

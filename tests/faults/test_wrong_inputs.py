@@ -10,15 +10,10 @@ import struct
 
 import pytest
 
+from util import one_line
+
 from saferlhf.cli import main
 from saferlhf.errors import UserError
-
-
-def one_line(capsys, command: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[0].startswith(f"saferlhf {command}: error: "), err
-    assert not any("Traceback" in line for line in err)
-    return err[0]
 
 
 @pytest.fixture(scope="module")

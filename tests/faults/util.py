@@ -85,3 +85,13 @@ def assert_same_run(reference: Path, out: Path, model: str = "model") -> None:
     assert_same_weights(Path(reference) / model, Path(out) / model)
     assert_no_duplicate_rows(out)
     assert metric_rows(out) == metric_rows(reference)
+
+
+def one_line(capsys, command: str) -> str:
+    """stderr of a CLI call that failed as a user error: no traceback, one line (plus at most a hint line)
+    starting ``saferlhf COMMAND: ``; returns the whole stderr text."""
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert "Traceback" not in err
+    assert 1 <= len(lines) <= 2 and lines[0].startswith(f"saferlhf {command}: "), err
+    return err
