@@ -156,7 +156,7 @@ def data_cases(tmp: Path, env: dict[str, Path]) -> list[tuple[str, list[str]]]:
                                                   str(tmp / "o" / name), "--max_steps", "1"]))
         elif kind == "prompts":
             cases.append((f"generate {name}", ["generate", "--model_path", str(env["base"]), "--prompts", str(path),
-                                               "--out", str(tmp / "o" / f"{name}.jsonl"), "--max_new_tokens", "2"]))
+                                               "--out", str(tmp / "o" / f"{name}.jsonl"), "--sampling.max_new_tokens", "2"]))
         elif kind == "sft":
             cases.append((f"sft {name}", ["sft", "--model_path", str(env["base"]), "--train_file", str(path),
                                           "--out", str(tmp / "o" / name), "--max_steps", "1"]))
@@ -204,7 +204,7 @@ def model_path_cases(tmp: Path, env: dict[str, Path]) -> list[tuple[str, list[st
 def _ppo(env, out: Path, actor=None, reward=None, cost=None, extra=()) -> list[str]:
     return ["ppo", "--actor_path", str(actor or env["base"]), "--reward_model_path", str(reward or env["rm"]),
             "--cost_model_path", str(cost or env["cm"]), "--train_prompts", str(env["prompts"]), "--out", str(out),
-            "--steps", "2", "--rollout.prompts_per_step", "4", "--rollout.max_new_tokens", "4", *extra]
+            "--steps", "2", "--rollout.prompts_per_step", "4", "--sampling.max_new_tokens", "4", *extra]
 
 
 def run_folder_cases(tmp: Path, env: dict[str, Path]) -> list[tuple[str, list[str]]]:
@@ -238,7 +238,7 @@ def numeric_cases(tmp: Path, env: dict[str, Path]) -> list[tuple[str, list[str]]
                          "--out", str(tmp / "n" / "sft-lr"), "--optim.lr", "1e30", "--max_steps", "3"]),
         ("evaluate NaN cost model", ["evaluate", "--policies", f"a={env['base']}", "--cost_model",
                                      str(env["nan_cm"]), "--out", str(tmp / "n" / "e-nan"), "--max_prompts", "4",
-                                     "--max_new_tokens", "4"]),
+                                     "--sampling.max_new_tokens", "4"]),
         ("ppo PTX file empty", _ppo(env, tmp / "n" / "ptx-empty", extra=("--ptx_file", str(env["emptyfile"])))),
         ("score-model all records dropped", ["score-model", "--model_path", str(env["base"]), "--train_file",
                                              str(env["all_bad_pku"]), "--on_error", "drop",
@@ -311,7 +311,7 @@ def build_env(tmp: Path) -> dict[str, Path]:
                      str(env["done_sft"]), "--max_steps", "2"]) == 0
         env["done_eval"] = tmp / "done_eval"
         assert main(["evaluate", "--policies", f"a={env['base']}", "--out", str(env["done_eval"]),
-                     "--max_prompts", "2", "--max_new_tokens", "2"]) == 0
+                     "--max_prompts", "2", "--sampling.max_new_tokens", "2"]) == 0
     return env
 
 

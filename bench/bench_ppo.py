@@ -60,6 +60,7 @@ def make_models(tmp: Path, seed: int) -> tuple[Path, Path, Path]:
 def run_saferlhf(algorithm: str, policy: Path, reward: Path, cost: Path, prompts: Path, out: Path, a) -> dict:
     from saferlhf.recipes import ppo as ppo_module
     from saferlhf.recipes.ppo import PPOConfig, RolloutConfig, run
+    from saferlhf.sampling import SamplingConfig
     from saferlhf.training import RuntimeConfig
 
     cfg = PPOConfig(
@@ -67,8 +68,8 @@ def run_saferlhf(algorithm: str, policy: Path, reward: Path, cost: Path, prompts
         cost_model_path=str(cost) if algorithm == "ppo_lag" else None, train_prompts=str(prompts),
         out=str(out), steps=a.warmup + a.steps, ppo_epochs=1, num_minibatches=1, log_every=1,
         kl_coef=a.kl_coef,
-        rollout=RolloutConfig(prompts_per_step=a.prompts_per_step, max_new_tokens=a.max_new_tokens,
-                              temperature=1.0, top_p=1.0),
+        rollout=RolloutConfig(prompts_per_step=a.prompts_per_step),
+        sampling=SamplingConfig(max_new_tokens=a.max_new_tokens, temperature=1.0, top_p=1.0),
         runtime=RuntimeConfig(device="cpu", threads=a.threads, progress=False, seed=a.seed),
     )
     assert _quiet_run(run, cfg) == 0

@@ -143,7 +143,7 @@ def main() -> None:
     rm, cm = root / f"rm_{best['rm']}" / "model", root / f"cm_{best['cm']}" / "model"
 
     run_stage("sft_generations", ["generate", "--model_path", str(sft), "--prompts", str(root / "ppo_prompts.jsonl"),
-                                  "--max_prompts", "64", "--max_new_tokens", str(size["max_new_tokens"]),
+                                  "--max_prompts", "64", "--sampling.max_new_tokens", str(size["max_new_tokens"]),
                                   "--out", str(root / "sft_gen.jsonl")], log, results)
     run_stage("threshold", ["cost-threshold", "--cost_model", str(cm), "--input", str(root / "sft_gen.jsonl"),
                             "--method", "quantile", "--quantile", "0.25", "--out", str(root / "threshold.json")],
@@ -155,14 +155,14 @@ def main() -> None:
                           "--cost_critic_path", str(sft), "--train_prompts", str(root / "ppo_prompts.jsonl"),
                           "--lagrange.threshold", str(d), "--steps", str(size["ppo_steps"]),
                           "--rollout.prompts_per_step", str(size["ppo_prompts"]),
-                          "--rollout.max_new_tokens", str(size["max_new_tokens"]), "--lora.enabled", "true",
+                          "--sampling.max_new_tokens", str(size["max_new_tokens"]), "--lora.enabled", "true",
                           "--critic_lora.enabled", "true", "--runtime.gradient_checkpointing", "false",
                           "--out", str(root / "ppo_lag"), "--overwrite", "true"], log, results)
     p = SHARED / "prompts"
     run_stage("eval", ["eval", "--policies", f"sft={sft}", f"ppo_lag={root / 'ppo_lag' / 'actor'}",
                        "--prompts", str(p / "beavertails-evaluation.json"), str(p / "safe-rlhf-gpt4-eval-problems.json"),
                        str(p / "xstest_prompts.csv"), "--judges", "score,refusal", "--cost_model", str(cm),
-                       "--max_prompts", str(size["eval_prompts"]), "--max_new_tokens", str(size["max_new_tokens"]),
+                       "--max_prompts", str(size["eval_prompts"]), "--sampling.max_new_tokens", str(size["max_new_tokens"]),
                        "--cache_dir", str(root / "cache"), "--out", str(root / "eval"), "--overwrite", "true"],
               log, results)
     res = json.loads((root / "eval" / "results.json").read_text())["prompt_sets"]

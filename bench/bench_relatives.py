@@ -62,17 +62,17 @@ def one_seed(demo: Path, out: Path, a) -> dict:
     for k in (4, 16):
         seconds[f"best_of_{k}"] = saferlhf(["best-of-k", "--model_path", str(sft), "--reward_model", str(rm),
                                             "--cost_model", str(cm), "--prompts", "world:test", "--k", str(k),
-                                            "--threshold", str(d), "--max_new_tokens", "64", "--out",
+                                            "--threshold", str(d), "--sampling.max_new_tokens", "64", "--out",
                                             str(out / f"best_of_{k}"), "--overwrite", "true"], log)
         responses[f"best_of_{k}"] = out / f"best_of_{k}" / "responses.jsonl"
     seconds["cm_classifier"] = saferlhf(["best-of-k", "--mode", "cm_classifier", "--model_path", str(sft),
                                          "--cost_model", str(cm), "--prompts", "world:test", "--max_tries", "4",
-                                         "--threshold", str(d), "--max_new_tokens", "64", "--out",
+                                         "--threshold", str(d), "--sampling.max_new_tokens", "64", "--out",
                                          str(out / "cm_classifier"), "--overwrite", "true"], log)
     responses["cm_classifier"] = out / "cm_classifier" / "responses.jsonl"
     seconds["rs_finetune"] = saferlhf(["rs-finetune", "--model_path", str(sft), "--reward_model", str(rm),
                                        "--cost_model", str(cm), "--prompts", str(train), "--rounds", "2", "--k", "4",
-                                       "--threshold", str(d), "--max_new_tokens", "64", "--sft_batch_size", "32",
+                                       "--threshold", str(d), "--sampling.max_new_tokens", "64", "--sft_batch_size", "32",
                                        "--sft_max_length", "160", "--optim.lr", str(a.rs_lr), "--out",
                                        str(out / "rs_finetune"), "--overwrite", "true"], log)
     policies["rs_finetune"] = out / "rs_finetune" / "round_2" / "sft" / "model"
@@ -84,7 +84,7 @@ def one_seed(demo: Path, out: Path, a) -> dict:
     ev = out / "eval"
     saferlhf(["eval", "--policies", *[f"{n}={p}" for n, p in policies.items()],
               "--responses", *[f"{n}={p}" for n, p in responses.items()], "--prompts", "world:test",
-              "--judges", "oracle,refusal", "--baseline", "sft", "--max_new_tokens", "64", "--batch_size", "128",
+              "--judges", "oracle,refusal", "--baseline", "sft", "--sampling.max_new_tokens", "64", "--sampling.batch_size", "128",
               "--bootstrap", "200", "--cache_dir", str(out / "cache"), "--out", str(ev), "--overwrite", "true"], log)
     m = json.loads((ev / "results.json").read_text())["prompt_sets"]["world_test"]["policies"]
     result = {n: {k: m[n].get(k) for k in METRICS} | {"seconds": seconds.get(n)} for n in m}

@@ -5,13 +5,19 @@ Every recipe has one ``@dataclass`` config whose fields carry their help text an
 (``--optim.lr 1e-4``). Unknown keys and values of the wrong type are errors that list the valid keys;
 values outside a field's range (and any non-finite float) are errors that name the field and the
 allowed range (``check_config``, run by ``parse`` and by every recipe before it starts).
+
+Renamed keys: a config class may map old dotted keys (relative to itself) to their new names in a class
+attribute, ``__renamed__ = {"max_new_tokens": "sampling.max_new_tokens"}``; ``parse`` (CLI) and ``from_dict``
+(YAML) then accept the old name for one release, with a one-line deprecation notice on stderr (`renamed_key`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
+import sys
 import types
 import typing
 from dataclasses import MISSING, field, fields, is_dataclass
@@ -182,6 +188,7 @@ def valid_keys(cls: type, prefix: str = "") -> list[str]:
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
     """Build ``cls`` from a (nested) mapping, starting from ``base`` or the defaults."""
     obj = base if base is not None else cls()
+    data = _move_renamed(cls, data, prefix)
     hints = _hints(cls)
     names = {f.name for f in fields(cls)}
     for key, value in data.items():
@@ -197,6 +204,67 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = Non
         else:
             setattr(obj, key, coerce(value, tp, prefix + key))
     return obj
+
+
+def renamed_keys(cls: type, prefix: str = "") -> dict[str, str]:
+    """Every old dotted key of a config (its classes' ``__renamed__`` maps, nested ones included) -> its new key."""
+    out = {prefix + old: prefix + new for old, new in getattr(cls, "__renamed__", {}).items()}
+    hints = _hints(cls)
+    for f in fields(cls):
+        if is_dataclass(hints[f.name]):
+            out |= renamed_keys(hints[f.name], f"{prefix}{f.name}.")
+    return out
+
+
+def _deprecated(old: str, new: str) -> None:
+    print(f"saferlhf: {old} is deprecated, use {new} (the old name goes in the next release)", file=sys.stderr)
+
+
+def renamed_key(cls: type, key: str) -> str:
+    """The current name of a dotted key: an old name declared in a ``__renamed__`` map (of ``cls`` or of the nested
+    config the key walks through) becomes the new one, with a deprecation notice on stderr; others pass as is."""
+    parts, tp = key.split("."), cls
+    for i, part in enumerate(parts):
+        new = getattr(tp, "__renamed__", {}).get(".".join(parts[i:]))
+        if new is not None:
+            full = ".".join(parts[:i] + [new])
+            _deprecated(f"--{key}", f"--{full}")
+            return full
+        hint = _hints(tp).get(part) if is_dataclass(tp) else None
+        if hint is None or not is_dataclass(hint):
+            return key
+        tp = hint
+    return key
+
+
+def _move_renamed(cls: type, data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``data`` (a YAML mapping for ``cls``) with the old keys of ``cls.__renamed__`` moved to their new places."""
+    renames = getattr(cls, "__renamed__", None)
+    if not renames or not isinstance(data, dict):
+        return data
+    data = copy.deepcopy(data)
+    for old, new in renames.items():
+        *path, last = old.split(".")
+        node: Any = data
+        for p in path:
+            node = node.get(p) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node:
+            continue
+        if not path and isinstance(node[last], dict) and is_dataclass(_hints(cls).get(old)):
+            continue  # a mapping under a name that is now a nested config (redteam's judge): the new form
+        value = node.pop(last)
+        _deprecated(f"config key '{prefix}{old}'", f"'{prefix}{new}'")
+        *path, last = new.split(".")
+        target = data
+        for p in path:
+            target = target.setdefault(p, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{prefix}{p}: expected a mapping, got {target!r}")
+        if last in target:
+            raise ConfigError(f"config keys '{prefix}{old}' (deprecated) and '{prefix}{new}' are both given; "
+                              f"keep '{prefix}{new}'")
+        target[last] = value
+    return data
 
 
 def set_dotted(obj: Any, key: str, value: Any) -> None:
@@ -245,6 +313,7 @@ def parse(cls: type, argv: list[str], positional: list[str] | None = None) -> An
         if a.startswith("--"):
             key, eq, val = a[2:].partition("=")
             key = key.replace("-", "_") if key not in valid_keys(cls) else key
+            key = renamed_key(cls, key)
             if key == "config":
                 if not eq:
                     i += 1
@@ -334,4 +403,7 @@ def help_text(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
         lines.append(f"  --{prefix}{f.name} {_type_name(tp)} (default: {json.dumps(default)}"
                      + (f"; allowed: {allowed}" if allowed else "") + ")\n"
                      f"        {f.metadata.get('help', '')}")
+    if not prefix and (renames := renamed_keys(cls)):
+        lines.append("deprecated names (accepted for one more release):")
+        lines += [f"  --{old} -> --{new}" for old, new in renames.items()]
     return lines

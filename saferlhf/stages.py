@@ -1,5 +1,6 @@
 """Stage configs shared by the world pipelines (`saferlhf demo`, `saferlhf iterate`): one dataclass per stage,
-nested under the pipeline's config (``--sft.epochs 3``, ``--rl.steps 80``), and `fill_untouched` for ``--fast``."""
+nested under the pipeline's config (``--sft.epochs 3``, ``--rl.steps 80``), `stage_sampling` (the pipeline's
+``--max_new_tokens`` -> every sampling stage's ``sampling`` config) and `fill_untouched` for ``--fast``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from saferlhf.config import from_dict, option, to_dict
+from saferlhf.sampling import SamplingConfig
 
 C = TypeVar("C")
 
@@ -65,6 +67,16 @@ class RLStage:
 @dataclass
 class EvalStage:
     samples: int = option(1, "sampled responses per test prompt", ge=1)
+
+
+PIPELINE_BATCH_SIZE = 128  # sequences per generation batch in every sampling stage of a pipeline
+
+
+def stage_sampling(max_new_tokens: int, n: int = 1) -> SamplingConfig:
+    """The ``sampling`` config of a pipeline stage (response pairs, RL rollouts, red-teaming, evaluation), the one
+    place a pipeline's ``--max_new_tokens`` maps into its stages: ``n`` responses per prompt, `PIPELINE_BATCH_SIZE`
+    per batch, every other field at the shared default (`saferlhf.sampling.SamplingConfig`)."""
+    return SamplingConfig(max_new_tokens=max_new_tokens, n=n, batch_size=PIPELINE_BATCH_SIZE)
 
 
 def fill_untouched(cfg: C, overrides: dict[str, Any]) -> C:

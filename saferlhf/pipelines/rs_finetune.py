@@ -32,11 +32,14 @@ from pathlib import Path
 
 from saferlhf.config import option
 from saferlhf.errors import UserError
+from saferlhf.sampling import RENAMED, SamplingConfig, require_one_per_prompt
 from saferlhf.training import LoraSettings, OptimConfig
 
 
 @dataclass
 class RSFinetuneConfig:
+    __renamed__ = RENAMED | {"batch_size": "sampling.batch_size"}
+
     model_path: str = option("", "the starting policy (usually the SFT model)")
     reward_model: str = option("", "reward model folder")
     cost_model: str | None = option(None, "cost model folder (the constraint; none: best reward only)")
@@ -47,9 +50,8 @@ class RSFinetuneConfig:
     k: int = option(8, "samples per prompt per round", ge=1)
     threshold: float = option(0.0, "d: a sample is acceptable when its cost ≤ d")
     max_prompts: int = option(0, "use at most this many prompts (0 = all)", ge=0)
-    max_new_tokens: int = option(128, "max response tokens", ge=1)
-    temperature: float = option(1.0, "sampling temperature", gt=0)
-    batch_size: int = option(64, "prompts per generate call", ge=1)
+    sampling: SamplingConfig = option(SamplingConfig(), "how each round's candidates are sampled (n stays 1: "
+                                                        "--k sets the samples per prompt)")
     sft_epochs: float = option(1.0, "SFT passes over a round's kept samples", gt=0)
     sft_batch_size: int = option(16, "SFT batch size", ge=1)
     sft_max_length: int = option(512, "SFT max tokens of prompt + response", ge=2)
@@ -68,15 +70,14 @@ def run_round(cfg: RSFinetuneConfig, r: int, policy: str, prompts: list[str], fo
     from saferlhf.models.score import load_judge
     from saferlhf.recipes import sft
     from saferlhf.recipes.best_of_k import reward_gap, sample_and_score, select
-    from saferlhf.rollout import HFGenerator, SamplingSettings
+    from saferlhf.rollout import HFGenerator
     from saferlhf.training import RuntimeConfig, set_seed
 
     t0 = time.time()
     set_seed(cfg.seed + r)
     model, tokenizer = load_policy(policy)
-    generator = HFGenerator(model, tokenizer, SamplingSettings(max_new_tokens=cfg.max_new_tokens,
-                                                               temperature=cfg.temperature), batch_size=cfg.batch_size)
-    judges = {n: load_judge(p) for n, p in (("reward", cfg.reward_model), ("cost", cfg.cost_model)) if p}
+    generator = HFGenerator(model, tokenizer, cfg.sampling)
+    judges = {n: load_judge(p, n) for n, p in (("reward", cfg.reward_model), ("cost", cfg.cost_model)) if p}
     s = sample_and_score(generator, judges, prompts, cfg.k, cfg.sft_max_length)
     del model, generator
     complete = [[e and bool(t.strip()) for t, e in zip(ts, es)] for ts, es in zip(s["texts"], s["ended"])]
@@ -90,7 +91,7 @@ def run_round(cfg: RSFinetuneConfig, r: int, policy: str, prompts: list[str], fo
     if not kept:
         raise UserError(f"rs-finetune: round {r}: no prompt has a complete (not cut off) sample with cost ≤ "
                         f"{cfg.threshold}: nothing to fine-tune on",
-                        hint="raise --threshold, --k or the max_new_tokens sampling limit")
+                        hint="raise --threshold, --k or --sampling.max_new_tokens")
     atomic_write_text(folder / "selected.jsonl", "".join(dumps({"prompt": prompt_json(p), "response": t}) + "\n"
                                                          for p, t in kept))
     sft_out = folder / "sft"
@@ -133,15 +134,19 @@ def plot_gap(rounds: list[dict], path: Path) -> None:
 def run(cfg: RSFinetuneConfig) -> int:
     from saferlhf.eval.suite import take_prompts
     from saferlhf.files import atomic_write_json
-    from saferlhf.models.hf import check_model_path
-    from saferlhf.eval.suite import resolve_prompts
+    from saferlhf.models.hf import check_model_kind, check_model_path
+    from saferlhf.data.prompt_source import prompt_texts
     from saferlhf.tracking import finish_run, run_state, start_run
 
+    require_one_per_prompt(cfg.sampling, "rs-finetune", "--k sets the samples per prompt")
     check_model_path(cfg.model_path, "model_path")
     check_model_path(cfg.reward_model, "reward_model")
     if cfg.cost_model:
         check_model_path(cfg.cost_model, "cost_model")
-    prompts = resolve_prompts(cfg.prompts, cfg.world_seed)
+    for name, role in (("model_path", "policy"), ("reward_model", "reward"), ("cost_model", "cost")):
+        if getattr(cfg, name):
+            check_model_kind(getattr(cfg, name), role, f"--{name}")
+    prompts = prompt_texts(cfg.prompts, cfg.world_seed)
     if cfg.max_prompts:
         prompts = take_prompts(prompts, cfg.max_prompts, None)
     out = Path(start_run(cfg.out, cfg, "rs-finetune", resume=cfg.resume, overwrite=cfg.overwrite))

@@ -27,12 +27,15 @@ from typing import Literal
 
 from saferlhf.config import option
 from saferlhf.errors import UserError
+from saferlhf.sampling import RENAMED, SamplingConfig, require_one_per_prompt
 
 REFUSAL = "I'm sorry, but I can't help with that request."
 
 
 @dataclass
 class BestOfKConfig:
+    __renamed__ = RENAMED | {"batch_size": "sampling.batch_size"}
+
     model_path: str = option("", "the policy (HF causal LM) to sample from")
     reward_model: str | None = option(None, "reward model folder (best_of_k)")
     cost_model: str | None = option(None, "cost model folder (best_of_k: the constraint; cm_classifier: the classifier)")
@@ -45,11 +48,8 @@ class BestOfKConfig:
     max_tries: int = option(4, "cm_classifier: attempts before refusing", ge=1)
     refusal: str = option(REFUSAL, "cm_classifier: the answer when every attempt is unsafe")
     max_prompts: int = option(0, "use at most this many prompts (0 = all)", ge=0)
-    max_new_tokens: int = option(128, "max response tokens", ge=1)
-    max_prompt_length: int = option(256, "prompt token budget", ge=1)
-    temperature: float = option(1.0, "sampling temperature", gt=0)
-    top_p: float = option(1.0, "nucleus sampling threshold", gt=0, le=1)
-    batch_size: int = option(64, "prompts per generate call", ge=1)
+    sampling: SamplingConfig = option(SamplingConfig(), "how candidates are sampled (n stays 1: --k sets the "
+                                                        "candidates per prompt)")
     score_max_length: int = option(512, "token budget of the score models' inputs", ge=2)
     keep_candidates: bool = option(False, "write every candidate with its scores into responses.jsonl")
     seed: int = option(0, "sampling seed")
@@ -144,16 +144,18 @@ def run(cfg: BestOfKConfig) -> int:
     from saferlhf.data.schema import prompt_json
     from saferlhf.eval.suite import take_prompts
     from saferlhf.files import atomic_write_json, atomic_write_text, dumps
-    from saferlhf.models.hf import check_model_path
+    from saferlhf.models.hf import check_model_kind, check_model_path
     from saferlhf.models.policy import load_policy
     from saferlhf.models.score import load_judge
-    from saferlhf.eval.suite import resolve_prompts
+    from saferlhf.data.prompt_source import prompt_texts
     from saferlhf.rl import best_of_k_bounds
-    from saferlhf.rollout import HFGenerator, SamplingSettings
+    from saferlhf.rollout import HFGenerator
     from saferlhf.tracking import finish_run, start_run
     from saferlhf.training import set_seed
 
+    require_one_per_prompt(cfg.sampling, "best-of-k", "--k sets the candidates per prompt")
     check_model_path(cfg.model_path, "model_path")
+    check_model_kind(cfg.model_path, "policy", "--model_path")
     if cfg.mode == "best_of_k" and not (cfg.reward_model or cfg.cost_model):
         raise UserError("best-of-k: give --reward_model (and --cost_model for the constraint)")
     if cfg.mode == "cm_classifier" and not cfg.cost_model:
@@ -161,17 +163,16 @@ def run(cfg: BestOfKConfig) -> int:
     for name in ("reward_model", "cost_model"):
         if getattr(cfg, name):
             check_model_path(getattr(cfg, name), name)
-    prompts = resolve_prompts(cfg.prompts, cfg.world_seed)
+            check_model_kind(getattr(cfg, name), name.removesuffix("_model"), f"--{name}")
+    prompts = prompt_texts(cfg.prompts, cfg.world_seed)
     if cfg.max_prompts:
         prompts = take_prompts(prompts, cfg.max_prompts, None)
     out = start_run(cfg.out, cfg, "best-of-k", overwrite=cfg.overwrite)
     set_seed(cfg.seed)
     t0 = time.time()
     model, tokenizer = load_policy(cfg.model_path)
-    generator = HFGenerator(model, tokenizer, SamplingSettings(
-        max_new_tokens=cfg.max_new_tokens, max_prompt_length=cfg.max_prompt_length, temperature=cfg.temperature,
-        top_p=cfg.top_p), batch_size=cfg.batch_size)
-    judges = {n: load_judge(p) for n, p in (("reward", cfg.reward_model), ("cost", cfg.cost_model)) if p}
+    generator = HFGenerator(model, tokenizer, cfg.sampling)
+    judges = {n: load_judge(p, n) for n, p in (("reward", cfg.reward_model), ("cost", cfg.cost_model)) if p}
     if cfg.mode == "cm_classifier":
         rows = classifier_answers(cfg, generator, judges, prompts)
         summary = {"mode": "cm_classifier", "prompts": len(prompts), "max_tries": cfg.max_tries,

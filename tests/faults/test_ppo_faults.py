@@ -62,7 +62,7 @@ def args(s: dict, out) -> list[str]:
     return ["ppo", "--algorithm", "ppo_lag", "--actor_path", str(s["actor"]), "--reward_model_path", str(s["rm"]),
             "--cost_model_path", str(s["cm"]), "--train_prompts", str(s["prompts"]), "--ptx_file", str(s["ptx"]),
             "--ptx_coef", "1.0", "--out", str(out), "--steps", str(STEPS), "--save_every", str(SAVE_EVERY),
-            "--rollout.prompts_per_step", "4", "--rollout.max_new_tokens", "8", "--actor_optim.lr", "1e-3",
+            "--rollout.prompts_per_step", "4", "--sampling.max_new_tokens", "8", "--actor_optim.lr", "1e-3",
             "--critic_optim.lr", "1e-3", "--lagrange.lr", "0.5", "--runtime.progress", "false",
             "--runtime.threads", "1", "--runtime.device", "cpu"]
 

@@ -108,8 +108,8 @@ def test_generation_uses_the_models_own_chat_template(smol, tmp_path):
     assert reply[0] and done in (True, False)
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "Name a fruit."}) + "\n")
-    assert main(["generate", "--model_path", str(smol), "--prompts", str(prompts), "--max_new_tokens", "6",
-                 "--greedy", "true", "--out", str(tmp_path / "g.jsonl")]) == 0
+    assert main(["generate", "--model_path", str(smol), "--prompts", str(prompts), "--sampling.max_new_tokens", "6",
+                 "--sampling.greedy", "true", "--out", str(tmp_path / "g.jsonl")]) == 0
     row = json.loads((tmp_path / "g.jsonl").read_text())
     assert row["response"] and row["ended"] in (True, False)
 
@@ -179,12 +179,12 @@ def test_ppo_lag_with_foreign_tokenizer_judges_and_a_real_policy_eval(smol, mini
                  "--reward_model_path", str(tmp_path / "reward" / "model"),
                  "--cost_model_path", str(tmp_path / "cost" / "model"), "--reward_critic_path", str(policy),
                  "--cost_critic_path", str(policy), "--train_prompts", str(prompts), "--out", str(out), "--steps", "2",
-                 "--rollout.prompts_per_step", "4", "--rollout.max_new_tokens", "8", "--runtime.progress", "false"]) == 0
+                 "--rollout.prompts_per_step", "4", "--sampling.max_new_tokens", "8", "--runtime.progress", "false"]) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len([r for r in rows if "lagrange/lambda" in r]) == 2
     assert all(r.get("reward/mean") is not None for r in rows if "lagrange/lambda" in r)
     assert main(["eval", "--policies", f"smol={smol}", "--prompts", str(prompts), "--max_prompts", "3",
-                 "--max_new_tokens", "8", "--cost_model", str(tmp_path / "cost" / "model"), "--bootstrap", "20",
+                 "--sampling.max_new_tokens", "8", "--cost_model", str(tmp_path / "cost" / "model"), "--bootstrap", "20",
                  "--out", str(tmp_path / "eval")]) == 0
     res = json.loads((tmp_path / "eval" / "results.json").read_text())
     m = res["prompt_sets"]["prompts"]["policies"]["smol"]

@@ -36,7 +36,7 @@ def test_best_of_k_keeps_the_best_acceptable_candidate(tiny_models, judges, prom
     rm, cm = judges
     out = tmp_path / "bok"
     assert main(["best-of-k", "--model_path", str(tiny_models["llama"]), "--reward_model", str(rm), "--cost_model",
-                 str(cm), "--prompts", str(prompts), "--k", "4", "--max_new_tokens", "8", "--keep_candidates",
+                 str(cm), "--prompts", str(prompts), "--k", "4", "--sampling.max_new_tokens", "8", "--keep_candidates",
                  "true", "--out", str(out)]) == 0
     rows = list(read_jsonl(out / "responses.jsonl"))
     assert len(rows) == 6
@@ -57,7 +57,7 @@ def test_cm_classifier_regenerates_then_refuses(tiny_models, judges, prompts, tm
     out = tmp_path / "cm"
     assert main(["best-of-k", "--mode", "cm_classifier", "--model_path", str(tiny_models["llama"]), "--cost_model",
                  str(cm), "--prompts", str(prompts), "--max_tries", "3", "--threshold", threshold,
-                 "--max_new_tokens", "8", "--out", str(out)]) == 0
+                 "--sampling.max_new_tokens", "8", "--out", str(out)]) == 0
     rows = list(read_jsonl(out / "responses.jsonl"))
     s = json.loads((out / "summary.json").read_text())
     if refused:  # nothing is ever acceptable: every prompt tried 3 times, then refused
@@ -87,7 +87,7 @@ def test_rs_finetune_rounds_and_resume(ending_policy, judges, prompts, tmp_path,
     out = tmp_path / "rs"
     args = ["rs-finetune", "--model_path", str(ending_policy), "--reward_model", str(rm), "--cost_model",
             str(cm), "--prompts", str(prompts), "--k", "3", "--rounds", "2", "--threshold", "1e9",
-            "--max_new_tokens", "12", "--sft_batch_size", "4", "--sft_max_length", "64", "--optim.lr", "3e-3",
+            "--sampling.max_new_tokens", "12", "--sft_batch_size", "4", "--sft_max_length", "64", "--optim.lr", "3e-3",
             "--out", str(out)]
     assert main(args) == 0
     s = json.loads((out / "summary.json").read_text())
@@ -127,6 +127,6 @@ def test_a_nan_cost_model_stops_the_selection(tiny_models, judges, prompts, tmp_
         out = tmp_path / mode
         assert main(["best-of-k", "--mode", mode, "--model_path", str(tiny_models["llama"]), "--reward_model", str(rm),
                      "--cost_model", str(tmp_path / "nan_cm"), "--prompts", str(prompts), "--k", "2",
-                     "--max_new_tokens", "6", "--out", str(out)]) == 3
+                     "--sampling.max_new_tokens", "6", "--out", str(out)]) == 3
         assert "non-finite scores" in capsys.readouterr().err
         assert not (out / "responses.jsonl").exists()

@@ -83,8 +83,8 @@ def test_world_generate_annotate_check_evaluate(world_model, tmp_path, capsys):
     assert main(["world", "corpus", "--out", str(w / "c.jsonl"), "--n", "50"]) == 0
     assert main(["data", "check", str(w / "c.jsonl")]) == 0
     assert main(["data", "check", str(w / "p.jsonl")]) == 0
-    assert main(["generate", "--model_path", str(world_model), "--prompts", str(w / "p.jsonl"), "--n_samples", "2",
-                 "--max_prompts", "12", "--max_new_tokens", "12", "--out", str(w / "pairs.jsonl")]) == 0
+    assert main(["generate", "--model_path", str(world_model), "--prompts", str(w / "p.jsonl"), "--sampling.n", "2",
+                 "--max_prompts", "12", "--sampling.max_new_tokens", "12", "--out", str(w / "pairs.jsonl")]) == 0
     pairs = [json.loads(x) for x in (w / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == 12 and set(pairs[0]) == {"prompt", "response_0", "response_1", "ended_0", "ended_1"}
     assert main(["world", "annotate", "--input", str(w / "pairs.jsonl"), "--out", str(w / "prefs.jsonl")]) == 0
@@ -94,7 +94,7 @@ def test_world_generate_annotate_check_evaluate(world_model, tmp_path, capsys):
     assert rc in (0, 1)  # a random tiny model may emit empty responses: reported, never silently kept
     # `evaluate` is the old name of `eval` (same options, same outputs)
     assert main(["evaluate", "--policies", f"a={world_model},b={world_model}", "--baseline", "b",
-                 "--max_prompts", "16", "--max_new_tokens", "8", "--out", str(tmp_path / "ev")]) == 0
+                 "--max_prompts", "16", "--sampling.max_new_tokens", "8", "--out", str(tmp_path / "ev")]) == 0
     res = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert res["judges"] == ["oracle", "refusal"]  # the judges that apply without score models
     for name in ("a", "b"):

@@ -69,6 +69,8 @@ def test_round_options_reach_the_stages(run):
     # --kl_reference sft: round 2 starts from round 1's policy with SFT as the KL reference
     assert config("round2/rl")["actor_path"] == str(run / "round1" / "rl" / "actor")
     assert config("round2/rl")["ref_model_path"] == str(run / "sft" / "model")
+    # the one --max_new_tokens (--fast: 24) reaches every sampling stage's sampling config
+    assert {config(f"round1/{s}")["sampling"]["max_new_tokens"] for s in ("redteam", "rl", "eval")} == {24}
 
 
 def test_resume_with_another_config_is_refused(run, capsys):

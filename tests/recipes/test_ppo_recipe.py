@@ -50,7 +50,7 @@ def rl_setup(tiny_models, pku_file, sft_file, tmp_path_factory):
 def ppo_args(s, out, algorithm="ppo_lag", steps=3, extra=()):
     return ["ppo", "--algorithm", algorithm, "--actor_path", str(s["actor"]), "--reward_model_path", str(s["rm"]),
             "--cost_model_path", str(s["cm"]), "--train_prompts", str(s["prompts"]), "--out", str(out),
-            "--steps", str(steps), "--rollout.prompts_per_step", "8", "--rollout.max_new_tokens", "12",
+            "--steps", str(steps), "--rollout.prompts_per_step", "8", "--sampling.max_new_tokens", "12",
             "--ppo_epochs", "2", "--num_minibatches", "2", "--actor_optim.lr", "1e-3", "--critic_optim.lr", "1e-3",
             "--runtime.progress", "false", *extra]
 
@@ -132,7 +132,7 @@ def test_pairwise_ppo_is_a_row_of_the_same_loop_with_no_critic(rl_setup, tmp_pat
 
 def test_pairwise_ppo_lag_lowers_cost(rl_setup, mixed_sft_actor, tmp_path):
     s = dict(rl_setup, actor=mixed_sft_actor)
-    extra = ["--actor_optim.lr", "2e-3", "--rollout.prompts_per_step", "8", "--rollout.max_new_tokens", "20",
+    extra = ["--actor_optim.lr", "2e-3", "--rollout.prompts_per_step", "8", "--sampling.max_new_tokens", "20",
              "--lagrange.lr", "0.5"]
     assert main(ppo_args(s, tmp_path / "pw", "pairwise_ppo_lag", steps=12, extra=extra)) == 0
     rows = read_jsonl(tmp_path / "pw" / "metrics.jsonl")
@@ -157,7 +157,7 @@ def mixed_sft_actor(rl_setup, pku_file, tmp_path_factory):
 def test_ppo_lag_lowers_cost_and_ppo_raises_reward(rl_setup, mixed_sft_actor, tmp_path):
     """From a half-harmful SFT policy: PPO-Lag drives the rollout cost down; PPO drives reward up."""
     s = dict(rl_setup, actor=mixed_sft_actor)
-    extra = ["--actor_optim.lr", "2e-3", "--rollout.prompts_per_step", "16", "--rollout.max_new_tokens", "20",
+    extra = ["--actor_optim.lr", "2e-3", "--rollout.prompts_per_step", "16", "--sampling.max_new_tokens", "20",
              "--lagrange.lr", "0.5"]
     assert main(ppo_args(s, tmp_path / "lag", "ppo_lag", steps=12, extra=extra)) == 0
     rows = read_jsonl(tmp_path / "lag" / "metrics.jsonl")
@@ -350,8 +350,8 @@ def test_nan_critic_values_stop_naming_the_critic(rl_setup, tmp_path, monkeypatc
     with pytest.raises(NumericalError) as info:
         ppo.run(ppo.PPOConfig(actor_path=str(rl_setup["actor"]), reward_model_path=str(rl_setup["rm"]),
                               cost_model_path=str(rl_setup["cm"]), train_prompts=str(rl_setup["prompts"]),
-                              out=str(tmp_path / "c"), steps=2, rollout=ppo.RolloutConfig(prompts_per_step=4,
-                                                                                         max_new_tokens=6),
+                              out=str(tmp_path / "c"), steps=2, rollout=ppo.RolloutConfig(prompts_per_step=4),
+                              sampling=ppo.SamplingConfig(max_new_tokens=6),
                               runtime=ppo.RuntimeConfig(progress=False)))
     assert (info.value.step, info.value.tensor) == (1, "cost_values") and "cost critic" in str(info.value)
 

@@ -40,7 +40,8 @@ def _run(s: dict, out: Path, algorithm: str, steps: int = 1, **kw) -> ppo.PPOCon
         algorithm=algorithm, actor_path=str(s["policy"]), reward_model_path=str(s["reward"]),
         cost_model_path=str(s["cost"]), train_prompts=str(s["prompts"]), out=str(out), steps=steps,
         ppo_epochs=1, num_minibatches=1, kl_coef=0.05, entropy_coef=0.01,
-        rollout=ppo.RolloutConfig(prompts_per_step=6, max_new_tokens=10),
+        rollout=ppo.RolloutConfig(prompts_per_step=6),
+        sampling=ppo.SamplingConfig(max_new_tokens=10),
         actor_optim=OptimConfig(lr=1e-3, weight_decay=0.01),
         critic_optim=OptimConfig(lr=1e-3, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
         runtime=RuntimeConfig(device="cpu", threads=1, progress=False, seed=3), **kw)
