@@ -6,7 +6,7 @@ means the same thing everywhere (``--sampling.max_new_tokens 256``) and has ONE 
 The world pipelines (``demo``, ``iterate``) keep their own ``--max_new_tokens`` (64: their published numbers
 were made with it) and map it into every stage's sampling config in one place (`saferlhf.stages.stage_sampling`).
 `saferlhf.rollout.HFGenerator` takes this config directly (``SamplingSettings`` there is the same class).
-Changed by the merge (issue 20): ``eval`` and ``redteam`` used to default to 64 new tokens, ``redteam`` to
+Changed in this release: ``eval`` and ``redteam`` used to default to 64 new tokens, ``redteam`` to
 batches of 128; the old flag names are accepted for one release (``__renamed__``, `saferlhf.config`).
 
 Where a command fixes a field itself, the field must stay at its default (the command says so otherwise):
