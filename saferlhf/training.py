@@ -175,14 +175,6 @@ def weight_stats(params) -> tuple[int, float]:
     return bad, float(per_tensor[finite].max()) if bad < len(params) else math.inf
 
 
-def nonfinite_parameters(params) -> int:
-    """How many of ``params`` hold a NaN or an infinity (one device sync)."""
-    params = list(params)
-    if not params:
-        return 0
-    return int((~torch.stack([torch.isfinite(p.detach()).all() for p in params])).sum())
-
-
 def bad_values(t: torch.Tensor, limit: float = math.inf) -> tuple[int, int, float] | None:
     """The values of ``t`` that are NaN, ±inf or larger than ``limit`` in magnitude, as (how many, flat
     index of the first, its value); None when there is none. One device sync when all are fine."""

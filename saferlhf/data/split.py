@@ -38,7 +38,24 @@ def split_pairs(pairs: Sequence[T], eval_ratio: float, seed: int = 0) -> tuple[l
     return train, [p for p in pairs if p.prompt.strip() in held]
 
 
-__all__ = ["split_pairs"]
+def split_for_training(pairs: Sequence[T], eval_ratio: float, seed: int, command: str,
+                       train_file: str) -> tuple[list[T], list[T]]:
+    """`split_pairs` for a training command: a ``UserError`` naming ``train_file`` when the split leaves no pair
+    to train on, or (``eval_ratio`` > 0) holds out none."""
+    from saferlhf.errors import UserError
+
+    train, held_out = split_pairs(pairs, eval_ratio, seed)
+    where = f"{command}: train_file: {train_file}: eval_ratio {eval_ratio}"
+    if not train:
+        raise UserError(f"{where} leaves no pair to train on", hint="lower --eval_ratio or give --eval_file")
+    if eval_ratio > 0 and not held_out:
+        raise UserError(f"{where} holds out no pair ({len(pairs)} pairs; the split keeps every prompt on one side "
+                        "and at least one prompt for training)",
+                        hint="pass --eval_ratio 0 to train without a held-out evaluation, or give --eval_file")
+    return train, held_out
+
+
+__all__ = ["prompt_hash", "split_for_training", "split_pairs"]
 
 
 def prompt_hash(prompt: str) -> str:

@@ -194,11 +194,12 @@ def unsafe_signal(row: dict) -> bool | None:
     return row.get("harmful")
 
 
-def by_prompt(pairs: Sequence[tuple[PromptItem, float]]) -> list[list[float]]:
-    """The values of (prompt, value) pairs grouped by prompt text (the clusters of the bootstrap), in order."""
+def by_prompt(pairs: Sequence[tuple[PromptItem | str, float]]) -> list[list[float]]:
+    """The values of (prompt, value) pairs grouped by prompt text (the clusters of the bootstrap), in order; a
+    prompt is a `PromptItem` or its text."""
     groups: dict[str, list[float]] = {}
-    for item, v in pairs:
-        groups.setdefault(str(item.text), []).append(v)
+    for prompt, v in pairs:
+        groups.setdefault(str(getattr(prompt, "text", prompt)), []).append(v)
     return list(groups.values())
 
 
@@ -291,10 +292,8 @@ def baseline_win_rates(records: dict[str, list[dict]], baseline: str, bootstrap:
             both = paired(rows, records[baseline], signal)
             if both:
                 key = f"win_rate_vs_{baseline}" if axis == "helpfulness" else f"{axis}_win_rate_vs_{baseline}"
-                clusters: dict[str, list[float]] = {}
-                for x, y, _, p in both:
-                    clusters.setdefault(p, []).append(outcome(x, y))
-                m, lo, hi = cluster_bootstrap_mean(list(clusters.values()), bootstrap, seed)
+                clusters = by_prompt([(p, outcome(x, y)) for x, y, _, p in both])
+                m, lo, hi = cluster_bootstrap_mean(clusters, bootstrap, seed)
                 out[name][key] = m
                 if bootstrap and name != baseline:
                     out[name][f"{key}_ci"] = [lo, hi]

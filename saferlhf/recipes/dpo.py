@@ -251,19 +251,11 @@ def implicit_reward_metrics(policy: torch.Tensor, ref: torch.Tensor, beta: float
 def split_train_eval(cfg: DPOConfig, pairs: list) -> tuple[list, list]:
     """(train, held-out) pairs: ``eval_file``'s, or ``eval_ratio`` of ``train_file`` (a `UserError` when that
     split leaves no pair on one side); at most ``max_pairs`` training pairs."""
-    from saferlhf.data import split_pairs
+    from saferlhf.data.split import split_for_training
 
     if cfg.eval_file:
         return pairs[: cfg.max_pairs or None], load_variant_pairs(cfg.eval_file, cfg.variant, cfg.on_error)
-    train, held_out = split_pairs(pairs, cfg.eval_ratio, cfg.runtime.seed)
-    if not train:
-        raise UserError(f"dpo: train_file: {cfg.train_file}: eval_ratio {cfg.eval_ratio} leaves no pair to train on",
-                        hint="lower --eval_ratio or give --eval_file")
-    if cfg.eval_ratio > 0 and not held_out:
-        raise UserError(f"dpo: train_file: {cfg.train_file}: eval_ratio {cfg.eval_ratio} holds out no pair "
-                        f"({len(pairs)} pairs; the split keeps every prompt on one side and at least one prompt "
-                        "for training)", hint="pass --eval_ratio 0 to train without a held-out evaluation, or give "
-                                              "--eval_file")
+    train, held_out = split_for_training(pairs, cfg.eval_ratio, cfg.runtime.seed, "dpo", cfg.train_file)
     return train[: cfg.max_pairs or None], held_out
 
 

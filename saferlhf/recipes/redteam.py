@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from saferlhf.config import option
+from saferlhf.data.prompt_source import WORLD_SPLITS
 from saferlhf.endpoint import EndpointConfig, old_endpoint_names
 from saferlhf.errors import UserError
 from saferlhf.sampling import RENAMED, SamplingConfig
@@ -91,7 +92,8 @@ class RedteamConfig:
     overwrite: bool = option(False, "replace a previous run in out")
 
 
-HELD_OUT_SEEDS = frozenset({"world:test", "world:all", "world:redteam_test"})  # evaluation prompts of the world
+# every world split but train holds evaluation prompts (world:test, world:all, world:redteam_test)
+HELD_OUT_SEEDS = frozenset(f"world:{s}" for s in WORLD_SPLITS if s != "train")
 
 
 @dataclass(frozen=True)
@@ -223,9 +225,9 @@ def llm_mutations(cfg: RedteamConfig, planned: list[tuple[Seed, tuple[str, ...]]
 
     client = ChatClient.from_config(cfg.attacker, "llm attacker", "attacker")
     client.check()
-    reasons: Counter[str] = Counter()
 
-    def one(item: tuple[Seed, tuple[str, ...]]) -> str | None:
+    def one(item: tuple[Seed, tuple[str, ...]]) -> tuple[str | None, str | None]:
+        """(the rewrite, None) or (None, why there is none)."""
         seed, chain = item
         styles = "; then ".join(STYLE_HINTS[o] for o in chain)
         reason = "empty answer"
@@ -237,16 +239,16 @@ def llm_mutations(cfg: RedteamConfig, planned: list[tuple[Seed, tuple[str, ...]]
                 continue
             line = next((ln.strip().strip('"').strip() for ln in answer.splitlines() if ln.strip()), "")
             if line:
-                return line
+                return line, None
             reason = "empty answer"
-        reasons[reason] += 1  # Counter updates from threads: one item each, under the GIL
-        return None
+        return None, reason
 
     with ThreadPoolExecutor(cfg.attacker.concurrency) as pool:
-        rewrites = list(pool.map(one, planned))
+        results = list(pool.map(one, planned))
+    reasons = Counter(why for _, why in results if why is not None)  # counted here, not from the threads
     check_failure_rate(f"redteam: the llm attacker ({cfg.attacker.base_url})", sum(reasons.values()), len(planned),
                        cfg.attacker.max_failure_rate, "--attacker.max_failure_rate", dict(reasons))
-    return rewrites
+    return [line for line, _ in results]
 
 
 def make_candidates(cfg: RedteamConfig, seeds: list[Seed], exclude: set[str]) -> tuple[list[Candidate], int]:

@@ -178,8 +178,8 @@ def plot_distribution(kind: str, ev: dict, path: Path) -> None:
 def load_pairs(cfg: ScoreModelConfig) -> tuple[list, list]:
     """(train, held-out) preference pairs: ``eval_file``, or a split of ``train_file`` grouped by prompt.
     No training pair (or an ``eval_file`` without pairs) is a ``UserError`` naming the file."""
-    from saferlhf.data import split_pairs
     from saferlhf.data.loaders import load_preference_pairs
+    from saferlhf.data.split import split_for_training
 
     def load(path: str, what: str) -> list:
         pairs = load_preference_pairs(path, kind=cfg.kind, on_error=cfg.on_error)
@@ -193,15 +193,7 @@ def load_pairs(cfg: ScoreModelConfig) -> tuple[list, list]:
     if cfg.eval_file:
         train, held_out = pairs, load(cfg.eval_file, "eval_file")
     else:
-        train, held_out = split_pairs(pairs, cfg.eval_ratio, cfg.runtime.seed)
-    if not train:
-        raise UserError(f"score-model: train_file: {cfg.train_file}: eval_ratio {cfg.eval_ratio} leaves no pair "
-                        "to train on", hint="lower --eval_ratio or give --eval_file")
-    if cfg.eval_ratio > 0 and not cfg.eval_file and not held_out:
-        raise UserError(f"score-model: train_file: {cfg.train_file}: eval_ratio {cfg.eval_ratio} holds out no pair "
-                        f"({len(pairs)} pairs; the split keeps every prompt on one side and at least one prompt "
-                        "for training)", hint="pass --eval_ratio 0 to train without a held-out evaluation, or give "
-                                              "--eval_file")
+        train, held_out = split_for_training(pairs, cfg.eval_ratio, cfg.runtime.seed, "score-model", cfg.train_file)
     return (train[: cfg.max_pairs] if cfg.max_pairs else train), held_out
 
 
