@@ -27,7 +27,7 @@ import torch
 from saferlhf.batching import label_positions, pad, position_ids_from_mask
 from saferlhf.data.formatting import encode_prompt
 from saferlhf.errors import NumericalError, UserError
-from saferlhf.models.hf import eos_token_ids
+from saferlhf.models.hf import eos_token_ids, position_limit
 from saferlhf.sampling import SamplingConfig
 
 
@@ -243,17 +243,6 @@ class Generator(Protocol):
                  progress_desc: str | None = None) -> list[list[str]]:
         """``n_samples`` (default: ``settings.n``) decoded responses for each prompt (batched), prompt-major."""
         ...
-
-
-def position_limit(model: Any) -> tuple[str, int] | None:
-    """(config field, value) of the model's position limit (``max_position_embeddings`` / ``n_positions``), or
-    None where its config defines none."""
-    config = getattr(model, "config", None)
-    for field in ("max_position_embeddings", "n_positions"):
-        limit = getattr(config, field, None)
-        if isinstance(limit, int) and limit > 0:
-            return field, limit
-    return None
 
 
 def check_context_length(model: Any, settings: SamplingSettings, longest_prompt: int = 1) -> None:

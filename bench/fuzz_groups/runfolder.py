@@ -4,7 +4,6 @@ folder in use by another process, a resume after the training file changed (docs
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

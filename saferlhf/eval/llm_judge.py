@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from saferlhf.data.schema import HARM_CATEGORIES
-from saferlhf.endpoint import SYSTEM, ChatClient, EndpointError
+from saferlhf.endpoint import ChatClient, EndpointError
 from saferlhf.eval.judges import Verdict
 
 UNPARSED = "unparseable answer"

@@ -61,6 +61,17 @@ def check_model_path(path: str | Path, what: str = "model path", weights: bool =
                              hint=MODEL_PATH_EXPECTED)
 
 
+def position_limit(model: Any) -> tuple[str, int] | None:
+    """(config field, value) of the model's position limit (``max_position_embeddings`` / ``n_positions``), or
+    None where its config defines none."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        limit = getattr(config, name, None)
+        if isinstance(limit, int) and limit > 0:
+            return name, limit
+    return None
+
+
 # What each role accepts (`check_model_kind`): kinds of `model_kind`; None (unknown) is always accepted.
 ROLE_KINDS = {"reward": ("reward", "score"), "cost": ("cost", "score"), "policy": ("causal LM",),
               "embedding": ("encoder", "score")}
@@ -107,6 +118,17 @@ def check_model_kind(path: str | Path, expected: str, flag: str) -> None:
     if kind is None or kind in ROLE_KINDS[expected]:
         return
     raise UserError(f"{flag} {path} is {_KIND_NAMES[kind]} ({why}); expected {_ROLE_NAMES[expected]}")
+
+
+def check_model_roles(cfg: Any, roles: dict[str, str | None]) -> None:
+    """For every config field of ``roles`` that is set: `check_model_path`, then (a role given) `check_model_kind`
+    of its folder, named ``--FIELD`` in the error."""
+    for name, role in roles.items():
+        path = getattr(cfg, name)
+        if path:
+            check_model_path(path, name)
+            if role is not None:
+                check_model_kind(path, role, f"--{name}")
 
 
 @contextlib.contextmanager

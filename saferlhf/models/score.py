@@ -32,7 +32,7 @@ from saferlhf.data.formatting import encode_example
 from saferlhf.errors import NumericalError, UserError
 from saferlhf.files import atomic_save_dir
 from saferlhf.models.hf import (check_finite_weights, check_model_kind, check_model_path, enable_checkpointing,
-                                fit_embeddings, loading, quiet_hf)
+                                fit_embeddings, loading, position_limit, quiet_hf)
 from saferlhf.models.lora import merge_lora
 from saferlhf.models.tokenizers import load_tokenizer
 
@@ -304,13 +304,9 @@ def check_score_limit(scores: torch.Tensor, limit: float, path: str) -> None:
 
 
 def context_length(model: ScoreModel, default: int = 512) -> int:
-    """The number of positions a score model reads (``max_position_embeddings`` / ``n_positions``)."""
-    config = model.config
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return default
+    """The number of positions a score model reads (`position_limit`), ``default`` where its config has none."""
+    found = position_limit(model)
+    return default if found is None else found[1]
 
 
 def load_judge(path: str | Path, kind: str | None = None) -> tuple[ScoreModel, Any]:

@@ -134,18 +134,14 @@ def plot_gap(rounds: list[dict], path: Path) -> None:
 def run(cfg: RSFinetuneConfig) -> int:
     from saferlhf.eval.suite import take_prompts
     from saferlhf.files import atomic_write_json
-    from saferlhf.models.hf import check_model_kind, check_model_path
+    from saferlhf.models.hf import check_model_path, check_model_roles
     from saferlhf.data.prompt_source import prompt_texts
     from saferlhf.tracking import finish_run, run_state, start_run
 
     require_one_per_prompt(cfg.sampling, "rs-finetune", "--k sets the samples per prompt")
-    check_model_path(cfg.model_path, "model_path")
+    check_model_path(cfg.model_path, "model_path")  # both required
     check_model_path(cfg.reward_model, "reward_model")
-    if cfg.cost_model:
-        check_model_path(cfg.cost_model, "cost_model")
-    for name, role in (("model_path", "policy"), ("reward_model", "reward"), ("cost_model", "cost")):
-        if getattr(cfg, name):
-            check_model_kind(getattr(cfg, name), role, f"--{name}")
+    check_model_roles(cfg, {"model_path": "policy", "reward_model": "reward", "cost_model": "cost"})
     prompts = prompt_texts(cfg.prompts, cfg.world_seed)
     if cfg.max_prompts:
         prompts = take_prompts(prompts, cfg.max_prompts, None)

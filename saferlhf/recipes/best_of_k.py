@@ -144,7 +144,7 @@ def run(cfg: BestOfKConfig) -> int:
     from saferlhf.data.schema import prompt_json
     from saferlhf.eval.suite import take_prompts
     from saferlhf.files import atomic_write_json, atomic_write_text, dumps
-    from saferlhf.models.hf import check_model_kind, check_model_path
+    from saferlhf.models.hf import check_model_path, check_model_roles
     from saferlhf.models.policy import load_policy
     from saferlhf.models.score import load_judge
     from saferlhf.data.prompt_source import prompt_texts
@@ -154,16 +154,13 @@ def run(cfg: BestOfKConfig) -> int:
     from saferlhf.training import set_seed
 
     require_one_per_prompt(cfg.sampling, "best-of-k", "--k sets the candidates per prompt")
-    check_model_path(cfg.model_path, "model_path")
-    check_model_kind(cfg.model_path, "policy", "--model_path")
+    check_model_path(cfg.model_path, "model_path")  # required
+    check_model_roles(cfg, {"model_path": "policy"})
     if cfg.mode == "best_of_k" and not (cfg.reward_model or cfg.cost_model):
         raise UserError("best-of-k: give --reward_model (and --cost_model for the constraint)")
     if cfg.mode == "cm_classifier" and not cfg.cost_model:
         raise UserError("best-of-k: --mode cm_classifier needs --cost_model")
-    for name in ("reward_model", "cost_model"):
-        if getattr(cfg, name):
-            check_model_path(getattr(cfg, name), name)
-            check_model_kind(getattr(cfg, name), name.removesuffix("_model"), f"--{name}")
+    check_model_roles(cfg, {"reward_model": "reward", "cost_model": "cost"})
     prompts = prompt_texts(cfg.prompts, cfg.world_seed)
     if cfg.max_prompts:
         prompts = take_prompts(prompts, cfg.max_prompts, None)

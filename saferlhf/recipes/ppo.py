@@ -536,19 +536,14 @@ def _check(cfg: PPOConfig) -> None:
     lc = cfg.lagrange
     if lc.max_value is not None and lc.max_value <= lc.min_value:
         raise UserError(f"ppo: lagrange.max_value ({lc.max_value:g}) must be > lagrange.min_value ({lc.min_value:g})")
-    from saferlhf.models.hf import check_model_kind, check_model_path
+    from saferlhf.models.hf import check_model_roles
 
     if cfg.ref_model_path and cfg.lora.enabled:
         raise UserError("ppo: ref_model_path does not combine with LoRA (the LoRA reference is the actor's base with "
                         "its adapters off)")
-    for name in ("actor_path", "ref_model_path", "reward_model_path", "cost_model_path", "reward_critic_path",
-                 "cost_critic_path"):
-        if getattr(cfg, name):
-            check_model_path(getattr(cfg, name), name)
-    roles = {"actor_path": "policy", "ref_model_path": "policy", "reward_model_path": "reward", "cost_model_path": "cost"}
-    for name, role in roles.items():
-        if getattr(cfg, name):
-            check_model_kind(getattr(cfg, name), role, f"--{name}")
+    # critics may start from any backbone or score model: their kind is not checked
+    check_model_roles(cfg, {"actor_path": "policy", "ref_model_path": "policy", "reward_model_path": "reward",
+                            "cost_model_path": "cost", "reward_critic_path": None, "cost_critic_path": None})
 
 
 # --------------------------------------------------------------------------- the loop

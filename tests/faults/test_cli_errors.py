@@ -9,35 +9,16 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from util import one_line
+from util import broken_cost_model, one_line
 
 from saferlhf.cli import main
 
 
 @pytest.fixture(scope="module")
-def lm(tmp_path_factory):
-    from saferlhf.models import build_tiny_model
-
-    texts = [f"how do I cook {t}? {g} and serve it." for t in ("rice", "tea", "soup") for g in ("stir", "rinse")] * 4
-    return build_tiny_model(tmp_path_factory.mktemp("lm") / "m", texts, vocab_size=300, hidden_size=32,
-                            num_layers=1, num_heads=2)
-
-
-@pytest.fixture(scope="module")
 def nan_cost_model(lm, tmp_path_factory):
-    """A cost model whose head is NaN, written with plain transformers (saferlhf refuses to save it)."""
-    from saferlhf.models import ScoreModel, load_tokenizer
-
-    sm = ScoreModel.from_pretrained(lm, score_type="cost", allow_new_head=True)
-    with torch.no_grad():
-        sm.head.weight.fill_(float("nan"))
-    path = tmp_path_factory.mktemp("nan") / "cm"
-    sm.model.config.score_type = "cost"
-    sm.model.save_pretrained(path)
-    load_tokenizer(lm).save_pretrained(path)
-    return path
+    """A cost model whose head is NaN."""
+    return broken_cost_model(lm, tmp_path_factory.mktemp("nan") / "cm", float("nan"))
 
 
 @pytest.mark.parametrize("make", ["missing", "text file", "empty folder", "no config.json", "bad config.json"])

@@ -28,16 +28,7 @@ from saferlhf.config import option
 from saferlhf.errors import NumericalError, UserError
 from saferlhf.tracking import finish_run, start_run
 
-from util import ENV, one_line
-
-
-@pytest.fixture(scope="module")
-def lm(tmp_path_factory):
-    from saferlhf.models import build_tiny_model
-
-    texts = [f"how do I cook {t}? {g} and serve it." for t in ("rice", "tea", "soup") for g in ("stir", "rinse")] * 4
-    return build_tiny_model(tmp_path_factory.mktemp("lm") / "m", texts, vocab_size=300, hidden_size=32,
-                            num_layers=1, num_heads=2)
+from util import ENV, broken_cost_model, one_line
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +42,8 @@ def sft_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def big_cost_model(lm, tmp_path_factory):
-    """A cost model whose scores are ~1e30: finite but absurd (written with plain transformers)."""
-    from saferlhf.models import ScoreModel, load_tokenizer
-
-    sm = ScoreModel.from_pretrained(lm, score_type="cost", allow_new_head=True)
-    with torch.no_grad():
-        sm.head.weight.fill_(1e30)
-    path = tmp_path_factory.mktemp("big") / "cm"
-    sm.model.config.score_type = "cost"
-    sm.model.save_pretrained(path)
-    load_tokenizer(lm).save_pretrained(path)
-    return path
+    """A cost model whose scores are ~1e30: finite but absurd."""
+    return broken_cost_model(lm, tmp_path_factory.mktemp("big") / "cm", 1e30)
 
 
 def sft_args(lm, data, out, *extra):

@@ -95,3 +95,17 @@ def one_line(capsys, command: str) -> str:
     assert "Traceback" not in err
     assert 1 <= len(lines) <= 2 and lines[0].startswith(f"saferlhf {command}: "), err
     return err
+
+
+def broken_cost_model(lm: Path, path: Path, fill: float) -> Path:
+    """A cost model on ``lm`` whose head weights are all ``fill`` (NaN, or 1e30: finite but absurd scores), written
+    with plain transformers (saferlhf's own save refuses such weights)."""
+    from saferlhf.models import ScoreModel, load_tokenizer
+
+    sm = ScoreModel.from_pretrained(lm, score_type="cost", allow_new_head=True)
+    with torch.no_grad():
+        sm.head.weight.fill_(fill)
+    sm.model.config.score_type = "cost"
+    sm.model.save_pretrained(path)
+    load_tokenizer(lm).save_pretrained(path)
+    return path
