@@ -40,6 +40,10 @@ SCORE_TYPES = ("reward", "cost", "critic")
 SCORE_LIMIT = 1e6  # |score| above this (finite but absurd) is a broken judge: `score_texts` stops (as PPO's score_limit)
 COST_SIGN_CONVENTION = "cost > 0 means unsafe"
 _HEAD_NAMES = ("score", "classifier", "v_head", "value_head")
+# A cost model's decision threshold, stored in its config.json by `saferlhf score-model` (calibrated on its own
+# validation split): {"value": t, "method": "best_f1" | "zero", ...}. unsafe = cost > value everywhere
+# (`score`, the classifier judge of `eval`); a cost model without one uses the sign convention, value 0.
+THRESHOLD_KEY = "saferlhf_decision_threshold"
 
 
 @dataclass
@@ -317,3 +321,29 @@ def load_judge(path: str | Path, kind: str | None = None) -> tuple[ScoreModel, A
         check_model_kind(path, kind, f"{kind} model")
     model = ScoreModel.from_pretrained(path).eval()
     return model, load_tokenizer(path, padding_side="right")
+
+
+def stored_threshold(model_or_path: Any) -> dict | None:
+    """The decision threshold a cost model stores in its config (``THRESHOLD_KEY``: value, method, ...), or None.
+    ``model_or_path``: a model folder, a `ScoreModel` or an HF config."""
+    import json
+
+    if isinstance(model_or_path, (str, Path)):
+        cfg_file = Path(model_or_path) / "config.json"
+        try:
+            found = json.loads(cfg_file.read_text()).get(THRESHOLD_KEY)
+        except (OSError, ValueError, AttributeError):
+            return None
+    else:
+        config = getattr(model_or_path, "config", model_or_path)
+        found = getattr(config, THRESHOLD_KEY, None)
+    if not isinstance(found, dict) or not isinstance(found.get("value"), (int, float)) \
+            or not math.isfinite(found["value"]):
+        return None
+    return dict(found)
+
+
+def unsafe_threshold(model_or_path: Any) -> float:
+    """The cost above which a response is unsafe: the stored threshold, else 0 (the sign convention)."""
+    found = stored_threshold(model_or_path)
+    return 0.0 if found is None else float(found["value"])
