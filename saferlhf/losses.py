@@ -115,6 +115,70 @@ def cost_loss(
     }
 
 
+def mixed_score_loss(
+    kind: str,
+    s_chosen: torch.Tensor,
+    s_rejected: torch.Tensor,
+    pair_weight: torch.Tensor,
+    c_single: torch.Tensor,
+    single_unsafe: torch.Tensor,
+    single_weight: torch.Tensor,
+    l2_coef: float = 0.001,
+    chosen_is_safe: torch.Tensor | None = None,
+    rejected_is_safe: torch.Tensor | None = None,
+    has_labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Diagnostics]:
+    """Score-model loss over a MIX of ranked pairs [B] and single labelled responses [S], with per-example
+    weights (a source's weight, `saferlhf score-model --sources`).
+
+    Pair b (chosen = better / safer): reward ℓ_b = -log σ(r_w - r_l); cost ℓ_b = -[log σ(c_u - c_s)
+    + m_b·(log σ(ξ_s c_s) + log σ(ξ_u c_u))] as `cost_loss`. Single response i (cost only: a per-response
+    safety label, the paper's classification term alone): ℓ_i = -log σ(ξ_i c_i), ξ = +1 unsafe, -1 safe.
+
+        L = (Σ_b w_b ℓ_b + Σ_i w_i ℓ_i) / (Σ_b w_b + Σ_i w_i) + μ·mean(every score²)
+
+    With singles absent and all weights 1 this is exactly `reward_loss` / `cost_loss` (the L2 mean over the 2B
+    scores is mean_b (s_w² + s_l²) / 2). Diagnostics: loss, accuracy (pairs; NaN without pairs),
+    sign_accuracy (cost: labelled responses of pairs and singles), pairs, singles.
+    """
+    n_pairs, n_single = s_chosen.numel(), c_single.numel()
+    if kind != "cost" and n_single:
+        raise ValueError("single labelled responses train cost models only")
+    terms, weights, signs = [], [], []
+    if n_pairs:
+        margin = (s_rejected - s_chosen) if kind == "cost" else (s_chosen - s_rejected)
+        per_pair = F.logsigmoid(margin)
+        if kind == "cost" and chosen_is_safe is not None and rejected_is_safe is not None:
+            labelled = torch.ones_like(s_chosen, dtype=torch.bool) if has_labels is None else has_labels.bool()
+            xi_s = 1.0 - 2.0 * chosen_is_safe.to(s_chosen.dtype)
+            xi_u = 1.0 - 2.0 * rejected_is_safe.to(s_rejected.dtype)
+            sign_terms = F.logsigmoid(xi_s * s_chosen) + F.logsigmoid(xi_u * s_rejected)
+            per_pair = per_pair + torch.where(labelled, sign_terms, torch.zeros_like(sign_terms))
+            signs += [((s_chosen > 0) == ~chosen_is_safe.bool())[labelled],
+                      ((s_rejected > 0) == ~rejected_is_safe.bool())[labelled]]
+        terms.append(-per_pair)
+        weights.append(pair_weight.to(s_chosen.dtype))
+    if n_single:
+        xi = 2.0 * single_unsafe.to(c_single.dtype) - 1.0
+        terms.append(-F.logsigmoid(xi * c_single))
+        weights.append(single_weight.to(c_single.dtype))
+        signs.append((c_single > 0) == single_unsafe.bool())
+    if not terms:
+        raise ValueError("mixed_score_loss: an empty batch")
+    loss_terms, w = torch.cat(terms), torch.cat(weights)
+    scores = torch.cat([s_chosen, s_rejected, c_single])
+    loss = (w * loss_terms).sum() / w.sum() + l2_coef * (scores ** 2).mean()
+    sign = torch.cat(signs) if signs else torch.zeros(0, dtype=torch.bool)
+    return loss, {
+        "loss": _f(loss),
+        "accuracy": _f(((s_rejected > s_chosen) if kind == "cost" else (s_chosen > s_rejected)).float())
+        if n_pairs else float("nan"),
+        "sign_accuracy": _f(sign.float()) if sign.numel() else float("nan"),
+        "pairs": float(n_pairs),
+        "singles": float(n_single),
+    }
+
+
 # --------------------------------------------------------------------------- language modelling
 
 

@@ -30,6 +30,25 @@ class EncodedPair:
     n_prompt: int = 0  # prompt tokens, the same for both (one prompt, one budget): response tokens follow
 
 
+@dataclass
+class EncodedSingle:
+    """One response with a per-response safety label (a cost model's classification example)."""
+
+    ids: list[int]
+    unsafe: bool
+    n_prompt: int = 0
+
+
+def encode_singles(records, tokenizer, max_length: int) -> list[EncodedSingle]:
+    """Token ids of labelled responses (``prompt``, ``response``, ``unsafe``; ``ended`` when the record has it),
+    encoded as score models read them (`encode_example`)."""
+    out = []
+    for r in records:
+        ids, n_prompt = encode_example(tokenizer, r.prompt, r.response, max_length, ended=getattr(r, "ended", True))
+        out.append(EncodedSingle(ids, bool(r.unsafe), n_prompt))
+    return out
+
+
 def encode_pairs(pairs, tokenizer, max_length: int, end_after_cut: bool = True) -> list[EncodedPair]:
     """Token ids of each pair's two sequences; a response cut off at the generation limit
     (``chosen_ended`` / ``rejected_ended`` False) gets no end token, as the policy's own answer had none.
@@ -54,10 +73,15 @@ def encode_unless_cut(tokenizer, prompt: str, response: str, max_length: int,
     return (ids + [end_token_id(tokenizer)] if ended and whole and len(ids) < max_length else ids), n_prompt
 
 
-def pair_batch(pairs: list[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
-    """One right-padded [2B, T] batch: rows 0..B-1 chosen, B..2B-1 rejected, plus safety labels."""
-    ids, mask = pad([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
-    return {"input_ids": ids, "attention_mask": mask} | pair_labels(pairs)
+def pair_batch(pairs: list[EncodedPair], pad_id: int, singles: Sequence[EncodedSingle] = ()) -> dict[str, torch.Tensor]:
+    """One right-padded [2B + S, T] batch: rows 0..B-1 chosen, B..2B-1 rejected, then the S ``singles``, plus
+    safety labels (``single_unsafe`` [S] for the singles)."""
+    ids, mask = pad([p.chosen for p in pairs] + [p.rejected for p in pairs] + [s.ids for s in singles], pad_id)
+    return {"input_ids": ids, "attention_mask": mask} | pair_labels(pairs) | single_labels(singles)
+
+
+def single_labels(singles: Sequence[EncodedSingle]) -> dict[str, torch.Tensor]:
+    return {"single_unsafe": torch.tensor([s.unsafe for s in singles], dtype=torch.bool)}
 
 
 def pair_labels(pairs: list[EncodedPair]) -> dict[str, torch.Tensor]:
@@ -67,10 +91,12 @@ def pair_labels(pairs: list[EncodedPair]) -> dict[str, torch.Tensor]:
             "rejected_is_safe": torch.tensor([bool(p.rejected_is_safe) for p in pairs])}
 
 
-def packed_pair_batch(pairs: list[EncodedPair], share_prompt: bool = True) -> dict:
+def packed_pair_batch(pairs: list[EncodedPair], share_prompt: bool = True,
+                      singles: Sequence[EncodedSingle] = ()) -> dict:
     """Padding-free batch (`pack_pairs`: input_ids, position_ids, ends, segments) plus
-    safety labels; its end scores come out in `pair_batch` order (chosen 0..B-1, rejected 0..B-1)."""
-    return pack_pairs([p.chosen for p in pairs], [p.rejected for p in pairs], share_prompt) | pair_labels(pairs)
+    safety labels; its end scores come out in `pair_batch` order (chosen 0..B-1, rejected 0..B-1, singles)."""
+    return (pack_pairs([p.chosen for p in pairs], [p.rejected for p in pairs], share_prompt,
+                       singles=[s.ids for s in singles]) | pair_labels(pairs) | single_labels(singles))
 
 
 
@@ -83,7 +109,7 @@ def shared_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def pack_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]],
-               share_prefix: bool = True) -> dict:
+               share_prefix: bool = True, singles: Sequence[Sequence[int]] = ()) -> dict:
     """Padding-free batch of B pairs: every token of the batch in ONE row, no padding.
 
     Layout per pair: ``[common prefix | rest of chosen | rest of rejected]`` when ``share_prefix``
@@ -91,8 +117,10 @@ def pack_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]
     ``[chosen | rejected]``. Position ids restart at 0 for every sequence; the rejected part continues
     from the end of the prefix, so every token sees exactly the positions it has in its own sequence.
 
-    Returns ``input_ids`` and ``position_ids`` [1, N], ``ends`` [2B] (the index of the last token of
-    chosen 0..B-1, then rejected 0..B-1: where the score is read) and ``segments``: the attention
+    ``singles`` (S sequences without a partner: labelled responses) follow the pairs, one piece each.
+
+    Returns ``input_ids`` and ``position_ids`` [1, N], ``ends`` [2B + S] (the index of the last token of
+    chosen 0..B-1, then rejected 0..B-1, then the singles: where the score is read) and ``segments``: the attention
     pieces, a tuple of ``(ranges, keep)``. Each piece is causal self-attention over the concatenation
     of its token ``ranges`` (``(start, end)`` pairs); its outputs from position ``keep`` on, taken
     piece after piece, are the outputs of positions 0..N-1 in order. A chosen sequence is one piece;
@@ -118,6 +146,14 @@ def pack_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]
         pos += range(k, len(b))
         segments.append((((s, s + k), (r, r + len(b) - k)), k) if k else (((r, r + len(b)),), 0))
         ends[B + i] = r + len(b) - k - 1
+    for a in singles:
+        if not len(a):
+            raise ValueError("pack_pairs: empty sequence")
+        s = len(ids)
+        ids += list(a)
+        pos += range(len(a))
+        segments.append((((s, s + len(a)),), 0))
+        ends.append(s + len(a) - 1)
     return {"input_ids": torch.tensor([ids], dtype=torch.long), "position_ids": torch.tensor([pos], dtype=torch.long),
             "ends": torch.tensor(ends, dtype=torch.long), "segments": tuple(segments)}
 

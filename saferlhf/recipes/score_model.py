@@ -51,19 +51,70 @@ from typing import Literal
 import torch
 
 from saferlhf.batching import batch_stream, epoch_rng, length_grouped_batches, rank_share
-from saferlhf.packing import (EncodedPair, PairScorer, encode_pairs, pair_batch, packed_attention_enabled,
-                              packed_pair_batch, packing_problem)
+from saferlhf.packing import (EncodedPair, EncodedSingle, PairScorer, encode_pairs, encode_singles, pair_batch,
+                              packed_attention_enabled, packed_pair_batch, packing_problem)
 from saferlhf.config import option
+from saferlhf.data.labelled import LabelColumns
 from saferlhf.errors import UserError
 from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
                                optimizer_step)
 
 
 @dataclass
-class ScoreModelConfig:
+class DataSource(LabelColumns):
+    """One source of a training mix (``sources`` in a YAML preset): a file of ranked pairs or of per-response
+    safety labels, its weight in the loss and its held-out shares (`split_source`: by a hash of the prompt,
+    the same in every file and every run)."""
+
+    path: str = option("", "data file: preference pairs (PKU-SafeRLHF, HH-RLHF, TRL) or per-response labels (any "
+                           "CSV / JSON / JSONL with prompt / response / label columns; GuardReasoner layout)")
+    name: str = option("", "name in metrics and eval.json (default: the file name)")
+    type: Literal["auto", "labels", "pairs"] = option("auto", "labels: one (prompt, response, unsafe?) per record; "
+                                                             "pairs: ranked pairs; auto: labels when the file's "
+                                                             "layout or the given columns say so")
+    weight: float = option(1.0, "weight of each of this source's examples in the loss", gt=0)
+    eval_ratio: float = option(0.1, "share of prompts for validation (eval.json, the decision threshold)", ge=0, lt=1)
+    test_ratio: float = option(0.0, "share of prompts never used (held out for benchmarks; `split_source`)",
+                               ge=0, lt=1)
+    max_records: int = option(0, "use at most this many training records (a seeded sample; 0 = all)", ge=0)
+    prompt_range: list[float] = option([0.0, 1.0], "the part of the file this model may use: records whose "
+                                                   "prompt_bucket is in [lo, hi); two models given disjoint ranges "
+                                                   "never share a prompt (test_ratio / eval_ratio split this part)",
+                                       ge=0, le=1)
+
+
+def split_source(records: list, prompt_range: list[float], test_ratio: float,
+                 eval_ratio: float) -> tuple[list, list, list, list]:
+    """(train, validation, test, outside) of one source by `prompt_bucket`: records outside ``prompt_range``
+    [lo, hi) are left out (returned last: another model's part, or a benchmark's test set); inside it, the bucket rescaled to [0, 1) puts a record in test
+    (< test_ratio), validation (< test_ratio + eval_ratio) or train. Records sharing a prompt stay together, and
+    a prompt falls in the same part of every file."""
+    from saferlhf.data.split import prompt_bucket
+
+    lo, hi = prompt_range
+    train, held_out, test, outside = [], [], [], []
+    for r in records:
+        b = prompt_bucket(r.prompt)
+        if not lo <= b < hi:
+            outside.append(r)
+            continue
+        b = (b - lo) / (hi - lo)
+        (test if b < test_ratio else held_out if b < test_ratio + eval_ratio else train).append(r)
+    return train, held_out, test, outside
+
+
+@dataclass
+class ScoreModelConfig(LabelColumns):
     kind: Literal["reward", "cost"] = option("reward", "reward (helpfulness) or cost (harmfulness, > 0 = unsafe)")
     model_path: str = option("", "initial backbone: an HF causal LM (e.g. the SFT model) or a score model")
-    train_file: str = option("", "preference file: PKU-SafeRLHF json/jsonl/parquet, HH-RLHF jsonl(.gz), TRL jsonl")
+    train_file: str = option("", "preference file: PKU-SafeRLHF json/jsonl/parquet, HH-RLHF jsonl(.gz), TRL jsonl; or "
+                                 "(cost) a per-response safety-label file (--prompt_column / --response_column / "
+                                 "--label_column; optional when `sources` is given)")
+    sources: list[DataSource] = option(factory=list, help="the training mix (YAML preset): files of ranked pairs and of "
+                                       "per-response labels, each with its weight and held-out shares")
+    threshold_method: Literal["best_f1", "equal_error", "zero"] = option(
+        "best_f1", "cost: the decision threshold stored with the model (unsafe = cost > it), calibrated on the "
+                   "validation responses with safety labels: best F1, the equal-error point, or 0 (the sign)")
     eval_file: str | None = option(None, "held-out preference file (default: eval_ratio of train_file)")
     eval_ratio: float = option(0.1, "share of train_file held out for evaluation when eval_file is unset", ge=0, lt=1)
     out: str = option("runs/score_model", "output folder")
@@ -92,27 +143,66 @@ class ScoreModelConfig:
     runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
 
-def epoch_batches(train: list[EncodedPair], global_bs: int, seed: int, epoch: int, grouped: bool) -> list[list]:
+@dataclass
+class Example:
+    """One training example of the mix: a ranked pair (`EncodedPair`) or a labelled response (`EncodedSingle`),
+    with its source's weight and index."""
+
+    item: EncodedPair | EncodedSingle
+    weight: float = 1.0
+    source: int = 0
+
+    @property
+    def length(self) -> int:
+        if isinstance(self.item, EncodedSingle):
+            return len(self.item.ids)
+        return max(len(self.item.chosen), len(self.item.rejected))
+
+
+def epoch_batches(train: list[Example], global_bs: int, seed: int, epoch: int, grouped: bool) -> list[list]:
     """The global batches of one epoch, shuffled or length-grouped (`length_grouped_batches`): a pure
     function of (seed, epoch), so that the step alone locates the data position on resume."""
     rng = epoch_rng(seed, epoch)
     if grouped:
-        lengths = [max(len(p.chosen), len(p.rejected)) for p in train]
+        lengths = [e.length for e in train]
         return [[train[i] for i in b] for b in length_grouped_batches(lengths, global_bs, rng)]
     order = list(train)
     rng.shuffle(order)
     return [order[i: i + global_bs] for i in range(0, len(order), global_bs)]
 
 
-def pair_loss(kind: str, end_scores: torch.Tensor, batch: dict[str, torch.Tensor], l2_coef: float):
-    """Split [2B] scores into chosen/rejected and apply the reward or cost objective."""
-    from saferlhf.losses import cost_loss, reward_loss
+def training_batch(rows: list[Example], packed: bool, share_prompt: bool, pad_id: int) -> dict:
+    """The model input of a batch of examples: pairs first (chosen, rejected), then the singles, packed or padded,
+    with the safety labels and each example's weight (``pair_weight`` [B], ``single_weight`` [S])."""
+    pairs = [e for e in rows if isinstance(e.item, EncodedPair)]
+    singles = [e for e in rows if isinstance(e.item, EncodedSingle)]
+    items, single_items = [e.item for e in pairs], [e.item for e in singles]
+    b = (packed_pair_batch(items, share_prompt, singles=single_items) if packed
+         else pair_batch(items, pad_id, singles=single_items))
+    return b | {"pair_weight": torch.tensor([e.weight for e in pairs], dtype=torch.float32),
+                "single_weight": torch.tensor([e.weight for e in singles], dtype=torch.float32)}
 
-    s_w, s_l = end_scores.chunk(2)
-    if kind == "reward":
-        return reward_loss(s_w, s_l, l2_coef=l2_coef)
-    return cost_loss(s_w, s_l, batch["chosen_is_safe"], batch["rejected_is_safe"], l2_coef=l2_coef,
-                     has_labels=batch["has_labels"])
+
+def pair_loss(kind: str, end_scores: torch.Tensor, batch: dict[str, torch.Tensor], l2_coef: float):
+    """The reward or cost objective of a batch: [2B + S] end scores (chosen, rejected, singles). Pairs alone with
+    unit weights: `reward_loss` / `cost_loss`; a mix or weighted sources: `mixed_score_loss` (the same maths
+    when S = 0 and every weight is 1)."""
+    from saferlhf.losses import cost_loss, mixed_score_loss, reward_loss
+
+    n_pairs = int(batch["has_labels"].numel())
+    pair_w = batch.get("pair_weight")
+    single_w = batch.get("single_weight")
+    plain = (single_w is None or single_w.numel() == 0) and (pair_w is None or bool((pair_w == 1).all()))
+    s_w, s_l = end_scores[: 2 * n_pairs].chunk(2) if n_pairs else (end_scores[:0], end_scores[:0])
+    if plain and n_pairs:
+        if kind == "reward":
+            return reward_loss(s_w, s_l, l2_coef=l2_coef)
+        return cost_loss(s_w, s_l, batch["chosen_is_safe"], batch["rejected_is_safe"], l2_coef=l2_coef,
+                         has_labels=batch["has_labels"])
+    labels = ({"chosen_is_safe": batch["chosen_is_safe"], "rejected_is_safe": batch["rejected_is_safe"],
+               "has_labels": batch["has_labels"]} if kind == "cost" else {})
+    return mixed_score_loss(kind, s_w, s_l, pair_w, end_scores[2 * n_pairs:], batch["single_unsafe"], single_w,
+                            l2_coef=l2_coef, **labels)
 
 
 @torch.no_grad()
@@ -147,7 +237,7 @@ def evaluate(model, pairs: list[EncodedPair], kind: str, pad_id: int, batch_size
     return {"metrics": res, "chosen": chosen, "rejected": rejected, "labelled": labelled}
 
 
-def plot_distribution(kind: str, ev: dict, path: Path) -> None:
+def plot_distribution(kind: str, ev: dict, path: Path, threshold: float = 0.0) -> None:
     """Histogram of scores: safe vs unsafe responses (cost, when labelled) or chosen vs rejected."""
     import matplotlib
 
@@ -165,7 +255,8 @@ def plot_distribution(kind: str, ev: dict, path: Path) -> None:
         if vals:
             ax.hist(vals, bins=30, alpha=0.6, label=f"{label} (n={len(vals)})", color=color)
     if kind == "cost":
-        ax.axvline(0.0, color="black", linestyle="--", linewidth=1, label="cost = 0 (safe | unsafe)")
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1,
+                   label=f"decision threshold {threshold:.3g} (safe | unsafe)")
     ax.set_xlabel(f"{kind} score")
     ax.set_ylabel("responses")
     ax.set_title(f"{kind} model: held-out score distribution")
@@ -197,6 +288,152 @@ def load_pairs(cfg: ScoreModelConfig) -> tuple[list, list]:
     return (train[: cfg.max_pairs] if cfg.max_pairs else train), held_out
 
 
+@dataclass
+class SourceData:
+    """One source of the mix after loading and splitting: training / validation pairs and labelled responses."""
+
+    name: str
+    path: str
+    weight: float
+    train_pairs: list
+    eval_pairs: list
+    train_singles: list
+    eval_singles: list
+    test_records: int = 0
+
+
+def _source_type(src: DataSource, kind: str) -> str:
+    from saferlhf.data.labelled import is_labelled_file
+
+    if src.type != "auto":
+        return src.type
+    given = src.label_column or src.label or src.response_column
+    return "labels" if kind == "cost" and (given or is_labelled_file(src.path)) else "pairs"
+
+
+def load_source(src: DataSource, kind: str, on_error: str, seed: int, index: int) -> SourceData:
+    """Load one source and split it by prompt (`split_source`: test, validation, train); the held-out test
+    part is dropped here (never trained on, never calibrated on)."""
+    import random
+
+    from saferlhf.data.labelled import load_labelled_responses
+    from saferlhf.data.loaders import load_preference_pairs
+
+    name = src.name or Path(src.path).name
+    what = f"score-model: sources[{index}] ({name})"
+    if not src.path:
+        raise UserError(f"{what}: give its path")
+    typ = _source_type(src, kind)
+    if typ == "labels" and kind != "cost":
+        raise UserError(f"{what}: per-response safety labels train cost models only (--kind cost)")
+    if typ == "labels":
+        records = load_labelled_responses(src.path, src, on_error=on_error)
+    else:
+        records = load_preference_pairs(src.path, kind=kind, on_error=on_error)
+    if not records:
+        raise UserError(f"{what}: {src.path}: no records", hint="check the file with `saferlhf data check`")
+    if len(src.prompt_range) != 2 or not src.prompt_range[0] < src.prompt_range[1]:
+        raise UserError(f"{what}: prompt_range must be [lo, hi] with 0 <= lo < hi <= 1, got {src.prompt_range}")
+    train, held_out, test, _ = split_source(list(records), src.prompt_range, src.test_ratio, src.eval_ratio)
+    if not train:
+        raise UserError(f"{what}: test_ratio {src.test_ratio} + eval_ratio {src.eval_ratio} leave no record to "
+                        "train on", hint="lower them")
+    if src.max_records and len(train) > src.max_records:
+        train = random.Random(f"{seed}:{name}").sample(train, src.max_records)
+    singles = typ == "labels"
+    return SourceData(name, src.path, src.weight, [] if singles else train, [] if singles else held_out,
+                      train if singles else [], held_out if singles else [], len(test))
+
+
+def load_mix(cfg: ScoreModelConfig) -> list[SourceData]:
+    """Every source of the run: ``sources`` (the YAML mix), plus ``train_file`` as one more source when it holds
+    per-response labels (a pair ``train_file`` without sources keeps the seeded `split_for_training` split)."""
+    sources = list(cfg.sources)
+    if cfg.train_file:
+        own = DataSource(path=cfg.train_file, eval_ratio=cfg.eval_ratio if not cfg.eval_file else 0.0,
+                         **{f: getattr(cfg, f) for f in LabelColumns.__dataclass_fields__})
+        sources.insert(0, own)
+    names = [s.name or Path(s.path).name for s in sources]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f"score-model: sources: the name {dup[0]!r} is used twice", hint="give each source a `name`")
+    loaded = [load_source(src, cfg.kind, cfg.on_error, cfg.runtime.seed, i) for i, src in enumerate(sources)]
+    if cfg.eval_file and cfg.train_file:  # the held-out part of train_file's source comes from eval_file
+        extra = DataSource(path=cfg.eval_file, eval_ratio=0.0, **{f: getattr(cfg, f) for f in LabelColumns.__dataclass_fields__})
+        ev = load_source(extra, cfg.kind, cfg.on_error, cfg.runtime.seed, 0)
+        loaded[0].eval_pairs, loaded[0].eval_singles = ev.train_pairs, ev.train_singles
+    return loaded
+
+
+def uses_mix(cfg: ScoreModelConfig) -> bool:
+    """True when the run trains on `load_mix` sources (a `sources` list or a per-response label train_file)."""
+    return bool(cfg.sources) or (cfg.kind == "cost" and bool(cfg.train_file) and _source_type(
+        DataSource(path=cfg.train_file, **{f: getattr(cfg, f) for f in LabelColumns.__dataclass_fields__}),
+        cfg.kind) == "labels")
+
+
+@torch.no_grad()
+def single_scores(model, singles: list[EncodedSingle], pad_id: int, batch_size: int, device) -> list[float]:
+    """End scores of encoded labelled responses (padded batches, eval mode)."""
+    model.eval()
+    out: list[float] = []
+    for i in range(0, len(singles), batch_size):
+        b = pair_batch([], pad_id, singles=singles[i: i + batch_size])
+        out += model(b["input_ids"].to(device), b["attention_mask"].to(device)).end_scores.float().cpu().tolist()
+    model.train()
+    return out
+
+
+def calibrate(scores: list[float], unsafe: list[bool], method: str) -> dict:
+    """The decision threshold stored with a cost model (`THRESHOLD_KEY`): calibrated on validation responses
+    with safety labels; 0 (the sign convention) when asked or when either class is missing."""
+    from saferlhf.eval.classification import best_f1_threshold, equal_error_threshold
+
+    both = any(unsafe) and not all(unsafe)
+    if method == "zero" or not both:
+        why = "asked" if method == "zero" else "the validation split lacks safe or unsafe responses"
+        return {"value": 0.0, "method": "zero", "why": why, "validation_responses": len(scores)}
+    fn = best_f1_threshold if method == "best_f1" else equal_error_threshold
+    value, stat = fn(scores, unsafe)
+    return {"value": float(value), "method": method, ("f1" if method == "best_f1" else "equal_error_rate"): stat,
+            "validation_responses": len(scores), "validation_unsafe": sum(unsafe)}
+
+
+def source_scores(model, encoded: list[tuple[list, list]], kind: str, pad_id: int, batch_size: int,
+                  device) -> list[dict]:
+    """Per source, the validation scores: pair accuracy (``pair_accuracy``, ``pairs``) and the labelled responses'
+    (score, unsafe) (``scores``, ``unsafe``: of single responses and of labelled pairs' responses)."""
+    out = []
+    for pairs, singles in encoded:
+        got: dict = {"scores": [], "unsafe": [], "singles": len(singles)}
+        if pairs:
+            ev = evaluate(model, pairs, kind, pad_id, batch_size, device)
+            got |= {"pair_accuracy": ev["metrics"]["eval/accuracy"], "pairs": len(pairs)}
+            got["scores"] += [score for score, _ in ev["labelled"]]
+            got["unsafe"] += [not safe for _, safe in ev["labelled"]]
+        if singles:
+            got["scores"] += single_scores(model, singles, pad_id, batch_size, device)
+            got["unsafe"] += [x.unsafe for x in singles]
+        out.append(got)
+    return out
+
+
+def source_metrics(names: list[str], scored: list[dict], threshold: float) -> dict:
+    """``eval/<source>/...``: pair accuracy, and accuracy, precision, recall, F1, FPR, flagged share and AUROC of
+    the labelled validation responses at the decision ``threshold``."""
+    from saferlhf.eval.classification import binary_metrics
+
+    res: dict = {}
+    for name, got in zip(names, scored):
+        key = f"eval/{name}"
+        if "pairs" in got:
+            res |= {f"{key}/pair_accuracy": got["pair_accuracy"], f"{key}/pairs": got["pairs"]}
+        if got["scores"]:
+            m = binary_metrics(got["scores"], got["unsafe"], threshold)
+            res |= {f"{key}/responses": m.pop("n")} | {f"{key}/{k}": v for k, v in m.items()}
+    return res
+
+
 def run(cfg: ScoreModelConfig) -> int:
     from saferlhf.models.hf import check_model_path
     from saferlhf.models.lora import apply_lora_settings
@@ -212,15 +449,33 @@ def run(cfg: ScoreModelConfig) -> int:
     acc = make_accelerator(cfg.runtime, step_scheduler_with_optimizer=False)  # one schedule step per step
     main = acc.is_main_process
     # 1. Data: validated at load time (file:line errors) before any model is built or the run folder touched.
-    train_pairs, eval_pairs = load_pairs(cfg)
-    if cfg.kind == "cost" and main and not any(p.chosen_is_safe is not None for p in train_pairs):
+    #    A mix (`sources`, or a per-response label file) is split by prompt hash; a pair file alone as before.
+    sources = load_mix(cfg) if uses_mix(cfg) else None
+    if sources is None:
+        train_pairs, eval_pairs = load_pairs(cfg)
+        train_singles: list = []
+    else:
+        train_pairs = [x for src in sources for x in src.train_pairs]
+        eval_pairs = [x for src in sources for x in src.eval_pairs]
+        train_singles = [x for src in sources for x in src.train_singles]
+    if cfg.kind == "cost" and main and not train_singles and not any(p.chosen_is_safe is not None for p in train_pairs):
         print("score-model: warning: no training pair has safety labels (a ranking-only file such as HH-RLHF): the "
               "cost model learns 'which is safer', not where safe ends, so 'cost > 0 = unsafe' and the PPO-Lag "
               "threshold d = 0 have no meaning for it; calibrate d with `saferlhf cost-threshold` "
               "(docs/real-models.md)", file=sys.stderr)
     tokenizer = load_tokenizer(cfg.model_path, padding_side="right")
-    train = encode_pairs(train_pairs, tokenizer, cfg.max_length)
-    evals = encode_pairs(eval_pairs, tokenizer, cfg.max_length)
+    if sources is None:
+        train = [Example(x) for x in encode_pairs(train_pairs, tokenizer, cfg.max_length)]
+        evals = encode_pairs(eval_pairs, tokenizer, cfg.max_length)
+        encoded_eval = [(evals, [])]
+    else:
+        train, encoded_eval = [], []
+        for i, src in enumerate(sources):
+            train += [Example(x, src.weight, i) for x in encode_pairs(src.train_pairs, tokenizer, cfg.max_length)]
+            train += [Example(x, src.weight, i) for x in encode_singles(src.train_singles, tokenizer, cfg.max_length)]
+            encoded_eval.append((encode_pairs(src.eval_pairs, tokenizer, cfg.max_length),
+                                 encode_singles(src.eval_singles, tokenizer, cfg.max_length)))
+        evals = [x for pairs, _ in encoded_eval for x in pairs]
     out = start_run_on_every_rank(acc, cfg, "score-model")
     logger = MetricsLogger(out, enabled=main, report_to=cfg.runtime.report_to)
 
@@ -235,7 +490,9 @@ def run(cfg: ScoreModelConfig) -> int:
     model, opt, sched = acc.prepare(PairScorer(score_model), opt, sched)
     model.train()
     # Packed (padding-free) batches when this model gives the padded scores with them, else padded ones.
-    problem = packing_problem(score_model, train, tokenizer.pad_token_id, cfg.share_prompt) if cfg.packing else "off"
+    probe = ([e.item for e in train if isinstance(e.item, EncodedPair)][:4]
+             or [EncodedPair(e.item.ids, e.item.ids, None, None, e.item.n_prompt) for e in train[:4]])
+    problem = packing_problem(score_model, probe, tokenizer.pad_token_id, cfg.share_prompt) if cfg.packing else "off"
     packed = problem is None
     if cfg.packing and not packed and main:
         print(f"score-model: packing not used ({problem}); training on padded batches", file=sys.stderr)
@@ -253,7 +510,7 @@ def run(cfg: ScoreModelConfig) -> int:
         while state.step < total:
             _, batch = next(stream)
             rows, weight = rank_share(batch, acc.process_index, acc.num_processes)
-            b = packed_pair_batch(rows, cfg.share_prompt) if packed else pair_batch(rows, tokenizer.pad_token_id)
+            b = training_batch(rows, packed, cfg.share_prompt, tokenizer.pad_token_id)
             b = {k: v.to(acc.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
             step = state.step + 1
             scores = model(b)
@@ -281,6 +538,26 @@ def run(cfg: ScoreModelConfig) -> int:
     ev = evaluate(unwrapped, evals, cfg.kind, tokenizer.pad_token_id, cfg.batch_size, acc.device) if evals else None
     metrics = (ev["metrics"] if ev else {}) | {"train/steps": state.step, "train/pairs": len(train),
                                                "train/packed": packed}
+    threshold = None
+    if cfg.kind == "cost":  # the decision threshold, calibrated on the labelled validation responses
+        scored = source_scores(unwrapped, encoded_eval, cfg.kind, tokenizer.pad_token_id, cfg.batch_size, acc.device)
+        pooled_s = [x for got in scored for x in got["scores"]]
+        pooled_u = [x for got in scored for x in got["unsafe"]]
+        threshold = calibrate(pooled_s, pooled_u, cfg.threshold_method)
+        metrics["eval/threshold"] = threshold["value"]
+        if pooled_s:
+            from saferlhf.eval.classification import binary_metrics
+
+            metrics |= {f"eval/labelled_{k}": v for k, v in binary_metrics(pooled_s, pooled_u,
+                                                                           threshold["value"]).items()}
+        if sources is not None:
+            metrics |= source_metrics([src.name for src in sources], scored, threshold["value"])
+        if ev is not None:
+            ev["labelled"] = [(sc, not u) for sc, u in zip(pooled_s, pooled_u)]
+        elif pooled_s:
+            ev = {"labelled": [(sc, not u) for sc, u in zip(pooled_s, pooled_u)], "chosen": [], "rejected": []}
+    if sources is not None:
+        metrics["train/responses"] = len(train_singles)
     seconds = time.time() - t0
     if start < total:
         logger.log(state.step, metrics | {"time/seconds": seconds})
@@ -290,15 +567,29 @@ def run(cfg: ScoreModelConfig) -> int:
         atomic_write_json(Path(out) / "eval.json", metrics | {"train/seconds": seconds})
         # Which prompts the model learned (sha256), so that calibration (`cost-threshold`) uses held-out ones.
         atomic_write_json(Path(out) / "training_prompts.json",
-                          {"sha256": sorted({prompt_hash(p.prompt) for p in train_pairs})})
+                          {"sha256": sorted({prompt_hash(p.prompt) for p in [*train_pairs, *train_singles]})})
+        if sources is not None:
+            atomic_write_json(Path(out) / "sources.json", [
+                {"name": src.name, "path": src.path, "weight": src.weight, "train_pairs": len(src.train_pairs),
+                 "train_responses": len(src.train_singles), "eval_pairs": len(src.eval_pairs),
+                 "eval_responses": len(src.eval_singles), "test_records_held_out": src.test_records}
+                for src in sources])
         if ev:
-            plot_distribution(cfg.kind, ev, Path(out) / "score_distribution.png")
+            plot_distribution(cfg.kind, ev, Path(out) / "score_distribution.png",
+                              threshold["value"] if threshold else 0.0)
+        if threshold is not None:
+            from saferlhf.models.score import THRESHOLD_KEY
+
+            setattr(unwrapped._hf().config, THRESHOLD_KEY, threshold)  # saved in config.json
         unwrapped.save_pretrained(Path(out) / "model", tokenizer=tokenizer)  # atomic folder swap
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if "accuracy" in k)
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()
+                          if ("accuracy" in k or k == "eval/labelled_f1") and k.count("/") == 1)
         replay = batch_stream(lambda epoch: epoch_batches(train, global_bs, cfg.runtime.seed, epoch, grouped), 0)
         seen = sum(len(next(replay)[1]) for _ in range(state.step))  # pairs presented over the whole run
         epochs = seen / max(len(train), 1)
-        print(f"{cfg.kind} model: {state.step} steps, {seen} pairs seen ({epochs:.2f} epochs of {len(train)} training "
-              f"pairs); held-out {shown} -> {out}/model")
+        print(f"{cfg.kind} model: {state.step} steps, {seen} examples seen ({epochs:.2f} epochs of {len(train)} "
+              f"training examples); held-out {shown}"
+              + (f"; decision threshold {threshold['value']:.4g} ({threshold['method']})" if threshold else "")
+              + f" -> {out}/model")
     finish_run(out, is_main=main, **{k: v for k, v in metrics.items() if k.startswith("train/")})
     return 0
