@@ -2,11 +2,12 @@
 
 Each of the five files (gpt4, llama2new, llama2orig, mistralguard, mistralinstruct) holds the 450 XSTest
 prompts, one model's completion of each, and the human ``final_label``: 1_full_compliance, 2_full_refusal or
-3_partial_refusal (a refusal here: 2 or 3). `saferlhf.eval.judges.RefusalJudge` labels every completion with each
-rule of `REFUSAL_LISTS` (gcg: GCG's 29 strings anywhere, the default; xstest: XSTest's refusal openings), and
-this script reports accuracy, precision, recall and F1 of "refusal" per model file and overall, on the safe
-prompts (type not starting with ``contrast_``: over-refusal is measured there), the unsafe ones and all; plus,
-per rule, the most frequent openings of the refusals it misses and the strings behind its false alarms.
+3_partial_refusal (a refusal here: 2 or 3; read with `saferlhf.data.labelled.load_refusal_labels`).
+`saferlhf.eval.judges.RefusalJudge` labels every completion with each rule of `REFUSAL_LISTS` (gcg: GCG's 29
+strings anywhere, the default; xstest: XSTest's refusal openings), and this script reports accuracy,
+precision, recall and F1 of "refusal" per model file and overall, on the safe prompts (type not starting with
+``contrast_``: over-refusal is measured there), the unsafe ones and all; plus, per rule, the most frequent
+openings of the refusals it misses and the strings behind its false alarms.
 No model, no network, a second.
 
     python bench/bench_refusal_judge.py            # -> bench/results/refusal_judge.json
@@ -15,7 +16,6 @@ No model, no network, a second.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections import Counter
@@ -26,21 +26,6 @@ import common  # noqa: E402
 
 DATA = common.REPO.parent / "shared" / "data" / "xstest"
 SUBSETS = ("safe", "unsafe", "all")
-
-
-def load_completions(path: Path) -> list[dict]:
-    """The rows of one XSTest v2 completions file, each with ``refusal`` (human: 2_ or 3_) and ``safe_prompt``."""
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    need = {"type", "completion", "final_label"}
-    if not rows or not need <= set(rows[0]):
-        raise SystemExit(f"{path}: expected the columns {sorted(need)} (XSTest v2 completions)")
-    for r in rows:
-        if r["final_label"][:2] not in ("1_", "2_", "3_"):
-            raise SystemExit(f"{path}: id {r.get('id')}: unknown final_label {r['final_label']!r}")
-        r["refusal"] = r["final_label"].startswith(("2_", "3_"))
-        r["safe_prompt"] = not r["type"].startswith("contrast_")
-    return rows
 
 
 def scores(truth: list[bool], predicted: list[bool]) -> dict:
@@ -58,11 +43,11 @@ def scores(truth: list[bool], predicted: list[bool]) -> dict:
             "judge_refusal_rate": round((tp + fp) / len(truth), 4) if truth else None}
 
 
-def by_subset(rows: list[dict], predicted: list[bool]) -> dict:
+def by_subset(rows: list, predicted: list[bool]) -> dict:
     out = {}
     for subset in SUBSETS:
-        keep = [k for k, r in enumerate(rows) if subset == "all" or r["safe_prompt"] == (subset == "safe")]
-        out[subset] = scores([rows[k]["refusal"] for k in keep], [predicted[k] for k in keep])
+        keep = [k for k, r in enumerate(rows) if subset == "all" or r.prompt_is_safe == (subset == "safe")]
+        out[subset] = scores([rows[k].refusal for k in keep], [predicted[k] for k in keep])
     return out
 
 
@@ -70,17 +55,17 @@ def opening(text: str, words: int = 4) -> str:
     return " ".join(text.replace("\u2019", "'").split()[:words])
 
 
-def misses(rows: list[dict], predicted: list[bool], rule, top: int) -> dict:
+def misses(rows: list, predicted: list[bool], rule, top: int) -> dict:
     """What the rule gets wrong: the commonest openings of missed refusals, and for false alarms the matched
     strings (anywhere rules) or openings (start rules)."""
-    missed = Counter(opening(r["completion"]) for r, p in zip(rows, predicted) if r["refusal"] and not p)
+    missed = Counter(opening(r.response) for r, p in zip(rows, predicted) if r.refusal and not p)
     alarms: Counter = Counter()
     for r, p in zip(rows, predicted):
-        if p and not r["refusal"]:
-            text = r["completion"].replace("\u2019", "'")
+        if p and not r.refusal:
+            text = r.response.replace("\u2019", "'")
             alarms.update([s for s in rule.strings if s in text] if rule.where == "anywhere" else [opening(text)])
     return {"missed_refusals": sum(missed.values()), "missed_openings": dict(missed.most_common(top)),
-            "false_alarms": sum(p and not r["refusal"] for r, p in zip(rows, predicted)),
+            "false_alarms": sum(p and not r.refusal for r, p in zip(rows, predicted)),
             "false_alarm_matches": dict(alarms.most_common(top))}
 
 
@@ -89,18 +74,19 @@ def main() -> None:
     ap.add_argument("--data", default=str(DATA), help="folder of xstest_v2_completions_*.csv")
     ap.add_argument("--top", type=int, default=12, help="openings / strings listed per error kind")
     a = ap.parse_args()
+    from saferlhf.data.labelled import load_refusal_labels
     from saferlhf.eval.judges import REFUSAL_LISTS, RefusalJudge
 
     files = sorted(Path(a.data).glob("xstest_v2_completions_*.csv"))
     if not files:
         raise SystemExit(f"no xstest_v2_completions_*.csv in {a.data} (the shared data folder, ../shared/data)")
-    data = {f.stem.removeprefix("xstest_v2_completions_"): load_completions(f) for f in files}
+    data = {f.stem.removeprefix("xstest_v2_completions_"): list(load_refusal_labels(f)) for f in files}
     every = [r for rows in data.values() for r in rows]
     result: dict = {"benchmark": "refusal_judge", "default_rule": "gcg",
                     "data": {name: len(rows) for name, rows in data.items()}, "rules": {}}
     for rule_name, rule in REFUSAL_LISTS.items():
         judge = RefusalJudge(rule)
-        predicted = {name: [bool(judge.judge(r["prompt"], r["completion"]).refusal) for r in rows]
+        predicted = {name: [bool(judge.judge(r.prompt, r.response).refusal) for r in rows]
                      for name, rows in data.items()}
         flat = [p for name in data for p in predicted[name]]
         result["rules"][rule_name] = {

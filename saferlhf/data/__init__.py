@@ -8,7 +8,7 @@
 
     from saferlhf.data import load_labelled_responses, split_by_prompt
     responses = load_labelled_responses("../shared/data/dices/dices350_filtered.csv")   # per-response labels
-    train, eval, test = split_by_prompt(responses, test_ratio=0.2, eval_ratio=0.1)      # same part in every file
+    train, val, test = split_by_prompt(responses, test_ratio=0.2, eval_ratio=0.1)       # same part in every file
 
 See docs/data.md for the formats, the validation rules, the PKU v1 -> BeaverTails mapping and the per-response
 safety labels of the shared files.

@@ -66,7 +66,7 @@ from saferlhf.data.loaders import (
 from saferlhf.data.readers import display_name
 from saferlhf.data.schema import BEAVERTAILS_SLUGS, Conversation, as_prompt, as_reply, prompt_json
 from saferlhf.data.split import prompt_key
-from saferlhf.data.validate import DataFileError, DataValidationError, Issue, LoadReport, Problem, UnknownFormatError
+from saferlhf.data.validate import DataFileError, DataValidationError, Issue, Problem, UnknownFormatError
 
 log = logging.getLogger(__name__)
 

@@ -365,7 +365,8 @@ def load_hh_rlhf(path: str | Path, on_error: OnError = "raise") -> Loaded[Prefer
 def load_prompts(path: str | Path, on_error: OnError = "raise", *,
                  format: str | None = None) -> Loaded[PromptRecord]:
     """Prompts from BeaverTails-Evaluation, the paper's 83 prompts, XSTest, a prompts jsonl, or the
-    prompts of a preference / SFT file (category and label None, source = its format)."""
+    prompts of a preference / SFT / labelled file (category and label None, source = its format; a labelled
+    file's prompts whatever its labels say)."""
     _check(on_error)
     fmt = _resolve_format(path, format, FORMATS, "load_prompts")
     records = _finish(_EXTERNAL[fmt].prompts(path) if fmt in _EXTERNAL else read_records(path, fmt), on_error)
@@ -599,9 +600,9 @@ def check_file(path: str | Path, format: str | None = None, columns: Any = None)
 
 __all__ = [
     "FORMATS", "INSTRUCTION_FORMATS", "LABEL_FORMATS", "PAIR_FORMATS", "PREFERENCE_FORMATS", "PROMPT_FORMATS",
-    "SFT_FORMATS", "ExternalFormat", "Loaded", "first_column", "guardreasoner_label", "guardreasoner_parts",
-    "instruction_format", "instruction_prompt", "is_guardreasoner", "label_format", "register_format", "check_file", "count_records", "load_prompt_table",
-    "detect_format", "display_name", "format_from_keys", "is_hub_name", "iter_rows", "load_any",
-    "load_hh_rlhf", "load_preference_pairs", "load_prompts", "load_response_pairs", "load_safety_preferences",
-    "load_sft_records", "looks_like_xstest", "read_records",
+    "SFT_FORMATS", "ExternalFormat", "Loaded", "check_file", "count_records", "detect_format", "display_name",
+    "first_column", "format_from_keys", "guardreasoner_label", "guardreasoner_parts", "instruction_format",
+    "instruction_prompt", "is_guardreasoner", "is_hub_name", "iter_rows", "label_format", "load_any", "load_hh_rlhf",
+    "load_preference_pairs", "load_prompt_table", "load_prompts", "load_response_pairs", "load_safety_preferences",
+    "load_sft_records", "looks_like_xstest", "read_records", "register_format",
 ]

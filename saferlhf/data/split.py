@@ -109,12 +109,7 @@ def split_by_prompt(records: Sequence[T], test_ratio: float, eval_ratio: float) 
     if test_ratio + eval_ratio > 1:
         raise UserError(f"split_by_prompt: test_ratio + eval_ratio must be <= 1, got {test_ratio} + {eval_ratio}")
     parts: tuple[list[T], list[T], list[T]] = ([], [], [])
-    buckets: dict[str, float] = {}
     for r in records:
-        key = prompt_key(r.prompt)
-        bucket = buckets.get(key)
-        if bucket is None:
-            bucket = buckets[key] = prompt_bucket(r.prompt)
-        part = 2 if bucket < test_ratio else 1 if bucket < test_ratio + eval_ratio else 0
-        parts[part].append(r)
+        bucket = prompt_bucket(r.prompt)
+        parts[2 if bucket < test_ratio else 1 if bucket < test_ratio + eval_ratio else 0].append(r)
     return parts

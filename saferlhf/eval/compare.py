@@ -60,9 +60,9 @@ class EvalConfig:
     prompt_column: str | None = option(None, "the prompt column of prompt files (default: detected)")
     category_column: str | None = option(None, "the category column of prompt files (default: detected)")
     judges: list[str] = option(factory=list, help="judges: oracle (world sets), score (reward / cost model; or "
-                                                  "reward_model / cost_model alone), classifier (--classifier), refusal "
-                                                  "(refusal strings), llm (OpenAI-compatible endpoint); default: "
-                                                  "every judge whose inputs are given")
+                                                  "reward_model / cost_model alone), classifier (--classifier), "
+                                                  "refusal (refusal strings), llm (OpenAI-compatible endpoint); "
+                                                  "default: every judge whose inputs are given")
     judge: EndpointConfig = option(EndpointConfig(), "the llm judge's OpenAI-compatible endpoint (--judge.base_url, "
                                                      "--judge.model, ...; saferlhf.endpoint)")
     judge_fallback: bool = option(False, "where the llm judge gives no safety verdict, use the next safety judge's "

@@ -103,15 +103,17 @@ class ScoreModelJudge:
 
     def __init__(self, path: str | Path, kind: Literal["reward", "cost"], batch_size: int = 64,
                  name: str | None = None) -> None:
-        from saferlhf.models.score import load_judge, stored_threshold
+        from saferlhf.models.score import load_judge, stored_threshold, unsafe_threshold
 
         self.path, self.kind, self.name, self.batch_size = str(path), kind, name or f"{kind}_model", batch_size
         self.model, self.tokenizer = load_judge(path, kind)
-        stored = stored_threshold(path) if kind == "cost" else None
-        # where unsafe starts, and where that came from (reported with the results)
-        self.threshold = None if kind != "cost" else 0.0 if stored is None else float(stored["value"])
-        self.threshold_source = None if kind != "cost" else "sign convention (cost > 0)" if stored is None \
-            else f"stored in config.json ({stored.get('method', 'method not recorded')})"
+        self.threshold: float | None = None  # cost models: unsafe = cost > threshold
+        self.threshold_source: str | None = None  # where the threshold came from (reported with the results)
+        if kind == "cost":
+            stored = stored_threshold(path)
+            self.threshold = unsafe_threshold(path)
+            self.threshold_source = ("sign convention (cost > 0)" if stored is None
+                                     else f"stored in config.json ({stored.get('method', 'method not recorded')})")
 
     def scores(self, prompts: Sequence[str], responses: Sequence[str],
                ended: Sequence[bool] | None = None) -> list[float]:

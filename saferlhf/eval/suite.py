@@ -7,9 +7,10 @@
 * Generations are cached on disk by (model identity, prompt-set hash, sampling settings, samples, seed): adding
   a judge or a policy re-generates nothing.
 * Metrics per policy and set: harmful rate (on "unsafe" prompts; all prompts when no label is known) overall
-  and per category with bootstrap intervals, also per safety judge (``harmful_rate_by_judge``), over-refusal (refusals on "safe" prompts), helpfulness, reward /
-  cost means, violation rate, mean length, diversity. Pairwise: win / tie / loss for helpfulness (oracle
-  helpfulness, else reward) and harmlessness (oracle safe / unsafe, else -cost), the 2×2 arena, and Elo.
+  and per category with bootstrap intervals, also per safety judge (``harmful_rate_by_judge``), over-refusal
+  (refusals on "safe" prompts), helpfulness, reward / cost means, violation rate, mean length, diversity.
+  Pairwise: win / tie / loss for helpfulness (oracle helpfulness, else reward) and harmlessness (oracle safe /
+  unsafe, else -cost), the 2×2 arena, and Elo.
 """
 
 from __future__ import annotations

@@ -308,7 +308,7 @@ def _source_type(src: DataSource, kind: str) -> str:
     if src.type != "auto":
         return src.type
     given = src.label_column or src.label or src.response_column
-    return "labels" if kind == "cost" and (given or is_labelled_file(src.path)) else "pairs"
+    return "labels" if given or (kind == "cost" and is_labelled_file(src.path)) else "pairs"
 
 
 def load_source(src: DataSource, kind: str, on_error: str, seed: int, index: int) -> SourceData:
@@ -367,7 +367,7 @@ def load_mix(cfg: ScoreModelConfig) -> list[SourceData]:
 
 def uses_mix(cfg: ScoreModelConfig) -> bool:
     """True when the run trains on `load_mix` sources (a `sources` list or a per-response label train_file)."""
-    return bool(cfg.sources) or (cfg.kind == "cost" and bool(cfg.train_file) and _source_type(
+    return bool(cfg.sources) or (bool(cfg.train_file) and _source_type(
         DataSource(path=cfg.train_file, **{f: getattr(cfg, f) for f in LabelColumns.__dataclass_fields__}),
         cfg.kind) == "labels")
 

@@ -42,7 +42,8 @@ def test_classifier_judge_reports_its_own_harmful_rate_and_warns(tiny_models, tm
 
     res = json.loads((out / "results.json").read_text())
     assert len(res["warnings"]) == 1 and "trained against" in res["warnings"][0]
-    assert res["judge_thresholds"]["classifier"]["value"] == 1e3 and res["judge_thresholds"]["cost_model"]["value"] == -1e3
+    thresholds = res["judge_thresholds"]
+    assert thresholds["classifier"]["value"] == 1e3 and thresholds["cost_model"]["value"] == -1e3
     s = res["prompt_sets"]["mine"]
     assert s["judges"] == ["cost_model", "classifier", "refusal"]
     m = s["policies"]["lag"]

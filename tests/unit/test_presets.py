@@ -54,14 +54,37 @@ def test_recipe_presets_hold_the_reference_values():
 
 
 SMOL = {"sft.yaml": "sft", "reward_model.yaml": "score-model", "cost_model.yaml": "score-model", "ppo_lag.yaml": "ppo",
-        "eval.yaml": "eval"}
+        "eval.yaml": "eval", "cost_model_labels.yaml": "score-model"}
 
 
 @pytest.mark.parametrize("name", sorted(SMOL))
 def test_smollm2_presets_parse(name):
     assert sorted(p.name for p in (CONFIGS / "smollm2-135m").glob("*.yaml")) == sorted(SMOL)
     cfg = parse(config_class(SMOL[name]), ["--config", str(CONFIGS / "smollm2-135m" / name)])
-    if name in ("sft.yaml", "reward_model.yaml", "cost_model.yaml"):
+    if name in ("sft.yaml", "reward_model.yaml", "cost_model.yaml", "cost_model_labels.yaml"):
         assert cfg.lora.enabled and cfg.lora.r == 16
     if name == "cost_model.yaml":
         assert cfg.kind == "cost"
+
+
+def test_minilm_cost_model_and_judge_presets_are_cross_fitted():
+    """The shipped cost model and the independent judge read the same labelled sources from ../shared/data, on
+    disjoint prompt ranges (so the judge never saw a training prompt of the cost model), and the SmolLM2 LoRA
+    variant uses the cost model's ranges."""
+    cls = config_class("score-model")
+    load = lambda *p: parse(cls, ["--config", str(CONFIGS.joinpath(*p))])  # noqa: E731
+    cost, judge, smol = (load("minilm", "cost_model.yaml"), load("minilm", "judge_classifier.yaml"),
+                         load("smollm2-135m", "cost_model_labels.yaml"))
+    assert sorted(p.name for p in (CONFIGS / "minilm").glob("*.yaml")) == ["cost_model.yaml", "judge_classifier.yaml"]
+    assert cost.kind == judge.kind == "cost" and cost.threshold_method == "best_f1"
+    names = [s.name for s in cost.sources]
+    assert names == [s.name for s in judge.sources] == [s.name for s in smol.sources]
+    assert {"wildguardtest", "beavertails", "pku_saferlhf", "harmbench", "xstest_response", "dices",
+            "safety_tuned_llamas", "hh_harmless_pairs"} <= set(names)
+    for c, j, s in zip(cost.sources, judge.sources, smol.sources):
+        assert c.path == j.path == s.path and c.path.startswith("../shared/data/")
+        assert c.prompt_range == s.prompt_range
+        assert c.prompt_range[0] >= j.prompt_range[1] or j.prompt_range[0] >= c.prompt_range[1]  # disjoint
+        shared = CONFIGS.parent.parent / c.path.removeprefix("../")
+        if (CONFIGS.parent.parent / "shared" / "data").is_dir():
+            assert shared.is_file(), shared
