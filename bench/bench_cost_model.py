@@ -49,12 +49,12 @@ def preset(path: Path):
 
 
 def held_out_records(src, kind: str = "cost") -> dict[str, list]:
-    """The labelled responses of a source, by part of `split_source`: train / validation / test / outside."""
+    """The labelled responses of a source, by part of `split_in_range`: train / validation / test / outside."""
     from saferlhf.data.labelled import load_labelled_responses
-    from saferlhf.recipes.score_model import split_source
+    from saferlhf.data.split import split_in_range
 
     records = load_labelled_responses(src.path, src)
-    train, val, test, outside = split_source(list(records), src.prompt_range, src.test_ratio, src.eval_ratio)
+    train, val, test, outside = split_in_range(list(records), src.prompt_range, src.test_ratio, src.eval_ratio)
     return {"train": train, "validation": val, "test": test, "outside": outside}
 
 

@@ -58,7 +58,8 @@ def split_for_training(pairs: Sequence[T], eval_ratio: float, seed: int, command
     return train, held_out
 
 
-__all__ = ["prompt_bucket", "prompt_hash", "prompt_key", "split_by_prompt", "split_for_training", "split_pairs"]
+__all__ = ["prompt_bucket", "prompt_hash", "prompt_key", "split_by_prompt", "split_for_training", "split_in_range",
+           "split_pairs"]
 
 
 def prompt_hash(prompt: str) -> str:
@@ -113,3 +114,21 @@ def split_by_prompt(records: Sequence[T], test_ratio: float, eval_ratio: float) 
         bucket = prompt_bucket(r.prompt)
         parts[2 if bucket < test_ratio else 1 if bucket < test_ratio + eval_ratio else 0].append(r)
     return parts
+
+
+def split_in_range(records: Sequence[T], prompt_range: Sequence[float], test_ratio: float,
+                   eval_ratio: float) -> tuple[list[T], list[T], list[T], list[T]]:
+    """(train, eval, test, outside) by `prompt_bucket`, for a model allowed only the prompts whose bucket is in
+    ``prompt_range`` [lo, hi): records outside it come last (another model's part, or a benchmark's test set);
+    inside it the bucket is rescaled to [0, 1) and split as `split_by_prompt` does. Two models given disjoint
+    ranges never share a prompt (the shipped cost model and its independent judge: configs/minilm/)."""
+    lo, hi = prompt_range
+    inside: list[T] = []
+    outside: list[T] = []
+    for r in records:
+        (inside if lo <= prompt_bucket(r.prompt) < hi else outside).append(r)
+    parts: tuple[list[T], list[T], list[T]] = ([], [], [])
+    for r in inside:
+        b = (prompt_bucket(r.prompt) - lo) / (hi - lo)
+        parts[2 if b < test_ratio else 1 if b < test_ratio + eval_ratio else 0].append(r)
+    return parts[0], parts[1], parts[2], outside

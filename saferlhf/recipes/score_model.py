@@ -63,7 +63,7 @@ from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_
 @dataclass
 class DataSource(LabelColumns):
     """One source of a training mix (``sources`` in a YAML preset): a file of ranked pairs or of per-response
-    safety labels, its weight in the loss and its held-out shares (`split_source`: by a hash of the prompt,
+    safety labels, its weight in the loss and its held-out shares (`split_in_range`: by a hash of the prompt,
     the same in every file and every run)."""
 
     path: str = option("", "data file: preference pairs (PKU-SafeRLHF, HH-RLHF, TRL) or per-response labels (any "
@@ -74,33 +74,13 @@ class DataSource(LabelColumns):
                                                              "layout or the given columns say so")
     weight: float = option(1.0, "weight of each of this source's examples in the loss", gt=0)
     eval_ratio: float = option(0.1, "share of prompts for validation (eval.json, the decision threshold)", ge=0, lt=1)
-    test_ratio: float = option(0.0, "share of prompts never used (held out for benchmarks; `split_source`)",
+    test_ratio: float = option(0.0, "share of prompts never used (held out for benchmarks; `split_in_range`)",
                                ge=0, lt=1)
     max_records: int = option(0, "use at most this many training records (a seeded sample; 0 = all)", ge=0)
     prompt_range: list[float] = option([0.0, 1.0], "the part of the file this model may use: records whose "
                                                    "prompt_bucket is in [lo, hi); two models given disjoint ranges "
                                                    "never share a prompt (test_ratio / eval_ratio split this part)",
                                        ge=0, le=1)
-
-
-def split_source(records: list, prompt_range: list[float], test_ratio: float,
-                 eval_ratio: float) -> tuple[list, list, list, list]:
-    """(train, validation, test, outside) of one source by `prompt_bucket`: records outside ``prompt_range``
-    [lo, hi) are left out (returned last: another model's part, or a benchmark's test set); inside it, the bucket rescaled to [0, 1) puts a record in test
-    (< test_ratio), validation (< test_ratio + eval_ratio) or train. Records sharing a prompt stay together, and
-    a prompt falls in the same part of every file."""
-    from saferlhf.data.split import prompt_bucket
-
-    lo, hi = prompt_range
-    train, held_out, test, outside = [], [], [], []
-    for r in records:
-        b = prompt_bucket(r.prompt)
-        if not lo <= b < hi:
-            outside.append(r)
-            continue
-        b = (b - lo) / (hi - lo)
-        (test if b < test_ratio else held_out if b < test_ratio + eval_ratio else train).append(r)
-    return train, held_out, test, outside
 
 
 @dataclass
@@ -312,12 +292,13 @@ def _source_type(src: DataSource, kind: str) -> str:
 
 
 def load_source(src: DataSource, kind: str, on_error: str, seed: int, index: int) -> SourceData:
-    """Load one source and split it by prompt (`split_source`: test, validation, train); the held-out test
+    """Load one source and split it by prompt (`split_in_range`: test, validation, train); the held-out test
     part is dropped here (never trained on, never calibrated on)."""
     import random
 
     from saferlhf.data.labelled import load_labelled_responses
     from saferlhf.data.loaders import load_preference_pairs
+    from saferlhf.data.split import split_in_range
 
     name = src.name or Path(src.path).name
     what = f"score-model: sources[{index}] ({name})"
@@ -334,7 +315,7 @@ def load_source(src: DataSource, kind: str, on_error: str, seed: int, index: int
         raise UserError(f"{what}: {src.path}: no records", hint="check the file with `saferlhf data check`")
     if len(src.prompt_range) != 2 or not src.prompt_range[0] < src.prompt_range[1]:
         raise UserError(f"{what}: prompt_range must be [lo, hi] with 0 <= lo < hi <= 1, got {src.prompt_range}")
-    train, held_out, test, _ = split_source(list(records), src.prompt_range, src.test_ratio, src.eval_ratio)
+    train, held_out, test, _ = split_in_range(list(records), src.prompt_range, src.test_ratio, src.eval_ratio)
     if not train:
         raise UserError(f"{what}: test_ratio {src.test_ratio} + eval_ratio {src.eval_ratio} leave no record to "
                         "train on", hint="lower them")

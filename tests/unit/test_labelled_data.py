@@ -370,3 +370,25 @@ def test_split_by_prompt_edge_ratios():
         split_by_prompt(records, 0.6, 0.6)
     with pytest.raises(UserError, match="eval_ratio must be in"):
         split_by_prompt(records, 0.1, -0.1)
+
+
+def test_split_in_range_rescales_inside_and_returns_the_outside():
+    from types import SimpleNamespace
+
+    from saferlhf.data.split import prompt_bucket, split_by_prompt, split_in_range
+
+    records = [SimpleNamespace(prompt=f"prompt {i}") for i in range(400)] * 2  # every prompt twice
+    train, ev, test, outside = split_in_range(records, [0.3, 1.0], 0.2, 0.1)
+    assert len(train) + len(ev) + len(test) + len(outside) == len(records)
+    assert all(prompt_bucket(r.prompt) < 0.3 for r in outside) and all(prompt_bucket(r.prompt) >= 0.3 for r in train)
+    for r in test:  # rescaled: (b - 0.3) / 0.7 < 0.2
+        assert (prompt_bucket(r.prompt) - 0.3) / 0.7 < 0.2
+    for r in ev:
+        assert 0.2 <= (prompt_bucket(r.prompt) - 0.3) / 0.7 < 0.3
+    assert not {r.prompt for r in train} & {r.prompt for r in ev + test + outside}
+    # the full range is split_by_prompt
+    assert split_in_range(records, [0.0, 1.0], 0.2, 0.1)[:3] == split_by_prompt(records, 0.2, 0.1)
+    # disjoint ranges never share a prompt
+    a = split_in_range(records, [0.0, 0.3], 0.0, 0.0)[0]
+    b = split_in_range(records, [0.3, 1.0], 0.0, 0.0)[0]
+    assert a and b and not {r.prompt for r in a} & {r.prompt for r in b}
