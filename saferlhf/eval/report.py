@@ -218,8 +218,9 @@ def plot_elo(prompt_set: str, elo: dict, path: Path) -> bool:
     for ax, (axis, ratings) in zip(axes[0], elo.items()):
         names = list(ratings)
         ys = [ratings[n]["elo"] for n in names]
-        lo = [ratings[n]["elo"] - ratings[n].get("low", ratings[n]["elo"]) for n in names]
-        hi = [ratings[n].get("high", ratings[n]["elo"]) - ratings[n]["elo"] for n in names]
+        # a bootstrap interval can miss the point estimate (the point is not a resample): never a negative bar
+        lo = [max(0.0, ratings[n]["elo"] - ratings[n].get("low", ratings[n]["elo"])) for n in names]
+        hi = [max(0.0, ratings[n].get("high", ratings[n]["elo"]) - ratings[n]["elo"]) for n in names]
         ax.errorbar(range(len(names)), ys, yerr=[lo, hi], fmt="o", capsize=3)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, fontsize=8)

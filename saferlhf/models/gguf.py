@@ -45,7 +45,6 @@ CHECK_PROMPTS = ("What is the capital of France?", "Give me one tip for sleeping
 # (prompt, answer) pairs the sanity check scores: the answer tokens' perplexity after the chat-formatted prompt.
 SANITY_EXCHANGES = (("What is the capital of France?", "The capital of France is Paris."),
                     ("How many days are there in a week?", "There are seven days in a week."))
-SANITY_MAX_PERPLEXITY = 100.0  # measured: SmolLM2-135M-Instruct 2.5, Gemma 3 270M (base) 6.3; broken weights: >1e3
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,10 @@ class ImportGGUFConfig:
     check_tokens: int = option(16, "greedy tokens per check prompt compared between the GGUF and the saved model "
                                     "(0 = no check)", ge=0)
     overwrite: bool = option(False, "replace an existing output folder")
+    # Measured: SmolLM2-135M-Instruct 2.1 and Gemma 3 270M (base) 3.2; the same models with their norm weights left
+    # in GGUF's 1 + w convention, a shuffled q_proj or random weights: 1.8e4 to 1.4e10.
+    max_perplexity: float = option(100.0, "refuse a model whose perplexity on a few known chat answers exceeds this "
+                                          "(a sign of a wrong weight mapping; 0 = record it only)", ge=0)
 
 
 def supported_architectures() -> list[str]:
@@ -96,15 +99,37 @@ def supported_architectures() -> list[str]:
     return sorted(k for k in GGUF_CONFIG_MAPPING if k not in ("general", "tokenizer"))
 
 
+def plain_array_reader(path: Path) -> Any:
+    """A ``gguf.GGUFReader`` whose parsing slices a plain ndarray view of the file's memmap. The reader slices the
+    file about 4 times per vocabulary entry, and numpy's memmap subclass hooks make each slice slow: 22 s -> 5 s
+    for Gemma 3's 262,144 tokens. Falls back to the stock reader if gguf's private ``_get`` ever changes."""
+    import numpy as np
+    from gguf.gguf_reader import GGUFReader  # its home module: `metadata_parsed_once` replaces gguf.GGUFReader
+
+    class PlainArrayReader(GGUFReader):
+        def _get(self, offset, dtype, count=1, override_order=None):  # gguf 0.10-0.19's _get, on the plain view
+            data = self.__dict__.get("_plain")
+            if data is None:
+                data = self._plain = self.data.view(np.ndarray)
+            count = int(count)
+            arr = data[offset:offset + np.dtype(dtype).itemsize * count].view(dtype=dtype)[:count]
+            return arr.view(arr.dtype.newbyteorder(self.byte_order if override_order is None else override_order))
+
+    try:
+        return PlainArrayReader(path)
+    except (AttributeError, TypeError):
+        return GGUFReader(path)
+
+
 @contextlib.contextmanager
 def metadata_parsed_once(file: Path) -> Iterator[None]:
-    """Inside this block transformers parses `file`'s metadata once instead of three times.
+    """Inside this block transformers parses `file`'s metadata once instead of three times, with a faster reader.
 
     Loading a GGUF tokenizer and model calls transformers' ``load_gguf_checkpoint`` three times (config for the
     tokenizer class, config for the model, weights), each building a ``gguf.GGUFReader`` that walks every entry of
-    the vocabulary: 16 s, plus 6 s of value parsing, per call for Gemma 3's 262,144 tokens on one core. Here the
-    reader is built once and the metadata-only result is reused (its config copied, as callers edit it).
-    Measured on Gemma 3 270M: the whole import 98 s -> 46 s.
+    the vocabulary (16-22 s per call for Gemma 3's 262,144 tokens on one core), then parsing the values (6 s).
+    Here one `plain_array_reader` serves every call and the metadata-only result is reused (its config copied, as
+    callers edit it).
     """
     import gguf
     from transformers import modeling_gguf_pytorch_utils as hf_gguf
@@ -116,7 +141,7 @@ def metadata_parsed_once(file: Path) -> Iterator[None]:
         if args or kwargs or Path(path).resolve() != target:
             return real_reader(path, *args, **kwargs)
         if "reader" not in cache:
-            cache["reader"] = real_reader(path)
+            cache["reader"] = plain_array_reader(path)
         return cache["reader"]
 
     def load(path, return_tensors=False, **kwargs):
@@ -206,18 +231,21 @@ def sanity_check(model: Any, tokenizer: Any) -> dict:
         logits = model(input_ids=torch.tensor([ids])).logits[0, n_prompt - 1:-1].float()
         nll += torch.nn.functional.cross_entropy(logits, torch.tensor(ids[n_prompt:]), reduction="sum").item()
         n += len(ids) - n_prompt
-    return {"exchanges": len(SANITY_EXCHANGES), "answer_tokens": n, "perplexity": round(math.exp(nll / n), 3),
-            "max_perplexity": SANITY_MAX_PERPLEXITY}
+    perplexity = math.exp(min(nll / n, 700.0))  # NaN stays NaN, and fails the check
+    return {"exchanges": len(SANITY_EXCHANGES), "answer_tokens": n, "perplexity": round(perplexity, 3)}
 
 
 def plain_copy(model: Any) -> Any:
-    """The same architecture without the gguf quantisation flag, holding the dequantized weights."""
+    """The same architecture without the gguf quantisation flag, holding the dequantized weights (built without
+    random initialisation: every parameter is overwritten, and `greedy_check` compares the result)."""
     from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
 
     config = copy.deepcopy(model.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with no_init_weights():
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
@@ -290,11 +318,12 @@ def run(cfg: ImportGGUFConfig) -> int:
     check_output_folder(file, out, cfg.overwrite)
     model, tokenizer = load_gguf(file)
     chat_template = set_chat_format(model, tokenizer)
-    sanity = sanity_check(model, tokenizer)
-    if not sanity["perplexity"] <= SANITY_MAX_PERPLEXITY:  # NaN fails too
+    sanity = sanity_check(model, tokenizer) | {"max_perplexity": cfg.max_perplexity}
+    if cfg.max_perplexity and not sanity["perplexity"] <= cfg.max_perplexity:  # NaN fails too
         raise UserError(f"import-gguf: {file.name} reads as a broken model: perplexity {sanity['perplexity']:.3g} on "
-                        f"known answers (a working model: < {SANITY_MAX_PERPLEXITY:g}); nothing was written",
-                        hint="the weight mapping or dequantisation of this architecture / quantisation type is wrong")
+                        f"known answers (limit {cfg.max_perplexity:g}); nothing was written",
+                        hint="the weight mapping or dequantisation of this architecture / quantisation type is likely "
+                             "wrong; a model that is merely not English / not chat: --max_perplexity 0")
     plain = plain_copy(model)
 
     def write(tmp: Path) -> None:

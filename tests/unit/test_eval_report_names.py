@@ -45,3 +45,14 @@ def test_iterate_report_escapes_the_run_folder(tmp_path):
                             "config": {"out": hostile}})
     html = (tmp_path / "report.html").read_text()
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_elo_plot_with_an_interval_that_misses_the_point(tmp_path):
+    """A bootstrap interval need not contain the point estimate (float rounding, skewed resamples): the plot
+    draws a zero-length bar instead of failing the whole eval."""
+    from saferlhf.eval.report import plot_elo
+
+    elo = {"helpfulness": {"a": {"elo": 2041.2577, "low": 2030.0, "high": 2041.2495},
+                           "b": {"elo": 1958.7, "low": 1960.1, "high": 1970.0}}}
+    assert plot_elo("set", elo, tmp_path / "elo.png")
+    assert (tmp_path / "elo.png").stat().st_size > 1000
