@@ -104,8 +104,9 @@ def test_import_gives_a_checked_gemma3_folder_with_gemmas_chat_format(gemma):
     assert tok.decode(logits[0, -1].argmax()) == " Paris"
 
     # sliding-window layers: the padding-free paths (score models, DPO) refuse packing by themselves
-    assert packing_problem(SimpleNamespace(_hf=lambda: model), [], tok.pad_token_id) == "sliding-window attention layers"
-    assert logprob_packing_problem(model, [], tok.pad_token_id) == "sliding-window attention layers"
+    sliding = "sliding-window attention layers"
+    assert packing_problem(SimpleNamespace(_hf=lambda: model), [], tok.pad_token_id) == sliding
+    assert logprob_packing_problem(model, [], tok.pad_token_id) == sliding
 
 
 @pytest.mark.slow
