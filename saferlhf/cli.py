@@ -101,6 +101,20 @@ def _find(argv: list[str]) -> tuple[Command | None, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `saferlhf` command. Output piped into a reader that stops early (`saferlhf eval --help | head`) ends
+    quietly with the shell's SIGPIPE status (141), not a BrokenPipeError traceback."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 141
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())

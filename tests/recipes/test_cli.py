@@ -126,3 +126,15 @@ def test_demo_fast_end_to_end(tmp_path):
 
         chromium(f"--screenshot={out / 'shot.png'}", "--window-size=1200,1600", (out / "report.html").as_uri())
         assert float((image.imread(str(out / "shot.png"))[..., :3].mean(-1) < 0.95).mean()) > 0.05
+
+
+def test_help_piped_into_a_reader_that_stops_early_is_quiet():
+    """`saferlhf eval --help | head -2`: no BrokenPipeError traceback, SIGPIPE's status."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "saferlhf", "eval", "--help"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before the help is written: every write hits a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait() in (0, 141) and "Traceback" not in err and "BrokenPipe" not in err
