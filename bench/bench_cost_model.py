@@ -79,15 +79,20 @@ def pooled(model_dir: Path, parts: list[list]) -> dict:
     return metrics(model_dir, [r for part in parts for r in part])
 
 
-def evaluate_model(model_dir: Path, cfg, part: str) -> dict:
-    """Per labelled source, the model's metrics on records of ``part`` ("outside": another model's prompts)."""
+def evaluate_model(model_dir: Path, cfg, part: str, limit: int = 0) -> dict:
+    """Per labelled source, the model's metrics on records of ``part`` ("outside": another model's prompts);
+    ``limit``: a seeded sample of at most that many records per source (0 = all)."""
+    import random
+
+    from saferlhf.recipes.score_model import _source_type
+
     out = {}
     for src in cfg.sources:
-        from saferlhf.recipes.score_model import _source_type
-
         if _source_type(src, "cost") != "labels":
             continue
         recs = held_out_records(src)[part]
+        if limit and len(recs) > limit:
+            recs = random.Random(src.name).sample(recs, limit)
         out[src.name] = {"records": len(recs)} | metrics(model_dir, recs)
         out[src.name]["_records"] = recs
     return out
@@ -98,7 +103,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--judge", action="store_true", help="also train and measure the independent judge classifier")
     ap.add_argument("--out", default=None, help="work folder (default: a temporary one)")
-    ap.add_argument("--reuse", action="store_true", help="reuse a complete cost model in --out instead of training")
+    ap.add_argument("--reuse", action="store_true", help="reuse complete models in --out instead of training")
+    ap.add_argument("--judge_limit", type=int, default=400, help="judge: at most this many held-out records per "
+                                                                  "source (a seeded sample; 0 = all)")
     a = ap.parse_args()
     root = Path(a.out or tempfile.mkdtemp(prefix="saferlhf-cost-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -108,7 +115,10 @@ def main() -> None:
                      "stages": {}, "work": str(root), "machine": common.machine()}
     quick = ["--max_steps", "3"] if a.quick else []
     cost = root / "cost"
-    if not (a.reuse and (cost / "status.json").exists()):
+    def complete(run: Path) -> bool:
+        return (run / "status.json").exists() and json.loads((run / "status.json").read_text()).get("state") == "complete"
+
+    if not (a.reuse and complete(cost)):
         results["stages"]["train_cost_model"] = common.run_saferlhf(
             ["score-model", "--config", str(PRESET), "--model_path", str(backbone), "--out", str(cost),
              "--overwrite", "true", *quick], log, "train_cost_model")
@@ -144,19 +154,23 @@ def main() -> None:
 
     if a.judge:
         judge = root / "judge"
-        if not (a.reuse and (judge / "status.json").exists()):
+        if not (a.reuse and complete(judge)):
             results["stages"]["train_judge"] = common.run_saferlhf(
                 ["score-model", "--config", str(JUDGE_PRESET), "--model_path", str(backbone), "--out", str(judge),
                  "--overwrite", "true", *quick], log, "train_judge")
         jcfg = preset(JUDGE_PRESET)
-        jheld = evaluate_model(judge / "model", jcfg, "outside")
+        jheld = evaluate_model(judge / "model", jcfg, "outside", limit=a.judge_limit)
         for v in jheld.values():
             v.pop("_records")
         results["judge"] = {"preset": str(JUDGE_PRESET.relative_to(common.REPO)),
                             "threshold": stored_threshold(judge / "model"),
+                            "held_out_limit_per_source": a.judge_limit,
                             "held_out (the cost model's prompts)": jheld}
 
     train_s = results["stages"].get("train_cost_model", {}).get("seconds")
+    if train_s is None:  # reused: the training loop's own seconds (eval.json)
+        train_s = results["training"].get("train/seconds")
+        results["train_seconds_from"] = "eval.json train/seconds of the reused run (the loop, without loading)"
     h = results["held_out"]
     results["targets"] = {
         "wildguard_f1": h["wildguardtest"].get("f1"), "wildguard_f1_at_least_0.66": (h["wildguardtest"].get("f1") or 0) >= 0.66,
