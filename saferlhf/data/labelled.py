@@ -63,6 +63,7 @@ from saferlhf.data.loaders import (
     _pick_column, _table_rows, detect_format, first_column, guardreasoner_label, guardreasoner_parts,
     instruction_prompt, is_guardreasoner, register_format,
 )
+from saferlhf.data.loaders import _finish as finish_loaded
 from saferlhf.data.readers import display_name
 from saferlhf.data.schema import BEAVERTAILS_SLUGS, Conversation, as_prompt, as_reply, prompt_json
 from saferlhf.data.split import prompt_key
@@ -432,13 +433,7 @@ def load_refusal_labels(path: str | Path, on_error: OnError = "raise") -> Loaded
     2_full_refusal / 3_partial_refusal; ``refusal`` = 2 or 3; ``prompt_is_safe`` = the type does not start with
     ``contrast_``)."""
     _check(on_error)
-    records = read_refusals(path)
-    report = records.report
-    if report.errors and (on_error == "raise" or not records):
-        raise DataValidationError(report.errors, V.DROP_HINT if on_error == "raise" else "(no valid record left)")
-    if report.n_dropped:
-        log.warning(report.summary())
-    return records
+    return finish_loaded(read_refusals(path), on_error)
 
 
 # --------------------------------------------------------------------------- counts for `data check`
