@@ -22,6 +22,7 @@ import argparse
 import csv
 import importlib.util
 import json
+import math
 import sys
 import tempfile
 import time
@@ -72,7 +73,8 @@ def metrics(model_dir: Path, records: list) -> dict:
         return {"n": 0}
     scores = score_records(model_dir, records)
     m = binary_metrics(scores, [r.unsafe for r in records], unsafe_threshold(model_dir))
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
+    return {k: (None if isinstance(v, float) and math.isnan(v) else round(v, 4) if isinstance(v, float) else v)
+            for k, v in m.items()}  # NaN (an empty class) is null: the result file stays valid JSON
 
 
 def pooled(model_dir: Path, parts: list[list]) -> dict:
