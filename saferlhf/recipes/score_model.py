@@ -44,7 +44,7 @@ import contextlib
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -282,6 +282,11 @@ class SourceData:
     test_records: int = 0
 
 
+def label_columns(cfg: LabelColumns) -> dict:
+    """The `LabelColumns` fields of a config (the top-level ones, applied to train_file / eval_file)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(LabelColumns)}
+
+
 def _source_type(src: DataSource, kind: str) -> str:
     from saferlhf.data.labelled import is_labelled_file
 
@@ -332,7 +337,7 @@ def load_mix(cfg: ScoreModelConfig) -> list[SourceData]:
     sources = list(cfg.sources)
     if cfg.train_file:
         own = DataSource(path=cfg.train_file, eval_ratio=cfg.eval_ratio if not cfg.eval_file else 0.0,
-                         **{f: getattr(cfg, f) for f in LabelColumns.__dataclass_fields__})
+                         **label_columns(cfg))
         sources.insert(0, own)
     names = [s.name or Path(s.path).name for s in sources]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -340,7 +345,7 @@ def load_mix(cfg: ScoreModelConfig) -> list[SourceData]:
         raise UserError(f"score-model: sources: the name {dup[0]!r} is used twice", hint="give each source a `name`")
     loaded = [load_source(src, cfg.kind, cfg.on_error, cfg.runtime.seed, i) for i, src in enumerate(sources)]
     if cfg.eval_file and cfg.train_file:  # the held-out part of train_file's source comes from eval_file
-        extra = DataSource(path=cfg.eval_file, eval_ratio=0.0, **{f: getattr(cfg, f) for f in LabelColumns.__dataclass_fields__})
+        extra = DataSource(path=cfg.eval_file, eval_ratio=0.0, **label_columns(cfg))
         ev = load_source(extra, cfg.kind, cfg.on_error, cfg.runtime.seed, 0)
         loaded[0].eval_pairs, loaded[0].eval_singles = ev.train_pairs, ev.train_singles
     return loaded
@@ -349,7 +354,7 @@ def load_mix(cfg: ScoreModelConfig) -> list[SourceData]:
 def uses_mix(cfg: ScoreModelConfig) -> bool:
     """True when the run trains on `load_mix` sources (a `sources` list or a per-response label train_file)."""
     return bool(cfg.sources) or (bool(cfg.train_file) and _source_type(
-        DataSource(path=cfg.train_file, **{f: getattr(cfg, f) for f in LabelColumns.__dataclass_fields__}),
+        DataSource(path=cfg.train_file, **label_columns(cfg)),
         cfg.kind) == "labels")
 
 
