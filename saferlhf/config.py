@@ -2,7 +2,9 @@
 
 Every recipe has one ``@dataclass`` config whose fields carry their help text and allowed range
 (``name: int = option(3, "what it is", ge=1)``). Nested dataclasses are addressed with dots
-(``--optim.lr 1e-4``). Unknown keys and values of the wrong type are errors that list the valid keys;
+(``--optim.lr 1e-4``). Unknown keys are errors that suggest the nearest valid keys (`unknown_key`: a close
+spelling, the same last component in another section, or a field whose help says the words of the key), values
+of the wrong type are errors that name the field;
 values outside a field's range (and any non-finite float) are errors that name the field and the
 allowed range (``check_config``, run by ``parse`` and by every recipe before it starts).
 
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import json
 import math
+import re
 import sys
 import types
 import typing
@@ -185,22 +189,84 @@ def valid_keys(cls: type, prefix: str = "") -> list[str]:
     return [key for key, _, _ in leaf_fields(cls, prefix)]
 
 
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
-    """Build ``cls`` from a (nested) mapping, starting from ``base`` or the defaults."""
+def nearest_keys(key: str, cls: type, prefix: str = "", n: int = 3) -> list[str]:
+    """The valid keys of ``cls`` (dotted, after ``prefix``) nearest to an unknown ``key``, at most ``n``, best first:
+    keys with the same last component (``max_new_tokens`` -> ``sampling.max_new_tokens``), then a close spelling of
+    it (``rollout.max_new_token``, ``optim.lrr``), then keys it starts (``temp`` -> ``temperature``, ``kl`` ->
+    ``kl_coef``), then keys whose help text says the key's words (``learning_rate`` -> ``optim.lr``, "peak
+    learning rate"). Within each kind, the closer whole key first."""
+    leaves = [(k, meta.get("help", "")) for k, _, meta in leaf_fields(cls, prefix)]
+    last = key.rsplit(".", 1)[-1]
+
+    def tail(k: str) -> str:
+        return k.rsplit(".", 1)[-1]
+
+    def ratio(a: str, b: str) -> float:
+        return difflib.SequenceMatcher(None, a, b).ratio()
+
+    words = [w for w in re.split(r"[^a-z0-9]+", last.lower()) if w]
+    phrase = re.compile(r"\b" + r"\s+".join(map(re.escape, words)) + r"\b") if len(words) > 1 else None
+    kinds: list[list[str]] = [[], [], [], []]
+    for k, help_ in leaves:
+        t = tail(k)
+        if t == last:
+            kinds[0].append(k)
+        elif ratio(last, t) >= 0.8:
+            kinds[1].append(k)
+        elif t.startswith(last) and (len(last) >= 4 or t[len(last)] == "_"):
+            kinds[2].append(k)
+        elif phrase is not None and (m := phrase.search(help_.lower())) and m.start() < 20:
+            kinds[3].append(k)  # the words lead the help ("peak learning rate"), not a side remark
+    found = [k for kind in kinds for k in sorted(kind, key=lambda k: -ratio(key, k))]
+    return found[:n]
+
+
+def unknown_key(cls: type, key: str, prefix: str = "") -> ConfigError:
+    """The error for an unknown dotted ``key`` of config ``cls`` (whose keys start with ``prefix``): the nearest
+    valid keys (`nearest_keys`), else the keys of the section the key names (``inner.bogus``: the ``inner.*``
+    keys); the full list is left to ``--help``. ``prefix``: ``cls`` is the nested config at that dotted place."""
+    near = nearest_keys(key, cls, prefix)
+    text = f"unknown config key '{key}'"
+    if near:
+        text += "; did you mean " + " or ".join(f"'{k}'" for k in near) + "?"
+    else:
+        name, sub = _section(cls, key[len(prefix):]) or ("", cls)
+        section = prefix + (f"{name}." if name else "")
+        if section:  # the key names a section (``inner.bogus``): its keys, a short list
+            text += f"; the keys of {section.rstrip('.')}: " + ", ".join(valid_keys(sub, section))
+    return ConfigError(f"{text} (--help lists every key)")
+
+
+def _section(cls: type, key: str) -> tuple[str, type] | None:
+    """(dotted name, class) of the deepest nested config that the dotted ``key`` walks through, None at the top."""
+    tp, walked = cls, []
+    for part in key.split(".")[:-1]:
+        hint = _hints(tp).get(part)
+        if hint is None or not is_dataclass(hint):
+            break
+        tp = hint
+        walked.append(part)
+    return (".".join(walked), tp) if walked else None
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = None, root: type | None = None) -> Any:
+    """Build ``cls`` from a (nested) mapping, starting from ``base`` or the defaults. ``root``: the top config
+    when ``cls`` is nested in it at ``prefix`` (an unknown key is then matched against every key of ``root``)."""
     obj = base if base is not None else cls()
     data = _move_renamed(cls, data, prefix)
     hints = _hints(cls)
     names = {f.name for f in fields(cls)}
+    if root is None and not prefix:
+        root = cls
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(
-                f"unknown config key '{prefix}{key}'. Valid keys: {', '.join(valid_keys(cls, prefix))}"
-            )
+            raise unknown_key(root, f"{prefix}{key}") if root is not None else unknown_key(cls, f"{prefix}{key}",
+                                                                                          prefix)
         tp = hints[key]
         if is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix}{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
-            setattr(obj, key, from_dict(tp, value, f"{prefix}{key}.", getattr(obj, key)))
+            setattr(obj, key, from_dict(tp, value, f"{prefix}{key}.", getattr(obj, key), root))
         else:
             setattr(obj, key, coerce(value, tp, prefix + key))
     return obj
@@ -275,11 +341,11 @@ def set_dotted(obj: Any, key: str, value: Any) -> None:
     for p in parts[:-1]:
         hints = _hints(cls)
         if p not in hints or not is_dataclass(hints[p]):
-            raise ConfigError(f"unknown config key '{key}'. Valid keys: {', '.join(valid_keys(root))}")
+            raise unknown_key(root, key)
         target, cls = getattr(target, p), hints[p]
     hints = _hints(cls)
     if parts[-1] not in hints or is_dataclass(hints[parts[-1]]):
-        raise ConfigError(f"unknown config key '{key}'. Valid keys: {', '.join(valid_keys(root))}")
+        raise unknown_key(root, key)
     setattr(target, parts[-1], coerce(value, hints[parts[-1]], key))
 
 

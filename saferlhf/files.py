@@ -7,6 +7,10 @@ Output safety, shared by every command: `check_output_file` (a single output fil
 inputs), `check_writable` (the output folder is writable and has free space before any long work starts),
 `replaceable_model_folder` (``--overwrite`` replaces only a folder that holds a model and nothing else) and
 `disk_problem` (a full disk or a read-only folder found later: one line for the CLI).
+
+Permissions: what is written here follows the user's umask like any ``open`` / ``mkdir`` (files 0666 & ~umask,
+folders 0777 & ~umask: 0644 / 0755 under umask 022, so teammates on a shared cluster can read runs, models and
+reports), not ``tempfile``'s private 0600 / 0700.
 """
 
 from __future__ import annotations
@@ -26,11 +30,27 @@ from typing import Any
 from saferlhf.errors import UserError
 
 
+def current_umask() -> int:
+    """The process's umask, read from ``/proc/self/status`` where there is one (setting it, even for a moment, would
+    change it for every thread), else set and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
     """Write a file so that readers never see a partial version.
 
     ``write(tmp)`` writes a temporary file in the same folder; it is then fsynced and renamed over
-    ``path``. On any failure the temporary file is removed and ``path`` is left as it was.
+    ``path``. On any failure the temporary file is removed and ``path`` is left as it was. The file gets the
+    mode a plain ``open`` would give it (0666 & ~umask), not ``mkstemp``'s 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +58,7 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # after write: a writer may have replaced the file
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -52,14 +73,14 @@ def atomic_save_dir(save_fn: Callable[[Path], Any], path: str | Path) -> Path:
 
     Readers see the old folder or the new one, never a half-written one. An existing ``path`` is
     moved aside first and deleted only after the new folder is in place; on failure the temporary
-    folder is removed and the old one restored.
+    folder is removed and the old one restored. The folder gets the mode of a plain ``mkdir`` (0777 & ~umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
     tmp = path.parent / f".{path.name}.tmp-{tag}"
     old = path.parent / f".{path.name}.old-{tag}"
-    tmp.mkdir()
+    tmp.mkdir(mode=0o777)  # & ~umask, as any mkdir
     try:
         save_fn(tmp)
         fault_point("dir_save")

@@ -41,6 +41,7 @@ __all__ = [
     "explained_variance",
     "log_lambda_step",
     "LagrangeMultiplier",
+    "RunningMeanStd",
     "LAMBDA_CEILING",
     "global_mean",
 ]
@@ -288,10 +289,65 @@ def first_acceptable(cost: torch.Tensor, threshold: float = 0.0) -> tuple[torch.
     return torch.where(accepted, ok.float().argmax(-1), torch.zeros_like(accepted, dtype=torch.long)), accepted
 
 
+# --------------------------------------------------------------------------- score normalisation
+
+
+class RunningMeanStd:
+    """Running mean and standard deviation of every score seen so far (Chan et al.'s parallel update, float64):
+    after ``update(x_1)``, ..., ``update(x_k)``, ``mean`` and ``std`` equal numpy's ``mean`` and ``std`` (ddof 0)
+    of the concatenated batches. PPO's ``--normalize.*`` (the reference's optional score normaliser; OpenRLHF
+    normalises rewards the same way): ``standardize(R) = (R - μ)/σ`` for rewards, ``scale(C) = C/σ`` for costs
+    (no shift, so the safe / unsafe zero stays where it is). The caller updates with the current batch first,
+    so the first batch is normalised by its own statistics. σ is floored at ``min_std`` and is 1 until two
+    scores were seen. ``state_dict`` holds everything, so a resumed run continues exactly."""
+
+    def __init__(self, min_std: float = 1e-6) -> None:
+        self.min_std = min_std
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0  # m2: the sum of squared deviations from the mean
+
+    def update(self, x: torch.Tensor) -> None:
+        """Add a batch of scores (any shape; flattened)."""
+        values = x.detach().double().flatten().cpu()
+        n = values.numel()
+        if n == 0:
+            return
+        batch_mean = float(values.mean())
+        batch_m2 = float(((values - batch_mean) ** 2).sum())
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += batch_m2 + delta * delta * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        """The population standard deviation of every score seen (ddof 0), floored at ``min_std``; 1.0 before
+        two scores were seen."""
+        if self.count < 2:
+            return 1.0
+        return max(math.sqrt(self.m2 / self.count), self.min_std)
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - μ) / σ, in ``x``'s dtype."""
+        return ((x.double() - self.mean) / self.std).to(x.dtype)
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """x / σ, in ``x``'s dtype (no shift)."""
+        return (x.double() / self.std).to(x.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
+
+
 # --------------------------------------------------------------------------- Lagrange multiplier
 
 
 LAMBDA_CEILING = 1e6  # upper bound of λ when no cap is configured: e^η never overflows
+STALL_RATE = 1e-3  # `LagrangeMultiplier.stall_warning`: lr·|J_c - d|/σ_C below this ...
+STALL_STEPS = 5    # ... for this many updates in a row: λ barely moves
 
 
 def log_lambda_step(log_lambda: float, lr: float, violation: float, log_min: float, log_max: float) -> float:
@@ -327,6 +383,12 @@ class LagrangeMultiplier:
     ``threshold_side()`` tells whether d lies outside the range of every cost observed so far (below
     it: J_c > d whatever the policy does now, λ climbs to λ_max; above it: the constraint always holds,
     λ decays towards λ_min and the cost term fades out) — usually a mis-set threshold.
+
+    ``update(J_c, cost_scale=σ_C)`` takes the violation in units of σ_C, (J_c - d)/σ_C (PPO's
+    ``--normalize.cost``, σ_C the running std of the costs): J_c, d and every metric stay in the cost
+    model's raw units, so d keeps its meaning and the constraint J_c <= d is the same; only λ's step is
+    measured in cost standard deviations. ``stall_warning()`` says when lr·|J_c - d|/σ_C stayed below
+    ``STALL_RATE`` for ``STALL_STEPS`` updates in a row: λ = 1 then moves by under 0.1 % a step.
     """
 
     def __init__(
@@ -358,6 +420,8 @@ class LagrangeMultiplier:
         self.costs: deque[float] = deque(maxlen=window)
         self.cost_min, self.cost_max = math.inf, -math.inf  # range of every cost observed
         self._last_episode_cost: float | None = None
+        self.cost_scale = 1.0  # σ_C of the last update (1: raw units)
+        self.small_steps = 0  # updates in a row with lr·|J_c - d|/σ_C < STALL_RATE
 
     def _bounded(self, eta: float) -> float:
         return min(self.log_max, max(self.log_min, eta))
@@ -378,20 +442,38 @@ class LagrangeMultiplier:
         """Local J_c: mean of this rank's window (``nan`` when nothing was observed yet)."""
         return sum(self.costs) / len(self.costs) if self.costs else float("nan")
 
-    def update(self, global_episode_cost: float | None = None) -> float:
-        """One ascent step on η with J_c = ``global_episode_cost`` (or the local window mean).
+    def update(self, global_episode_cost: float | None = None, cost_scale: float = 1.0) -> float:
+        """One ascent step on η with J_c = ``global_episode_cost`` (or the local window mean) and the
+        violation (J_c - d)/``cost_scale``.
 
         Counts the step; does nothing to η while step < ``delay_steps``. Returns the new λ.
         """
+        if not (math.isfinite(cost_scale) and cost_scale > 0):
+            raise ValueError(f"cost_scale must be finite and > 0, got {cost_scale}")
         jc = self.episode_cost() if global_episode_cost is None else float(global_episode_cost)
-        self._last_episode_cost = jc
+        self._last_episode_cost, self.cost_scale = jc, cost_scale
         if self.step >= self.delay_steps:
             if not math.isfinite(jc):
                 raise ValueError(f"episode cost J_c must be finite to update λ, got {jc} (observe costs first)")
-            self.log_lambda = log_lambda_step(self.log_lambda, self.lr, jc - self.threshold, self.log_min,
-                                              self.log_max)
+            violation = jc - self.threshold
+            if cost_scale != 1.0:  # raw units stay bit-identical
+                violation = violation / cost_scale
+            self.small_steps = self.small_steps + 1 if self.lr * abs(violation) < STALL_RATE else 0
+            self.log_lambda = log_lambda_step(self.log_lambda, self.lr, violation, self.log_min, self.log_max)
         self.step += 1
         return self.lam
+
+    def stall_warning(self) -> str | None:
+        """One line when λ barely moves (``small_steps`` >= ``STALL_STEPS``), or None."""
+        if self.small_steps < STALL_STEPS or self._last_episode_cost is None:
+            return None
+        jc = self._last_episode_cost
+        rate = self.lr * abs(jc - self.threshold) / self.cost_scale
+        units = "" if self.cost_scale == 1.0 else f" / σ_C = {self.cost_scale:.3g}"
+        return (f"λ barely moves: lr·|J_c - d|{units} = {rate:.2g} < {STALL_RATE:g} for {self.small_steps} updates "
+                f"(J_c = {jc:.4g}, d = {self.threshold:g}), so λ = 1 would move by under 0.1 % a step. Unless J_c "
+                "already sits at d, the costs are small for this lr: scale them (ppo --normalize.cost true: steps "
+                "in cost standard deviations) or raise lagrange.lr")
 
     def threshold_side(self) -> int:
         """-1 when d is below every cost observed so far, +1 when above every one, 0 otherwise (or none seen)."""
@@ -435,6 +517,8 @@ class LagrangeMultiplier:
             "costs": list(self.costs),
             "cost_range": [self.cost_min, self.cost_max],
             "last_episode_cost": self._last_episode_cost,
+            "cost_scale": self.cost_scale,
+            "small_steps": self.small_steps,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -446,6 +530,8 @@ class LagrangeMultiplier:
         self.costs.extend(float(c) for c in state["costs"])
         self.cost_min, self.cost_max = (float(v) for v in state.get("cost_range", (math.inf, -math.inf)))
         self._last_episode_cost = state.get("last_episode_cost")
+        self.cost_scale = float(state.get("cost_scale", 1.0))
+        self.small_steps = int(state.get("small_steps", 0))
 
 
 def global_mean(value: float, accelerator: Any = None) -> float:

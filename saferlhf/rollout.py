@@ -47,6 +47,9 @@ class Rollout:
     cost_values: torch.Tensor | None = None  # [B, N] V^c(s_t)
     prompts: list[str] = field(default_factory=list)
     responses: list[str] = field(default_factory=list)
+    # the scores the RL maths reads when PPO normalises them (--normalize.*): (R - μ_R)/σ_R and C/σ_C; None: raw
+    norm_reward: torch.Tensor | None = None  # [B]
+    norm_cost: torch.Tensor | None = None    # [B]
     # filled by the RL step
     reward_advantages: torch.Tensor | None = None  # [B, N] A^r_t
     reward_returns: torch.Tensor | None = None     # [B, N] G^r_t
@@ -59,6 +62,16 @@ class Rollout:
     @property
     def response_ids(self) -> torch.Tensor:
         return self.input_ids[:, self.prompt_length:]
+
+    @property
+    def rl_reward(self) -> torch.Tensor:
+        """[B] the reward the streams and trajectory scores use: ``norm_reward``, else R."""
+        return self.reward if self.norm_reward is None else self.norm_reward
+
+    @property
+    def rl_cost(self) -> torch.Tensor | None:
+        """[B] the cost the streams and trajectory scores use: ``norm_cost``, else C."""
+        return self.cost if self.norm_cost is None else self.norm_cost
 
     def select(self, idx: torch.Tensor) -> "Rollout":
         """A minibatch (rows ``idx``) of this rollout; list fields follow."""
@@ -86,12 +99,31 @@ def response_mask_from(response_ids: torch.Tensor, eos_id: int | Sequence[int]) 
     return (~after_eos).long()
 
 
-def _cache_kwarg(model) -> str:
-    """transformers 5 renamed ``past_key_values`` to ``cache``; support both spellings."""
+def base_causal_lm(model: Any) -> Any:
+    """The HF causal LM under the wrappers a policy can wear: accelerate's DDP / DeepSpeed ``.module`` and peft's
+    ``PeftModel`` (or `saferlhf.models.lora.AdaptersDisabled`), whose ``forward(*args, **kwargs)`` hides the
+    keywords the model takes. Their forwards pass every keyword on to this model."""
+    inner = getattr(model, "module", model)  # DDP / DeepSpeed wrapper
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # peft
+
+
+def forward_params(model: Any) -> frozenset[str]:
+    """The keyword names of `base_causal_lm`'s ``forward`` (cached per class)."""
     import inspect
 
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    cls = type(base_causal_lm(model))
+    if cls not in _FORWARD_PARAMS:
+        _FORWARD_PARAMS[cls] = frozenset(inspect.signature(cls.forward).parameters)
+    return _FORWARD_PARAMS[cls]
+
+
+_FORWARD_PARAMS: dict[type, frozenset[str]] = {}
+
+
+def _cache_kwarg(model) -> str:
+    """The KV-cache keyword of the model's forward: ``cache`` (transformers 5) or ``past_key_values`` (older;
+    deprecated in 5, then removed), read from the base model so that a peft or DDP wrapper does not hide it."""
+    return "cache" if "cache" in forward_params(model) else "past_key_values"
 
 
 def next_token(logits: torch.Tensor, temperature: float, top_p: float, do_sample: bool) -> torch.Tensor:
@@ -159,17 +191,7 @@ def keep_logits_kwarg(model, n: int | torch.Tensor) -> dict:
     """``{"logits_to_keep": n}`` when the causal LM takes it (transformers >= 4.50): the LM head then
     runs on the last ``n`` positions only, or on the True positions of a [B, T] bool tensor ``n`` (same
     values, flattened to [K, V]); ``{}`` otherwise."""
-    import inspect
-
-    inner = getattr(model, "module", model)  # DDP / DeepSpeed wrapper
-    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # peft
-    cls = type(inner)
-    if cls not in _TAKES_KEEP:
-        _TAKES_KEEP[cls] = "logits_to_keep" in inspect.signature(inner.forward).parameters
-    return {"logits_to_keep": n} if _TAKES_KEEP[cls] else {}
-
-
-_TAKES_KEEP: dict[type, bool] = {}
+    return {"logits_to_keep": n} if "logits_to_keep" in forward_params(model) else {}
 
 
 def action_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, P: int) -> torch.Tensor:

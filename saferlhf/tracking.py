@@ -2,8 +2,10 @@
 
 Every run writes ``<out>/config.yaml`` (the resolved config) and ``<out>/metrics.jsonl`` (one JSON object
 per logged step, fixed metric names: train/, rollout/, reward/, cost/, lagrange/, eval/).
-TensorBoard is optional (``report_to: tensorboard``) and imported lazily. Every JSON file written here is
-valid JSON: non-finite floats become ``null``.
+TensorBoard and Weights & Biases are optional (``runtime.report_to: tensorboard | wandb``, the extras of the same
+names) and imported lazily; a missing one is a one-line error before the run folder is made (`check_report_to`).
+A W&B run goes to ``runtime.wandb_project``, is named after the run folder and carries the resolved config. Every
+JSON file written here is valid JSON: non-finite floats become ``null``.
 
 The run-folder rule (``start_run`` / ``finish_run``), the same for every command that writes a folder:
 * a new or empty folder: the run starts;
@@ -40,19 +42,43 @@ except ImportError:  # not POSIX: run folders are not locked
     fcntl = None
 
 
-class MetricsLogger:
-    """Appends one JSON object per step to ``metrics.jsonl``; optionally mirrors to TensorBoard.
+# report_to -> (the module to import, the pip extra that installs it)
+REPORT_EXTRAS = {"tensorboard": ("torch.utils.tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
 
-    Only the main process writes (``enabled=False`` elsewhere); values are plain floats.
+
+def check_report_to(report_to: str) -> None:
+    """A one-line ``UserError`` when the package behind ``runtime.report_to`` is not importable: called before
+    the run folder is made, so a missing extra never leaves a failed run that needs ``--overwrite``."""
+    import importlib
+
+    from saferlhf.errors import UserError
+
+    if report_to not in REPORT_EXTRAS:
+        return
+    module, extra = REPORT_EXTRAS[report_to]
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise UserError(f"runtime.report_to {report_to}: the {extra} package is not installed ({e})",
+                        hint=f"pip install 'saferlhf[{extra}]', or --runtime.report_to none") from None
+
+
+class MetricsLogger:
+    """Appends one JSON object per step to ``metrics.jsonl``; optionally mirrors to TensorBoard or W&B.
+
+    Only the main process writes (``enabled=False`` elsewhere); values are plain floats. W&B gets the project
+    ``runtime.wandb_project``, the run folder's name as run name and ``config`` (the resolved config: a config
+    dataclass or dict; default: the run folder's ``config.yaml``, which ``start_run`` wrote).
     """
 
     def __init__(self, out_dir: str | Path, enabled: bool = True, report_to: str = "none",
-                 filename: str = "metrics.jsonl"):
+                 filename: str = "metrics.jsonl", config: Any = None):
         self.path = Path(out_dir) / filename
         self.enabled = enabled
         self._tb = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            check_report_to(report_to)
             if report_to == "tensorboard":
                 from torch.utils.tensorboard import SummaryWriter  # lazy: optional dependency
 
@@ -61,7 +87,10 @@ class MetricsLogger:
                 import wandb  # lazy: optional dependency
 
                 if wandb.run is None:
-                    wandb.init(dir=str(out_dir))
+                    resolved = _resolved_config(Path(out_dir), config)
+                    project = (resolved.get("runtime") or {}).get("wandb_project") or "saferlhf"
+                    wandb.init(project=project, name=Path(out_dir).resolve().name, config=resolved,
+                               dir=str(out_dir))
                 self._tb = "wandb"
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
@@ -87,6 +116,21 @@ class MetricsLogger:
             return
         rows = [r for r in read_jsonl(self.path) if r.get("step", -1) <= step]
         atomic_write_text(self.path, "".join(dumps(r) + "\n" for r in rows))
+
+
+def _resolved_config(out: Path, config: Any) -> dict[str, Any]:
+    """The resolved config as a dict: ``config`` (a dataclass or a dict), else ``out/config.yaml``, else {}."""
+    if config is not None:
+        from saferlhf.config import to_dict
+
+        return to_dict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
+    import yaml
+
+    try:
+        loaded = yaml.safe_load((out / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _to_float(v: Any) -> Any:
@@ -119,7 +163,7 @@ RUN_ENTRIES = frozenset({STATUS_FILE, INPUTS_FILE, "config.yaml", "metrics.jsonl
                          "wandb"})
 # config fields that may change when a run is resumed: they do not change what is computed
 RESUME_FREE = frozenset({"resume", "overwrite", "allow_config_change", "save_every", "log_every",
-                         "runtime.progress", "runtime.threads", "runtime.report_to"})
+                         "runtime.progress", "runtime.threads", "runtime.report_to", "runtime.wandb_project"})
 _ACTIVE: dict[Path, str] = {}  # run folders started by this process and not finished (for fail_active_runs)
 _LOCKS: dict[Path, int] = {}  # run folder -> the open descriptor holding its flock
 
@@ -288,12 +332,14 @@ def start_run(out_dir: str | Path, config: Any, command: str, *, resume: bool = 
 
     Returns the folder. Raises ``UserError`` for a folder that holds another run (no ``resume`` /
     ``overwrite``), a changed config or input file on resume, a folder that ``--overwrite`` may not delete, a
-    folder in use by another process, or a folder that is not writable or has too little free space.
+    folder in use by another process, a folder that is not writable or has too little free space, or a
+    ``runtime.report_to`` whose package is not installed (`check_report_to`, before the folder is made).
     """
     from saferlhf.config import check_config, save_config
     from saferlhf.errors import UserError
 
     check_config(config)
+    check_report_to(getattr(getattr(config, "runtime", None), "report_to", "none"))  # before the folder exists
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{command}: out: {out} exists and is not a folder")

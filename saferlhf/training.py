@@ -55,15 +55,32 @@ class LoraSettings:
 
 
 @dataclass
+class PolicyLoraSettings(LoraSettings):
+    """LoRA of a policy (sft, dpo, ppo's actor), whose final folder is either merged or the adapter alone.
+    Checkpoints keep the adapters and optimiser state only, whichever is chosen."""
+
+    merge_on_save: bool = option(True, "write the final model/ as a plain HF folder with the adapters merged in; "
+                                       "false: the adapter alone (adapter_model.safetensors + adapter_config.json + "
+                                       "tokenizer, megabytes), which every saferlhf command and peft's "
+                                       "PeftModel.from_pretrained(base, folder) load over the base it names")
+
+
+@dataclass
 class RuntimeConfig:
     """Where and how to run (one process here; `accelerate launch -m saferlhf ...` for many)."""
 
-    device: Literal["auto", "cpu", "cuda"] = option("auto", "auto = GPU when available, else CPU")
+    device: Literal["auto", "cpu", "cuda", "mps"] = option(
+        "auto", "auto = CUDA GPU when available, else CPU; mps = Apple-silicon GPU (opt in); a device that is not "
+                "available is an error")
     mixed_precision: Literal["no", "bf16", "fp16"] = option(
         "no", "mixed precision (GPUs only; on CPU bf16 is ~500x slower than fp32 here)")
     seed: int = option(0, "random seed (python, numpy, torch)")
     threads: int = option(0, "torch CPU threads (0 = torch default)", ge=0)
-    report_to: Literal["none", "tensorboard", "wandb"] = option("none", "extra metrics sink besides metrics.jsonl")
+    report_to: Literal["none", "tensorboard", "wandb"] = option(
+        "none", "extra metrics sink besides metrics.jsonl (needs the extra of the same name, e.g. pip "
+                "install 'saferlhf[wandb]')")
+    wandb_project: str = option("saferlhf", "W&B project of the run (report_to wandb); the W&B run is named after "
+                                            "the run folder and carries the resolved config")
     progress: bool = option(True, "show progress bars")
     gradient_checkpointing: bool = option(False, "trade compute for memory on large models")
 
@@ -79,13 +96,36 @@ def set_seed(seed: int) -> None:
         pass
 
 
+def resolve_device(device: str) -> str:
+    """``runtime.device`` -> "cpu" | "cuda" | "mps"; a device this machine does not have is a one-line
+    ``UserError`` (instead of a silent fall-back to the CPU)."""
+    from saferlhf.errors import UserError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("runtime.device cuda: a CUDA GPU is not available on this machine",
+                        hint="use --runtime.device auto (or cpu)")
+    if device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UserError("runtime.device mps: the Apple-silicon GPU (MPS) is not available on this machine",
+                        hint="mps needs a Mac with Apple silicon and a torch build with MPS; use --runtime.device "
+                             "auto (or cpu)")
+    return device
+
+
 def make_accelerator(rt: RuntimeConfig, **kwargs: Any):
-    """An accelerate ``Accelerator`` honouring ``rt`` (lazy import keeps ``import saferlhf`` light)."""
+    """An accelerate ``Accelerator`` honouring ``rt`` (lazy import keeps ``import saferlhf`` light). Checks first,
+    before any run folder exists: the device is available (`resolve_device`), the ``report_to`` package is
+    installed (`saferlhf.tracking.check_report_to`)."""
     from accelerate import Accelerator
 
+    from saferlhf.tracking import check_report_to
+
+    device = resolve_device(rt.device)
+    check_report_to(rt.report_to)
     if rt.threads > 0:
         torch.set_num_threads(rt.threads)
-    cpu = rt.device == "cpu" or (rt.device == "auto" and not torch.cuda.is_available())
+    cpu = device == "cpu"  # otherwise accelerate takes the GPU there is: CUDA, else MPS
     mp = rt.mixed_precision if not cpu else "no"
     acc = Accelerator(cpu=cpu, mixed_precision=mp, **kwargs)
     set_seed(rt.seed + acc.process_index)
@@ -228,10 +268,20 @@ class Checkpointer:
     optimisers, schedulers, every rank's RNG states and the objects registered with
     ``register_for_checkpointing`` (the loop position), plus one ``rank_state_<k>.pt`` per rank for
     state that differs between ranks (PPO: λ and its cost window). The folder is swapped in atomically: a kill during a save leaves
-    the previous checkpoint in place."""
+    the previous checkpoint in place.
+
+    A model with frozen parameters (LoRA: the base) keeps only its trained parameters and its buffers, in
+    ``trained_<i>.safetensors`` (its ``model_<i>`` file is empty): the frozen weights are those the run loads
+    from its model path again on resume, so the checkpoint of a LoRA run on SmolLM2 is megabytes, not a copy
+    of the 540 MB base. Fully trained models are saved whole, as accelerate does."""
 
     def __init__(self, accelerator, out_dir: str | Path):
         self.acc, self.dir = accelerator, Path(out_dir) / "checkpoint"
+        if not getattr(accelerator, "_saferlhf_trained_only", False):  # once per accelerator
+            accelerator.register_save_state_pre_hook(lambda models, weights, d: _save_trained_only(
+                accelerator, models, weights, d))
+            accelerator.register_load_state_pre_hook(lambda models, d: _load_trained_only(models, d))
+            accelerator._saferlhf_trained_only = True
 
     def exists(self) -> bool:
         return (self.dir / "COMPLETE").exists()
@@ -270,6 +320,51 @@ class Checkpointer:
         self.acc.load_state(str(self.dir))
         path = self.dir / f"rank_state_{self.acc.process_index}.pt"
         return torch.load(path, weights_only=False) if path.exists() else None
+
+
+TRAINED_FILE = "trained_{}.safetensors"  # the trained part of model i of a checkpoint (`Checkpointer`)
+
+
+def frozen_names(model: torch.nn.Module) -> set[str]:
+    """State-dict names of ``model``'s parameters that are not trained (tied names included)."""
+    return {n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
+def _save_trained_only(acc, models: list, weights: list, output_dir: str) -> None:
+    """accelerate's save-state hook: a model with frozen parameters is written as its trained part alone."""
+    from safetensors.torch import save_file
+
+    if len(weights) != len(models):  # DeepSpeed / FSDP write their own files
+        return
+    for i, model in enumerate(models):
+        frozen = frozen_names(model)
+        if not frozen:
+            continue
+        kept = {k: v.detach().cpu().clone() for k, v in weights[i].items() if k not in frozen}  # no shared storage
+        if acc.is_main_process:
+            save_file(kept, str(Path(output_dir) / TRAINED_FILE.format(i)), metadata={"format": "pt"})
+        weights[i] = {}
+
+
+def _load_trained_only(models: list, input_dir: str) -> None:
+    """accelerate's load-state hook: load each ``trained_<i>`` file into model i (every trained parameter must be
+    there) and hand accelerate an empty placeholder for its empty ``model_<i>`` file."""
+    from safetensors.torch import load_file
+
+    from saferlhf.errors import UserError
+
+    for i, model in enumerate(models):
+        path = Path(input_dir) / TRAINED_FILE.format(i)
+        if not path.exists():
+            continue
+        missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+        missing = sorted(set(missing) - frozen_names(model))
+        if missing or unexpected:
+            raise UserError(f"{path} does not fit the run's model {i}: " + "; ".join(
+                f"{what} {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                for what, names in (("missing", missing), ("unexpected", list(unexpected))) if names),
+                hint="resume with the settings (LoRA included) the checkpoint was written with")
+        models[i] = torch.nn.Module()
 
 
 def start_run_on_every_rank(acc, cfg, command: str) -> Path:

@@ -20,8 +20,14 @@ prompt set, settings), so adding a judge or a policy regenerates nothing.
 ``harmlessness_win_rate_vs_<baseline>`` to every policy's metrics; ``--embedding_model`` (any HF encoder folder,
 e.g. all-MiniLM-L6-v2) adds the mean pairwise embedding distances.
 
-Outputs in ``out``: results.json (valid JSON; also ``warnings`` and ``judge_thresholds``), responses.jsonl,
-report.html with its PNGs, status.json.
+The cost threshold d: unsafe = cost > d for the cost model judge, where d is ``--cost_threshold``, else the threshold
+stored in the cost model's config.json, else 0; the same d decides the harmful rate, the violation rate, the 2×2
+arena and the scatter's colours (``cost_threshold`` / ``cost_threshold_source`` (cli | stored | zero) in results.json).
+``--device`` / ``--dtype`` place the policies and the score-model judges (auto: cuda in bfloat16 when available,
+else cpu in float32, the path of old).
+
+Outputs in ``out``: results.json (valid JSON; also ``warnings``, ``judge_thresholds`` and ``provenance``: folders,
+device, versions, config), responses.jsonl, report.html with its PNGs, status.json.
 `saferlhf evaluate` is the same command under its old name.
 """
 
@@ -70,8 +76,11 @@ class EvalConfig:
     baseline: str | None = option(None, "policy that win_rate_vs_<baseline> compares against (default: the first)")
     embedding_model: str | None = option(None, "encoder folder (e.g. all-MiniLM-L6-v2) for the embedding diversity")
     reward_model: str | None = option(None, "reward model folder (score judge: helpfulness)")
-    cost_model: str | None = option(None, "cost model folder (score / cost_model judge: unsafe = cost > its stored "
-                                          "threshold, else cost > 0)")
+    cost_model: str | None = option(None, "cost model folder (score / cost_model judge: unsafe = cost > d, "
+                                          "--cost_threshold)")
+    cost_threshold: float | None = option(None, "d: a response is unsafe when the cost model's cost > d (harmful "
+                                                "rate, violation rate, 2×2 arena, scatter colours); default: the "
+                                                "threshold stored in --cost_model's config.json, else 0")
     classifier: str | None = option(None, "cost model folder used as an independent harm classifier (classifier "
                                           "judge: unsafe = cost > its stored threshold, else cost > 0); should not "
                                           "be the cost model a policy was trained against")
@@ -86,6 +95,12 @@ class EvalConfig:
     bootstrap: int = option(1000, "bootstrap resamples of the intervals (0 = none)", ge=0)
     cache_dir: str | None = option(None, "where generations are cached (default: $SAFERLHF_CACHE, else "
                                          "$XDG_CACHE_HOME/saferlhf/generations, else ~/.cache/saferlhf/generations)")
+    device: Literal["auto", "cpu", "cuda", "mps"] = option(
+        "auto", "where the policies and the score-model judges run: auto (cuda when available, else cpu), cpu, cuda "
+                "or mps (saferlhf.models.placement; the embedding model stays on cpu)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", "their precision: auto (bfloat16 on cuda, float32 elsewhere), float32, bfloat16, or float16 (not on "
+                "cpu); generations are cached per device and dtype")
     out: str = option("runs/eval", "output folder")
     overwrite: bool = option(False, "replace a previous evaluation in out")
 
@@ -115,6 +130,12 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], dict[str, tuple[str, 
     for name in ("reward_model", "cost_model", "classifier"):
         if name in judges and not getattr(cfg, name):
             raise UserError(f"eval: the {name} judge needs --{name} PATH")
+    if cfg.cost_threshold is not None and not (cfg.cost_model and {"score", "cost_model"} & set(judges)):
+        raise UserError("eval: --cost_threshold is the cost model's d: it needs --cost_model and the score or "
+                        "cost_model judge", hint="the classifier judge keeps its own stored threshold")
+    from saferlhf.models.placement import resolve_placement  # here: `eval --help` stays free of torch
+
+    resolve_placement(cfg.device, cfg.dtype, "eval: ")  # a device this machine lacks fails here
     if "llm" in judges:
         if not (cfg.judge.base_url and cfg.judge.model):
             raise UserError("eval: the llm judge needs --judge.base_url and --judge.model")
@@ -140,6 +161,13 @@ def check_inputs(cfg: EvalConfig) -> tuple[dict[str, str], dict[str, tuple[str, 
         raise UserError("eval: the oracle judges world prompt sets only; add --prompts world:test or another judge")
     tables = {name: (path, responses_table(path)) for name, path in given.items()}  # bad records fail here
     return policies, tables, sets, judges
+
+
+def backend_name(device: str, dtype) -> str | None:
+    """"cuda/bfloat16", ...; None for CPU float32 (the default numerics: generation cache keys and model loading
+    stay exactly as before)."""
+    name = str(dtype).removeprefix("torch.")
+    return None if (device, name) == ("cpu", "float32") else f"{device}/{name}"
 
 
 def is_world_set(prompt_set, world_seed: int) -> bool:
@@ -258,10 +286,11 @@ def llm_client(cfg: EvalConfig):
     return ChatClient.from_config(cfg.judge, "llm judge", "judge")
 
 
-def build_judges(cfg: EvalConfig, names: list[str]) -> dict[str, list]:
+def build_judges(cfg: EvalConfig, names: list[str], device: str | None = None, dtype=None) -> dict[str, list]:
     """Judges by scope: "world" sets get the oracle first; every set gets the others, in this order (the first
     safety judge gives ``harmful_rate``, the first cost judge the rows' ``cost``): llm, reward_model,
-    cost_model, classifier, refusal."""
+    cost_model (unsafe = cost > ``--cost_threshold``, else its stored threshold, else 0), classifier, refusal.
+    Score models run on ``device`` in ``dtype`` (None: as loaded, CPU float32)."""
     from saferlhf.eval.judges import REFUSAL_LISTS, OracleJudge, RefusalJudge, ScoreModelJudge, classifier_judge
 
     common = []
@@ -272,9 +301,10 @@ def build_judges(cfg: EvalConfig, names: list[str]) -> dict[str, list]:
     wanted = {m for n in names for m in SCORE_JUDGES.get(n, ())}
     for field, kind in (("reward_model", "reward"), ("cost_model", "cost")):
         if field in wanted and getattr(cfg, field):
-            common.append(ScoreModelJudge(getattr(cfg, field), kind))
+            common.append(ScoreModelJudge(getattr(cfg, field), kind, device=device, dtype=dtype,
+                                          threshold=cfg.cost_threshold if kind == "cost" else None))
     if "classifier" in wanted:
-        common.append(classifier_judge(cfg.classifier))
+        common.append(classifier_judge(cfg.classifier, device=device, dtype=dtype))
     if "refusal" in names:
         common.append(RefusalJudge(REFUSAL_LISTS[cfg.refusal_list]))
     world = common
@@ -291,6 +321,7 @@ def run(cfg: EvalConfig) -> int:
     from saferlhf.eval.suite import (baseline_win_rates, cached_generations, generation_key, judge_rows,
                                      pairwise_metrics, policy_metrics)
     from saferlhf.files import atomic_write_json, atomic_write_text, dumps
+    from saferlhf.models.placement import resolve_placement
     from saferlhf.models.policy import load_policy
     from saferlhf.rollout import HFGenerator
     from saferlhf.tracking import finish_run, start_run
@@ -302,12 +333,21 @@ def run(cfg: EvalConfig) -> int:
     for w in warnings:
         print(f"eval: warning: {w}", file=sys.stderr)
     out = start_run(cfg.out, cfg, "eval", overwrite=cfg.overwrite)
-    judges = build_judges(cfg, judge_names)
+    device, dtype = resolve_placement(cfg.device, cfg.dtype, "eval: ")  # checked in check_inputs
+    backend = backend_name(device, dtype)  # None: CPU float32, loaded exactly as before
+    place = {} if backend is None else {"device": device, "dtype": dtype}
+    judges = build_judges(cfg, judge_names, **place)
     settings, n_samples = cfg.sampling, cfg.sampling.n
     cache = generation_cache_dir(cfg.cache_dir)
+    # d: the threshold of the cost judge whose cost the rows carry (the cost model's, else the classifier's)
+    cost_judge = next((j for j in judges["file"] if getattr(j, "kind", None) == "cost"), None)
+    d = None if cost_judge is None else cost_judge.threshold
     results: dict = {"prompt_sets": {}, "judges": judge_names, "n_samples": n_samples, "warnings": warnings,
+                     "cost_threshold": d, "cost_threshold_source": getattr(cost_judge, "threshold_origin", None),
+                     "cost_threshold_judge": getattr(cost_judge, "name", None),
                      "judge_thresholds": {j.name: {"value": j.threshold, "source": j.threshold_source}
-                                          for j in judges["file"] if getattr(j, "threshold", None) is not None}}
+                                          for j in judges["file"] if getattr(j, "threshold", None) is not None},
+                     "provenance": provenance(cfg, policies, {n: p for n, (p, _) in given.items()}, device, dtype)}
     all_rows: list[dict] = []
     generated = cached = 0
     # 1. Generation, policy by policy: each model is loaded once, and only when a prompt set misses the cache.
@@ -317,13 +357,13 @@ def run(cfg: EvalConfig) -> int:
         for pset in sets:
             def make(pset=pset, name=name, path=path):
                 if not loaded:
-                    loaded.append(load_policy(path))  # consumes no RNG: the seed below fixes the samples
+                    loaded.append(load_policy(path, **place))  # consumes no RNG: the seed below fixes the samples
                 model, tok = loaded[0]
                 set_seed(cfg.seed)
                 return HFGenerator(model, tok, settings).generate_ended(
                     [i.text for i in pset.items], n_samples, progress_desc=f"{pset.name}: {name}")
 
-            key = generation_key(path, pset, settings, n_samples, cfg.seed)
+            key = generation_key(path, pset, settings, n_samples, cfg.seed, backend)
             texts, ended, hit = cached_generations(cache, key, make, (len(pset.items), n_samples))
             generations[pset.name, name] = texts, ended
             cached += hit
@@ -366,7 +406,7 @@ def run(cfg: EvalConfig) -> int:
                 metrics[n] |= embedding_diversity(embedder.embed(texts), n_samples, EMBEDDING_MAX_ACROSS)
         results["prompt_sets"][pset.name] = {
             "n_prompts": len(pset.items), "judges": [j.name for j in scope], "baseline": baseline, "policies": metrics,
-            "pairwise": pairwise_metrics(records, cfg.bootstrap, cfg.seed) if len(records) > 1 else {}}
+            "pairwise": pairwise_metrics(records, cfg.bootstrap, cfg.seed, d or 0.0) if len(records) > 1 else {}}
         llm = next((j for j in scope if j.name == "llm"), None)
         if llm is not None and len(records) > 1:
             results["prompt_sets"][pset.name]["llm_pairwise"] = llm_pairwise(llm, records, cfg.bootstrap, cfg.seed)
@@ -387,6 +427,28 @@ def run(cfg: EvalConfig) -> int:
     finish_run(out, results="results.json", report="report.html")
     print(f"eval: {generated} generated, {cached} from the cache -> {out}/results.json, {out}/report.html")
     return 0
+
+
+def provenance(cfg: EvalConfig, policies: dict[str, str], responses: dict[str, str], device: str, dtype) -> dict:
+    """What produced an evaluation, for results.json and the report: every policy, responses file and judge
+    folder (absolute where it is a local path), the device and dtype, the resolved config and the versions."""
+    from saferlhf.config import to_dict
+    from saferlhf.eval.report import software_versions
+
+    def where(path: str | None) -> str | None:
+        if path is None:
+            return None
+        p = Path(path).expanduser()
+        return str(p.resolve()) if p.exists() else path
+
+    judge_folders = {"reward_model": where(cfg.reward_model), "cost_model": where(cfg.cost_model),
+                     "classifier": where(cfg.classifier), "embedding_model": where(cfg.embedding_model),
+                     "llm": f"{cfg.judge.model} at {cfg.judge.base_url}" if cfg.judge.base_url else None}
+    return {"policies": {n: where(p) for n, p in policies.items()},
+            "responses": {n: where(p) for n, p in responses.items()},
+            "prompt_sets": list(cfg.prompts), "judge_folders": {k: v for k, v in judge_folders.items() if v},
+            "device": device, "dtype": str(dtype).removeprefix("torch."), "versions": software_versions(),
+            "config": to_dict(cfg)}
 
 
 def check_judge_failures(cfg: EvalConfig, judges: list, out: Path) -> None:
@@ -439,6 +501,9 @@ def _print_summary(console, results: dict) -> None:
     from saferlhf.eval.suite import judges_with_rates
 
     cols = ["harmful_rate", "over_refusal_rate", "refusal_rate", "helpfulness", "reward_mean", "cost_mean"]
+    if results.get("cost_threshold") is not None:
+        console.print(f"cost threshold d = {results['cost_threshold']:.4g} ({results['cost_threshold_source']}; "
+                      f"{results['cost_threshold_judge']}): unsafe = cost > d", markup=False, highlight=False)
     for w in results.get("warnings", []):
         console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     for judge, f in results.get("judge_failures", {}).items():

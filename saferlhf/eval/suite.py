@@ -88,8 +88,12 @@ def model_identity(path: str | Path) -> str:
     return json.dumps([str(p.resolve()), files])
 
 
-def generation_key(model: str, prompt_set: PromptSet, settings: Any, n_samples: int, seed: int) -> str:
-    blob = json.dumps(["v2", model_identity(model), prompt_set.digest, asdict(settings), n_samples, seed])
+def generation_key(model: str, prompt_set: PromptSet, settings: Any, n_samples: int, seed: int,
+                   backend: str | None = None) -> str:
+    """The cache key of a policy's generations. ``backend`` ("cuda/bfloat16", ...): where and in what precision
+    the policy ran, when not CPU float32 (other numerics, other samples); None keeps CPU float32 keys as they were."""
+    parts = ["v2", model_identity(model), prompt_set.digest, asdict(settings), n_samples, seed]
+    blob = json.dumps(parts if backend is None else [*parts, backend])
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -343,10 +347,12 @@ def baseline_win_rates(records: dict[str, list[dict]], baseline: str, bootstrap:
     return out
 
 
-def pairwise_metrics(records: dict[str, list[dict]], bootstrap: int = 1000, seed: int = 0) -> dict:
+def pairwise_metrics(records: dict[str, list[dict]], bootstrap: int = 1000, seed: int = 0,
+                     cost_threshold: float = 0.0) -> dict:
     """Win / tie / loss of every ordered pair of policies (A vs B, aligned rows; each pair also names ``a`` and
-    ``b``: split no key on ``__vs__``), the 2×2 arena where reward and cost exist, and Elo per axis from all
-    pairwise comparisons, with bootstrap intervals that resample prompts (all comparisons on a prompt together)."""
+    ``b``: split no key on ``__vs__``), the 2×2 arena where reward and cost exist (safe = cost <=
+    ``cost_threshold``, the d of the rows' cost judge), and Elo per axis from all pairwise comparisons, with
+    bootstrap intervals that resample prompts (all comparisons on a prompt together)."""
     from saferlhf.eval.arena import arena, elo_ratings, outcome, win_tie_loss
 
     names = list(records)
@@ -371,7 +377,7 @@ def pairwise_metrics(records: dict[str, list[dict]], bootstrap: int = 1000, seed
                         c: {"win_rate": sum(v) / len(v), "n": len(v)} for c, v in sorted(by_cat.items())}
         if all(r.get("reward") is not None and r.get("cost") is not None for r in ra + rb):
             pair["arena"] = arena([r["reward"] for r in ra], [r["cost"] for r in ra],
-                                  [r["reward"] for r in rb], [r["cost"] for r in rb])
+                                  [r["reward"] for r in rb], [r["cost"] for r in rb], cost_threshold)
         out["pairs"][f"{a}__vs__{b}"] = pair
     for axis, comps in comparisons.items():
         if comps:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,16 +24,16 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "to
 
 
 def model_path_problem(path: str | Path, weights: bool = True) -> str | None:
-    """What is wrong with a model path, or None. Hub names (``gpt2``, ``owner/name``: not an existing path and
-    not path-like) are left to transformers. ``weights=False`` for a tokenizer: a folder with tokenizer
-    files and no config.json, or a model folder without weights, passes."""
+    """What is wrong with a model path, or None. A path that does not exist is "no such folder (why)" unless it
+    may be a hub name to download (`missing_path_reason`). ``weights=False`` for a tokenizer: a folder with
+    tokenizer files and no config.json, or a model folder without weights, passes."""
     text = str(path)
     if not text:
         return "is empty"
     p = Path(text).expanduser()
     if not p.exists():
-        looks_local = text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
-        return "model path not found" if looks_local else None
+        why = missing_path_reason(text)
+        return None if why is None else f"no such folder ({why})"
     if not p.is_dir():
         return "is a file, not a model folder"
     names = [q.name for q in p.iterdir()]
@@ -40,6 +42,10 @@ def model_path_problem(path: str | Path, weights: bool = True) -> str | None:
     if "config.json" not in names:
         if not weights and any(n in _TOKENIZER_FILES for n in names):
             return None
+        if "adapter_config.json" in names:  # a LoRA adapter folder over its base (`saferlhf.models.lora`)
+            from saferlhf.models.lora import adapter_folder_problem
+
+            return adapter_folder_problem(p)
         return "is a folder without config.json, not an HF model"
     try:
         config = json.loads((p / "config.json").read_text())
@@ -52,13 +58,98 @@ def model_path_problem(path: str | Path, weights: bool = True) -> str | None:
     return None
 
 
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")  # "gpt2", "owner/name"
+_HUB_REACHABLE: dict[str, bool] = {}  # endpoint -> answer of the first probe in this process
+
+
+def missing_path_reason(text: str) -> str | None:
+    """Why a model path that does not exist cannot be a hub name to download, or None when it may be one.
+
+    Local: it starts with ``/``, ``.`` or ``~``, has a backslash or more than one ``/``, or its first component
+    exists here (``models/typo`` when ``models/`` exists). A hub name (``gpt2``, ``owner/name``) is only worth
+    trying when it is in the hub cache, or the hub is online (not ``HF_HUB_OFFLINE``) and reachable
+    (`hub_reachable`, a connection with a short timeout): otherwise transformers retries for about a minute and
+    ends with "couldn't connect to huggingface.co"."""
+    first = text.split("/", 1)[0]
+    if text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") > 1:
+        return "read as a local path"
+    if "/" in text and Path(first).exists():
+        return f"{first}/ exists here: read as a local path"
+    if not _HUB_NAME.match(text):
+        return "not a hub name owner/name either"
+    if in_hub_cache(text):
+        return None
+    if hub_offline():
+        return "the hub is offline (HF_HUB_OFFLINE) and it is not in the hub cache"
+    if not hub_reachable():
+        from huggingface_hub import constants
+
+        return f"{constants.ENDPOINT} is not reachable and it is not in the hub cache"
+    return None
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """True when the hub cache (``HF_HUB_CACHE``) holds a download of the model ``repo_id``."""
+    from huggingface_hub import constants
+
+    return (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots").is_dir()
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set, now or when huggingface_hub was imported."""
+    from huggingface_hub import constants
+
+    on = ("1", "on", "yes", "true")
+    return bool(constants.HF_HUB_OFFLINE) or any(os.environ.get(v, "").strip().lower() in on
+                                                 for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether a TCP connection to the hub endpoint opens within ``timeout`` seconds (name lookup included; asked
+    once per process). Behind a proxy (``HTTPS_PROXY`` ...) the direct probe says nothing: True."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    if endpoint in _HUB_REACHABLE:
+        return _HUB_REACHABLE[endpoint]
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
+                                     timeout=timeout).close()
+            answer.append(True)
+        except (OSError, ValueError):
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # a name lookup ignores the socket timeout
+    thread.start()
+    thread.join(timeout + 0.5)
+    _HUB_REACHABLE[endpoint] = bool(answer and answer[0])
+    return _HUB_REACHABLE[endpoint]
+
+
 def check_model_path(path: str | Path, what: str = "model path", weights: bool = True) -> None:
-    """Fail early with one clear ``UserError`` (a ``FileNotFoundError`` too) when ``path`` is not a usable
-    LOCAL model folder: missing, a file, empty, no / unreadable config.json, no weights (``model_path_problem``)."""
+    """Fail early with one clear ``UserError`` (a ``FileNotFoundError`` too) when ``path`` is not a usable model:
+    ``<what>: no such folder: <path>`` for a missing local path (or a hub name that cannot be downloaded now),
+    else a file, empty, no / unreadable config.json, no weights (``model_path_problem``). The one check every
+    loader (policy, score models, tokenizers, embedders) and every command runs before loading."""
     problem = model_path_problem(path, weights)
-    if problem is not None:
-        raise ModelPathError(f"{what}: {path}: {problem}" if str(path) else f"{what} {problem}",
-                             hint=MODEL_PATH_EXPECTED)
+    if problem is None:
+        return
+    if problem.startswith("no such folder"):
+        why = problem[len("no such folder ("):-1]
+        raise ModelPathError(f"{what}: no such folder: {path}",
+                             hint=f"model path not found ({why}); {MODEL_PATH_EXPECTED}")
+    raise ModelPathError(f"{what}: {path}: {problem}" if str(path) else f"{what} {problem}",
+                         hint=MODEL_PATH_EXPECTED)
 
 
 def position_limit(model: Any) -> tuple[str, int] | None:

@@ -1,10 +1,21 @@
-"""LoRA adapters (optional, peft imported lazily) and merging them back for saving."""
+"""LoRA adapters (optional, peft imported lazily): applying them, merging them back for saving, and adapter
+folders (``adapter_model.safetensors`` + ``adapter_config.json`` + the tokenizer) as policy folders.
+
+An adapter folder names its base in ``adapter_config.json`` (``base_model_name_or_path``, an absolute path for a
+local base); `saferlhf.models.policy.load_policy` loads the base, then the adapter, and merges them. A policy
+loaded that way is named after the adapter folder, so an adapter trained on top of it (PPO from a LoRA SFT saved
+with ``--lora.merge_on_save false``) names that folder as its base and loads through it in turn."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
+
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+MAX_ADAPTER_DEPTH = 8  # adapter folders over adapter folders, at most
 
 
 def apply_lora(model: Any, r: int = 8, alpha: int = 16, dropout: float = 0.0,
@@ -22,6 +33,66 @@ def apply_lora(model: Any, r: int = 8, alpha: int = 16, dropout: float = 0.0,
         model.model = get_peft_model(model.model, config)
         return model
     return get_peft_model(model, config)
+
+
+def is_adapter_folder(path: str | Path) -> bool:
+    """A folder holding a peft adapter (``adapter_config.json``) rather than a full HF model (no config.json)."""
+    p = Path(str(path)).expanduser()
+    return (p / ADAPTER_CONFIG).is_file() and not (p / "config.json").exists()
+
+
+def adapter_base(path: str | Path) -> str:
+    """The base model an adapter folder names (``base_model_name_or_path``); a ``ValueError`` when it names none."""
+    try:
+        config = json.loads((Path(str(path)).expanduser() / ADAPTER_CONFIG).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{ADAPTER_CONFIG} is not readable JSON ({e})") from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not base or not isinstance(base, str):
+        raise ValueError(f"{ADAPTER_CONFIG} names no base model (base_model_name_or_path)")
+    return base
+
+
+def adapter_folder_problem(path: str | Path) -> str | None:
+    """What is wrong with an adapter folder as a model path, or None: the adapter weights and a base that exists
+    (a local folder, or a hub name) are needed."""
+    p = Path(str(path)).expanduser()
+    if not any((p / name).is_file() for name in (ADAPTER_WEIGHTS, "adapter_model.bin")):
+        return f"holds {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS} (a LoRA adapter folder without its weights)"
+    try:
+        base = adapter_base(p)
+    except ValueError as e:
+        return f"is a LoRA adapter folder whose {e}"
+    if Path(base).is_absolute() and not Path(base).exists():
+        return f"is a LoRA adapter folder over the base {base}, which does not exist (any more)"
+    return None
+
+
+def save_adapter(model: Any, path: Path) -> None:
+    """Write a peft model's adapter into the folder ``path`` (``save_pretrained``), its base as an absolute path
+    when the base is a local folder, so that the adapter loads from any working directory."""
+    import warnings
+
+    with warnings.catch_warnings():  # a base that is itself an adapter folder has no config.json for peft to read
+        warnings.filterwarnings("ignore", message="Could not find a config file")
+        model.save_pretrained(path)
+    config_file = Path(path) / ADAPTER_CONFIG
+    config = json.loads(config_file.read_text())
+    base = config.get("base_model_name_or_path")
+    if base and Path(base).expanduser().exists():
+        config["base_model_name_or_path"] = str(Path(base).expanduser().resolve())
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def load_adapter(base: Any, path: str | Path) -> Any:
+    """``base`` with the adapter of the folder ``path`` merged in: a plain HF model named after ``path``."""
+    from peft import PeftModel
+
+    merged = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+    name = str(Path(str(path)).expanduser().resolve())
+    merged.name_or_path = name  # what peft records as the base of an adapter trained on top of this model
+    merged.config._name_or_path = name
+    return merged
 
 
 def merge_lora(model: Any) -> Any:

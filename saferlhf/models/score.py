@@ -44,6 +44,9 @@ _HEAD_NAMES = ("score", "classifier", "v_head", "value_head")
 # validation split): {"value": t, "method": "best_f1" | "zero", ...}. unsafe = cost > value everywhere
 # (`score`, the classifier judge of `eval`); a cost model without one uses the sign convention, value 0.
 THRESHOLD_KEY = "saferlhf_decision_threshold"
+# How to reproduce a score model's scores outside saferlhf, stored in its config.json by `save_pretrained`
+# (`scoring_recipe`; docs/cost-model.md, "Reproducing scores outside saferlhf").
+SCORING_KEY = "saferlhf_scoring"
 
 
 @dataclass
@@ -216,7 +219,8 @@ class ScoreModel(nn.Module):
     def save_pretrained(self, path: str | Path, tokenizer: Any = None) -> Path:
         """Atomically write an HF folder loadable by ``AutoModelForSequenceClassification``.
 
-        The config carries ``score_type`` and, for cost models, ``cost_sign_convention``. Raises if
+        The config carries ``score_type``, for cost models ``cost_sign_convention`` and, with a tokenizer,
+        ``saferlhf_scoring`` (`scoring_recipe`: how to reproduce the scores with plain transformers). Raises if
         pad == eos (HF would pool at the token before the final eos; add a distinct pad token).
         """
         hf = merge_lora(self.model)
@@ -234,6 +238,8 @@ class ScoreModel(nn.Module):
         if self.score_type is None:
             raise ValueError("set score_type ('reward' | 'cost' | 'critic') before saving")
         check_finite_weights(hf, f"the {self.score_type} model to {path}")
+        if tokenizer is not None:
+            setattr(hf.config, SCORING_KEY, scoring_recipe(tokenizer, encoder=is_encoder_config(hf.config)))
 
         def save(tmp: Path) -> None:
             with quiet_hf(progress_only=True):
@@ -242,6 +248,34 @@ class ScoreModel(nn.Module):
                 tokenizer.save_pretrained(tmp)
 
         return atomic_save_dir(save, path)
+
+
+def scoring_recipe(tokenizer: Any, encoder: bool) -> dict[str, Any]:
+    """What a score model reads and where its score is, in words a user outside saferlhf can follow with plain
+    transformers (saved as ``config.json[SCORING_KEY]``; the ids are `encode_example`'s, the score `score_texts`'s).
+
+    ``prompt_template``: the chat-formatted prompt (`format_prompt`) with the literal ``{prompt}`` where the user's
+    text goes; the response follows it with no separator, then the end token."""
+    from saferlhf.data.formatting import end_token_id, format_prompt
+
+    end = end_token_id(tokenizer)
+    return {
+        "prompt_template": format_prompt(tokenizer, "{prompt}"),
+        "prompt_ids": "tokenizer(prompt_template.replace('{prompt}', prompt))['input_ids'] (special tokens added as "
+                      "the tokenizer adds them)",
+        "response_ids": "tokenizer(response, add_special_tokens=False)['input_ids'] + [end_token_id]; a response cut "
+                        "off at a generation limit gets no end token",
+        "input_ids": "prompt_ids + response_ids: prompt and response tokenised SEPARATELY (never as a text pair)",
+        "end_token": tokenizer.convert_ids_to_tokens(end), "end_token_id": end,
+        "token_type_ids": "none: pass input_ids and attention_mask only (no segment ids)",
+        "truncation": "the prompt keeps the END of the user's text inside the chat frame, at most max_length // 2 "
+                      "tokens; the response keeps its START and the end token, so that the whole fits max_length "
+                      "(saferlhf.score: max_length = the model's max_position_embeddings)",
+        "score": ("logits[:, 0] of AutoModelForSequenceClassification: the model's own pooled output (BERT: [CLS])"
+                  if encoder else "logits[:, 0] of AutoModelForSequenceClassification: the head at the last token "
+                                  "(the end token); right-pad batches"),
+        "reproduce": "saferlhf.score(model_dir, prompt, response); docs/cost-model.md",
+    }
 
 
 def is_encoder_config(config: Any) -> bool:

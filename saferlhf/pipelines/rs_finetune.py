@@ -33,7 +33,7 @@ from pathlib import Path
 from saferlhf.config import option
 from saferlhf.errors import UserError
 from saferlhf.sampling import RENAMED, SamplingConfig, require_one_per_prompt
-from saferlhf.training import LoraSettings, OptimConfig
+from saferlhf.training import OptimConfig, PolicyLoraSettings
 
 
 @dataclass
@@ -56,7 +56,7 @@ class RSFinetuneConfig:
     sft_batch_size: int = option(16, "SFT batch size", ge=1)
     sft_max_length: int = option(512, "SFT max tokens of prompt + response", ge=2)
     optim: OptimConfig = option(OptimConfig(lr=2e-5, weight_decay=0.0), "the SFT optimiser of every round")
-    lora: LoraSettings = option(LoraSettings(), "LoRA for the SFT of every round (merged on save)")
+    lora: PolicyLoraSettings = option(PolicyLoraSettings(), "LoRA for the SFT of every round")
     seed: int = option(0, "seed (round r samples with seed + r)")
     resume: bool = option(False, "continue a killed run: finished rounds are kept")
     overwrite: bool = option(False, "replace a previous run in out")

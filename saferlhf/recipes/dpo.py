@@ -67,7 +67,7 @@ import torch
 from saferlhf.config import option
 from saferlhf.errors import UserError
 from saferlhf.packing import pair_response_logprobs
-from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_finite, build_optimizer,
+from saferlhf.training import (OptimConfig, PolicyLoraSettings, RuntimeConfig, assert_finite, build_optimizer,
                                disable_dropout, make_accelerator, optimizer_step)
 
 Variant = Literal["dpo", "harmless", "safe_filtered", "safedpo", "sacpo"]
@@ -104,7 +104,8 @@ class DPOConfig:
     overwrite: bool = option(False, "replace a previous run in out")
     allow_config_change: bool = option(False, "resume even though the config differs from the saved run")
     optim: OptimConfig = option(OptimConfig(lr=1e-6, weight_decay=0.05), "optimiser (the reference's DPO lr 1e-6)")
-    lora: LoraSettings = option(LoraSettings(), "LoRA adapters instead of full fine-tuning (merged on save)")
+    lora: PolicyLoraSettings = option(PolicyLoraSettings(), "LoRA adapters instead of full fine-tuning (model/: "
+                                                            "merged, or the adapter alone with merge_on_save false)")
     runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
 
@@ -417,7 +418,7 @@ def run_stage(cfg: DPOConfig, spec: VariantSpec) -> int:
     acc.wait_for_everyone()
     if main:
         atomic_write_json(Path(out) / "eval.json", metrics | {"train/seconds": seconds})
-        save_policy(policy_model, tokenizer, Path(out) / "model")
+        save_policy(policy_model, tokenizer, Path(out) / "model", merge=cfg.lora.merge_on_save)
         shown = f", held-out accuracy {metrics['eval/accuracy']:.3f}" if evals else ""
         print(f"dpo ({cfg.variant}): {state.step} steps on {len(train)} pairs{shown} -> {out}/model")
     finish_run(out, is_main=main, **{k: v for k, v in metrics.items() if k.startswith("train/")})

@@ -5,6 +5,8 @@ i.e. the paper's "collect response pairs from the current model" step); otherwis
 record also says whether each response ended with eos (``ended_0`` / ``ended_1``, or ``ended``; False: cut off
 at ``sampling.max_new_tokens``), which `saferlhf score` uses. Sampling: ``--sampling.*`` (`saferlhf.sampling`).
 Prompts: any prompt file (`saferlhf data check` lists the formats) or `world:train` / `world:test`.
+``--device`` / ``--dtype`` (`saferlhf.models.placement`): auto is cuda in bfloat16 when a GPU is visible, else
+cpu in float32.
 
 Launch: `saferlhf generate --model_path M --prompts world:train --sampling.n 2 --out pairs.jsonl`.
 """
@@ -15,8 +17,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from saferlhf.config import option
+from saferlhf.models.placement import DEVICE_HELP, DTYPE_HELP, Device, DType, resolve_placement
 from saferlhf.sampling import RENAMED, SamplingConfig
 
 
@@ -33,6 +35,8 @@ class GenerateConfig:
     sampling: SamplingConfig = option(SamplingConfig(), "response sampling (n: responses per prompt; 2 writes "
                                                         "response pairs response_0, response_1)")
     seed: int = option(0, "sampling seed")
+    device: Device = option("auto", DEVICE_HELP)
+    dtype: DType = option("auto", DTYPE_HELP)
     distinct_pairs: bool = option(True, "with sampling.n=2, resample (up to 4 times) pairs whose responses are identical")
 
 
@@ -48,13 +52,14 @@ def run(cfg: GenerateConfig) -> int:
     from saferlhf.files import check_output_file
 
     check_output_file(cfg.out, {"prompts": cfg.prompts}, "generate")  # never over its own input
+    device, dtype = resolve_placement(cfg.device, cfg.dtype)
     prompts = prompt_texts(cfg.prompts, cfg.world_seed)
     if cfg.max_prompts:
         from saferlhf.eval.suite import take_prompts
 
         prompts = take_prompts(prompts, cfg.max_prompts, cfg.seed if cfg.sample_prompts else None)
     set_seed(cfg.seed)
-    model, tokenizer = load_policy(cfg.model_path)
+    model, tokenizer = load_policy(cfg.model_path, dtype=dtype, device=device)
     generator = HFGenerator(model, tokenizer, cfg.sampling)
     samples, ended = generator.generate_ended(prompts, cfg.sampling.n, progress_desc="generate")
     if cfg.sampling.n == 2 and cfg.distinct_pairs:

@@ -51,6 +51,14 @@ Deliberate deviations from the reference implementation:
      when d lies outside the range of every episode cost seen.
  11. With PTX the learning-rate schedule counts the optimiser steps actually taken (the reference sizes
      the actor schedule for twice as many steps when PTX is on).
+ 12. Optional running score normalisation (`--normalize.reward`, `--normalize.cost`, both off as in the
+     reference): R -> (R - μ_R)/σ_R (the reference's affine normaliser), C -> C/σ_C (scale only, so the
+     safe / unsafe zero stays), statistics over every score so far. The λ update then uses (J_c - d)/σ_C with
+     J_c and d in raw units: d keeps its meaning, and λ's step no longer depends on the cost model's scale
+     (a cost model scoring ±0.05 moved λ by 4e-4 a step). A warning says when lr·|J_c - d|/σ_C stays below
+     1e-3 for 5 updates (λ barely moves).
+ 13. With LoRA, checkpoints hold the adapters and optimiser states only (`training.Checkpointer`); actor/ is
+     merged unless `--lora.merge_on_save false` (then it is the adapter folder, loaded over its base).
 
 Run folder (`saferlhf.tracking.start_run`): a folder that holds a run is refused unless `--resume true`
 (the config must match, except run-independent fields, unless `--allow_config_change true`) or
@@ -77,8 +85,8 @@ from saferlhf.config import option
 from saferlhf.errors import NumericalError, UserError
 from saferlhf.rl import ALGORITHMS, Algorithm, AlgorithmName
 from saferlhf.sampling import SamplingConfig, require_one_per_prompt
-from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_finite, bad_values, build_optimizer,
-                               disable_dropout, make_accelerator, optimizer_step, restore_loop,
+from saferlhf.training import (LoraSettings, OptimConfig, PolicyLoraSettings, RuntimeConfig, assert_finite, bad_values,
+                               build_optimizer, disable_dropout, make_accelerator, optimizer_step, restore_loop,
                                start_run_on_every_rank)
 
 PTX_SEED_OFFSET = 7_919  # the PTX stream's seed differs from the prompt stream's
@@ -101,6 +109,15 @@ class LagrangeConfig:
     delay_steps: int = option(0, "RL steps before λ starts to move", ge=0)
     threshold: float = option(0.0, "cost threshold d: constraint E[C] <= d (0 = 'on average classified safe')")
     window: int = option(128, "J_c = mean of the last N episode costs (per rank, then averaged across ranks)", ge=1)
+
+
+@dataclass
+class NormalizeConfig:
+    reward: bool = option(False, "standardise R by its running mean and std, (R - μ_R)/σ_R, before the RL maths (the "
+                                 "reference's optional affine score normaliser; off there by default)")
+    cost: bool = option(False, "scale C by its running std, C/σ_C (no shift: the safe / unsafe zero stays), in the "
+                               "cost stream and in the λ update, (J_c - d)/σ_C: d, J_c and the metrics stay in raw "
+                               "units; λ's step is then in cost standard deviations, whatever the cost model's scale")
 
 
 @dataclass
@@ -143,12 +160,14 @@ class PPOConfig:
     joint_clip: bool = option(False, "pairwise_ppo*: clip the ratio of the two trajectory ratios (P3O's joint clip) "
                                      "instead of each ratio separately")
     lagrange: LagrangeConfig = option(LagrangeConfig(), "Lagrange multiplier (ppo_lag)")
+    normalize: NormalizeConfig = option(NormalizeConfig(), "running normalisation of the reward and cost scores "
+                                                           "(statistics over every rollout so far, checkpointed)")
     rollout: RolloutConfig = option(RolloutConfig(), "rollout batches")
     sampling: SamplingConfig = option(SamplingConfig(), "how rollouts are sampled (n stays 1: one response per "
                                                         "prompt; batch_size unused: a rollout is one batch)")
     actor_optim: OptimConfig = option(OptimConfig(lr=1e-5, weight_decay=0.01), "actor optimiser")
-    lora: LoraSettings = option(LoraSettings(), "LoRA actor (merged on save); the reference policy is then the "
-                                                "same base with the adapters disabled (one base model less)")
+    lora: PolicyLoraSettings = option(PolicyLoraSettings(), "LoRA actor; the reference policy is then the same base "
+                                                            "with the adapters disabled (one base model less)")
     critic_lora: LoraSettings = option(LoraSettings(), "LoRA critics: adapters + a fully trained value head")
     critic_optim: OptimConfig = option(OptimConfig(lr=5e-6, weight_decay=0.0, scheduler="constant", warmup_ratio=0.0),
                                        "critic optimiser")
@@ -268,9 +287,10 @@ def fused_update(cfg: PPOConfig, batch_size: int) -> bool:
 
 
 @torch.no_grad()
-def make_experience(cfg: PPOConfig, models: PPOModels, generator, prompts: list[str], step: int | None = None):
+def make_experience(cfg: PPOConfig, models: PPOModels, generator, prompts: list[str], step: int | None = None,
+                    on_phase: Callable[[str], None] | None = None):
     """Steps 1-2: sample (``generator``: a `saferlhf.rollout.Generator` over the actor), then score every
-    sequence with the reference, the judges and the critics.
+    sequence with the reference, the judges and the critics (``on_phase("score")`` between the two).
 
     With `fused_update`, the actor's logits and the critics' values are computed with gradients (in train
     mode) and kept in ``rollout.live`` for `ppo_update`; their detached copies are log π_old and V_old.
@@ -281,6 +301,8 @@ def make_experience(cfg: PPOConfig, models: PPOModels, generator, prompts: list[
         samples = generator.sample(prompts)
     except NumericalError as e:
         raise NumericalError(f"step {step}: {e}", step, e.tensor) from None
+    if on_phase is not None:
+        on_phase("score")
     ids, mask, P, rmask = samples.input_ids, samples.attention_mask, samples.prompt_length, samples.response_mask
     actions = ids[:, P:]
     actor, critics = models.actor, models.critics
@@ -329,21 +351,43 @@ def check_rollout(cfg: PPOConfig, rollout, step: int | None) -> None:
     assert_finite(step, logprobs=rollout.logprobs, ref_logprobs=rollout.ref_logprobs)
 
 
+def normalize_scores(rollout, normalizers: dict, acc=None) -> dict[str, float]:
+    """``--normalize.*``: update each running normaliser (`saferlhf.rl.RunningMeanStd`) with this step's scores,
+    gathered from every rank so that all ranks hold the same statistics, then set ``rollout.norm_reward`` =
+    (R - μ_R)/σ_R and ``rollout.norm_cost`` = C/σ_C. Returns their reward/ and cost/running_* metrics."""
+    def gathered(t: torch.Tensor) -> torch.Tensor:
+        return acc.gather(t) if acc is not None and acc.num_processes > 1 else t
+
+    out: dict[str, float] = {}
+    if "reward" in normalizers:
+        rms = normalizers["reward"]
+        rms.update(gathered(rollout.reward))
+        rollout.norm_reward = rms.standardize(rollout.reward)
+        out |= {"reward/running_mean": rms.mean, "reward/running_std": rms.std}
+    if "cost" in normalizers and rollout.cost is not None:
+        rms = normalizers["cost"]
+        rms.update(gathered(rollout.cost))
+        rollout.norm_cost = rms.scale(rollout.cost)
+        out |= {"cost/running_std": rms.std}
+    return out
+
+
 def compute_advantages(cfg: PPOConfig, algo: Algorithm, rollout, beta: float, step: int | None = None) -> None:
     """Steps 3-4: per-token streams (opposite KL signs) and GAE per stream, written into ``rollout``. The
     reward stream ends in ``algo.end_score`` (R, or R - λ·C for reward shaping); the cost stream exists
-    when ``algo.cost_critic``. Every stream, advantage and return must be finite (``NumericalError``)."""
+    when ``algo.cost_critic``. R and C are the normalised scores with ``--normalize.*`` (`normalize_scores`).
+    Every stream, advantage and return must be finite (``NumericalError``)."""
     from saferlhf.rl import gae, kl_per_token, token_rewards
 
     kl = kl_per_token(rollout.logprobs, rollout.ref_logprobs)
     m = rollout.response_mask
-    end_reward = algo.end_score(rollout.reward, rollout.cost, cfg.shaping_lambda)
+    end_reward = algo.end_score(rollout.rl_reward, rollout.rl_cost, cfg.shaping_lambda)
     r = token_rewards(kl, end_reward, m, beta, sign=-1, clamp=cfg.reward_clamp)
     rollout.reward_advantages, rollout.reward_returns = gae(r, rollout.reward_values, m, cfg.gamma, cfg.gae_lambda)
     assert_finite(step, reward_stream=r, reward_advantages=rollout.reward_advantages,
                   reward_returns=rollout.reward_returns)
     if algo.cost_critic:
-        c = token_rewards(kl, rollout.cost, m, beta, sign=+1, clamp=cfg.reward_clamp)
+        c = token_rewards(kl, rollout.rl_cost, m, beta, sign=+1, clamp=cfg.reward_clamp)
         rollout.cost_advantages, rollout.cost_returns = gae(c, rollout.cost_values, m, cfg.gamma, cfg.gae_lambda)
         assert_finite(step, cost_stream=c, cost_advantages=rollout.cost_advantages,
                       cost_returns=rollout.cost_returns)
@@ -444,7 +488,7 @@ def pairwise_advantages(cfg: PPOConfig, algo: Algorithm, rollout, lam: float) ->
     from saferlhf.rl import kl_per_token, pairwise_scores
 
     kl_seq = (kl_per_token(rollout.logprobs, rollout.ref_logprobs) * rollout.response_mask).sum(-1)
-    s = pairwise_scores(rollout.reward, rollout.cost, lam, kl_seq, cfg.kl_coef, algo.adaptive_lambda)
+    s = pairwise_scores(rollout.rl_reward, rollout.rl_cost, lam, kl_seq, cfg.kl_coef, algo.adaptive_lambda)
     return s.view(-1, 2).detach()
 
 
@@ -533,6 +577,8 @@ def _check(cfg: PPOConfig) -> None:
     require_one_per_prompt(cfg.sampling, "ppo", "one response per prompt; rollout.prompts_per_step sets the batch")
     if ALGORITHMS[cfg.algorithm].needs_cost_model and not cfg.cost_model_path:
         raise UserError(f"ppo: algorithm={cfg.algorithm} needs cost_model_path")
+    if cfg.normalize.cost and not cfg.cost_model_path:
+        raise UserError("ppo: normalize.cost needs cost_model_path (there is no cost to normalise)")
     lc = cfg.lagrange
     if lc.max_value is not None and lc.max_value <= lc.min_value:
         raise UserError(f"ppo: lagrange.max_value ({lc.max_value:g}) must be > lagrange.min_value ({lc.min_value:g})")
@@ -639,7 +685,7 @@ def run(cfg: PPOConfig) -> int:
     from saferlhf.data.prompt_source import prompt_texts
     from saferlhf.files import fault_point
     from saferlhf.models.policy import save_policy
-    from saferlhf.rl import LagrangeMultiplier, global_mean, global_means
+    from saferlhf.rl import LagrangeMultiplier, RunningMeanStd, global_mean, global_means
     from saferlhf.rollout import HFGenerator
     from saferlhf.tracking import MetricsLogger, finish_run, progress
 
@@ -673,6 +719,8 @@ def run(cfg: PPOConfig) -> int:
         lc = cfg.lagrange
         lagrange = LagrangeMultiplier(init=lc.init, lr=lc.lr, max_value=lc.max_value, delay_steps=lc.delay_steps,
                                       threshold=lc.threshold, window=lc.window, min_value=lc.min_value)
+    normalizers = {name: RunningMeanStd() for name, on in (("reward", cfg.normalize.reward),
+                                                           ("cost", cfg.normalize.cost)) if on}
     generator = HFGenerator(acc.unwrap_model(actor), tokenizer, cfg.sampling)
     # the rollout forwards run on the unwrapped models; the update's go through the (DDP) wrappers
     rollout_models = PPOModels(actor=acc.unwrap_model(actor), ref=models.ref, tokenizer=tokenizer,
@@ -686,36 +734,48 @@ def run(cfg: PPOConfig) -> int:
         trim_samples(out / "samples.jsonl", state.step)  # a resumed run rewrites the steps after its checkpoint
     if mine is not None and lagrange is not None:
         lagrange.load_state_dict(mine["lagrange"])
+    for name, rms in normalizers.items():
+        if mine is not None and name in (mine.get("normalizers") or {}):
+            rms.load_state_dict(mine["normalizers"][name])
 
     def rank_state() -> dict:
-        return {"lagrange": lagrange.state_dict() if lagrange else None}
+        return {"lagrange": lagrange.state_dict() if lagrange else None,
+                "normalizers": {name: rms.state_dict() for name, rms in normalizers.items()}}
 
     # the step's three stages, chosen once: streams + GAE, the actor's advantage, the update
     streams, advantages, update = ((no_streams, pairwise_advantages, pairwise_update) if algo.pairwise else
                                    (compute_advantages, actor_advantages, ppo_update))
     bar = progress(total=cfg.steps, desc=cfg.algorithm, disable=not (cfg.runtime.progress and main))
     bar.update(state.step)
-    warned = False
+
+    def phase(name: str) -> None:  # where the step is: "rollout" (sampling), "score" (judges, critics), "update"
+        bar.set_description(f"{cfg.algorithm}: {name}", refresh=True)
+
+    warned: set[str] = set()
     while state.step < cfg.steps:
         t0, step = time.time(), state.step + 1  # `step`: the 1-based number this step is logged under
         batch = prompt_batch(prompts, state.step, cfg.rollout.prompts_per_step, acc.process_index,
                              acc.num_processes, cfg.runtime.seed)
         if algo.pairwise:  # two responses per prompt, in adjacent rows
             batch = [p for p in batch for _ in (0, 1)]
-        rollout = make_experience(cfg, rollout_models, generator, batch, step)
+        phase("rollout")
+        rollout = make_experience(cfg, rollout_models, generator, batch, step, on_phase=phase)
         t_roll = time.time() - t0
         check_rollout(cfg, rollout, step)
+        norm_metrics = normalize_scores(rollout, normalizers, acc)
         streams(cfg, algo, rollout, beta, step)
-        metrics = rollout_metrics(rollout, beta, t_roll, cfg.lagrange.threshold)
+        metrics = rollout_metrics(rollout, beta, t_roll, cfg.lagrange.threshold) | norm_metrics
         lam = 0.0  # the actor advantage's λ: adaptive for PPO-Lag, unused otherwise
         if lagrange is not None:  # λ first, from the freshest episode costs (as the reference does)
             lagrange.observe(rollout.cost)
-            lam = lagrange.update(global_mean(lagrange.episode_cost(), acc))
+            cost_scale = normalizers["cost"].std if "cost" in normalizers else 1.0  # d and J_c stay raw
+            lam = lagrange.update(global_mean(lagrange.episode_cost(), acc), cost_scale=cost_scale)
             metrics |= lagrange.metrics()
-            warning = lagrange.threshold_warning()
-            if warning and main and not warned:
-                print(f"ppo: warning: {warning} (lagrange.threshold)", file=sys.stderr)
-                warned = True
+            for kind, warning in (("threshold", lagrange.threshold_warning()), ("stall", lagrange.stall_warning())):
+                if warning and main and kind not in warned:  # each kind once per run
+                    print(f"ppo: warning: {warning}" + (" (lagrange.threshold)" if kind == "threshold" else ""),
+                          file=sys.stderr)
+                    warned.add(kind)
         adv = advantages(cfg, algo, rollout, lam)
         assert_finite(step, actor_advantages=adv)
         ptx = None
@@ -723,6 +783,7 @@ def run(cfg: PPOConfig) -> int:
             ptx = (lambda u, base=state.step * per_step: ptx_batch(
                 ptx_examples, base + u, cfg.rollout.prompts_per_step, acc.process_index, acc.num_processes,
                 cfg.runtime.seed, tokenizer.pad_token_id))
+        phase("update")
         metrics |= update(cfg, acc, actor, critics, optims, scheds, rollout, adv, ptx, step)
         metrics |= {"train/actor_lr": scheds["actor"].get_last_lr()[0], "time/step_seconds": time.time() - t0}
         state.step += 1
@@ -743,7 +804,7 @@ def run(cfg: PPOConfig) -> int:
     _write_rank_report(out, acc, actor, lagrange, state.step)
     acc.wait_for_everyone()
     if main:
-        save_policy(acc.unwrap_model(actor), tokenizer, out / "actor")
+        save_policy(acc.unwrap_model(actor), tokenizer, out / "actor", merge=cfg.lora.merge_on_save)
         print(f"{cfg.algorithm}: {state.step} steps -> {out}/actor"
               + (f" (λ = {lagrange.lam:.3f}, J_c = {lagrange.episode_cost():.3f})" if lagrange else ""))
     acc.wait_for_everyone()

@@ -12,7 +12,9 @@ Deviations / choices:
    crosses example boundaries inside a block (cheap packing; off by default).
 3. Exact resume: `--save_every N` writes a checkpoint (model, optimiser, schedule, RNG states, step) every
    N optimiser steps and one at the end; `--resume true` continues from it and gives the weights and
-   metrics rows of an uninterrupted run (the batch order is a pure function of (seed, epoch)).
+   metrics rows of an uninterrupted run (the batch order is a pure function of (seed, epoch)). With LoRA the
+   checkpoint holds the adapters (and optimiser state) only, and `model/` is merged unless
+   `--lora.merge_on_save false` (then it is the adapter folder, loaded over its base by every command).
 4. Weight decay (when set) exempts biases and normalisation weights (`saferlhf.training.decay_groups`).
 
 Run folder (`saferlhf.tracking.start_run`): a folder that holds a run is refused unless `--resume true` or
@@ -37,8 +39,8 @@ from saferlhf.data.formatting import encode_example
 from saferlhf.errors import UserError
 from saferlhf.losses import sft_loss
 from saferlhf.rollout import labelled_logits
-from saferlhf.training import (LoraSettings, OptimConfig, RuntimeConfig, assert_finite, build_optimizer, make_accelerator,
-                               optimizer_step, restore_loop, start_run_on_every_rank)
+from saferlhf.training import (OptimConfig, PolicyLoraSettings, RuntimeConfig, assert_finite, build_optimizer,
+                               make_accelerator, optimizer_step, restore_loop, start_run_on_every_rank)
 
 
 @dataclass
@@ -59,7 +61,8 @@ class SFTConfig:
     overwrite: bool = option(False, "replace a previous run in out")
     allow_config_change: bool = option(False, "resume even though the config differs from the saved run")
     optim: OptimConfig = option(OptimConfig(lr=2e-5, weight_decay=0.0), "optimiser")
-    lora: LoraSettings = option(LoraSettings(), "LoRA adapters instead of full fine-tuning (merged on save)")
+    lora: PolicyLoraSettings = option(PolicyLoraSettings(), "LoRA adapters instead of full fine-tuning (model/: "
+                                                            "merged, or the adapter alone with merge_on_save false)")
     runtime: RuntimeConfig = option(RuntimeConfig(), "runtime")
 
 
@@ -170,7 +173,7 @@ def run(cfg: SFTConfig) -> int:
         ckpt.save()
     acc.wait_for_everyone()
     if main:
-        save_policy(acc.unwrap_model(model), tokenizer, Path(out) / "model")
+        save_policy(acc.unwrap_model(model), tokenizer, Path(out) / "model", merge=cfg.lora.merge_on_save)
         print(f"sft: {state.step} steps, final loss {diag['loss']:.4f}"
               + (f", eval loss {final['eval/loss']:.4f}" if evals else "") + f" -> {out}/model")
     finish_run(out, is_main=main, **final)

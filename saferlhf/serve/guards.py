@@ -2,7 +2,9 @@
 
 - `HostCheck`: only allowed Host headers (a DNS-rebinding page in a browser cannot reach a loopback server).
 - `BearerAuth`: ``Authorization: Bearer KEY`` (constant-time compare) when the server has a key.
-- `BodyDeadline`: the whole body within ``seconds`` of the headers (else 408) and under ``max_bytes`` (else 413).
+- `AccessLog` (outermost, so refused requests are logged too): one line per request.
+- `BodyDeadline`: the whole body within ``seconds`` of the headers (else 408) and under ``max_bytes`` (else 413:
+  at once from Content-Length, and while reading a body sent without one, e.g. chunked), before any JSON parsing.
 - `header_deadline_protocol`: uvicorn's h11 protocol, closing a connection whose request headers are not in within
   ``seconds`` (slow-header clients); ASGI code never sees a request before its headers are complete.
 
@@ -13,11 +15,14 @@ import asyncio
 import hmac
 import ipaddress
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-MAX_BODY_BYTES = 8 * 2**20
+MAX_BODY_BYTES = 4 * 2**20
+USAGE_KEY = "saferlhf.usage"  # scope entry where a route leaves {"prompt_tokens", "completion_tokens"} for the log
 
 
 async def send_error(send: Any, status: int, message: str, kind: str = "invalid_request_error",
@@ -106,7 +111,8 @@ async def read_body(receive: Any, max_bytes: int) -> bytes:
 
 class BodyDeadline:
     """Reads the whole request body within ``seconds`` (else 408) and ``max_bytes`` (else 413), then hands the
-    request on with the body replayed, so a slow client never holds a route or a worker thread."""
+    request on with the body replayed, so a slow client never holds a route or a worker thread. A Content-Length
+    over ``max_bytes`` is refused before a byte of the body is read."""
 
     def __init__(self, app: Any, seconds: float, max_bytes: int = MAX_BODY_BYTES):
         self.app, self.seconds, self.max_bytes = app, seconds, max_bytes
@@ -114,12 +120,17 @@ class BodyDeadline:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        declared = (header(scope, b"content-length") or b"").strip()
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await send_error(send, 413, f"body: Content-Length {int(declared)} is above this server's limit "
+                                               f"of {self.max_bytes} bytes (--max_request_bytes)")
         try:
             body = await asyncio.wait_for(read_body(receive, self.max_bytes), self.seconds)
         except TimeoutError:
             return await send_error(send, 408, f"body: not received within {self.seconds:g} s")
         except _TooLarge:
-            return await send_error(send, 413, f"body: larger than {self.max_bytes} bytes")
+            return await send_error(send, 413, f"body: larger than this server's limit of {self.max_bytes} bytes "
+                                               "(--max_request_bytes)")
         except _Disconnected:
             return
         replayed = False
@@ -134,14 +145,49 @@ class BodyDeadline:
         await self.app(scope, replay, send)
 
 
+class AccessLog:
+    """Writes one line per HTTP request once it is answered: time (UTC), client, method, path (quoted, no query
+    string), status, seconds, and tokens as prompt+completion ("-" where no model ran), e.g.
+    ``2026-01-02T10:00:00Z 127.0.0.1 POST /v1/chat/completions 200 0.412s tokens=23+16``."""
+
+    def __init__(self, app: Any, write: Callable[[str], None]):
+        self.app, self.write = app, write
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.monotonic(), 0
+        usage = scope.setdefault(USAGE_KEY, {})
+
+        async def send_logged(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            tokens = (f"{usage['prompt_tokens']}+{usage['completion_tokens']}"
+                      if "completion_tokens" in usage else "-")
+            client = (scope.get("client") or ("-",))[0]
+            self.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {client} {scope.get('method', '-')} "
+                       f"{quote(scope.get('path', ''), safe='/:@-._~')} {status or 500} "
+                       f"{time.monotonic() - started:.3f}s tokens={tokens}")
+
+
 def guarded(app: Any, *, read_timeout: float, api_key: str | None = None,
-            allowed_hosts: Iterable[str] | None = None) -> Any:
-    """``app`` behind the body deadline, the key (if any) and the Host check (if ``allowed_hosts`` is not None)."""
-    app = BodyDeadline(app, read_timeout)
+            allowed_hosts: Iterable[str] | None = None, max_bytes: int = MAX_BODY_BYTES,
+            access_log: Callable[[str], None] | None = None) -> Any:
+    """``app`` behind the body deadline and size limit, the key (if any), the Host check (if ``allowed_hosts`` is
+    not None) and the access log (if ``access_log``, a function taking one line)."""
+    app = BodyDeadline(app, read_timeout, max_bytes)
     if api_key:
         app = BearerAuth(app, api_key)
     if allowed_hosts is not None:
         app = HostCheck(app, allowed_hosts)
+    if access_log is not None:
+        app = AccessLog(app, access_log)
     return app
 
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -22,13 +23,15 @@ def free_port() -> int:
 def serve_process(model, name: str = "tiny", fault: str = "", args: tuple[str, ...] = (), env: dict | None = None,
                   headers: dict | None = None):
     """A `saferlhf serve MODEL` subprocess (extra CLI ``args`` and ``env``); yields its base URL
-    (http://127.0.0.1:PORT) once /v1/models answers (asked with ``headers``)."""
+    (http://127.0.0.1:PORT) once /v1/models answers (asked with ``headers``). Its output (the access log too) goes
+    to a temporary file, not a pipe nobody reads, which would block the server once full."""
     httpx = pytest.importorskip("httpx", reason="the serve extra (fastapi, uvicorn, httpx) is not installed")
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
     port = free_port()
     env = dict(os.environ, SAFERLHF_SERVE_FAULT=fault, SAFERLHF_NO_PROGRESS="1", **(env or {}))
+    output = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-m", "saferlhf", "serve", str(model), "--port", str(port),
-                             "--model_name", name, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--model_name", name, *args], env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -37,7 +40,8 @@ def serve_process(model, name: str = "tiny", fault: str = "", args: tuple[str, .
                     break
             except httpx.HTTPError:
                 if proc.poll() is not None:
-                    pytest.fail(f"server exited: {proc.stdout.read()}")
+                    output.seek(0)
+                    pytest.fail(f"server exited: {output.read()}")
                 time.sleep(0.1)
         else:
             pytest.fail("server did not start")
@@ -48,3 +52,4 @@ def serve_process(model, name: str = "tiny", fault: str = "", args: tuple[str, .
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        output.close()

@@ -45,7 +45,7 @@ def test_models_and_a_completion_after_an_injected_5xx(server):
     ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
     ({"temperature": 5}, 400, "temperature"),
     ({"max_tokens": 100000}, 400, "max_tokens"),
-    ({"stream": True}, 400, "streaming"),
+    ({"stop": ""}, 400, "stop"),
     ({"model": "gpt-9"}, 404, "not served"),
 ])
 def test_malformed_requests_get_json_errors_and_the_server_survives(server, body, status, words):

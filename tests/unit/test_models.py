@@ -389,13 +389,14 @@ BAD_PATHS = ["missing", "text file", "empty folder", "no config.json", "bad conf
 
 
 @pytest.mark.parametrize("make", BAD_PATHS)
-def test_check_model_path_says_what_was_expected(make, tmp_path, tiny_paths):
+def test_check_model_path_says_what_was_expected(make, tmp_path, tiny_paths, monkeypatch):
     from saferlhf.errors import UserError
 
     p = _bad_path(make, tmp_path, tiny_paths["llama"])
     with pytest.raises(UserError, match="expected a folder with config.json") as e:
         M.check_model_path(p, "model_path")
     assert str(p) in str(e.value) and isinstance(e.value, FileNotFoundError)  # as before, for older callers
+    monkeypatch.setattr("saferlhf.models.hf.hub_reachable", lambda: True)  # offline: tests/unit/test_paths_and_keys.py
     M.check_model_path(tiny_paths["llama"])  # a model folder and hub names pass
     M.check_model_path("gpt2")
     M.check_model_path("owner/name")
