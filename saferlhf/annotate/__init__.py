@@ -7,12 +7,22 @@ where the labels come from (docs/annotate.md).
 * ``base``: the ``Annotator`` protocol (``annotate(pairs) -> (records, stats)``) and ``label_pairs``,
   which runs one and checks its records. ``saferlhf.world.AnnotatorPanel`` (simulated crowdworkers)
   is one; an LLM judge (RLAIF) and a human web app are to come.
-* ``labels``: the per-annotator ``Label``, majority aggregation into one record, agreement statistics.
+* ``labels``: the per-annotator ``Label`` (and its JSON form), majority aggregation into one record,
+  agreement statistics (pairwise, Fleiss' kappa, Krippendorff's alpha).
+* ``pairs``: response pairs to label (``input_pairs``, ``unique_pairs``) and their ``pair_id``.
+* ``aggregate``: ``aggregate_labels``, many pairs' labels into PKU-SafeRLHF records and statistics, and
+  ``load_labels`` (a ``labels.jsonl``).
+* ``run``: ``saferlhf annotate run``, a resumable labelling run of any labeller (``base.Labeller``).
 """
 
-from saferlhf.annotate.base import Annotator, Pair, label_pairs
-from saferlhf.annotate.labels import (RECORD_KEYS, Label, aggregate, agreement, fleiss_kappa, majority,
+# the module ``aggregate`` first: importing it binds ``saferlhf.annotate.aggregate`` to the module, and the
+# import of the function ``labels.aggregate`` below must come after it to keep that name the function's
+from saferlhf.annotate.aggregate import aggregate_labels, load_labels  # isort: skip
+from saferlhf.annotate.base import Annotator, Labeller, Pair, label_pairs
+from saferlhf.annotate.labels import (RECORD_KEYS, Label, aggregate, agreement, canonical_category, fleiss_kappa,
+                                      krippendorff_alpha, label_from_dict, label_to_dict, majority,
                                       pairwise_agreement, record_label)
 
-__all__ = ["Annotator", "Pair", "label_pairs", "RECORD_KEYS", "Label", "aggregate", "agreement", "fleiss_kappa",
-           "majority", "pairwise_agreement", "record_label"]
+__all__ = ["Annotator", "Labeller", "Pair", "label_pairs", "RECORD_KEYS", "Label", "aggregate", "aggregate_labels",
+           "agreement", "canonical_category", "fleiss_kappa", "krippendorff_alpha", "label_from_dict", "label_to_dict",
+           "load_labels", "majority", "pairwise_agreement", "record_label"]

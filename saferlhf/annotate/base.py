@@ -1,4 +1,5 @@
-"""The annotator seam: anything that labels response pairs into PKU-SafeRLHF records.
+"""The annotator seams: anything that labels response pairs into PKU-SafeRLHF records (``Annotator``), or
+one pair at a time into per-annotator ``Label``s (``Labeller``).
 
 An ``Annotator`` has one method, ``annotate(pairs) -> (records, stats)``:
 
@@ -19,6 +20,19 @@ Implementations: ``saferlhf.world.AnnotatorPanel`` (simulated crowdworkers with 
 control) today; an LLM judge (RLAIF) and a human web app later. ``label_pairs`` runs any of them and
 checks its records with the data loader's PKU-SafeRLHF rules, so every record it returns loads with
 ``saferlhf.data.loaders.load_safety_preferences``.
+
+A ``Labeller`` (what ``saferlhf annotate run --annotator module:factory`` runs) has one method,
+``label(pair) -> list[Label]`` (or one ``Label``):
+
+* ``pair``: a dict with ``pair_id``, ``prompt`` (a string, or a message list for a conversation),
+  ``response_0``, ``response_1``, ``response_0_source``, ``response_1_source``, ``prompt_source`` and, where
+  a response was cut off, ``ended_0`` / ``ended_1`` False;
+* the result: one ``saferlhf.annotate.labels.Label`` per annotator who labelled the pair (indices 0 / 1
+  = response_0 / response_1; ``better`` / ``safer`` None = a tie; categories by canonical name or
+  BeaverTails slug), with distinct ``annotator`` names; an empty list = the pair was not labelled (it
+  is asked again when the run resumes). ``saferlhf.annotate.aggregate.aggregate_labels`` turns the
+  labels of many pairs into records. The world's panel is one (``saferlhf.world.annotators.PanelLabeller``);
+  a person in the annotation app is another producer of the same ``Label``s.
 """
 
 from __future__ import annotations
@@ -35,6 +49,15 @@ class Annotator(Protocol):
 
     def annotate(self, pairs: Sequence[Pair]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """(records, stats) for ``pairs``: one PKU-SafeRLHF v1 record per labelled pair, in order."""
+        ...
+
+
+@runtime_checkable
+class Labeller(Protocol):
+    """Labels one pair into per-annotator ``Label``s (see the module docstring for the contract)."""
+
+    def label(self, pair: dict[str, Any]) -> Any:
+        """The ``Label``s (a list, or one ``Label``) of ``pair``'s annotators; [] = not labelled."""
         ...
 
 

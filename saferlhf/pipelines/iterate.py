@@ -343,7 +343,7 @@ def _world_files(cfg: IterateConfig, world, w: Path, annotator) -> None:
     _write_jsonl(w / "sft_corpus.jsonl", world.sft_corpus(cfg.sft.examples, seed=cfg.seed,
                                                           adversarial_share=cfg.adversarial_share))
     write_eval_sets(world, w)
-    from saferlhf.world.commands import unique_pairs
+    from saferlhf.annotate.pairs import unique_pairs
 
     pairs = unique_pairs(world.response_pairs(cfg.data.world_pairs, seed=cfg.seed)) if cfg.data.world_pairs else []
     records, _ = label_pairs(annotator, [{"prompt": p, "response_0": a, "response_1": b, "response_0_source": "world",
@@ -353,8 +353,8 @@ def _world_files(cfg: IterateConfig, world, w: Path, annotator) -> None:
 
 def _annotate(annotator, pairs: Path, out: Path, k: int) -> None:
     from saferlhf.annotate import label_pairs
+    from saferlhf.annotate.pairs import input_pairs
     from saferlhf.files import atomic_write_json
-    from saferlhf.world.commands import input_pairs
 
     records, stats = label_pairs(annotator, input_pairs(str(pairs), f"round{k - 1}_policy"))
     atomic_write_json(out.with_suffix(".stats.json"), stats)

@@ -15,10 +15,11 @@ Answers come from the oracle's judgement seen through the annotator's imperfecti
 * ``safety_leniency``: probability of calling a severity-1 (minor) harmful response safe.
 
 Quality control: ``qualify`` admits annotators with >= 90 % accuracy on a gold set built from the
-oracle; each pair is labelled by 3 admitted annotators and aggregated by majority (ties, possible
-only with fewer than 3 admitted, go to the most accurate annotator); a 10 % audit sample is re-checked
-against the oracle; agreement is reported as mean pairwise agreement and Fleiss' kappa per question
-(``saferlhf.annotate.labels.agreement``).
+oracle; each pair is labelled by 3 admitted annotators (``label_each``: their labels;
+``PanelLabeller``: the panel as a ``saferlhf.annotate.Labeller`` for ``saferlhf annotate run``) and
+aggregated by majority (ties, possible only with fewer than 3 admitted, go to the most accurate
+annotator); a 10 % audit sample is re-checked against the oracle; agreement is reported as mean
+pairwise agreement and Fleiss' kappa per question (``saferlhf.annotate.labels.agreement``).
 Every random draw comes from ``random.Random`` seeded with a string of (panel seed, annotator, item).
 """
 
@@ -158,27 +159,20 @@ class AnnotatorPanel:
         response_1 and optional response_0_source / response_1_source) and the panel statistics.
 
         Pairs with identical responses are skipped (``stats["counts"]["skipped_identical"]``)."""
-        if self.qualification is None:
-            self.qualify()
-        if not self.admitted:
-            raise RuntimeError("no annotator passed qualification; lower the threshold or change the panel")
-        ranked = sorted(self.admitted, key=lambda a: (-self.accuracy[a.name], a.name))
+        ranked = self._ranked()
         records, all_labels, judgements = [], [], []
         skipped = fixes = 0
         for k, item in enumerate(pairs):
             prompt, r0, r1, src0, src1 = _unpack(item)
-            if r0.strip() == r1.strip():
+            labels, judged = self._label_pair(k, prompt, r0, r1, ranked)
+            if not labels:
                 skipped += 1
                 continue
-            j0, j1 = self._judge((prompt, r0, r1))
-            chosen = self._rng("assign", k).sample(ranked, min(self.per_pair, len(ranked)))
-            chosen.sort(key=ranked.index)  # most accurate first: breaks ties
-            labels = [a.label(j0, j1, (_words(r0), _words(r1)), self._rng("label", a.name, k)) for a in chosen]
             rec, fixed = aggregate(prompt, r0, r1, labels, sources=(src0, src1), prompt_source=PROMPT_SOURCE)
             fixes += fixed
             records.append(rec)
             all_labels.append(labels)
-            judgements.append((j0, j1))
+            judgements.append(judged)
         stats = {
             "counts": {"pairs_in": len(pairs), "skipped_identical": skipped, "records": len(records),
                        "safer_fixed_for_consistency": fixes,
@@ -190,6 +184,33 @@ class AnnotatorPanel:
         }
         return records, stats
 
+    def label_each(self, pairs: Sequence[Pair], keys: Sequence[Any] | None = None) -> list[list[Label]]:
+        """Per pair, the labels of its raters (``per_pair`` admitted annotators, most accurate first), as
+        ``annotate`` aggregates them; [] for a pair with identical responses. Qualifies first if needed.
+        The random draws of pair k are keyed by ``keys[k]`` (default: k, as in ``annotate``)."""
+        ranked = self._ranked()
+        return [self._label_pair(k if keys is None else keys[k], *_unpack(item)[:3], ranked)[0]
+                for k, item in enumerate(pairs)]
+
+    def _ranked(self) -> list[SimulatedAnnotator]:
+        """The admitted annotators, most accurate first (qualifying them first if needed)."""
+        if self.qualification is None:
+            self.qualify()
+        if not self.admitted:
+            raise RuntimeError("no annotator passed qualification; lower the threshold or change the panel")
+        return sorted(self.admitted, key=lambda a: (-self.accuracy[a.name], a.name))
+
+    def _label_pair(self, key: Any, prompt: str, r0: str, r1: str, ranked: list[SimulatedAnnotator]
+                    ) -> tuple[list[Label], tuple[Judgement, Judgement] | None]:
+        """The labels of ``per_pair`` raters drawn for the pair keyed ``key``, and the oracle's judgements;
+        ([], None) for identical responses."""
+        if r0.strip() == r1.strip():
+            return [], None
+        j0, j1 = self._judge((prompt, r0, r1))
+        chosen = self._rng("assign", key).sample(ranked, min(self.per_pair, len(ranked)))
+        chosen.sort(key=ranked.index)  # most accurate first: breaks ties
+        return [a.label(j0, j1, (_words(r0), _words(r1)), self._rng("label", a.name, key)) for a in chosen], (j0, j1)
+
     def _audit(self, records: list[dict], judgements: list[tuple[Judgement, Judgement]]) -> dict[str, Any]:
         """Re-check a random ``audit_fraction`` of the records against the oracle."""
         if not records:
@@ -198,6 +219,28 @@ class AnnotatorPanel:
         idx = sorted(self._rng("audit").sample(range(len(records)), n))
         acc = oracle_accuracy([record_label(records[i]) for i in idx], [judgements[i] for i in idx])
         return {"fraction": self.audit_fraction, "records": n, **acc}
+
+
+class PanelLabeller:
+    """The panel as a ``saferlhf.annotate.Labeller`` (``saferlhf annotate run --annotator panel``):
+    ``label(pair)`` gives the labels of the pair's raters, its random draws keyed by ``pair["pair_id"]``,
+    so a pair gets the same labels whatever else is in the queue and however often the run resumes."""
+
+    def __init__(self, panel: AnnotatorPanel):
+        self.panel = panel
+
+    def label(self, pair: dict[str, Any]) -> list[Label]:
+        from saferlhf.data.schema import as_prompt
+
+        item = pair | {"prompt": as_prompt(pair["prompt"])}  # a message list (JSON) as a Conversation
+        return self.panel.label_each([item], keys=[pair["pair_id"]])[0]
+
+
+def panel_labeller(seed: int = 0, overlap: int = 3) -> PanelLabeller:
+    """The default panel of the seed-``seed`` world with ``overlap`` raters per pair, as a labeller."""
+    from saferlhf.world.core import build_world
+
+    return PanelLabeller(AnnotatorPanel(build_world(seed), seed=seed, per_pair=overlap))
 
 
 def _unpack(item: Any) -> tuple[str, str, str, str, str]:

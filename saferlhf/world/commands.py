@@ -7,9 +7,10 @@
         --input is empty), with qualification, agreement and audit statistics printed and saved as JSON.
         The panel runs through ``saferlhf.annotate.label_pairs``, which checks every record by the
         PKU-SafeRLHF load rules.
-        The input is read by ``load_response_pairs`` (any json / jsonl / csv / parquet file, optionally .gz,
-        of {prompt, response_0, response_1} records: a bad record is a ``file:line: field: reason`` error);
-        pairs with an empty response and repeated pairs are skipped, and no pair left is an error.
+        The input is read by ``saferlhf.annotate.pairs.input_pairs`` (``load_response_pairs``: any json / jsonl /
+        csv / parquet file, optionally .gz, of {prompt, response_0, response_1} records: a bad record is a
+        ``file:line: field: reason`` error); pairs with an empty response and repeated pairs are skipped, and no
+        pair left is an error.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from saferlhf.annotate.pairs import input_pairs, unique_pairs
 from saferlhf.config import option
 from saferlhf.files import atomic_write_json, atomic_write_jsonl
 
@@ -110,46 +112,6 @@ def run_world_annotate(cfg: WorldAnnotateConfig) -> int:
     print(f"world annotate: {c['records']} records from {c['pairs_in']} pairs ({c['skipped_identical']} identical "
           f"skipped, {c['safer_fixed_for_consistency']} safer ids fixed) -> {cfg.out}; statistics -> {report}")
     return 0
-
-
-def input_pairs(path: str, source: str) -> list[dict]:
-    """The pairs of ``path`` the panel can annotate, as dicts (``source`` where a record names none).
-
-    Validated by ``load_response_pairs`` (raises ``DataValidationError`` / ``DataFileError`` /
-    ``FileNotFoundError``); a pair with an empty response (an annotator cannot judge it) and a repeat of
-    an earlier pair are skipped and said so; no pair with two different responses left is a
-    ``DataFileError``.
-    """
-    from saferlhf.data.loaders import load_response_pairs
-    from saferlhf.data.validate import DataFileError
-
-    loaded = load_response_pairs(path)
-    full = [r for r in loaded if r.response_0.strip() and r.response_1.strip()]
-    pairs = unique_pairs(full)
-    skipped = {"with an empty response": len(loaded) - len(full), "that repeat an earlier pair": len(full) - len(pairs)}
-    for why, n in skipped.items():
-        if n:
-            print(f"world annotate: skipped {n} pairs {why} in {path}")
-    if not any(r.response_0.strip() != r.response_1.strip() for r in pairs):
-        raise DataFileError(f"{path}: no pair to annotate: all {len(loaded)} pairs have an empty response, "
-                            "identical responses or repeat another pair")
-    return [{"prompt": r.prompt, "response_0": r.response_0, "response_1": r.response_1,
-             "response_0_source": r.response_0_source or source, "response_1_source": r.response_1_source or source,
-             "ended_0": r.ended_0, "ended_1": r.ended_1}
-            for r in pairs]
-
-
-def unique_pairs(pairs: list) -> list:
-    """``pairs`` without repeats: a pair (``(prompt, r0, r1)`` or with ``.prompt``, ``.response_0``,
-    ``.response_1``) is a repeat when an earlier one has the same prompt and the same two responses, in
-    either order (two annotations of one pair could contradict each other)."""
-    seen, out = set(), []
-    for pair in pairs:
-        prompt, r0, r1 = pair if isinstance(pair, tuple) else (pair.prompt, pair.response_0, pair.response_1)
-        if (key := (prompt, frozenset((r0, r1)))) not in seen:
-            seen.add(key)
-            out.append(pair)
-    return out
 
 
 def _fmt(d: dict[str, Any]) -> str:

@@ -46,8 +46,8 @@ def test_fleiss_kappa_edge_cases():
     assert fleiss_kappa([[1, 1, 1], [0, 0, 0]]) == pytest.approx(1.0)  # perfect agreement
     assert fleiss_kappa([[True, True], [True, True]]) == 1.0  # one category only: P_e = 1
     assert math.isnan(fleiss_kappa([])) and math.isnan(fleiss_kappa([[1]]))  # single answers are left out
-    with pytest.raises(ValueError, match="same number of raters"):
-        fleiss_kappa([[0, 1], [0, 1, 1]])
+    # different numbers of raters: the items with the most common number (a draw: the larger) -> [0, 1, 1] alone
+    assert fleiss_kappa([[0, 1], [0, 1, 1]]) == pytest.approx(-0.5)
 
 
 def test_pairwise_agreement():

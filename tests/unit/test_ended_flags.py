@@ -9,10 +9,11 @@ import json
 
 import pytest
 
+from saferlhf.annotate.pairs import input_pairs
 from saferlhf.data.loaders import load_preference_pairs, load_response_pairs, load_sft_records
 from saferlhf.data.schema import parse_ended
 from saferlhf.data.validate import DataValidationError
-from saferlhf.world.commands import WorldAnnotateConfig, input_pairs, run_world_annotate
+from saferlhf.world.commands import WorldAnnotateConfig, run_world_annotate
 
 
 def _write(path, rows):

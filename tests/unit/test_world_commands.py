@@ -7,8 +7,9 @@ import json
 import pytest
 
 from saferlhf.data.validate import DataFileError, DataValidationError
-from saferlhf.world.commands import (WorldAnnotateConfig, WorldCorpusConfig, WorldPromptsConfig, input_pairs,
-                                     run_world_annotate, run_world_corpus, run_world_prompts, unique_pairs)
+from saferlhf.annotate.pairs import input_pairs, unique_pairs
+from saferlhf.world.commands import (WorldAnnotateConfig, WorldCorpusConfig, WorldPromptsConfig, run_world_annotate,
+                                     run_world_corpus, run_world_prompts)
 
 
 def _rows(path):

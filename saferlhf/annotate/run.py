@@ -1,0 +1,294 @@
+"""`saferlhf annotate run`: label a pair file with the simulated panel or any labeller, resumably.
+
+    saferlhf annotate run --annotator panel --input pairs.jsonl --out labels/ [--seed 0] [--overlap 3] [--ties drop]
+    saferlhf annotate run --annotator mypkg.judge:make_labeller --input pairs.jsonl --out labels/
+
+The input is any response-pair file (``saferlhf generate --pairs`` output, PKU-SafeRLHF, JSONL / CSV with
+prompt / response_0 / response_1), read by ``saferlhf.annotate.pairs.input_pairs``: pairs with an empty
+response, identical responses or repeating an earlier pair are skipped and said so. The folder ``--out``:
+
+* ``pairs.jsonl``: the queue, one ``{"pair_id", "prompt", "response_0", "response_1", "response_0_source",
+  "response_1_source", "prompt_source"}`` per pair (``pair_id``: ``pairs.pair_id``, 16 hex digits);
+* ``labels.jsonl``: one ``{"pair_id", **labels.label_to_dict(label)}`` per annotator and pair, appended and
+  flushed to disk pair by pair;
+* ``records.jsonl``: PKU-SafeRLHF v1 records (``aggregate.aggregate_labels``: majority, ties toward
+  unsafe; a helpfulness or harmlessness tie dropped with ``--ties drop``, kept as id 0 with
+  ``better_response_tie`` / ``safer_response_tie`` with ``--ties keep``), which ``score-model`` and
+  ``dpo`` read as they are;
+* ``stats.json``: counts and agreement per question (pairwise, Fleiss' kappa, Krippendorff's alpha);
+* ``run.json``: the annotator, seed and overlap (a resumed run must use the same).
+
+Resuming: rerun the same command. Pairs with labels in ``labels.jsonl`` are not labelled again; a torn last
+line (a run killed while writing) is cut off with a warning and its pair labelled again; a finished run
+rerun only rewrites ``records.jsonl`` and ``stats.json`` (so ``--ties`` may change). A different queue or
+different annotator settings in the same folder is an error.
+
+``--annotator``: ``panel`` (the world's simulated crowdworkers, ``saferlhf.world.annotators.panel_labeller``:
+qualification on gold pairs, ``--overlap`` raters per pair) or ``module:factory``: an importable callable
+returning a labeller, an object with ``label(pair: dict) -> list[Label]`` (or one ``Label``; the
+``saferlhf.annotate.base.Labeller`` protocol). The factory is called with those of the keyword arguments
+``seed`` and ``overlap`` it accepts (none, one or both).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from saferlhf.annotate.labels import Label, label_from_dict, label_to_dict
+from saferlhf.config import option
+from saferlhf.errors import UserError
+
+COMMAND = "annotate run"
+PANEL = "saferlhf.world.annotators:panel_labeller"  # what --annotator panel names
+OUTPUTS = ("pairs.jsonl", "labels.jsonl", "records.jsonl", "stats.json", "run.json")
+
+
+@dataclass
+class AnnotateRunConfig:
+    input: str = option("", "pair file: {prompt, response_0, response_1} records (`saferlhf generate --pairs` "
+                            "output, PKU-SafeRLHF, JSONL / CSV / parquet)")
+    out: str = option("", "output folder: pairs.jsonl (queue), labels.jsonl, records.jsonl, stats.json")
+    annotator: str = option("panel", "panel (the simulated crowdworkers) or module:factory returning a labeller "
+                                     "with label(pair) -> list[Label] (called with seed / overlap if it takes them)")
+    seed: int = option(0, "seed of the labeller (the panel: world and panel seed)")
+    overlap: int = option(3, "raters per pair (the panel; a module factory gets it as overlap=)", ge=1)
+    ties: Literal["drop", "keep"] = option("drop", "a helpfulness / harmlessness tie left after breaking ties "
+                                                   "toward unsafe: drop the record or keep it as id 0 with "
+                                                   "better_response_tie / safer_response_tie")
+    source: str = option("", "response and prompt source written when an input record has none (default: the "
+                             "input file's name)")
+
+
+def run(cfg: AnnotateRunConfig) -> int:
+    from saferlhf.annotate.aggregate import aggregate_labels
+    from saferlhf.files import atomic_write_json, atomic_write_jsonl, check_writable, same_path
+
+    for name in ("input", "out"):
+        if not getattr(cfg, name):
+            raise UserError(f"{COMMAND}: --{name} is required")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{COMMAND}: out: {out} is a file; expected a folder")
+    for name in OUTPUTS:
+        if same_path(out / name, cfg.input):
+            raise UserError(f"{COMMAND}: out: {out / name} is the input file; writing it would replace the input",
+                            hint="choose another --out")
+    labeller = make_labeller(cfg.annotator, seed=cfg.seed, overlap=cfg.overlap)
+    queue = read_queue(cfg.input, cfg.source or Path(cfg.input).name.split(".")[0])
+    check_writable(out, COMMAND)
+    fd = _open_locked(out / "labels.jsonl")
+    try:
+        _check_or_start(out, queue, {"annotator": cfg.annotator, "seed": cfg.seed, "overlap": cfg.overlap})
+        labels = _labels_so_far(out / "labels.jsonl", fd, {p["pair_id"] for p in queue})
+        todo = [p for p in queue if p["pair_id"] not in labels]
+        if len(todo) < len(queue):
+            print(f"{COMMAND}: resuming: {len(queue) - len(todo)} of {len(queue)} pairs already labelled, "
+                  f"{len(todo)} to label")
+        labels |= label_queue(labeller, todo, fd, cfg.annotator)
+    finally:
+        os.close(fd)
+    records, stats = aggregate_labels(queue, labels, ties=cfg.ties)
+    atomic_write_jsonl(out / "records.jsonl", records)
+    stats = {"annotator": cfg.annotator, "seed": cfg.seed, "overlap": cfg.overlap, **stats}
+    atomic_write_json(out / "stats.json", stats)
+    _print_summary(stats, len(todo), out)
+    return 0
+
+
+# ---- the labeller --------------------------------------------------------------------------------
+def make_labeller(spec: str, *, seed: int, overlap: int) -> Any:
+    """The labeller ``spec`` names (``panel`` or ``module:factory``), built with those of ``seed`` and
+    ``overlap`` its factory accepts; a ``UserError`` (one line) for a spec that names no labeller."""
+    target = PANEL if spec == "panel" else spec
+    module, sep, name = target.partition(":")
+    if not (sep and module and name):
+        raise UserError(f"{COMMAND}: annotator: {spec!r} is not 'panel' or module:factory",
+                        hint="e.g. --annotator mypkg.judges:make_labeller")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        raise UserError(f"{COMMAND}: annotator: cannot import {module} ({e})") from None
+    except AttributeError:
+        raise UserError(f"{COMMAND}: annotator: {module} has no {name}") from None
+    if not callable(factory):
+        raise UserError(f"{COMMAND}: annotator: {spec} is a {type(factory).__name__}, not a callable factory")
+    kwargs = _accepted(factory, {"seed": seed, "overlap": overlap})
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as e:
+        raise UserError(f"{COMMAND}: annotator: {spec} cannot be called with {sorted(kwargs) or 'no arguments'} ({e})",
+                        hint="a factory takes no arguments, or seed and / or overlap") from None
+    except ValueError:  # no signature to check
+        pass
+    labeller = factory(**kwargs)
+    if not callable(getattr(labeller, "label", None)):
+        raise UserError(f"{COMMAND}: annotator: {spec} returned a {type(labeller).__name__}, which has no "
+                        "label(pair) method", hint="see the labeller protocol in saferlhf.annotate.base")
+    return labeller
+
+
+def _accepted(factory: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The items of ``kwargs`` that ``factory`` takes as keyword arguments."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no signature (some builtins): call it without arguments
+        return {}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return kwargs
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def labels_of(labeller: Any, pair: dict[str, Any], spec: str) -> list[Label]:
+    """``labeller.label(pair)`` as a list of checked ``Label``s (categories canonical); a ``UserError``
+    naming the pair for anything else."""
+    where = f"{COMMAND}: annotator: {spec}: pair {pair['pair_id']}"
+    got = labeller.label(dict(pair))  # a copy: the labeller cannot change the queue
+    got = [got] if isinstance(got, Label) else got
+    if not isinstance(got, (list, tuple)) or not all(isinstance(lb, Label) for lb in got):
+        raise UserError(f"{where}: label() returned a {type(got).__name__}, not a Label or a list of Labels")
+    if len({lb.annotator for lb in got}) < len(got):
+        raise UserError(f"{where}: two labels by the same annotator")
+    try:
+        return [label_from_dict(label_to_dict(lb)) for lb in got]
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{where}: a bad label: {e}") from None
+
+
+def label_queue(labeller: Any, todo: list[dict[str, Any]], fd: int, spec: str) -> dict[str, list[Label]]:
+    """Label each pair of ``todo``, appending its labels to the open ``labels.jsonl`` (one write and one
+    fsync per pair); returns the labels by pair id (a pair without labels is left out)."""
+    from saferlhf.files import fault_point
+    from saferlhf.tracking import progress
+
+    done: dict[str, list[Label]] = {}
+    for pair in progress(todo, total=len(todo), desc=COMMAND):
+        labels = labels_of(labeller, pair, spec)
+        if labels:
+            _write_all(fd, "".join(json.dumps({"pair_id": pair["pair_id"], **label_to_dict(lb)}) + "\n"
+                                   for lb in labels).encode())
+            os.fsync(fd)
+            done[pair["pair_id"]] = labels
+        fault_point("label")
+    return done
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# ---- the queue and the folder -------------------------------------------------------------------
+def read_queue(path: str, source: str) -> list[dict[str, Any]]:
+    """The pairs of ``path`` as queue rows (``pairs.jsonl``), without identical responses (said so)."""
+    from saferlhf.annotate.pairs import input_pairs, pair_id
+    from saferlhf.data.schema import ended_fields, prompt_json
+
+    pairs = input_pairs(path, source, command=COMMAND)
+    kept = [p for p in pairs if p["response_0"].strip() != p["response_1"].strip()]
+    if len(kept) < len(pairs):
+        print(f"{COMMAND}: skipped {len(pairs) - len(kept)} pairs with identical responses in {path}")
+    return [{"pair_id": pair_id(p["prompt"], p["response_0"], p["response_1"]), "prompt": prompt_json(p["prompt"]),
+             "response_0": p["response_0"], "response_1": p["response_1"],
+             "response_0_source": p["response_0_source"], "response_1_source": p["response_1_source"],
+             "prompt_source": source, **ended_fields({"ended_0": p["ended_0"], "ended_1": p["ended_1"]})}
+            for p in kept]
+
+
+def _open_locked(path: Path) -> int:
+    """``labels.jsonl`` opened for appending, locked against a second run in the same folder."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise UserError(f"{COMMAND}: {path.parent} is in use by another `saferlhf annotate run`") from None
+    return fd
+
+
+def _check_or_start(out: Path, queue: list[dict[str, Any]], settings: dict[str, Any]) -> None:
+    """A new folder gets ``run.json`` and ``pairs.jsonl``; a resumed one must hold the same settings and queue."""
+    from saferlhf.files import atomic_write_json, atomic_write_jsonl
+    from saferlhf.tracking import read_jsonl
+
+    run_file, pairs_file = out / "run.json", out / "pairs.jsonl"
+    if run_file.exists():
+        saved = json.loads(run_file.read_text())
+        changed = [f"--{k} {saved.get(k)} (now {v})" for k, v in settings.items() if saved.get(k) != v]
+        if changed:
+            raise UserError(f"{COMMAND}: {out} was labelled with " + ", ".join(changed),
+                            hint="rerun with the same settings, or choose another --out")
+    if pairs_file.exists():
+        old = [p["pair_id"] for p in read_jsonl(pairs_file)]
+        if old != [p["pair_id"] for p in queue]:
+            raise UserError(f"{COMMAND}: {pairs_file} holds another queue ({len(old)} pairs; the input gives "
+                            f"{len(queue)}, {len(set(old) ^ {p['pair_id'] for p in queue})} different)",
+                            hint="resume with the same --input, or choose another --out")
+    else:
+        atomic_write_jsonl(pairs_file, queue)
+    if not run_file.exists():
+        atomic_write_json(run_file, settings)
+
+
+def _labels_so_far(path: Path, fd: int, queued: set[str]) -> dict[str, list[Label]]:
+    """The labels in ``labels.jsonl`` by pair id, after cutting off a torn last line and the other labels of
+    its pair (the pair is labelled again)."""
+    from saferlhf.annotate.aggregate import load_labels
+
+    _cut_torn_tail(path, fd)
+    labels: dict[str, list[Label]] = {}
+    for pid, label in load_labels(path):
+        labels.setdefault(pid, []).append(label)
+    if stray := set(labels) - queued:
+        raise UserError(f"{COMMAND}: {path} has labels of {len(stray)} pairs that are not in the queue "
+                        f"(e.g. {min(stray)})", hint="choose another --out")
+    return labels
+
+
+def _cut_torn_tail(path: Path, fd: int) -> None:
+    """A file that does not end in a newline was cut by a killed write: drop that last line and the complete
+    lines before it of the same pair (named in the torn line, else the pair of the last complete line)."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    lines = data.split(b"\n")
+    torn = lines.pop()
+    named = re.match(rb'\{"pair_id": "([0-9a-f]{16})"', torn)
+    pid = named.group(1).decode() if named else (_pair_of(lines[-1]) if lines else None)
+    keep = len(lines)
+    while keep and _pair_of(lines[keep - 1]) == pid:
+        keep -= 1
+    os.ftruncate(fd, sum(len(line) + 1 for line in lines[:keep]))
+    print(f"{COMMAND}: warning: {path} ended in a torn line (a killed run): cut it and {len(lines) - keep} other "
+          f"labels of pair {pid}, which is labelled again")
+
+
+def _pair_of(line: bytes) -> str | None:
+    try:
+        return json.loads(line).get("pair_id")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _print_summary(stats: dict[str, Any], labelled_now: int, out: Path) -> None:
+    c = stats["counts"]
+    for question, a in stats["agreement"].items():
+        print(f"{COMMAND}: agreement on {question} ({a['items']} items): pairwise {_num(a['pairwise_agreement'])}, "
+              f"Fleiss' kappa {_num(a['fleiss_kappa'])}, Krippendorff's alpha {_num(a['krippendorff_alpha'])}")
+    print(f"{COMMAND}: {c['records']} records from {c['labelled']} labelled pairs of {c['pairs']} ({labelled_now} "
+          f"labelled now, {c['labels']} labels, {c['ties_dropped']} dropped for a tie, {c['safer_fixed']} safer ids "
+          f"fixed) -> {out / 'records.jsonl'}; labels -> {out / 'labels.jsonl'}; statistics -> {out / 'stats.json'}")
+
+
+def _num(x: float) -> str:
+    return "-" if x != x else f"{x:.3f}"
