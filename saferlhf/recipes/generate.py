@@ -1,14 +1,14 @@
 """Sample responses from a policy for a prompt file: one per prompt, or pairs for annotation.
 
-`--sampling.n 2` writes {prompt, response_0, response_1} records (the input of `saferlhf world annotate`,
-i.e. the paper's "collect response pairs from the current model" step); otherwise {prompt, response}. Each
+`--pairs` (the same as `--sampling.n 2`) writes {prompt, response_0, response_1} records (the input of `saferlhf world annotate`,
+i.e. and of `saferlhf annotate import`: the paper's "collect response pairs from the current model" step); otherwise {prompt, response}. Each
 record also says whether each response ended with eos (``ended_0`` / ``ended_1``, or ``ended``; False: cut off
 at ``sampling.max_new_tokens``), which `saferlhf score` uses. Sampling: ``--sampling.*`` (`saferlhf.sampling`).
 Prompts: any prompt file (`saferlhf data check` lists the formats) or `world:train` / `world:test`.
 ``--device`` / ``--dtype`` (`saferlhf.models.placement`): auto is cuda in bfloat16 when a GPU is visible, else
 cpu in float32.
 
-Launch: `saferlhf generate --model_path M --prompts world:train --sampling.n 2 --out pairs.jsonl`.
+Launch: `saferlhf generate --model_path M --prompts world:train --pairs --out pairs.jsonl`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class GenerateConfig:
     seed: int = option(0, "sampling seed")
     device: Device = option("auto", DEVICE_HELP)
     dtype: DType = option("auto", DTYPE_HELP)
+    pairs: bool = option(False, "write response pairs for annotation ({prompt, response_0, response_1}): the same as "
+                                "--sampling.n 2")
     distinct_pairs: bool = option(True, "with sampling.n=2, resample (up to 4 times) pairs whose responses are identical")
 
 
@@ -51,6 +53,15 @@ def run(cfg: GenerateConfig) -> int:
 
     from saferlhf.files import check_output_file
 
+    if cfg.pairs:
+        from dataclasses import replace
+
+        from saferlhf.config import ConfigError
+
+        if cfg.sampling.n not in (1, 2):
+            raise ConfigError(f"pairs: --pairs writes two responses per prompt, but --sampling.n is {cfg.sampling.n}; "
+                              "drop one of them")
+        cfg.sampling = replace(cfg.sampling, n=2)
     check_output_file(cfg.out, {"prompts": cfg.prompts}, "generate")  # never over its own input
     device, dtype = resolve_placement(cfg.device, cfg.dtype)
     prompts = prompt_texts(cfg.prompts, cfg.world_seed)

@@ -1,4 +1,4 @@
-"""Issue 23 end to end on a tiny policy: `generate --sampling.n 2` response pairs -> `annotate users add` / `annotate
+"""Issue 23 end to end on a tiny policy: `generate --pairs` response pairs -> `annotate users add` / `annotate
 import` -> two annotators label every pair through the JSON API of a live server (overlap 2, responses shown in a
 random A/B order) -> `annotate export` -> `score-model` (cost and reward) trains on the exported records."""
 
@@ -62,7 +62,7 @@ def test_generate_import_label_export_train(tiny_models, tmp_path, live_server, 
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
     pairs_file = tmp_path / "pairs.jsonl"
     assert main(["generate", "--model_path", str(policy), "--prompts", str(tmp_path / "prompts.jsonl"),
-                 "--sampling.n", "2", "--sampling.max_new_tokens", "16", "--out", str(pairs_file)]) == 0
+                 "--pairs", "--sampling.max_new_tokens", "16", "--out", str(pairs_file)]) == 0
     generated = [json.loads(x) for x in pairs_file.read_text().splitlines()]
     usable = [g for g in generated if g["response_0"].strip() and g["response_1"].strip()
               and g["response_0"].strip() != g["response_1"].strip()]

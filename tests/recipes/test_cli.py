@@ -87,6 +87,14 @@ def test_world_generate_annotate_check_evaluate(world_model, tmp_path, capsys):
                  "--max_prompts", "12", "--sampling.max_new_tokens", "12", "--out", str(w / "pairs.jsonl")]) == 0
     pairs = [json.loads(x) for x in (w / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == 12 and set(pairs[0]) == {"prompt", "response_0", "response_1", "ended_0", "ended_1"}
+    # --pairs is the annotation name of --sampling.n 2; with another n it is one clear line
+    assert main(["generate", "--model_path", str(world_model), "--prompts", str(w / "p.jsonl"), "--pairs",
+                 "--max_prompts", "3", "--sampling.max_new_tokens", "4", "--out", str(w / "pairs2.jsonl")]) == 0
+    assert all(set(json.loads(x)) >= {"response_0", "response_1"} for x in (w / "pairs2.jsonl").read_text().splitlines())
+    capsys.readouterr()
+    assert main(["generate", "--model_path", str(world_model), "--prompts", str(w / "p.jsonl"), "--pairs",
+                 "--sampling.n", "3", "--out", str(w / "pairs3.jsonl")]) == 2
+    assert "pairs: --pairs writes two responses per prompt" in capsys.readouterr().err
     assert main(["world", "annotate", "--input", str(w / "pairs.jsonl"), "--out", str(w / "prefs.jsonl")]) == 0
     capsys.readouterr()
     rc = main(["data", "check", str(w / "prefs.jsonl")])
