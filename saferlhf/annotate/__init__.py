@@ -6,7 +6,8 @@ where the labels come from (docs/annotate.md).
 
 * ``base``: the ``Annotator`` protocol (``annotate(pairs) -> (records, stats)``) and ``label_pairs``,
   which runs one and checks its records. ``saferlhf.world.AnnotatorPanel`` (simulated crowdworkers)
-  is one; an LLM judge (RLAIF) and a human web app are to come.
+  is one; people label through the web app (``app``: `saferlhf annotate serve`), an LLM judge through
+  ``llm`` (RLAIF).
 * ``labels``: the per-annotator ``Label`` (and its JSON form), majority aggregation into one record,
   agreement statistics (pairwise, Fleiss' kappa, Krippendorff's alpha).
 * ``pairs``: response pairs to label (``input_pairs``, ``unique_pairs``) and their ``pair_id``.

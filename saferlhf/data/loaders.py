@@ -217,7 +217,7 @@ def _build_pku(r: dict, origin: str) -> SafetyPreference:
         r["is_response_0_safe"], r["is_response_1_safe"], r.get("response_0_harm_category"),
         r.get("response_1_harm_category"), r.get("response_0_severity_level"),
         r.get("response_1_severity_level"), sources, origin, parse_ended(r.get("ended_0")),
-        parse_ended(r.get("ended_1")))
+        parse_ended(r.get("ended_1")), r.get("better_response_tie") is True, r.get("safer_response_tie") is True)
 
 
 def _build_hh(r: dict, origin: str) -> PreferencePair:
@@ -344,7 +344,9 @@ def load_preference_pairs(path: str | Path, kind: PairKind = "reward", on_error:
     """Preference pairs for a reward (``kind="reward"``) or cost (``kind="cost"``) model.
 
     PKU-SafeRLHF: reward pairs by ``better_response_id``; cost pairs by ``safer_response_id``
-    (chosen = the SAFER response), with both pairs' safety labels. HH-RLHF and TRL files: the file's
+    (chosen = the SAFER response), with both pairs' safety labels. A record whose answer to that question is a
+    tie (``better_response_tie`` / ``safer_response_tie``: `saferlhf annotate export --ties keep`) has no
+    preference and gives no pair (counted in a logged line). HH-RLHF and TRL files: the file's
     chosen is the preferred response for either kind (for cost: the less harmful one, a ranking only;
     safety labels None unless a TRL file has ``chosen_is_safe`` / ``rejected_is_safe``).
     """
@@ -352,7 +354,11 @@ def load_preference_pairs(path: str | Path, kind: PairKind = "reward", on_error:
     fmt = _resolve_format(path, format, PREFERENCE_FORMATS, "load_preference_pairs")
     records = _finish(read_records(path, fmt), on_error)
     if fmt == "pku-saferlhf":
-        return _loaded((r.pair(kind) for r in records), records.report)
+        ties = sum(r.is_tie(kind) for r in records)
+        if ties:
+            question = "helpfulness" if kind == "reward" else "harmlessness"
+            log.warning(f"{display_name(path)}: {ties} records with a {question} tie give no {kind} pair")
+        return _loaded((r.pair(kind) for r in records if not r.is_tie(kind)), records.report)
     return records
 
 

@@ -243,9 +243,17 @@ class SafetyPreference:
     origin: str = ""
     ended_0: bool = True  # False: response_0 was cut off at the generation limit (no end token)
     ended_1: bool = True
+    # True: the annotators' answer to that question was a tie (``annotate export --ties keep`` writes
+    # ``better_response_tie`` / ``safer_response_tie``); the id is then a placeholder and no ranking pair is made
+    better_response_tie: bool = False
+    safer_response_tie: bool = False
 
     def response(self, i: int) -> str:
         return self.response_1 if i else self.response_0
+
+    def is_tie(self, kind: PairKind) -> bool:
+        """Whether the preference of ``kind`` (reward: helpfulness, cost: harmlessness) is a tie."""
+        return self.better_response_tie if kind == "reward" else self.safer_response_tie
 
     def is_safe(self, i: int) -> bool:
         return self.is_response_1_safe if i else self.is_response_0_safe
@@ -274,6 +282,7 @@ class SafetyPreference:
         }
         out |= {k: v for k, v in optional.items() if v is not None}
         out |= {"better_response_id": self.better_response_id, "safer_response_id": self.safer_response_id}
+        out |= {k: True for k in ("better_response_tie", "safer_response_tie") if getattr(self, k)}
         return out | ended_fields({"ended_0": self.ended_0, "ended_1": self.ended_1})
 
 

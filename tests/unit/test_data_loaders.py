@@ -315,3 +315,24 @@ def test_sft_records_from_preference_files(tmp_path):
     got = load_sft_records(pku)
     assert [(r.prompt, r.response) for r in got] == [("q", "r0"), ("q2", "r1")]
     assert [(w.line, w.field) for w in got.report.warnings] == [(3, "response")]
+
+
+def test_a_tie_gives_no_preference_pair_of_that_kind(tmp_path, caplog):
+    """`annotate export --ties keep` marks tied questions; the tied question gives no pair, the other one does."""
+    base = {"prompt": "p", "response_0": "a", "response_1": "b", "is_response_0_safe": True,
+            "is_response_1_safe": False, "better_response_id": 0, "safer_response_id": 0}
+    rows = [base, base | {"response_1": "c", "better_response_tie": True},
+            base | {"response_1": "d", "safer_response_tie": True}, base | {"response_1": "e", "better_response_tie": False}]
+    path = tmp_path / "ties.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = load_safety_preferences(path)
+    assert [(r.better_response_tie, r.safer_response_tie) for r in records] == [
+        (False, False), (True, False), (False, True), (False, False)]
+    assert records[1].to_dict()["better_response_tie"] is True and "safer_response_tie" not in records[1].to_dict()
+    with caplog.at_level("WARNING"):
+        reward = load_preference_pairs(path, "reward")
+        cost = load_preference_pairs(path, "cost")
+    assert [p.rejected for p in reward] == ["b", "d", "e"]
+    assert [p.rejected for p in cost] == ["b", "c", "e"]
+    assert "1 records with a helpfulness tie give no reward pair" in caplog.text
+    assert "1 records with a harmlessness tie give no cost pair" in caplog.text

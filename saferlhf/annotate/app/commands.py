@@ -33,6 +33,9 @@ class AnnotateServeConfig:
     access_log: str | None = option(None, "append one line per request (no headers, bodies or tokens) to this file "
                                           "(default: stderr)")
     read_timeout: float = option(30.0, "seconds a client has to send a request's headers, then its body", gt=0)
+    https_only: bool | None = option(None, "mark the browser session cookie Secure (browsers then send it over "
+                                           "https only): set it behind a TLS reverse proxy; default: on when "
+                                           "--host is not loopback")
 
 
 @dataclass
@@ -111,7 +114,7 @@ def run_serve(cfg: AnnotateServeConfig) -> int:
     write = _log_writer(cfg.access_log)
     db = _connect(cfg.db)
     app = create_app(database=db, qualification_threshold=cfg.qualification_threshold,
-                     https_only=not is_loopback(cfg.host))
+                     https_only=(not is_loopback(cfg.host)) if cfg.https_only is None else cfg.https_only)
     hosts = allowed_hosts_for(cfg.host, [])
     served = AccessLog(guarded(app, read_timeout=cfg.read_timeout, allowed_hosts=hosts), write)
     print(f"annotate serve: http://{_url_host(cfg.host)}:{cfg.port} (database {db.url})", flush=True)

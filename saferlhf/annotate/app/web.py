@@ -177,16 +177,7 @@ class Pages:
     def page(self, role: str | None, body: Callable[..., Response]) -> Callable[[Request], Response]:
         """A GET page: signed in (else to /login) with ``role`` (else 403), ``body(request, session, user)``."""
         def handler(request: Request) -> Response:
-            with self.db.session() as session:
-                user = self.signed_in(request, session)
-                if user is None:
-                    return RedirectResponse("/login", status_code=303)
-                if role is not None and user.role != role:
-                    return self.forbidden(request, user, role)
-                try:
-                    return body(request, session, user)
-                except service.ServiceError as e:
-                    return self.message(request, e.status, "Not possible", str(e), user)
+            return self.as_user(request, role, lambda session, user: body(request, session, user))
         return handler
 
     def action(self, role: str | None, body: Callable[..., Response]) -> Callable[[Request], Any]:
@@ -198,19 +189,23 @@ class Pages:
                 return self.message(request, 403, "Form refused",
                                     "The form's security token is missing or stale. Reload the page and try again.")
 
-            def work() -> Response:
-                with self.db.session() as session:
-                    user = self.signed_in(request, session)
-                    if user is None:
-                        return RedirectResponse("/login", status_code=303)
-                    if role is not None and user.role != role:
-                        return self.forbidden(request, user, role)
-                    try:
-                        return body(request, session, user, form)
-                    except service.ServiceError as e:
-                        return self.message(request, e.status, "Not possible", str(e), user)
-            return await run_in_threadpool(work)
+            return await run_in_threadpool(
+                self.as_user, request, role, lambda session, user: body(request, session, user, form))
         return handler
+
+    def as_user(self, request: Request, role: str | None, call: Callable[..., Response]) -> Response:
+        """``call(session, user)`` for the signed-in user (else a redirect to /login) with ``role`` (else 403); a
+        ``ServiceError`` becomes a message page with its status."""
+        with self.db.session() as session:
+            user = self.signed_in(request, session)
+            if user is None:
+                return RedirectResponse("/login", status_code=303)
+            if role is not None and user.role != role:
+                return self.forbidden(request, user, role)
+            try:
+                return call(session, user)
+            except service.ServiceError as e:
+                return self.message(request, e.status, "Not possible", str(e), user)
 
     def forbidden(self, request: Request, user: User, role: str) -> HTMLResponse:
         return self.message(request, 403, "Not for your role", f"This page needs the {role} role; you are signed in "
