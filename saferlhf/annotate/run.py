@@ -2,6 +2,8 @@
 
     saferlhf annotate run --annotator panel --input pairs.jsonl --out labels/ [--seed 0] [--overlap 3] [--ties drop]
     saferlhf annotate run --annotator mypkg.judge:make_labeller --input pairs.jsonl --out labels/
+    saferlhf annotate run --annotator llm --judge.base_url http://127.0.0.1:8000/v1 --judge.model NAME \
+        --input pairs.jsonl --out labels/
 
 The input is any response-pair file (``saferlhf generate --pairs`` output, PKU-SafeRLHF, JSONL / CSV with
 prompt / response_0 / response_1), read by ``saferlhf.annotate.pairs.input_pairs``: pairs with an empty
@@ -16,7 +18,9 @@ response, identical responses or repeating an earlier pair are skipped and said 
   ``better_response_tie`` / ``safer_response_tie`` with ``--ties keep``), which ``score-model`` and
   ``dpo`` read as they are;
 * ``stats.json``: counts and agreement per question (pairwise, Fleiss' kappa, Krippendorff's alpha);
-* ``run.json``: the annotator, seed and overlap (a resumed run must use the same).
+* ``run.json``: the annotator, seed and overlap (``--annotator llm``: and ``judge.model``; a resumed run must use
+  the same);
+* ``llm_cache.jsonl`` (``--annotator llm``): the judge's usable answers, so a rerun asks nothing it has an answer to.
 
 Resuming: rerun the same command. Pairs with labels in ``labels.jsonl`` are not labelled again; a torn last
 line (a run killed while writing) is cut off with a warning and its pair labelled again; a finished run
@@ -24,30 +28,42 @@ rerun only rewrites ``records.jsonl`` and ``stats.json`` (so ``--ties`` may chan
 different annotator settings in the same folder is an error.
 
 ``--annotator``: ``panel`` (the world's simulated crowdworkers, ``saferlhf.world.annotators.panel_labeller``:
-qualification on gold pairs, ``--overlap`` raters per pair) or ``module:factory``: an importable callable
+qualification on gold pairs, ``--overlap`` raters per pair), ``world:NAME`` (a world annotator of
+``WORLD_ANNOTATORS``; ``world:panel`` is ``panel``), ``llm`` (an LLM judge over the OpenAI-compatible endpoint
+``--judge.*``, ``saferlhf.annotate.llm``; docs/ai-feedback.md) or ``module:factory``: an importable callable
 returning a labeller, an object with ``label(pair: dict) -> list[Label]`` (or one ``Label``; the
 ``saferlhf.annotate.base.Labeller`` protocol). The factory is called with those of the keyword arguments
 ``seed`` and ``overlap`` it accepts (none, one or both).
+
+A labeller may also have (all optional): ``concurrency`` (an int: that many pairs are labelled at once, in
+threads; labels are still written in queue order), ``stats(queue, labels_by_pair) -> dict`` (merged into
+``stats.json``) and ``finish()`` (called after ``stats.json`` is written; may raise a ``UserError``, e.g. a
+judge's failure rate over its limit). ``stats.json`` also holds ``seconds``: the labelling time of this run.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from saferlhf.annotate.labels import Label, label_from_dict, label_to_dict
 from saferlhf.config import option
+from saferlhf.endpoint import EndpointConfig
 from saferlhf.errors import UserError
 
 COMMAND = "annotate run"
 PANEL = "saferlhf.world.annotators:panel_labeller"  # what --annotator panel names
-OUTPUTS = ("pairs.jsonl", "labels.jsonl", "records.jsonl", "stats.json", "run.json")
+# --annotator world:NAME -> the factory of that world annotator
+WORLD_ANNOTATORS: dict[str, str] = {"panel": PANEL}
+OUTPUTS = ("pairs.jsonl", "labels.jsonl", "records.jsonl", "stats.json", "run.json", "llm_cache.jsonl")
 
 
 @dataclass
@@ -55,8 +71,9 @@ class AnnotateRunConfig:
     input: str = option("", "pair file: {prompt, response_0, response_1} records (`saferlhf generate --pairs` "
                             "output, PKU-SafeRLHF, JSONL / CSV / parquet)")
     out: str = option("", "output folder: pairs.jsonl (queue), labels.jsonl, records.jsonl, stats.json")
-    annotator: str = option("panel", "panel (the simulated crowdworkers) or module:factory returning a labeller "
-                                     "with label(pair) -> list[Label] (called with seed / overlap if it takes them)")
+    annotator: str = option("panel", "panel (the simulated crowdworkers), world:NAME (a world annotator), llm (an LLM "
+                                     "judge at --judge.*) or module:factory returning a labeller with label(pair) "
+                                     "-> list[Label] (called with seed / overlap if it takes them)")
     seed: int = option(0, "seed of the labeller (the panel: world and panel seed)")
     overlap: int = option(3, "raters per pair (the panel; a module factory gets it as overlap=)", ge=1)
     ties: Literal["drop", "keep"] = option("drop", "a helpfulness / harmlessness tie left after breaking ties "
@@ -64,6 +81,9 @@ class AnnotateRunConfig:
                                                    "better_response_tie / safer_response_tie")
     source: str = option("", "response and prompt source written when an input record has none (default: the "
                              "input file's name)")
+    judge: EndpointConfig = option(EndpointConfig(parse_retries=2), "--annotator llm: the judge's OpenAI-compatible "
+                                                                    "endpoint (--judge.base_url, --judge.model, "
+                                                                    "--judge.concurrency, ...; saferlhf.endpoint)")
 
 
 def run(cfg: AnnotateRunConfig) -> int:
@@ -80,12 +100,16 @@ def run(cfg: AnnotateRunConfig) -> int:
         if same_path(out / name, cfg.input):
             raise UserError(f"{COMMAND}: out: {out / name} is the input file; writing it would replace the input",
                             hint="choose another --out")
-    labeller = make_labeller(cfg.annotator, seed=cfg.seed, overlap=cfg.overlap)
+    labeller = make_labeller(cfg.annotator, seed=cfg.seed, overlap=cfg.overlap, judge=cfg.judge, out=out)
     queue = read_queue(cfg.input, cfg.source or Path(cfg.input).name.split(".")[0])
+    settings = {"annotator": cfg.annotator, "seed": cfg.seed, "overlap": cfg.overlap}
+    if cfg.annotator == "llm":  # labels of two judge models in one folder would be two annotators
+        settings["judge.model"] = cfg.judge.model
     check_writable(out, COMMAND)
     fd = _open_locked(out / "labels.jsonl")
+    started = time.monotonic()
     try:
-        _check_or_start(out, queue, {"annotator": cfg.annotator, "seed": cfg.seed, "overlap": cfg.overlap})
+        _check_or_start(out, queue, settings)
         labels = _labels_so_far(out / "labels.jsonl", fd, {p["pair_id"] for p in queue})
         todo = [p for p in queue if p["pair_id"] not in labels]
         if len(todo) < len(queue):
@@ -94,22 +118,38 @@ def run(cfg: AnnotateRunConfig) -> int:
         labels |= label_queue(labeller, todo, fd, cfg.annotator)
     finally:
         os.close(fd)
+    seconds = round(time.monotonic() - started, 3)
     records, stats = aggregate_labels(queue, labels, ties=cfg.ties)
     atomic_write_jsonl(out / "records.jsonl", records)
-    stats = {"annotator": cfg.annotator, "seed": cfg.seed, "overlap": cfg.overlap, **stats}
+    extra = labeller.stats(queue, labels) if callable(getattr(labeller, "stats", None)) else {}
+    stats = {"annotator": cfg.annotator, "seed": cfg.seed, "overlap": cfg.overlap, **stats, **extra,
+             "seconds": seconds}
     atomic_write_json(out / "stats.json", stats)
     _print_summary(stats, len(todo), out)
+    if callable(getattr(labeller, "finish", None)):
+        labeller.finish()
     return 0
 
 
 # ---- the labeller --------------------------------------------------------------------------------
-def make_labeller(spec: str, *, seed: int, overlap: int) -> Any:
-    """The labeller ``spec`` names (``panel`` or ``module:factory``), built with those of ``seed`` and
-    ``overlap`` its factory accepts; a ``UserError`` (one line) for a spec that names no labeller."""
+def make_labeller(spec: str, *, seed: int, overlap: int, judge: EndpointConfig | None = None,
+                  out: Path | None = None) -> Any:
+    """The labeller ``spec`` names (``panel``, ``world:NAME``, ``llm`` or ``module:factory``), built with those of
+    ``seed`` and ``overlap`` its factory accepts (``llm``: from ``judge``, caching its answers in ``out``); a
+    ``UserError`` (one line) for a spec that names no labeller."""
+    if spec == "llm":
+        from saferlhf.annotate.llm import CACHE_FILE, llm_labeller
+
+        return llm_labeller(judge or EndpointConfig(), None if out is None else out / CACHE_FILE, who=COMMAND)
     target = PANEL if spec == "panel" else spec
+    if spec.startswith("world:"):
+        if (world_name := spec.removeprefix("world:")) not in WORLD_ANNOTATORS:
+            raise UserError(f"{COMMAND}: annotator: {spec!r} is not a world annotator",
+                            hint="one of " + ", ".join(f"world:{n}" for n in WORLD_ANNOTATORS))
+        target = WORLD_ANNOTATORS[world_name]
     module, sep, name = target.partition(":")
     if not (sep and module and name):
-        raise UserError(f"{COMMAND}: annotator: {spec!r} is not 'panel' or module:factory",
+        raise UserError(f"{COMMAND}: annotator: {spec!r} is not 'panel' or module:factory (nor llm or world:NAME)",
                         hint="e.g. --annotator mypkg.judges:make_labeller")
     try:
         factory = getattr(importlib.import_module(module), name)
@@ -169,8 +209,9 @@ def label_queue(labeller: Any, todo: list[dict[str, Any]], fd: int, spec: str) -
     from saferlhf.tracking import progress
 
     done: dict[str, list[Label]] = {}
-    for pair in progress(todo, total=len(todo), desc=COMMAND):
-        labels = labels_of(labeller, pair, spec)
+    workers = getattr(labeller, "concurrency", 1)
+    workers = workers if isinstance(workers, int) and not isinstance(workers, bool) and workers > 1 else 1
+    for pair, labels in progress(_labelled(labeller, todo, spec, workers), total=len(todo), desc=COMMAND):
         if labels:
             _write_all(fd, "".join(json.dumps({"pair_id": pair["pair_id"], **label_to_dict(lb)}) + "\n"
                                    for lb in labels).encode())
@@ -178,6 +219,31 @@ def label_queue(labeller: Any, todo: list[dict[str, Any]], fd: int, spec: str) -
             done[pair["pair_id"]] = labels
         fault_point("label")
     return done
+
+
+def _labelled(labeller: Any, todo: list[dict[str, Any]], spec: str, workers: int):
+    """``(pair, labels_of(labeller, pair))`` for each pair of ``todo``, in order; with ``workers`` > 1 up to that many
+    pairs are labelled at once (threads, at most ``2 * workers`` pairs ahead of the one written). An error stops
+    the rest: pairs not started are cancelled, those running are waited for."""
+    if workers <= 1:
+        for pair in todo:
+            yield pair, labels_of(labeller, pair, spec)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending = iter(todo)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="annotate")
+    try:
+        window = deque((p, pool.submit(labels_of, labeller, p, spec)) for p in itertools.islice(pending, 2 * workers))
+        while window:
+            pair, future = window.popleft()
+            labels = future.result()
+            if (nxt := next(pending, None)) is not None:
+                window.append((nxt, pool.submit(labels_of, labeller, nxt, spec)))
+            yield pair, labels
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -178,7 +178,9 @@ def test_records_with_tie_keys_load_and_validate(tmp_path):
     loaded = loaders.load_safety_preferences(str(path))
     assert [r.better_response_id for r in loaded] == [0, 0]
     assert [r.is_response_0_safe for r in loaded] == [True, False]  # 'u': 1 of 2 safe votes -> unsafe
-    assert len(loaders.load_preference_pairs(str(path), kind="cost")) == 2
+    # 't' tied on both questions: no reward pair and no cost pair of it; 'u' gives one of each
+    assert [p.chosen for p in loaders.load_preference_pairs(str(path), kind="cost")] == ["u1"]
+    assert [p.chosen for p in loaders.load_preference_pairs(str(path), kind="reward")] == ["u0"]
 
 
 # ---- agreement -------------------------------------------------------------------------------------------
