@@ -10,7 +10,8 @@ an LLM judge or a person).
   ``canonical_category``: a harm category name or BeaverTails slug as its canonical name.
 * ``aggregate``: the majority of several labels of one pair as one PKU-SafeRLHF v1 record (the keys of
   ``RECORD_KEYS``, in that order, plus ``better_response_tie`` / ``safer_response_tie`` where a tie
-  is left); ``record_label`` reads a record back as a ``Label``.
+  is left); ``decided_record``: the record of answers decided by another rule (Dawid-Skene), categories and
+  severity from the labels alike; ``record_label`` reads a record back as a ``Label``.
 * ``agreement``: mean pairwise agreement, Fleiss' kappa and (optionally) Krippendorff's alpha of the
   raters, per question.
 """
@@ -162,6 +163,49 @@ def aggregate(prompt: str, r0: str, r1: str, labels: Sequence[Label], *, sources
         sevs.append(severity)
     if safer is None and tie_break == "unsafe":
         safer = _less_harmful(labels)
+    ties = {"better_response_tie": better is None, "safer_response_tie": safer is None}
+    better, safer = (0 if x is None else x for x in (better, safer))
+    fixed = 0
+    if safe[0] != safe[1] and not safe[safer]:  # exactly one is safe: it must be the safer one
+        safer, fixed = (0 if safe[0] else 1), 1
+        ties["safer_response_tie"] = False
+    record = {
+        "prompt": prompt_json(prompt), "response_0": r0, "response_1": r1,
+        "prompt_source": prompt_source, "response_0_source": sources[0], "response_1_source": sources[1],
+        "is_response_0_safe": safe[0], "is_response_1_safe": safe[1],
+        "response_0_harm_category": cats[0], "response_1_harm_category": cats[1],
+        "response_0_severity_level": sevs[0], "response_1_severity_level": sevs[1],
+        "better_response_id": better, "safer_response_id": safer,
+        "response_0_sha256": hashlib.sha256(r0.encode()).hexdigest(),
+        "response_1_sha256": hashlib.sha256(r1.encode()).hexdigest(),
+    }
+    return record | {k: True for k, tie in ties.items() if tie}, fixed
+
+
+def decided_record(prompt: str, r0: str, r1: str, labels: Sequence[Label], *, better: int | None,
+                   safer: int | None, safe: tuple[bool, bool], sources: tuple[str, str],
+                   prompt_source: str) -> tuple[dict[str, Any], int]:
+    """The PKU-SafeRLHF v1 record of answers decided by another rule than the majority (Dawid-Skene:
+    ``saferlhf.annotate.aggregate``): ``better`` / ``safer`` (None: a tie, written as id 0 with
+    ``better_response_tie`` / ``safer_response_tie``) and ``safe`` per response. The harm categories and
+    severity of a response decided unsafe come from ``labels`` as in ``aggregate``: the categories flagged by
+    more than half of all labels (none: those of the first unsafe vote), the lower median severity of the
+    unsafe votes; decided unsafe without an unsafe vote: no category, severity 1. If exactly one response is
+    safe it is made the safer one. Returns (record, 1 if ``safer_response_id`` was fixed that way else 0);
+    with the majority's answers it is ``aggregate(..., tie_break="unsafe")``'s record."""
+    cats, sevs = [], []
+    for i in (0, 1):
+        flagged: set[str] = set()
+        severity = 0
+        if not safe[i]:
+            unsafe_votes = [lb for lb in labels if not lb.safe[i]]
+            flagged = {c for c in HARM_CATEGORIES if 2 * sum(c in lb.categories[i] for lb in labels) > len(labels)}
+            if not flagged and unsafe_votes:
+                flagged = set(unsafe_votes[0].categories[i])
+            severities = sorted(lb.severity[i] for lb in unsafe_votes) or [1]
+            severity = severities[(len(severities) - 1) // 2]
+        cats.append({c: c in flagged for c in HARM_CATEGORIES})
+        sevs.append(severity)
     ties = {"better_response_tie": better is None, "safer_response_tie": safer is None}
     better, safer = (0 if x is None else x for x in (better, safer))
     fixed = 0

@@ -2,6 +2,8 @@
 
     saferlhf annotate run --annotator panel --input pairs.jsonl --out labels/ [--seed 0] [--overlap 3] [--ties drop]
     saferlhf annotate run --annotator mypkg.judge:make_labeller --input pairs.jsonl --out labels/
+    saferlhf annotate run --annotator world:ai --input pairs.jsonl --out labels/ [--aggregation dawid_skene|soft]
+        [--exclude NAME ...] [--exclude_below 0.7]
     saferlhf annotate run --annotator llm --judge.base_url http://127.0.0.1:8000/v1 --judge.model NAME \
         --input pairs.jsonl --out labels/
 
@@ -13,27 +15,31 @@ response, identical responses or repeating an earlier pair are skipped and said 
   "response_1_source", "prompt_source"}`` per pair (``pair_id``: ``pairs.pair_id``, 16 hex digits);
 * ``labels.jsonl``: one ``{"pair_id", **labels.label_to_dict(label)}`` per annotator and pair, appended and
   flushed to disk pair by pair;
-* ``records.jsonl``: PKU-SafeRLHF v1 records (``aggregate.aggregate_labels``: majority, ties toward
-  unsafe; a helpfulness or harmlessness tie dropped with ``--ties drop``, kept as id 0 with
-  ``better_response_tie`` / ``safer_response_tie`` with ``--ties keep``), which ``score-model`` and
-  ``dpo`` read as they are;
-* ``stats.json``: counts and agreement per question (pairwise, Fleiss' kappa, Krippendorff's alpha);
+* ``records.jsonl``: PKU-SafeRLHF v1 records (``aggregate.aggregate_labels``: ``--aggregation majority``, ties
+  toward unsafe, ``dawid_skene`` or ``soft``; a helpfulness or harmlessness tie dropped with ``--ties drop``, kept
+  as id 0 with ``better_response_tie`` / ``safer_response_tie`` with ``--ties keep``; the labels of ``--exclude``
+  annotators, and with ``--exclude_below X`` of those whose Dawid-Skene accuracy is below X, left out), which
+  ``score-model`` and ``dpo`` read as they are;
+* ``stats.json``: counts and agreement per question (pairwise, Fleiss' kappa, Krippendorff's alpha), the
+  ``aggregation``, ``annotators`` (per annotator: Dawid-Skene accuracy and confusion matrix, agreement with the
+  leave-one-out majority, ``excluded``; ``saferlhf.annotate.reliability``) and ``exclusion``;
 * ``run.json``: the annotator, seed and overlap (``--annotator llm``: and ``judge.model``; a resumed run must use
   the same);
 * ``llm_cache.jsonl`` (``--annotator llm``): the judge's usable answers, so a rerun asks nothing it has an answer to.
 
 Resuming: rerun the same command. Pairs with labels in ``labels.jsonl`` are not labelled again; a torn last
 line (a run killed while writing) is cut off with a warning and its pair labelled again; a finished run
-rerun only rewrites ``records.jsonl`` and ``stats.json`` (so ``--ties`` may change). A different queue or
-different annotator settings in the same folder is an error.
+rerun only rewrites ``records.jsonl`` and ``stats.json`` (so ``--ties``, ``--aggregation`` and the exclusion may
+change). A different queue or different annotator settings in the same folder is an error.
 
 ``--annotator``: ``panel`` (the world's simulated crowdworkers, ``saferlhf.world.annotators.panel_labeller``:
 qualification on gold pairs, ``--overlap`` raters per pair), ``world:NAME`` (a world annotator of
-``WORLD_ANNOTATORS``; ``world:panel`` is ``panel``), ``llm`` (an LLM judge over the OpenAI-compatible endpoint
-``--judge.*``, ``saferlhf.annotate.llm``; docs/ai-feedback.md) or ``module:factory``: an importable callable
-returning a labeller, an object with ``label(pair: dict) -> list[Label]`` (or one ``Label``; the
-``saferlhf.annotate.base.Labeller`` protocol). The factory is called with those of the keyword arguments
-``seed`` and ``overlap`` it accepts (none, one or both).
+``WORLD_ANNOTATORS``; ``world:panel`` is ``panel``; ``world:ai`` a simulated AI judge with a miss rate on
+disguised requests, a verbosity and a position bias, ``saferlhf.world.annotators.ai_labeller``), ``llm`` (an LLM
+judge over the OpenAI-compatible endpoint ``--judge.*``, ``saferlhf.annotate.llm``; docs/ai-feedback.md) or
+``module:factory``: an importable callable returning a labeller, an object with
+``label(pair: dict) -> list[Label]`` (or one ``Label``; the ``saferlhf.annotate.base.Labeller`` protocol). The
+factory is called with those of the keyword arguments ``seed`` and ``overlap`` it accepts (none, one or both).
 
 A labeller may also have (all optional): ``concurrency`` (an int: that many pairs are labelled at once, in
 threads; labels are still written in queue order), ``stats(queue, labels_by_pair) -> dict`` (merged into
@@ -62,7 +68,7 @@ from saferlhf.errors import UserError
 COMMAND = "annotate run"
 PANEL = "saferlhf.world.annotators:panel_labeller"  # what --annotator panel names
 # --annotator world:NAME -> the factory of that world annotator
-WORLD_ANNOTATORS: dict[str, str] = {"panel": PANEL}
+WORLD_ANNOTATORS: dict[str, str] = {"panel": PANEL, "ai": "saferlhf.world.annotators:ai_labeller"}
 OUTPUTS = ("pairs.jsonl", "labels.jsonl", "records.jsonl", "stats.json", "run.json", "llm_cache.jsonl")
 
 
@@ -79,6 +85,13 @@ class AnnotateRunConfig:
     ties: Literal["drop", "keep"] = option("drop", "a helpfulness / harmlessness tie left after breaking ties "
                                                    "toward unsafe: drop the record or keep it as id 0 with "
                                                    "better_response_tie / safer_response_tie")
+    aggregation: Literal["majority", "dawid_skene", "soft"] = option(
+        "majority", "how labels become records: majority (ties toward unsafe), dawid_skene (per-annotator "
+                    "confusion matrices by EM) or soft (the majority's records plus the vote shares "
+                    "better_response_prob, safer_response_prob, response_{0,1}_unsafe_prob)")
+    exclude: list[str] = option(factory=list, help="annotators whose labels are left out of the records")
+    exclude_below: float | None = option(None, "also leave out annotators (with >= 20 labelled pairs) whose "
+                                               "Dawid-Skene accuracy is below this", ge=0, le=1)
     source: str = option("", "response and prompt source written when an input record has none (default: the "
                              "input file's name)")
     judge: EndpointConfig = option(EndpointConfig(parse_retries=2), "--annotator llm: the judge's OpenAI-compatible "
@@ -119,7 +132,8 @@ def run(cfg: AnnotateRunConfig) -> int:
     finally:
         os.close(fd)
     seconds = round(time.monotonic() - started, 3)
-    records, stats = aggregate_labels(queue, labels, ties=cfg.ties)
+    records, stats = aggregate_labels(queue, labels, ties=cfg.ties, method=cfg.aggregation, exclude=cfg.exclude,
+                                      exclude_below=cfg.exclude_below, reliability=True)
     atomic_write_jsonl(out / "records.jsonl", records)
     extra = labeller.stats(queue, labels) if callable(getattr(labeller, "stats", None)) else {}
     stats = {"annotator": cfg.annotator, "seed": cfg.seed, "overlap": cfg.overlap, **stats, **extra,
@@ -351,10 +365,17 @@ def _print_summary(stats: dict[str, Any], labelled_now: int, out: Path) -> None:
     for question, a in stats["agreement"].items():
         print(f"{COMMAND}: agreement on {question} ({a['items']} items): pairwise {_num(a['pairwise_agreement'])}, "
               f"Fleiss' kappa {_num(a['fleiss_kappa'])}, Krippendorff's alpha {_num(a['krippendorff_alpha'])}")
-    print(f"{COMMAND}: {c['records']} records from {c['labelled']} labelled pairs of {c['pairs']} ({labelled_now} "
+    for name, r in stats.get("annotators", {}).items():
+        print(f"{COMMAND}: annotator {name}: {r['labels']} pairs, Dawid-Skene accuracy {_num(r['ds_accuracy'])}, "
+              f"agreement with the others' majority {_num(r['loo_agreement'])}"
+              + (f"; EXCLUDED ({stats['exclusion']['excluded'][name]})" if r.get("excluded") else ""))
+    if missing := stats.get("exclusion", {}).get("not_found"):
+        print(f"{COMMAND}: warning: --exclude names no annotator of these labels: {', '.join(missing)}")
+    print(f"{COMMAND}: {stats['aggregation']}: {c['records']} records from {c['labelled']} labelled pairs of "
+          f"{c['pairs']} ({labelled_now} "
           f"labelled now, {c['labels']} labels, {c['ties_dropped']} dropped for a tie, {c['safer_fixed']} safer ids "
           f"fixed) -> {out / 'records.jsonl'}; labels -> {out / 'labels.jsonl'}; statistics -> {out / 'stats.json'}")
 
 
-def _num(x: float) -> str:
-    return "-" if x != x else f"{x:.3f}"
+def _num(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x:.3f}"

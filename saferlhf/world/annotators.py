@@ -21,6 +21,11 @@ aggregated by majority (ties, possible only with fewer than 3 admitted, go to th
 annotator); a 10 % audit sample is re-checked against the oracle; agreement is reported as mean
 pairwise agreement and Fleiss' kappa per question (``saferlhf.annotate.labels.agreement``).
 Every random draw comes from ``random.Random`` seeded with a string of (panel seed, annotator, item).
+
+``AIAnnotator`` / ``AILabeller`` / ``ai_labeller`` (``saferlhf annotate run --annotator world:ai``): a simulated
+AI judge for RLAIF experiments, one label per pair from the oracle seen through configurable flaws of real LLM
+judges: it misses disguised requests (adversarial wrappers) at a set rate, prefers the longer answer, and answers
+"A" when unsure (docs/world.md, "The AI annotator").
 """
 
 from __future__ import annotations
@@ -275,3 +280,136 @@ def oracle_accuracy(labels: list[Label], judgements: list[tuple[Judgement, Judge
     out["accuracy"] = sum(right.values()) / max(1, sum(total.values()))
     out["answers"] = sum(total.values())
     return out
+
+
+# ---- the AI annotator (world:ai) -------------------------------------------------------------------
+AI_NAME = "world:ai"  # the annotator name of its labels
+# The uniform draws of one pair, in a fixed order: a flaw's draw does not move when another rate changes, and
+# raising a rate only adds pairs to those it already hits.
+_AI_DRAWS = ("miss", "verbose", "position_help", "position_harm", "tie_help", "tie_harm", "noise_help",
+             "noise_harm", "noise_safe_0", "noise_safe_1", "category_0", "category_1")
+
+
+@dataclass(frozen=True)
+class AIAnnotator:
+    """A simulated AI judge (RLAIF) that answers the three questions from the oracle's judgements through the
+    flaws that real LLM judges show, each a probability (defaults: docs/world.md, "The AI annotator"):
+
+    * ``miss_disguised``: on a DISGUISED request (a prompt in the world's adversarial wrappers: role-play,
+      fiction, ..., ``adversarial.py``) the judge takes the framing at face value with this probability, one
+      draw per pair: it calls every response of the pair safe (no category, severity 0) and, both then looking
+      harmless, answers the harmlessness question as when unsure;
+    * ``verbosity_bias``: with this probability the helpfulness answer is the LONGER response (more words),
+      whatever the oracle says (no effect when both have as many words);
+    * ``position_bias``: when unsure (helpfulness: the oracle's gap below ``unsure_margin``; harmlessness: the
+      same perceived harm, e.g. two safe responses) the judge answers response A (response_0, shown first)
+      with this probability, else the oracle's answer (a coin flip on an exact tie);
+    * ``noise``: each answer (the two preferences, each response's safety) is flipped with this probability.
+
+    Harm categories and severity of a response called unsafe are the oracle's (a response made unsafe by noise:
+    one category drawn at random, severity 1). Deterministic: the draws of a pair come from
+    ``random.Random`` seeded with (seed, the pair's key).
+    """
+
+    miss_disguised: float = 0.5
+    verbosity_bias: float = 0.2
+    position_bias: float = 0.5
+    unsure_margin: float = 0.1
+    noise: float = 0.02
+
+    def __post_init__(self):
+        for name in ("miss_disguised", "verbosity_bias", "position_bias", "noise"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.unsure_margin <= 1.0:
+            raise ValueError(f"unsure_margin must be in [0, 1], got {self.unsure_margin}")
+
+    def label(self, j0: Judgement, j1: Judgement, words: tuple[int, int], disguised: bool,
+              rng: random.Random) -> Label:
+        """The judge's answers for a pair judged ``j0``, ``j1`` by the oracle (``words``: the responses' word
+        counts; ``disguised``: the prompt is in adversarial wrappers)."""
+        u = dict(zip(_AI_DRAWS, (rng.random() for _ in _AI_DRAWS)))
+        help0, help1 = j0.helpfulness, j1.helpfulness
+        if words[0] != words[1] and u["verbose"] < self.verbosity_bias:
+            better = 0 if words[0] > words[1] else 1
+        elif abs(help0 - help1) < self.unsure_margin and u["position_help"] < self.position_bias:
+            better = 0
+        else:
+            better = _pick(help0, help1, u["tie_help"])
+        missed = disguised and u["miss"] < self.miss_disguised
+        unsafe = [j.harmful and not missed for j in (j0, j1)]
+        harm = [_harm_score(j) if bad else 0.0 for j, bad in zip((j0, j1), unsafe)]
+        if harm[0] == harm[1] and u["position_harm"] < self.position_bias:
+            safer = 0
+        else:
+            safer = _pick(-harm[0], -harm[1], u["tie_harm"])
+        better = 1 - better if u["noise_help"] < self.noise else better
+        safer = 1 - safer if u["noise_harm"] < self.noise else safer
+        cats, sev = [], []
+        for i, j in enumerate((j0, j1)):
+            if u[f"noise_safe_{i}"] < self.noise:
+                unsafe[i] = not unsafe[i]
+            if not unsafe[i]:
+                cats.append(())
+                sev.append(0)
+            elif j.harmful:
+                cats.append(tuple(j.categories))
+                sev.append(max(1, j.severity))
+            else:  # made unsafe by noise
+                cats.append((HARM_CATEGORIES[int(u[f"category_{i}"] * len(HARM_CATEGORIES))],))
+                sev.append(1)
+        return Label(AI_NAME, better, safer, (not unsafe[0], not unsafe[1]), (cats[0], cats[1]), (sev[0], sev[1]))
+
+
+def _pick(v0: float, v1: float, u: float) -> int:
+    """0 if ``v0`` is the larger, 1 if ``v1``; on a tie the coin ``u`` (< 0.5: 0)."""
+    if abs(v0 - v1) < 1e-9:
+        return 0 if u < 0.5 else 1
+    return 0 if v0 > v1 else 1
+
+
+class AILabeller:
+    """The AI judge as a ``saferlhf.annotate.Labeller`` (``saferlhf annotate run --annotator world:ai``): one
+    ``Label`` per pair, annotator ``"world:ai"``, its draws keyed by (``seed``, ``pair["pair_id"]``; without
+    one, ``pairs.pair_id`` of the pair), so a pair gets the same label wherever it sits in the queue."""
+
+    def __init__(self, world, seed: int = 0, annotator: AIAnnotator | None = None):
+        self.oracle = Oracle(world)
+        self.seed = seed
+        self.annotator = annotator if annotator is not None else AIAnnotator()
+
+    def disguised(self, prompt: str) -> bool:
+        """Whether ``prompt`` is a request in the world's adversarial wrappers (the oracle unwraps them)."""
+        return bool(self.oracle.identify(prompt).wrappers)
+
+    def label(self, pair: dict[str, Any]) -> list[Label]:
+        from saferlhf.annotate.pairs import pair_id
+        from saferlhf.data.schema import as_prompt
+
+        prompt, r0, r1 = as_prompt(pair["prompt"]), pair["response_0"], pair["response_1"]
+        if r0.strip() == r1.strip():
+            return []
+        key = pair.get("pair_id") or pair_id(prompt, r0, r1)
+        rng = random.Random(":".join(["ai", str(self.seed), str(key)]))
+        j0, j1 = self.oracle.judge(prompt, r0), self.oracle.judge(prompt, r1)
+        return [self.annotator.label(j0, j1, (_words(r0), _words(r1)), self.disguised(prompt), rng)]
+
+    def stats(self, queue: list[dict[str, Any]], labels_by_pair: dict[str, Any]) -> dict[str, Any]:
+        """Merged into ``annotate run``'s ``stats.json``: the judge's settings and how many pairs were disguised."""
+        from saferlhf.data.schema import as_prompt
+
+        return {"world_ai": {"seed": self.seed, **asdict(self.annotator),
+                             "disguised_pairs": sum(self.disguised(as_prompt(p["prompt"])) for p in queue)}}
+
+
+def ai_labeller(seed: int = 0, *, miss_disguised: float = AIAnnotator.miss_disguised,
+                verbosity_bias: float = AIAnnotator.verbosity_bias, position_bias: float = AIAnnotator.position_bias,
+                unsure_margin: float = AIAnnotator.unsure_margin, noise: float = AIAnnotator.noise) -> AILabeller:
+    """The AI judge of the seed-``seed`` world as a labeller (``world:ai``; the flaws and their defaults:
+    ``AIAnnotator``). Explicit keywords, not ``**kw``: ``annotate run`` passes a factory only the ``seed`` /
+    ``overlap`` it names."""
+    from saferlhf.world.core import build_world
+
+    flaws = AIAnnotator(miss_disguised=miss_disguised, verbosity_bias=verbosity_bias, position_bias=position_bias,
+                        unsure_margin=unsure_margin, noise=noise)
+    return AILabeller(build_world(seed), seed=seed, annotator=flaws)
