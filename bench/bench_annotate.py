@@ -11,11 +11,13 @@ Localhost only and bounded in time (``--time_limit_s``). Steps:
 2. Response pairs of the synthetic world (``World.response_pairs``), enough for ``annotators x labels`` labels at
    ``--overlap`` (plus 5 % slack), through `saferlhf annotate import` (no qualification, no hidden gold: every label
    counts; 10 % picked for audit, as by default).
-3. `saferlhf annotate serve --port FREE` as a subprocess. One thread per annotator, each with its own
-   ``httpx.Client`` and token, loops ``GET /api/tasks/next`` -> ``POST /api/labels`` (a random valid label, some
-   categories given as BeaverTails slugs, some ties) without think time (``--think_ms``) until it holds
-   ``--labels`` acknowledged labels: a closed loop at full speed, far heavier than 20 people. Every answered
-   request's latency is recorded (client side; the server's own time per request comes from its access log).
+3. `saferlhf annotate serve --port FREE [--sqlite_synchronous full|normal]` as a subprocess. One thread per
+   annotator, each with its own ``httpx.Client`` (built before the clock starts) and token, loops ``GET
+   /api/tasks/next`` -> ``POST /api/labels`` (a random valid label, some categories given as BeaverTails slugs, some
+   ties) without think time (``--think_ms``) until it holds ``--labels`` acknowledged labels: a closed loop at full
+   speed, far heavier than 20 people. Every answered request's latency is recorded (client side; the server's own
+   time per request comes from its access log), and the CPU time per request of the server (start-ups left out)
+   and of this process (the clients, which share the machine's cores with the server).
 4. Once ``--kill_after`` of all the labels are acknowledged, and as soon as half the annotators have a label POST
    in flight (at most 2 s later), the server gets SIGKILL and is started again on the same port and database.
    Clients retry a request that got no answer (connection refused or dropped); a label POST whose answer was lost
@@ -97,11 +99,26 @@ def free_port() -> int:
 class Server:
     """`saferlhf annotate serve` as a subprocess (output and access log in files), startable again after a kill."""
 
-    def __init__(self, url: str, port: int, folder: Path):
-        self.url, self.port, self.folder = url, port, folder
+    def __init__(self, url: str, port: int, folder: Path, synchronous: str = "full"):
+        self.url, self.port, self.folder, self.synchronous = url, port, folder, synchronous
         self.base = f"http://127.0.0.1:{port}"
         self.log, self.access_log = folder / "server.log", folder / "access.log"
         self.proc: subprocess.Popen | None = None
+        self.cpu_s = 0.0  # CPU seconds (user + system) the server processes spent answering, start-ups left out
+        self.cpu_at_start = 0.0
+
+    def process_cpu(self) -> float:
+        """The running server's CPU seconds so far (Linux /proc; 0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (AttributeError, OSError, ValueError, IndexError):
+            return 0.0
+
+    def add_cpu(self) -> None:
+        """Add the CPU seconds the running server spent since it first answered to ``cpu_s``."""
+        self.cpu_s += max(0.0, self.process_cpu() - self.cpu_at_start)
+        self.cpu_at_start = self.process_cpu()
 
     def start(self, timeout_s: float = 60) -> float:
         """Start it and wait until it answers; the seconds that took."""
@@ -110,25 +127,30 @@ class Server:
         t = time.monotonic()
         with self.log.open("a") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "saferlhf", "annotate", "serve", "--db", self.url,
-                                          "--port", str(self.port), "--access_log", str(self.access_log)],
+                                          "--port", str(self.port), "--access_log", str(self.access_log),
+                                          "--sqlite_synchronous", self.synchronous],
                                          stdout=out, stderr=subprocess.STDOUT, env=common.thread_env(1))
-        while time.monotonic() - t < timeout_s:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"annotate serve exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.base}/api/me", timeout=1).status_code == 401:
-                    return time.monotonic() - t
-            except httpx.TransportError:
-                time.sleep(0.02)
+        with httpx.Client(base_url=self.base, timeout=1) as probe:  # one client: building one takes ~50 ms of CPU
+            while time.monotonic() - t < timeout_s:
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"annotate serve exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+                try:
+                    if probe.get("/api/me").status_code == 401:
+                        self.cpu_at_start = self.process_cpu()
+                        return time.monotonic() - t
+                except httpx.TransportError:
+                    time.sleep(0.02)
         raise SystemExit(f"annotate serve did not answer within {timeout_s:g} s:\n{self.log.read_text()[-3000:]}")
 
     def kill(self) -> None:
         assert self.proc is not None
+        self.add_cpu()
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.add_cpu()
             self.proc.terminate()
             try:
                 self.proc.wait(15)
@@ -160,11 +182,16 @@ def random_label(rng: random.Random, task_id: str) -> dict[str, Any]:
 
 class Annotator(threading.Thread):
     """One annotator: GET a task, POST a label, until ``target`` labels are acknowledged (or nothing is left, or
-    the deadline passes). A request without an answer is sent again."""
+    the deadline passes). A request without an answer is sent again. Its ``httpx.Client`` is built here, before any
+    thread starts: building one takes ~50 ms of CPU, which would otherwise be counted in the other annotators'
+    first requests (all the clients share this process)."""
 
     def __init__(self, name: str, token: str, base: str, target: int, seed: int, t0: float, deadline: float,
                  think_s: float = 0.0):
+        import httpx
+
         super().__init__(name=name, daemon=True)
+        self.client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         self.think_s = think_s
         self.token, self.base, self.target, self.t0, self.deadline = token, base, target, t0, deadline
         self.rng = random.Random(f"{seed}:{name}")
@@ -209,9 +236,7 @@ class Annotator(threading.Thread):
             self.errors.append(f"{type(e).__name__}: {e}"[:300])
 
     def label_until_done(self) -> None:
-        import httpx
-
-        with httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=30) as c:
+        with self.client as c:
             while len(self.acked) < self.target:
                 resp, _ = self.request(c, "GET", "/api/tasks/next")
                 if resp is None:
@@ -330,13 +355,15 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     admin, tokens = add_users(url, args.annotators, log)
     saferlhf(["annotate", "import", str(folder / "pairs.jsonl"), "--overlap", str(args.overlap), "--gold_rate", "0",
               "--seed", str(args.seed), "--db", url], log)
-    server = Server(url, free_port(), folder)
+    server = Server(url, free_port(), folder, args.sqlite_synchronous)
     first_start_s = server.start()
+    clients = [Annotator(name, tok, server.base, args.labels, args.seed, 0.0, 0.0, args.think_ms / 1000)
+               for name, tok in tokens.items()]
     t0 = time.monotonic()
     deadline = t0 + args.time_limit_s
-    clients = [Annotator(name, tok, server.base, args.labels, args.seed, t0, deadline, args.think_ms / 1000)
-               for name, tok in tokens.items()]
+    client_cpu_s = time.process_time()
     for c in clients:
+        c.t0, c.deadline = t0, deadline
         c.start()
     total = args.annotators * args.labels
     kill_at = restart_s = reached = None
@@ -356,6 +383,9 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 restart_s = server.start()
             time.sleep(0.002)
         wall = time.monotonic() - t0
+        client_cpu_s = time.process_time() - client_cpu_s
+        server.add_cpu()
+        server_cpu_s, server.cpu_s = server.cpu_s, 0.0
         admin_stats = admin_request(server.base, admin)
     finally:
         server.stop()
@@ -387,9 +417,14 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "restart_s": None if restart_s is None else round(restart_s, 2),
         "first_start_s": round(first_start_s, 2), "wall_s": round(wall, 2),
         "labels_per_s": round(result["labels_acknowledged"] / wall, 1) if wall else None,
+        "requests_per_s": round(len(samples) / wall, 1) if wall else None,
+        # CPU per answered request: the server (both processes, start-ups included) and this process (the clients)
+        "cpu_ms_per_request": {"server": round(1000 * server_cpu_s / len(samples), 2) if samples else None,
+                               "clients": round(1000 * client_cpu_s / len(samples), 2) if samples else None},
         "settings": {"annotators": args.annotators, "labels": args.labels, "overlap": args.overlap,
                      "pairs": n_pairs, "kill_after": args.kill_after, "seed": args.seed,
-                     "database": "sqlite (WAL, synchronous=FULL)", "think_ms": args.think_ms,
+                     "database": f"sqlite (WAL, synchronous={args.sqlite_synchronous.upper()})",
+                     "think_ms": args.think_ms,
                      "clients": "one thread and one httpx.Client (keep-alive) per annotator, same process"},
     }
     return result
@@ -404,6 +439,8 @@ def main() -> None:
                     help="SIGKILL and restart the server once this share of all the labels is acknowledged (0: never)")
     ap.add_argument("--think_ms", type=float, default=0,
                     help="pause between receiving a task and posting its label (0: a closed loop at full speed)")
+    ap.add_argument("--sqlite_synchronous", choices=("full", "normal"), default="full",
+                    help="the server's --sqlite_synchronous (either keeps every acknowledged label across a SIGKILL)")
     ap.add_argument("--time_limit_s", type=float, default=240, help="clients stop after this many seconds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (database, logs, export)")

@@ -33,6 +33,11 @@ class AnnotateServeConfig:
     access_log: str | None = option(None, "append one line per request (no headers, bodies or tokens) to this file "
                                           "(default: stderr)")
     read_timeout: float = option(30.0, "seconds a client has to send a request's headers, then its body", gt=0)
+    sqlite_synchronous: Literal["full", "normal"] = option(
+        "full", "SQLite only: full (default) syncs every stored label to disk before answering, so it survives a "
+                "killed server, an OS crash and a power cut; normal syncs at checkpoints only (about 0.5 ms less "
+                "per write): still safe from a killed server, but an OS crash or a power cut can lose the last "
+                "labels")
     https_only: bool | None = option(None, "mark the browser session cookie Secure (browsers then send it over "
                                            "https only): set it behind a TLS reverse proxy; default: on when "
                                            "--host is not loopback")
@@ -95,10 +100,10 @@ def _app(command: str) -> Any:
     return service
 
 
-def _connect(url: str) -> Any:
+def _connect(url: str, **options: Any) -> Any:
     from saferlhf.annotate.app.db import connect
 
-    return connect(url)
+    return connect(url, **options)
 
 
 def run_serve(cfg: AnnotateServeConfig) -> int:
@@ -112,7 +117,7 @@ def run_serve(cfg: AnnotateServeConfig) -> int:
     from saferlhf.serve.guards import allowed_hosts_for, guarded, header_deadline_protocol, is_loopback
 
     write = _log_writer(cfg.access_log)
-    db = _connect(cfg.db)
+    db = _connect(cfg.db, sqlite_synchronous=cfg.sqlite_synchronous)
     app = create_app(database=db, qualification_threshold=cfg.qualification_threshold,
                      https_only=(not is_loopback(cfg.host)) if cfg.https_only is None else cfg.https_only)
     hosts = allowed_hosts_for(cfg.host, [])
@@ -123,6 +128,9 @@ def run_serve(cfg: AnnotateServeConfig) -> int:
               "texts travel in clear otherwise", file=sys.stderr, flush=True)
     config = uvicorn.Config(served, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
                             http=header_deadline_protocol(cfg.read_timeout), timeout_keep_alive=5)
+    import gc
+
+    gc.freeze()  # what was loaded so far lives as long as the server: spare it the collector's full passes (~80 ms)
     uvicorn.Server(config).run()
     return 0
 

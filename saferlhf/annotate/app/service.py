@@ -47,9 +47,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload, undefer_group
+from sqlalchemy.orm import Session, joinedload, make_transient_to_detached, undefer_group
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from saferlhf.annotate.app.db import (Audit, Batch, Pair, Setting, StoredLabel, Task, User, database_of, now,
                                       transact)
@@ -60,6 +62,60 @@ KINDS = ("real", "gold", "qualification")  # pairs.kind
 TASK_LEASE_S = 3600.0  # an open task keeps its pair's slot this long
 DEFAULT_THRESHOLD = 0.9
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+# ---- the statements of the labelling requests, built once ------------------------------------------------------------
+# Every annotator request runs a few of these (authenticate, next_task, submit_label). Building a statement (and its
+# cache key) costs more than SQLite running it, and an ORM flush costs a millisecond: so they are built here once,
+# with bind parameters, and rows are written with Core INSERT / UPDATE, whose values are then set on any object of
+# the session as loaded (``_set_loaded``), so that the session never holds a stale row it wrote itself.
+_tasks, _pairs, _labels = Task.__table__, Pair.__table__, StoredLabel.__table__
+_USER_BY_TOKEN = select(User).where(User.token_hash == bindparam("token_hash"))
+# the annotator's row, locked (PostgreSQL; SQLite writes are serialised) and read afresh: one request per user at once
+_ME = select(User).where(User.id == bindparam("user_id")).with_for_update().execution_options(populate_existing=True)
+_OPEN_TASK = select(Task).where(Task.user_id == bindparam("user_id"), Task.state == "open").order_by(Task.id).limit(1)
+_OPEN_TASK_TEXTS = _OPEN_TASK.options(joinedload(Task.pair).undefer_group("texts"))
+_MINE = select(Task.pair_id).where(Task.user_id == bindparam("user_id"))
+_UNTASKED = {kind: select(Pair).where(Pair.kind == kind, Pair.id.not_in(_MINE)).order_by(Pair.id).limit(1)
+             .options(undefer_group("texts")) for kind in ("gold", "qualification")}
+# a real pair with a free slot, fewest slots taken first, then import order (the index ix_pairs_queue, no scan)
+_FREE_REAL = (select(Pair).where(Pair.kind == "real", Pair.assigned < Pair.overlap, Pair.id.not_in(_MINE))
+              .order_by(Pair.assigned, Pair.id).limit(1).options(undefer_group("texts"))
+              .with_for_update(of=Pair, skip_locked=True))
+_SERVED = select(func.count()).select_from(Task).where(Task.user_id == bindparam("user_id"))
+_MY_TASK = (select(Task).where(Task.task_id == bindparam("task_id"), Task.user_id == bindparam("user_id"))
+            .with_for_update(of=Task))
+_TAKE_SLOT = (update(_pairs).where(_pairs.c.id == bindparam("pair_id"), _pairs.c.assigned < _pairs.c.overlap)
+              .values(assigned=_pairs.c.assigned + 1))
+_GIVE_BACK_SLOT = (update(_pairs).where(_pairs.c.id == bindparam("pair_id"), _pairs.c.kind == "real")
+                   .values(assigned=_pairs.c.assigned - 1))
+_INSERT_TASK, _INSERT_LABEL = insert(_tasks), insert(_labels)
+_USER_STATUS = (update(User.__table__).where(User.__table__.c.id == bindparam("user_row"))
+                .values(status=bindparam("new_status"), lock_reason=bindparam("new_reason")))
+_QUALIFICATION_LABELS = (select(StoredLabel).join(Pair, StoredLabel.pair_id == Pair.id)
+                         .where(StoredLabel.user_id == bindparam("user_id"), Pair.kind == "qualification"))
+_SETTING = select(Setting.value).where(Setting.key == bindparam("key"))
+_TASK_SHOWN = update(_tasks).where(_tasks.c.id == bindparam("task_row")).values(created=bindparam("shown_at"))
+_TASK_DONE = update(_tasks).where(_tasks.c.id == bindparam("task_row")).values(state="done",
+                                                                                finished=bindparam("finished_at"))
+
+
+def warm_up(session: Session) -> None:
+    """Run the reads of the labelling requests once, for a user and a task that do not exist, and roll back
+    (SQLAlchemy compiles a statement the first time it runs it: ~30 ms for these). A server calls this before it
+    listens, so that the first annotators after a (re)start do not wait for it. Writes nothing."""
+    user, task = {"user_id": 0}, {"user_id": 0, "task_id": ""}
+    for statement, params in ((_USER_BY_TOKEN, {"token_hash": ""}), (_ME, user), (_OPEN_TASK, user),
+                              (_OPEN_TASK_TEXTS, user), (_FREE_REAL, user), (_SERVED, user), (_MY_TASK, task),
+                              (_SETTING, {"key": ""}), (_QUALIFICATION_LABELS, user),
+                              *((q, user) for q in _UNTASKED.values())):
+        session.execute(statement, params).all()
+    session.rollback()
+
+
+def _set_loaded(obj: Any, **values: Any) -> None:
+    """Set ``values`` on a session's object as if loaded from its row (the row was written with a Core statement)."""
+    for key, value in values.items():
+        set_committed_value(obj, key, value)
 
 
 class ServiceError(UserError):
@@ -148,7 +204,7 @@ def authenticate(session: Session, token: str | None) -> User | None:
     """The enabled user whose token this is, else None."""
     if not token:
         return None
-    user = session.scalar(select(User).where(User.token_hash == hash_token(token)))
+    user = session.scalar(_USER_BY_TOKEN, {"token_hash": hash_token(token)})
     return user if user is not None and not user.disabled else None
 
 
@@ -159,7 +215,7 @@ def require_role(user: User, role: str) -> None:
 
 # ---- settings ---------------------------------------------------------------------------------------------------
 def get_setting(session: Session, key: str, default: str | None = None) -> str | None:
-    value = session.scalar(select(Setting.value).where(Setting.key == key))
+    value = session.scalar(_SETTING, {"key": key})
     return default if value is None else value
 
 
@@ -288,20 +344,27 @@ def _expected(pair: Pair) -> Any:
 # ``assigned`` happens in the transaction that changes the task, under the pair's row lock (PostgreSQL) or the
 # serialised write transaction (SQLite).
 def _open_task(session: Session, user: User, texts: bool = False) -> Task | None:
-    q = select(Task).where(Task.user_id == user.id, Task.state == "open").order_by(Task.id).limit(1)
-    return session.scalar(q.options(joinedload(Task.pair).undefer_group("texts")) if texts else q)
+    return session.scalar(_OPEN_TASK_TEXTS if texts else _OPEN_TASK, {"user_id": user.id})
+
+
+def _slots_changed(session: Session, pair_id: int, change: int) -> None:
+    """Keep the session's copy of pair ``pair_id`` (if it holds one) in step with a Core UPDATE of its slots."""
+    pair = session.identity_map.get(identity_key(Pair, pair_id))
+    if pair is not None and "assigned" in pair.__dict__:
+        _set_loaded(pair, assigned=pair.assigned + change)
 
 
 def _take_slot(session: Session, pair_id: int) -> bool:
     """Take a slot of real pair ``pair_id`` if it has one free (an atomic conditional UPDATE)."""
-    done = session.execute(update(Pair).where(Pair.id == pair_id, Pair.assigned < Pair.overlap)
-                           .values(assigned=Pair.assigned + 1))
-    return done.rowcount == 1
+    taken = session.execute(_TAKE_SLOT, {"pair_id": pair_id}).rowcount == 1
+    if taken:
+        _slots_changed(session, pair_id, +1)
+    return taken
 
 
 def _give_back_slot(session: Session, task: Task) -> None:
-    session.execute(update(Pair).where(Pair.id == task.pair_id, Pair.kind == "real")
-                    .values(assigned=Pair.assigned - 1))
+    if session.execute(_GIVE_BACK_SLOT, {"pair_id": task.pair_id}).rowcount == 1:
+        _slots_changed(session, task.pair_id, -1)
 
 
 def _reclaim_lapsed(session: Session) -> None:
@@ -321,10 +384,7 @@ def _reclaim_lapsed(session: Session) -> None:
 def _free_real(session: Session, user: User) -> Pair | None:
     """A real pair with a free slot that ``user`` never had, fewest slots taken first, then import order, its row
     locked (PostgreSQL: rows a concurrent assignment holds are skipped; SQLite: writes are serialised)."""
-    mine = select(Task.pair_id).where(Task.user_id == user.id)
-    return session.scalar(select(Pair).where(Pair.kind == "real", Pair.assigned < Pair.overlap, Pair.id.not_in(mine))
-                          .order_by(Pair.assigned, Pair.id).limit(1).options(undefer_group("texts"))
-                          .with_for_update(of=Pair, skip_locked=True))
+    return session.scalar(_FREE_REAL, {"user_id": user.id})
 
 
 def _draw_gold(session: Session, user: User) -> Pair | None:
@@ -333,16 +393,15 @@ def _draw_gold(session: Session, user: User) -> Pair | None:
     gold_rate, seed = _latest_batch(session)
     if gold_rate <= 0:
         return None
-    served = session.scalar(select(func.count()).select_from(Task).where(Task.user_id == user.id)) or 0
+    served = session.scalar(_SERVED, {"user_id": user.id}) or 0
     if random.Random(f"gold:{seed}:{user.id}:{served}").random() >= gold_rate:
         return None
-    return session.scalar(_untasked(user, "gold").order_by(Pair.id).limit(1))
+    return _untasked(session, user, "gold")
 
 
-def _untasked(user: User, kind: str) -> Any:
-    """Pairs of ``kind`` this user has no task for (a select of Pair)."""
-    mine = select(Task.pair_id).where(Task.user_id == user.id)
-    return select(Pair).where(Pair.kind == kind, Pair.id.not_in(mine))
+def _untasked(session: Session, user: User, kind: str) -> Pair | None:
+    """The first pair of ``kind`` (gold | qualification) this user has no task for."""
+    return session.scalar(_UNTASKED[kind], {"user_id": user.id})
 
 
 def _latest_batch(session: Session) -> tuple[float, int]:
@@ -366,28 +425,27 @@ def _batch_seed(session: Session, batch_id: int) -> int:
 def _assign(session: Session, user: User, pair: Pair) -> Task:
     seed = _batch_seed(session, pair.batch_id)
     swapped = random.Random(f"order:{seed}:{pair.id}:{user.id}").random() < 0.5
-    task = Task(task_id=secrets.token_urlsafe(12), pair_id=pair.id, user_id=user.id, swapped=swapped, state="open",
-                created=now())
-    task.pair = pair
+    row = {"task_id": secrets.token_urlsafe(12), "pair_id": pair.id, "user_id": user.id, "swapped": swapped,
+           "state": "open", "created": now(), "finished": None}
+    task = Task(id=session.execute(_INSERT_TASK, row).inserted_primary_key[0], **row)
+    make_transient_to_detached(task)  # the row is written: the session holds it as loaded, nothing to flush
     session.add(task)
-    session.flush()
+    _set_loaded(task, pair=pair)
     return task
 
 
 def _finish_qualification(session: Session, user: User, threshold: float) -> None:
     """Score a qualifying user who has no qualification pair left: active at >= threshold, else locked."""
-    rows = session.scalars(select(StoredLabel).join(Pair, StoredLabel.pair_id == Pair.id).where(
-        StoredLabel.user_id == user.id, Pair.kind == "qualification")).all()
     agree = total = 0
-    for row in rows:
+    for row in session.scalars(_QUALIFICATION_LABELS, {"user_id": user.id}).all():
         a, n = agreement_counts(_stored_label(row), _expected(session.get(Pair, row.pair_id)))
         agree, total = agree + a, total + n
-    if total == 0 or agree / total >= threshold:
-        user.status, user.lock_reason = "active", None
-    else:
-        user.status = "locked"
-        user.lock_reason = (f"qualification failed: {agree} of {total} answers ({agree / total:.0%}) agree with the "
-                            f"expected labels; {threshold:.0%} are needed")
+    status, reason = "active", None
+    if total and agree / total < threshold:
+        status, reason = "locked", (f"qualification failed: {agree} of {total} answers ({agree / total:.0%}) agree "
+                                    f"with the expected labels; {threshold:.0%} are needed")
+    session.execute(_USER_STATUS, {"user_row": user.id, "new_status": status, "new_reason": reason})
+    _set_loaded(user, status=status, lock_reason=reason)
 
 
 def next_task(session: Session, user: User) -> Task | None:
@@ -396,16 +454,18 @@ def next_task(session: Session, user: User) -> Task | None:
     require_role(user, "annotator")
 
     def work() -> Task | str | None:
-        me = session.scalar(select(User).where(User.id == user.id).with_for_update())  # one request per user at once
+        me = session.scalar(_ME, {"user_id": user.id})
         if me.status == "locked":
             return "locked"
         _reclaim_lapsed(session)
         task = _open_task(session, me, texts=True)
         if task is not None:
-            task.created = now()  # the lease runs from the last time it was shown
+            shown = now()  # the lease runs from the last time it was shown
+            session.execute(_TASK_SHOWN, {"task_row": task.id, "shown_at": shown})
+            _set_loaded(task, created=shown)
             return task
         if me.status == "qualifying":
-            pair = session.scalar(_untasked(me, "qualification").order_by(Pair.id).limit(1))
+            pair = _untasked(session, me, "qualification")
             if pair is not None:
                 return _assign(session, me, pair)
             _finish_qualification(session, me, qualification_threshold(session))
@@ -428,7 +488,7 @@ def next_task(session: Session, user: User) -> Task | None:
 
 
 def _my_task(session: Session, user: User, task_id: str) -> Task:
-    task = session.scalar(select(Task).where(Task.task_id == task_id, Task.user_id == user.id).with_for_update(of=Task))
+    task = session.scalar(_MY_TASK, {"task_id": task_id, "user_id": user.id})
     if task is None:
         raise NotFound(f"no task {task_id[:40]!r} of yours")
     if task.state == "done":
@@ -457,14 +517,16 @@ def submit_label(session: Session, user: User, task_id: str, helpful: Any, harml
         if task.state == "expired" and task.kind == "real" and not _take_slot(session, task.pair_id):
             raise Conflict(f"task {task_id} expired and its pair went to other annotators")
         label = make_label(me.name, helpful, harmless, categories, severity, swapped=task.swapped)
-        session.add(StoredLabel(task_id=task.id, pair_id=task.pair_id, user_id=me.id, better=label.better,
-                                safer=label.safer, categories_0=json.dumps(list(label.categories[0])),
-                                categories_1=json.dumps(list(label.categories[1])), severity_0=label.severity[0],
-                                severity_1=label.severity[1], created=now()))
-        task.state, task.finished = "done", now()
-        session.flush()
+        finished = now()
+        session.execute(_INSERT_LABEL, {
+            "task_id": task.id, "pair_id": task.pair_id, "user_id": me.id, "better": label.better,
+            "safer": label.safer, "categories_0": json.dumps(list(label.categories[0])),
+            "categories_1": json.dumps(list(label.categories[1])), "severity_0": label.severity[0],
+            "severity_1": label.severity[1], "created": finished})
+        session.execute(_TASK_DONE, {"task_row": task.id, "finished_at": finished})
+        _set_loaded(task, state="done", finished=finished)
         if task.kind == "qualification" and me.status == "qualifying" and \
-                session.scalar(_untasked(me, "qualification").limit(1)) is None and _open_task(session, me) is None:
+                _untasked(session, me, "qualification") is None and _open_task(session, me) is None:
             _finish_qualification(session, me, qualification_threshold(session))
         return label
 
