@@ -49,6 +49,8 @@ COMMANDS: list[Command] = [
             "add an annotator or admin to the annotation app; prints their login token once", ("name",)),
     Command("annotate users list", "saferlhf.annotate.app.commands", "UsersListConfig", "run_users_list",
             "list the annotation app's users: role, status (qualifying / active / locked), labels"),
+    Command("annotate users enable", "saferlhf.annotate.app.commands", "UsersEnableConfig", "run_users_enable",
+            "enable a disabled user again, or unlock an annotator locked by the qualification test", ("name",)),
     Command("annotate users disable", "saferlhf.annotate.app.commands", "UsersDisableConfig", "run_users_disable",
             "disable a user of the annotation app (their token stops working; labels stay)", ("name",)),
     Command("annotate import", "saferlhf.annotate.app.commands", "AnnotateImportConfig", "run_import",

@@ -25,7 +25,7 @@ from saferlhf.annotate.app.db import connect  # noqa: E402
 from saferlhf.cli import main  # noqa: E402
 from saferlhf.data.loaders import load_preference_pairs, load_safety_preferences  # noqa: E402
 
-from .test_service import pair_rows, pku_rows, write_jsonl  # noqa: E402
+from .test_service import answer, expected_of, pair_rows, pku_rows, write_jsonl  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTILE = ['<script>alert("x")</script>', '"><img src=x onerror=alert(1)>', "  leading and trailing spaces  \n",
@@ -217,3 +217,70 @@ def test_serve_binds_loopback_and_logs_no_token(tmp_path, db_file):
     assert any(" GET /api/tasks/next 200 " in line for line in lines)
     assert any(" POST /api/labels 201 " in line for line in lines)
     assert token not in log.read_text() + output and task_id not in log.read_text()
+
+
+def test_users_enable_re_enables_and_unlocks(capsys, tmp_path, db_file):
+    """A disabled account works again; an annotator locked by the qualification test is unlocked (and gets real
+    tasks); an unknown name is one line."""
+    real = write_jsonl(tmp_path / "real.jsonl", pair_rows(3))
+    qual = write_jsonl(tmp_path / "qual.jsonl", pku_rows(2, "q"))
+    assert cli(capsys, "annotate", "import", str(real), "--qualification", str(qual), "--db", db_file)[0] == 0
+    db = connect(db_file)
+    with db.session() as s:
+        token = S.add_user(s, "ann", "annotator")
+        ann = S.authenticate(s, token)
+        with pytest.raises(S.Locked, match="qualification failed"):
+            for _ in range(3):  # every answer wrong: locked after the second qualification item
+                task = S.next_task(s, ann)
+                assert task.qualification
+                expected = answer(task, expected_of(s, task), wrong=4)
+                S.submit_label(s, ann, task.task_id, **expected)
+    db.close()
+    code, out, _ = cli(capsys, "annotate", "users", "enable", "ann", "--db", db_file)
+    assert code == 0 and "unlocked" in out
+    db = connect(db_file)
+    with db.session() as s:
+        task = S.next_task(s, S.authenticate(s, token))
+        assert task is not None and task.kind == "real"
+    db.close()
+    assert cli(capsys, "annotate", "users", "disable", "ann", "--db", db_file)[0] == 0
+    code, out, _ = cli(capsys, "annotate", "users", "enable", "ann", "--db", db_file)
+    assert code == 0 and "enabled (their token works again)" in out
+    db = connect(db_file)
+    with db.session() as s:
+        assert S.authenticate(s, token) is not None
+    db.close()
+    code, _, err = cli(capsys, "annotate", "users", "enable", "nobody", "--db", db_file)
+    assert code == 2 and "no user 'nobody'" in err and "Traceback" not in err
+
+
+def test_export_aggregations_and_exclusion(capsys, tmp_path, db_file):
+    """Three annotators on 4 pairs; 'c' always answers the opposite of 'a' and 'b'. Majority and Dawid-Skene agree
+    with a and b; excluding c leaves 8 labels; soft records carry the vote shares (2 of 3 for the majority side)."""
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(4))
+    assert cli(capsys, "annotate", "import", str(pairs), "--overlap", "3", "--gold_rate", "0", "--db", db_file)[0] == 0
+    db = connect(db_file)
+    with db.session() as s:
+        for name, side in (("a", 0), ("b", 0), ("c", 1)):
+            u = S.authenticate(s, S.add_user(s, name, "annotator"))
+            while (task := S.next_task(s, u)) is not None:
+                S.submit_label(s, u, task.task_id, side ^ task.swapped, side ^ task.swapped, [[], []], [0, 0])
+    db.close()
+    results = {}
+    for method in ("majority", "dawid_skene", "soft"):
+        out = tmp_path / f"{method}.jsonl"
+        assert cli(capsys, "annotate", "export", "--out", str(out), "--aggregation", method, "--db", db_file)[0] == 0
+        results[method] = [json.loads(line) for line in out.read_text().splitlines()]
+        stats = json.loads((tmp_path / f"{method}.stats.json").read_text())
+        assert stats["aggregation"] == method and set(stats["export"]["annotators"]) == {"a", "b", "c"}
+    for method in results:
+        assert [(r["better_response_id"], r["safer_response_id"]) for r in results[method]] == [(0, 0)] * 4
+    assert [r["better_response_prob"] for r in results["soft"]] == pytest.approx([2 / 3] * 4)
+    out = tmp_path / "no_c.jsonl"
+    code, stdout, _ = cli(capsys, "annotate", "export", "--out", str(out), "--exclude", "c", "--db", db_file)
+    assert code == 0 and "left out c (named)" in stdout
+    stats = json.loads((tmp_path / "no_c.stats.json").read_text())
+    assert stats["export"]["counts"]["labels"] == 8
+    code, _, err = cli(capsys, "annotate", "export", "--out", str(tmp_path / "x.jsonl"), "--exclude", "zed",
+                       "--db", db_file)
+    assert code == 2 and "exclude" in err and "zed" in err

@@ -56,6 +56,13 @@ class UsersListConfig:
 
 
 @dataclass
+class UsersEnableConfig:
+    name: str = option("", "user to enable again (a disabled token works again; an account locked by the "
+                           "qualification test is unlocked)", positional=True)
+    db: str = option("sqlite:///annotate.db", DB_HELP)
+
+
+@dataclass
 class UsersDisableConfig:
     name: str = option("", "user to disable (their token stops working; their labels stay)", positional=True)
     db: str = option("sqlite:///annotate.db", DB_HELP)
@@ -86,6 +93,12 @@ class AnnotateExportConfig:
                                                    "tie-break toward unsafe: drop the record or keep it (id 0 and "
                                                    "better_response_tie / safer_response_tie)")
     include_incomplete: bool = option(False, "also export pairs with fewer labels than their overlap")
+    aggregation: Literal["majority", "dawid_skene", "soft"] = option(
+        "majority", "majority (ties toward unsafe), dawid_skene (per-annotator confusion matrices) or soft (majority "
+                    "ids plus the vote shares better_response_prob, safer_response_prob, response_i_unsafe_prob)")
+    exclude: list[str] = option(factory=list, help="annotators whose labels are left out of the records")
+    exclude_below: float | None = option(None, "also leave out annotators (with >= 20 labelled pairs) whose "
+                                               "Dawid-Skene accuracy is below this", ge=0, le=1)
     db: str = option("sqlite:///annotate.db", DB_HELP)
 
 
@@ -190,6 +203,21 @@ def run_users_disable(cfg: UsersDisableConfig) -> int:
     return 0
 
 
+def run_users_enable(cfg: UsersEnableConfig) -> int:
+    service = _app("users enable")
+    if not cfg.name:
+        raise UserError("annotate users enable: give the user's name: saferlhf annotate users enable NAME")
+    db = _connect(cfg.db)
+    with db.session() as s:
+        was = service.enable_user(s, cfg.name)
+    done = [text for key, text in (("was_disabled", "enabled (their token works again)"),
+                                   ("was_locked", "unlocked after a failed qualification (an admin's decision)"))
+            if was[key]]
+    print(f"annotate users enable: {cfg.name} {' and '.join(done) if done else 'was already enabled and unlocked'}")
+    db.close()
+    return 0
+
+
 def run_import(cfg: AnnotateImportConfig) -> int:
     service = _app("import")
     if not (cfg.file or cfg.gold or cfg.qualification):
@@ -224,11 +252,14 @@ def run_export(cfg: AnnotateExportConfig) -> int:
         check_output_file(path, {}, "annotate export")
     db = _connect(cfg.db)
     with db.session() as s:
-        summary = service.export(s, cfg.out, ties=cfg.ties, include_incomplete=cfg.include_incomplete)
+        summary = service.export(s, cfg.out, ties=cfg.ties, include_incomplete=cfg.include_incomplete,
+                                 aggregation=cfg.aggregation, exclude=cfg.exclude, exclude_below=cfg.exclude_below)
     c = summary["counts"]
     print(f"annotate export: {summary['records']} records from {summary['pairs']} pairs "
           f"({summary['complete']} complete; {c.get('ties_dropped', 0)} dropped for a tie, "
           f"{c.get('safer_fixed', 0)} safer ids fixed) -> {summary['out']}")
+    if excluded := summary.get("excluded"):
+        print("annotate export: left out " + ", ".join(f"{n} ({why})" for n, why in excluded.items()))
     print(f"annotate export: {summary['labels']} raw labels and {summary['audits']} audit verdicts -> "
           f"{summary['labels_file']}; statistics -> {summary['stats_file']}")
     db.close()

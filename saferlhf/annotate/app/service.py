@@ -200,6 +200,23 @@ def disable_user(session: Session, name: str) -> None:
     transact(session, work)
 
 
+def enable_user(session: Session, name: str) -> dict[str, bool]:
+    """Let ``name`` work again: a disabled account is enabled (its token works again) and an account locked by the
+    qualification test is unlocked (an admin's decision; the qualification answers stay in the statistics).
+    Returns ``{"was_disabled", "was_locked"}``."""
+    def work() -> dict[str, bool]:
+        user = session.scalar(select(User).where(User.name == name))
+        if user is None:
+            raise NotFound(f"no user {name!r}")
+        was = {"was_disabled": bool(user.disabled), "was_locked": user.status == "locked"}
+        user.disabled = False
+        if user.status == "locked":
+            user.status, user.lock_reason = "active", None
+        return was
+
+    return transact(session, work)
+
+
 def authenticate(session: Session, token: str | None) -> User | None:
     """The enabled user whose token this is, else None."""
     if not token:
@@ -858,34 +875,46 @@ def export_paths(out: str | Path) -> tuple[Path, Path, Path]:
     return out, Path(f"{stem}.labels.jsonl"), Path(f"{stem}.stats.json")
 
 
-def export(session: Session, out: str | Path, *, ties: str = "drop",
-           include_incomplete: bool = False) -> dict[str, Any]:
+def export(session: Session, out: str | Path, *, ties: str = "drop", include_incomplete: bool = False,
+           aggregation: str = "majority", exclude: Sequence[str] = (),
+           exclude_below: float | None = None) -> dict[str, Any]:
     """Write the aggregated PKU-SafeRLHF v1 JSONL of the real pairs with their ``overlap`` labels (any labelled
     pair with ``include_incomplete``) to ``out``, every raw label and audit verdict to ``<stem>.labels.jsonl`` and
     the statistics (aggregation counts and agreement, and ``stats(session)``) to ``<stem>.stats.json``. ``ties``:
     drop (default) or keep records whose helpfulness / harmlessness majority is still a tie (kept: id 0 and
-    ``better_response_tie`` / ``safer_response_tie``). Returns the counts and the three paths."""
-    from saferlhf.annotate.aggregate import aggregate_labels
-    from saferlhf.annotate.labels import label_to_dict
+    ``better_response_tie`` / ``safer_response_tie``). ``aggregation``: majority (ties toward unsafe), dawid_skene
+    or soft (``aggregate.aggregate_labels``); ``exclude`` / ``exclude_below``: annotators left out by name, or by a
+    Dawid-Skene accuracy below the value (the statistics say who and why). Returns the counts and the three paths."""
+    from saferlhf.annotate.aggregate import AGGREGATIONS, aggregate_labels
     from saferlhf.files import atomic_write_json, atomic_write_jsonl
 
     if ties not in ("drop", "keep"):
         raise Invalid("ties", f"{ties!r}: expected drop or keep")
+    if aggregation not in AGGREGATIONS:
+        raise Invalid("aggregation", f"{aggregation!r}: expected one of {', '.join(AGGREGATIONS)}")
+    if exclude_below is not None and not 0 <= exclude_below <= 1:
+        raise Invalid("exclude_below", f"{exclude_below} is outside [0, 1]")
+    known = set(session.scalars(select(User.name)).all())
+    if unknown := [n for n in exclude if n not in known]:
+        raise Invalid("exclude", f"no user {unknown[0]!r}")
     out_path, labels_path, stats_path = export_paths(out)
     done, complete = _complete_ids(session)
     labels = _labels_by_pair(session, ("real",))
     wanted = [p for p in labels if include_incomplete or p in complete]
     pairs = session.scalars(select(Pair).where(Pair.id.in_(wanted)).order_by(Pair.id)).all() if wanted else []
-    records, agg = aggregate_labels([_pair_dict(p) for p in pairs], {p.id: labels[p.id] for p in pairs}, ties=ties)
+    records, agg = aggregate_labels([_pair_dict(p) for p in pairs], {p.id: labels[p.id] for p in pairs}, ties=ties,
+                                    method=aggregation, exclude=tuple(exclude), exclude_below=exclude_below,
+                                    reliability=True)
     raw = _raw_rows(session)
     app_stats = stats(session)
     atomic_write_jsonl(out_path, records)
     atomic_write_jsonl(labels_path, raw)
     atomic_write_json(stats_path, {"export": agg, "ties": ties, "include_incomplete": include_incomplete,
-                                   **app_stats})
+                                   "aggregation": aggregation, **app_stats})
     return {"records": len(records), "pairs": len(pairs), "complete": len(complete),
             "labels": sum(r["type"] == "label" for r in raw), "audits": sum(r["type"] == "audit" for r in raw),
-            "counts": agg.get("counts", {}), "out": str(out_path), "labels_file": str(labels_path),
+            "counts": agg.get("counts", {}), "excluded": agg.get("exclusion", {}).get("excluded", {}),
+            "out": str(out_path), "labels_file": str(labels_path),
             "stats_file": str(stats_path)}
 
 
