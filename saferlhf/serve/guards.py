@@ -148,10 +148,11 @@ class BodyDeadline:
 class AccessLog:
     """Writes one line per HTTP request once it is answered: time (UTC), client, method, path (quoted, no query
     string), status, seconds, and tokens as prompt+completion ("-" where no model ran), e.g.
-    ``2026-01-02T10:00:00Z 127.0.0.1 POST /v1/chat/completions 200 0.412s tokens=23+16``."""
+    ``2026-01-02T10:00:00Z 127.0.0.1 POST /v1/chat/completions 200 0.412s tokens=23+16``. ``tokens=False``: no
+    tokens field (servers without a model, e.g. `saferlhf annotate serve`). Never a header or a body."""
 
-    def __init__(self, app: Any, write: Callable[[str], None]):
-        self.app, self.write = app, write
+    def __init__(self, app: Any, write: Callable[[str], None], *, tokens: bool = True):
+        self.app, self.write, self.tokens = app, write, tokens
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -173,7 +174,7 @@ class AccessLog:
             client = (scope.get("client") or ("-",))[0]
             self.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {client} {scope.get('method', '-')} "
                        f"{quote(scope.get('path', ''), safe='/:@-._~')} {status or 500} "
-                       f"{time.monotonic() - started:.3f}s tokens={tokens}")
+                       f"{time.monotonic() - started:.3f}s" + (f" tokens={tokens}" if self.tokens else ""))
 
 
 def guarded(app: Any, *, read_timeout: float, api_key: str | None = None,

@@ -25,10 +25,8 @@ When ``saferlhf/annotate/app/web.py`` exists, ``create_app`` calls its ``registe
 """
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import anyio
 from fastapi import FastAPI, Request
@@ -224,28 +222,10 @@ def _routes(app: FastAPI) -> None:
 
 
 # ---- access log -------------------------------------------------------------------------------------------------
-class AccessLog:
-    """One line per request once answered: time (UTC), client, method, path (no query string), status, seconds.
-    Never a header or a body, so no token and no text of a label."""
+def AccessLog(app: Any, write: Callable[[str], None]) -> Any:  # noqa: N802 (a class before; same call)
+    """One line per request once answered: time (UTC), client, method, path (no query string), status, seconds
+    (`saferlhf.serve.guards.AccessLog` without its tokens field). Never a header or a body, so no token and no
+    text of a label."""
+    from saferlhf.serve.guards import AccessLog as GuardsAccessLog
 
-    def __init__(self, app: Any, write: Callable[[str], None]):
-        self.app, self.write = app, write
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started, status = time.monotonic(), 0
-
-        async def send_logged(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_logged)
-        finally:
-            client = (scope.get("client") or ("-",))[0]
-            self.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {client} {scope.get('method', '-')} "
-                       f"{quote(scope.get('path', ''), safe='/:@-._~')} {status or 500} "
-                       f"{time.monotonic() - started:.3f}s")
+    return GuardsAccessLog(app, write, tokens=False)
