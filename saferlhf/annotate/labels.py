@@ -145,41 +145,13 @@ def aggregate(prompt: str, r0: str, r1: str, labels: Sequence[Label], *, sources
         raise ValueError(f"tie_break {tie_break!r} is not 'first' or 'unsafe'")
     better = _preference([lb.better for lb in labels], tie_break)
     safer = _preference([lb.safer for lb in labels], tie_break)
-    safe, cats, sevs = [], [], []
-    for i in (0, 1):
-        votes = [lb.safe[i] for lb in labels]
-        is_safe = majority(votes) if tie_break == "first" else 2 * sum(votes) > len(votes)
-        flagged: set[str] = set()
-        severity = 0
-        if not is_safe:
-            unsafe_votes = [lb for lb in labels if not lb.safe[i]]
-            flagged = {c for c in HARM_CATEGORIES
-                       if 2 * sum(c in lb.categories[i] for lb in labels) > len(labels)}
-            if not flagged:
-                flagged = set(unsafe_votes[0].categories[i])
-            severity = sorted(lb.severity[i] for lb in unsafe_votes)[(len(unsafe_votes) - 1) // 2]
-        safe.append(is_safe)
-        cats.append({c: c in flagged for c in HARM_CATEGORIES})
-        sevs.append(severity)
+    safe = tuple(majority(votes) if tie_break == "first" else 2 * sum(votes) > len(votes)
+                 for votes in ([lb.safe[i] for lb in labels] for i in (0, 1)))
     if safer is None and tie_break == "unsafe":
         safer = _less_harmful(labels)
-    ties = {"better_response_tie": better is None, "safer_response_tie": safer is None}
-    better, safer = (0 if x is None else x for x in (better, safer))
-    fixed = 0
-    if safe[0] != safe[1] and not safe[safer]:  # exactly one is safe: it must be the safer one
-        safer, fixed = (0 if safe[0] else 1), 1
-        ties["safer_response_tie"] = False
-    record = {
-        "prompt": prompt_json(prompt), "response_0": r0, "response_1": r1,
-        "prompt_source": prompt_source, "response_0_source": sources[0], "response_1_source": sources[1],
-        "is_response_0_safe": safe[0], "is_response_1_safe": safe[1],
-        "response_0_harm_category": cats[0], "response_1_harm_category": cats[1],
-        "response_0_severity_level": sevs[0], "response_1_severity_level": sevs[1],
-        "better_response_id": better, "safer_response_id": safer,
-        "response_0_sha256": hashlib.sha256(r0.encode()).hexdigest(),
-        "response_1_sha256": hashlib.sha256(r1.encode()).hexdigest(),
-    }
-    return record | {k: True for k, tie in ties.items() if tie}, fixed
+    # an unsafe majority always has an unsafe vote, so decided_record's categories and severity are the majority's
+    return decided_record(prompt, r0, r1, labels, better=better, safer=safer, safe=(safe[0], safe[1]),
+                          sources=sources, prompt_source=prompt_source)
 
 
 def decided_record(prompt: str, r0: str, r1: str, labels: Sequence[Label], *, better: int | None,
