@@ -7,6 +7,12 @@ the recipe prefixes ``reward/``, ``cost/``, ``train/``...).
 Shapes: B batch, T sequence (or response) length, V vocabulary. Masks are bool or 0/1.
 
 Sign convention (algorithm-reference §1): **cost > 0 means unsafe, cost <= 0 means safe.**
+
+Soft targets (``annotate export --aggregation soft``; docs/annotate.md, "Aggregation and disagreement"): when
+annotators disagree a pair carries p = P(chosen ≻ rejected), the vote share, and each response's safety label a
+confidence w = the share of labels agreeing with it. `soft_reward_loss` / `soft_cost_loss` (and
+`mixed_score_loss` given them) use the Bradley-Terry loss with target p, -[p·log σ(Δ) + (1 - p)·log σ(-Δ)], and
+weight each cost sign term by its w; p = 1 and w = 1 give exactly `reward_loss` / `cost_loss`.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from saferlhf.rl import masked_mean, sequence_token_mean
 __all__ = [
     "reward_loss",
     "cost_loss",
+    "soft_reward_loss",
+    "soft_cost_loss",
+    "mixed_score_loss",
     "safedpo_loss",
     "sft_loss",
     "sequence_logprobs",
@@ -115,6 +124,84 @@ def cost_loss(
     }
 
 
+def soft_bt_loglik(margin: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-example Bradley-Terry log-likelihood with a soft target: margin Δ [B], target p [B] in [0, 1] ->
+    p·log σ(Δ) + (1 - p)·log σ(-Δ) [B] (p = 1: exactly log σ(Δ))."""
+    p = target.to(margin.dtype)
+    return p * F.logsigmoid(margin) + (1.0 - p) * F.logsigmoid(-margin)
+
+
+def soft_reward_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, target: torch.Tensor,
+                     l2_coef: float = 0.001) -> tuple[torch.Tensor, Diagnostics]:
+    """`reward_loss` with soft targets: r_chosen = r_w [B], r_rejected = r_l [B], target p_b = P(w ≻ l) [B]:
+
+        L_R = -mean_b [p_b·log σ(r_w - r_l) + (1 - p_b)·log σ(r_l - r_w)] + μ·mean_b (r_w² + r_l²) / 2
+
+    Minimised at σ(r_w - r_l) = p_b. p = 1 everywhere gives `reward_loss` bit for bit. Diagnostics: those of
+    `reward_loss` plus target_mean.
+    """
+    margin = r_chosen - r_rejected
+    loss = -soft_bt_loglik(margin, target).mean() + l2_coef * (r_chosen**2 + r_rejected**2).mean() / 2
+    return loss, {
+        "loss": _f(loss),
+        "accuracy": _f((margin > 0).float()),
+        "reward_chosen": _f(r_chosen),
+        "reward_rejected": _f(r_rejected),
+        "margin": _f(margin),
+        "target_mean": _f(target),
+    }
+
+
+def _weighted_sign_terms(c: torch.Tensor, is_safe: torch.Tensor, conf: torch.Tensor | None) -> torch.Tensor:
+    """w·log σ(ξ·c) [B], ξ = +1 unsafe, -1 safe; w = ``conf`` (None: 1, the unweighted term)."""
+    term = F.logsigmoid((1.0 - 2.0 * is_safe.to(c.dtype)) * c)
+    return term if conf is None else conf.to(c.dtype) * term
+
+
+def soft_cost_loss(
+    c_safer: torch.Tensor,
+    c_unsafer: torch.Tensor,
+    safer_is_safe: torch.Tensor | None,
+    unsafer_is_safe: torch.Tensor | None,
+    target: torch.Tensor,
+    safer_conf: torch.Tensor | None = None,
+    unsafer_conf: torch.Tensor | None = None,
+    l2_coef: float = 0.001,
+    has_labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Diagnostics]:
+    """`cost_loss` with soft targets: target p_b = P(s ≻ u) [B] (s the response named safer), and the
+    confidences w_s, w_u [B] of the two safety labels (None: 1). Per example
+
+        ℓ_b = p_b·log σ(c_u - c_s) + (1 - p_b)·log σ(c_s - c_u) + m_b·[w_s·log σ(ξ_s·c_s) + w_u·log σ(ξ_u·c_u)]
+        L_C = -mean_b ℓ_b + μ·mean_b (c_s² + c_u²) / 2
+
+    p = 1 and w = 1 give `cost_loss` bit for bit. Diagnostics: those of `cost_loss` plus target_mean.
+    """
+    if (safer_is_safe is None) != (unsafer_is_safe is None):
+        raise ValueError("give both safety labels or neither")
+    margin = c_unsafer - c_safer
+    per_example = soft_bt_loglik(margin, target)
+    sign_accuracy = float("nan")
+    if safer_is_safe is not None and unsafer_is_safe is not None:
+        labelled = torch.ones_like(c_safer, dtype=torch.bool) if has_labels is None else has_labels.bool()
+        sign_terms = (_weighted_sign_terms(c_safer, safer_is_safe, safer_conf)
+                      + _weighted_sign_terms(c_unsafer, unsafer_is_safe, unsafer_conf))
+        per_example = per_example + torch.where(labelled, sign_terms, torch.zeros_like(sign_terms))
+        if labelled.any():
+            correct_s = (c_safer > 0) == ~safer_is_safe.bool()
+            correct_u = (c_unsafer > 0) == ~unsafer_is_safe.bool()
+            sign_accuracy = _f(torch.cat([correct_s[labelled], correct_u[labelled]]).float())
+    loss = -per_example.mean() + l2_coef * (c_safer**2 + c_unsafer**2).mean() / 2
+    return loss, {
+        "loss": _f(loss),
+        "accuracy": _f((margin > 0).float()),
+        "sign_accuracy": sign_accuracy,
+        "cost_safer": _f(c_safer),
+        "cost_unsafer": _f(c_unsafer),
+        "target_mean": _f(target),
+    }
+
+
 def mixed_score_loss(
     kind: str,
     s_chosen: torch.Tensor,
@@ -127,6 +214,9 @@ def mixed_score_loss(
     chosen_is_safe: torch.Tensor | None = None,
     rejected_is_safe: torch.Tensor | None = None,
     has_labels: torch.Tensor | None = None,
+    target: torch.Tensor | None = None,
+    chosen_conf: torch.Tensor | None = None,
+    rejected_conf: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Diagnostics]:
     """Score-model loss over a MIX of ranked pairs [B] and single labelled responses [S], with per-example
     weights (a source's weight, `saferlhf score-model --sources`).
@@ -138,7 +228,8 @@ def mixed_score_loss(
         L = (Σ_b w_b ℓ_b + Σ_i w_i ℓ_i) / (Σ_b w_b + Σ_i w_i) + μ·mean(every score²)
 
     With singles absent and all weights 1 this is exactly `reward_loss` / `cost_loss` (the L2 mean over the 2B
-    scores is mean_b (s_w² + s_l²) / 2). Diagnostics: loss, accuracy (pairs; NaN without pairs),
+    scores is mean_b (s_w² + s_l²) / 2). Soft targets (``target`` p [B], ``chosen_conf`` / ``rejected_conf`` w [B],
+    None = hard labels): the pair terms of `soft_reward_loss` / `soft_cost_loss`. Diagnostics: loss, accuracy (pairs; NaN without pairs),
     sign_accuracy (cost: labelled responses of pairs and singles), pairs, singles.
     """
     n_pairs, n_single = s_chosen.numel(), c_single.numel()
@@ -147,12 +238,11 @@ def mixed_score_loss(
     terms, weights, signs = [], [], []
     if n_pairs:
         margin = (s_rejected - s_chosen) if kind == "cost" else (s_chosen - s_rejected)
-        per_pair = F.logsigmoid(margin)
+        per_pair = F.logsigmoid(margin) if target is None else soft_bt_loglik(margin, target)
         if kind == "cost" and chosen_is_safe is not None and rejected_is_safe is not None:
             labelled = torch.ones_like(s_chosen, dtype=torch.bool) if has_labels is None else has_labels.bool()
-            xi_s = 1.0 - 2.0 * chosen_is_safe.to(s_chosen.dtype)
-            xi_u = 1.0 - 2.0 * rejected_is_safe.to(s_rejected.dtype)
-            sign_terms = F.logsigmoid(xi_s * s_chosen) + F.logsigmoid(xi_u * s_rejected)
+            sign_terms = (_weighted_sign_terms(s_chosen, chosen_is_safe, chosen_conf)
+                          + _weighted_sign_terms(s_rejected, rejected_is_safe, rejected_conf))
             per_pair = per_pair + torch.where(labelled, sign_terms, torch.zeros_like(sign_terms))
             signs += [((s_chosen > 0) == ~chosen_is_safe.bool())[labelled],
                       ((s_rejected > 0) == ~rejected_is_safe.bool())[labelled]]

@@ -28,6 +28,10 @@ class EncodedPair:
     chosen_is_safe: bool | None
     rejected_is_safe: bool | None
     n_prompt: int = 0  # prompt tokens, the same for both (one prompt, one budget): response tokens follow
+    # soft targets (`PreferencePair.target`, ``*_safe_conf``; None = hard labels): score models' soft losses
+    target: float | None = None
+    chosen_conf: float | None = None
+    rejected_conf: float | None = None
 
 
 @dataclass
@@ -59,7 +63,9 @@ def encode_pairs(pairs, tokenizer, max_length: int, end_after_cut: bool = True) 
     for p in pairs:
         chosen, n_prompt = encode(tokenizer, p.prompt, p.chosen, max_length, ended=getattr(p, "chosen_ended", True))
         rejected = encode(tokenizer, p.prompt, p.rejected, max_length, ended=getattr(p, "rejected_ended", True))
-        out.append(EncodedPair(chosen, rejected[0], p.chosen_is_safe, p.rejected_is_safe, n_prompt))
+        out.append(EncodedPair(chosen, rejected[0], p.chosen_is_safe, p.rejected_is_safe, n_prompt,
+                               getattr(p, "target", None), getattr(p, "chosen_safe_conf", None),
+                               getattr(p, "rejected_safe_conf", None)))
     return out
 
 

@@ -34,8 +34,8 @@ from saferlhf.data import validate as V
 from saferlhf.data.duplicates import find_duplicates
 from saferlhf.data.readers import display_name, is_hub_name, iter_rows, suffix
 from saferlhf.data.schema import (
-    BEAVERTAILS_SLUGS, XSTEST_TYPES, PairKind, PreferencePair, PromptRecord, ResponsePair, SafetyPreference,
-    SFTRecord, as_prompt, as_reply, parse_ended, split_hh_transcripts, to_beavertails,
+    BEAVERTAILS_SLUGS, SOFT_TARGET_FIELDS, XSTEST_TYPES, PairKind, PreferencePair, PromptRecord, ResponsePair,
+    SafetyPreference, SFTRecord, as_prompt, as_reply, parse_ended, split_hh_transcripts, to_beavertails,
 )
 from saferlhf.data.validate import (CheckReport, DataFileError, DataValidationError, Issue, LoadReport, Problem,
                                     UnknownFormatError)
@@ -217,7 +217,8 @@ def _build_pku(r: dict, origin: str) -> SafetyPreference:
         r["is_response_0_safe"], r["is_response_1_safe"], r.get("response_0_harm_category"),
         r.get("response_1_harm_category"), r.get("response_0_severity_level"),
         r.get("response_1_severity_level"), sources, origin, parse_ended(r.get("ended_0")),
-        parse_ended(r.get("ended_1")), r.get("better_response_tie") is True, r.get("safer_response_tie") is True)
+        parse_ended(r.get("ended_1")), r.get("better_response_tie") is True, r.get("safer_response_tie") is True,
+        *(None if r.get(k) is None else float(r[k]) for k in SOFT_TARGET_FIELDS))
 
 
 def _build_hh(r: dict, origin: str) -> PreferencePair:

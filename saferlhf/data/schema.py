@@ -203,6 +203,11 @@ def ended_fields(flags: dict[str, bool]) -> dict[str, bool]:
     return dict(flags) if not all(flags.values()) else {}
 
 
+# The soft-target fields of a PKU-SafeRLHF record (`annotate.aggregate.soft_targets`), each a probability in [0, 1].
+SOFT_TARGET_FIELDS: tuple[str, ...] = ("better_response_prob", "safer_response_prob", "response_0_unsafe_prob",
+                                       "response_1_unsafe_prob")
+
+
 @dataclass
 class PreferencePair:
     """One comparison: ``chosen`` is preferred to ``rejected`` (more helpful, or SAFER for cost)."""
@@ -215,6 +220,12 @@ class PreferencePair:
     origin: str = ""
     chosen_ended: bool = True  # False: the response was cut off at the generation limit (no end token)
     rejected_ended: bool = True
+    # Soft targets (`annotate export --aggregation soft`): ``target`` = P(chosen ≻ rejected), the Bradley-Terry
+    # target (None: 1, a hard label); ``*_safe_conf`` = the share of labels agreeing with that response's safety
+    # label, the weight of its cost sign term (None: 1)
+    target: float | None = None
+    chosen_safe_conf: float | None = None
+    rejected_safe_conf: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """TRL preference fields (prompt/chosen/rejected) plus the safety labels when known."""
@@ -247,6 +258,12 @@ class SafetyPreference:
     # ``better_response_tie`` / ``safer_response_tie``); the id is then a placeholder and no ranking pair is made
     better_response_tie: bool = False
     safer_response_tie: bool = False
+    # Soft targets (`annotate export --aggregation soft`, `annotate.aggregate.soft_targets`): P(the response named
+    # by better_response_id / safer_response_id is preferred) and each response's share of unsafe votes
+    better_response_prob: float | None = None
+    safer_response_prob: float | None = None
+    response_0_unsafe_prob: float | None = None
+    response_1_unsafe_prob: float | None = None
 
     def response(self, i: int) -> str:
         return self.response_1 if i else self.response_0
@@ -258,14 +275,23 @@ class SafetyPreference:
     def is_safe(self, i: int) -> bool:
         return self.is_response_1_safe if i else self.is_response_0_safe
 
+    def safe_confidence(self, i: int) -> float | None:
+        """The share of labels agreeing with response ``i``'s safety label (None without ``response_i_unsafe_prob``)."""
+        p_unsafe = self.response_1_unsafe_prob if i else self.response_0_unsafe_prob
+        return None if p_unsafe is None else (1.0 - p_unsafe if self.is_safe(i) else p_unsafe)
+
     def pair(self, kind: PairKind) -> PreferencePair:
-        """reward: chosen = ``better_response_id``; cost: chosen = ``safer_response_id`` (the safer one)."""
+        """reward: chosen = ``better_response_id``; cost: chosen = ``safer_response_id`` (the safer one). Soft targets
+        where the record has them: ``target`` = ``better_response_prob`` / ``safer_response_prob``, and the
+        safety labels' confidences (`safe_confidence`)."""
         if kind not in ("reward", "cost"):
             raise ValueError(f"kind must be 'reward' or 'cost', got {kind!r}")
         c = self.better_response_id if kind == "reward" else self.safer_response_id
         ended = (self.ended_0, self.ended_1)
+        target = self.better_response_prob if kind == "reward" else self.safer_response_prob
         return PreferencePair(self.prompt, self.response(c), self.response(1 - c),
-                              self.is_safe(c), self.is_safe(1 - c), self.origin, ended[c], ended[1 - c])
+                              self.is_safe(c), self.is_safe(1 - c), self.origin, ended[c], ended[1 - c],
+                              target, self.safe_confidence(c), self.safe_confidence(1 - c))
 
     def to_dict(self) -> dict[str, Any]:
         """PKU-SafeRLHF field names (v1.0 order); v1-only fields are written only when present."""
@@ -283,6 +309,7 @@ class SafetyPreference:
         out |= {k: v for k, v in optional.items() if v is not None}
         out |= {"better_response_id": self.better_response_id, "safer_response_id": self.safer_response_id}
         out |= {k: True for k in ("better_response_tie", "safer_response_tie") if getattr(self, k)}
+        out |= {k: getattr(self, k) for k in SOFT_TARGET_FIELDS if getattr(self, k) is not None}
         return out | ended_fields({"ended_0": self.ended_0, "ended_1": self.ended_1})
 
 
@@ -398,6 +425,7 @@ def hh_prompt(transcript: str) -> str:
 __all__ = [
     "BEAVERTAILS_SLUGS", "Conversation", "HARM_CATEGORIES", "PKU_V1_CATEGORIES", "PKU_V1_TO_BEAVERTAILS", "PairKind",
     "ROLES", "as_prompt", "as_reply", "prompt_json", "user_text",
-    "PreferencePair", "PromptRecord", "ResponsePair", "SFTRecord", "SafetyPreference", "XSTEST_TYPES",
+    "PreferencePair", "PromptRecord", "ResponsePair", "SFTRecord", "SafetyPreference", "SOFT_TARGET_FIELDS",
+    "XSTEST_TYPES",
     "beavertails_names", "hh_prompt", "split_hh_transcripts", "to_beavertails",
 ]

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from saferlhf.data.schema import (
-    BEAVERTAILS_SLUGS, HARM_CATEGORIES, HH_HUMAN, PKU_V1_TO_BEAVERTAILS, ROLES, as_reply, split_hh_transcripts,
+    BEAVERTAILS_SLUGS, HARM_CATEGORIES, HH_HUMAN, PKU_V1_TO_BEAVERTAILS, ROLES, SOFT_TARGET_FIELDS, as_reply,
+    split_hh_transcripts,
 )
 
 Severity = Literal["error", "warning"]
@@ -283,6 +284,16 @@ def optional_severity(rec: dict, name: str) -> list[Issue]:
     return []
 
 
+def optional_probability(rec: dict, name: str) -> list[Issue]:
+    """Absent (or null), or a number in [0, 1] (an int or float, not a bool; NaN is not one)."""
+    value = rec.get(name)
+    if value is None:
+        return []
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        return [Issue(name, f"expected a probability in [0, 1], got {_short(value)}")]
+    return []
+
+
 def not_a_record(value: Any) -> str:
     return f"expected a JSON object, got {type(value).__name__}"
 
@@ -304,6 +315,8 @@ def pku_issues(rec: dict) -> list[Issue]:
     for name in ("prompt_source", "response_0_source", "response_1_source"):
         issues += optional_str(rec, name)
     issues += optional_ended(rec, "ended_0", "ended_1")
+    for name in SOFT_TARGET_FIELDS:  # `annotate export --aggregation soft`
+        issues += optional_probability(rec, name)
     return issues or _pku_consistency(rec)
 
 

@@ -5,6 +5,8 @@ Cost:   L_C = -mean[log σ(c_u - c_s) + log σ(ξ_s c_s) + log σ(ξ_u c_u)] + �
         pairs (safer_response_id), ξ = +1 for a response labelled unsafe, -1 for safe.
         **Convention: cost > 0 means unsafe, cost <= 0 means safe.** Files without per-response safety
         labels (HH-RLHF) train the ranking term only.
+Soft records (`annotate export --aggregation soft`: vote shares p, label confidences w) train with the Bradley-Terry
+target p and w-weighted sign terms (`losses.soft_reward_loss` / `soft_cost_loss`); hard batches are unchanged.
 μ = 0.001. The score is the head output at the last non-padding token (eos). Reference defaults: 2
 epochs, lr 2e-5 cosine, warm-up 3 %, weight decay 0.1, max length 512 — ours too.
 
@@ -159,21 +161,39 @@ def training_batch(rows: list[Example], packed: bool, share_prompt: bool, pad_id
     items, single_items = [e.item for e in pairs], [e.item for e in singles]
     b = (packed_pair_batch(items, share_prompt, singles=single_items) if packed
          else pair_batch(items, pad_id, singles=single_items))
-    return b | {"pair_weight": torch.tensor([e.weight for e in pairs], dtype=torch.float32),
-                "single_weight": torch.tensor([e.weight for e in singles], dtype=torch.float32)}
+    return b | soft_targets(items) | {"pair_weight": torch.tensor([e.weight for e in pairs], dtype=torch.float32),
+                                      "single_weight": torch.tensor([e.weight for e in singles], dtype=torch.float32)}
+
+
+def soft_targets(pairs: list[EncodedPair]) -> dict[str, torch.Tensor]:
+    """``target`` [B] (P(chosen ≻ rejected)) and ``chosen_conf`` / ``rejected_conf`` [B] (the safety labels'
+    confidences) when some pair of the batch has soft targets (a pair without them: 1); {} otherwise, so that
+    hard data takes the plain losses unchanged."""
+    if all(p.target is None and p.chosen_conf is None and p.rejected_conf is None for p in pairs):
+        return {}
+    return {name: torch.tensor([1.0 if getattr(p, name) is None else getattr(p, name) for p in pairs],
+                               dtype=torch.float32) for name in ("target", "chosen_conf", "rejected_conf")}
 
 
 def pair_loss(kind: str, end_scores: torch.Tensor, batch: dict[str, torch.Tensor], l2_coef: float):
     """The reward or cost objective of a batch: [2B + S] end scores (chosen, rejected, singles). Pairs alone with
-    unit weights: `reward_loss` / `cost_loss`; a mix or weighted sources: `mixed_score_loss` (the same maths
-    when S = 0 and every weight is 1)."""
-    from saferlhf.losses import cost_loss, mixed_score_loss, reward_loss
+    unit weights: `reward_loss` / `cost_loss` (`soft_reward_loss` / `soft_cost_loss` when the batch has soft
+    targets, `soft_targets`); a mix or weighted sources: `mixed_score_loss` (the same maths when S = 0 and every
+    weight is 1)."""
+    from saferlhf.losses import cost_loss, mixed_score_loss, reward_loss, soft_cost_loss, soft_reward_loss
 
     n_pairs = int(batch["has_labels"].numel())
     pair_w = batch.get("pair_weight")
     single_w = batch.get("single_weight")
     plain = (single_w is None or single_w.numel() == 0) and (pair_w is None or bool((pair_w == 1).all()))
     s_w, s_l = end_scores[: 2 * n_pairs].chunk(2) if n_pairs else (end_scores[:0], end_scores[:0])
+    soft = "target" in batch
+    if plain and n_pairs and soft:
+        if kind == "reward":
+            return soft_reward_loss(s_w, s_l, batch["target"], l2_coef=l2_coef)
+        return soft_cost_loss(s_w, s_l, batch["chosen_is_safe"], batch["rejected_is_safe"], batch["target"],
+                              batch["chosen_conf"], batch["rejected_conf"], l2_coef=l2_coef,
+                              has_labels=batch["has_labels"])
     if plain and n_pairs:
         if kind == "reward":
             return reward_loss(s_w, s_l, l2_coef=l2_coef)
@@ -181,6 +201,9 @@ def pair_loss(kind: str, end_scores: torch.Tensor, batch: dict[str, torch.Tensor
                          has_labels=batch["has_labels"])
     labels = ({"chosen_is_safe": batch["chosen_is_safe"], "rejected_is_safe": batch["rejected_is_safe"],
                "has_labels": batch["has_labels"]} if kind == "cost" else {})
+    if soft:
+        labels |= {"target": batch["target"]} | ({"chosen_conf": batch["chosen_conf"],
+                                                    "rejected_conf": batch["rejected_conf"]} if kind == "cost" else {})
     return mixed_score_loss(kind, s_w, s_l, pair_w, end_scores[2 * n_pairs:], batch["single_unsafe"], single_w,
                             l2_coef=l2_coef, **labels)
 
