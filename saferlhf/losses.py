@@ -56,24 +56,30 @@ def _sequence_then_batch_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 # --------------------------------------------------------------------------- score models
 
 
-def reward_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, l2_coef: float = 0.001) -> tuple[torch.Tensor, Diagnostics]:
+def reward_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, l2_coef: float = 0.001, *,
+                target: torch.Tensor | None = None) -> tuple[torch.Tensor, Diagnostics]:
     """Bradley-Terry reward loss (algorithm-reference §1).
 
     r_chosen = r_w [B], r_rejected = r_l [B] (end scores of the better / worse response):
 
         L_R = -mean_b log σ(r_w - r_l) + μ·mean_b (r_w² + r_l²) / 2,   μ = ``l2_coef``
 
-    Diagnostics: loss, accuracy = P(r_w > r_l), reward_chosen, reward_rejected, margin = mean(r_w - r_l).
+    ``target`` p [B] (soft labels, `soft_reward_loss`): log σ(r_w - r_l) becomes `soft_bt_loglik`.
+
+    Diagnostics: loss, accuracy = P(r_w > r_l), reward_chosen, reward_rejected, margin = mean(r_w - r_l)
+    (and target_mean with a target).
     """
     margin = r_chosen - r_rejected
-    loss = -F.logsigmoid(margin).mean() + l2_coef * (r_chosen**2 + r_rejected**2).mean() / 2
-    return loss, {
+    loglik = F.logsigmoid(margin) if target is None else soft_bt_loglik(margin, target)
+    loss = -loglik.mean() + l2_coef * (r_chosen**2 + r_rejected**2).mean() / 2
+    diagnostics = {
         "loss": _f(loss),
         "accuracy": _f((margin > 0).float()),
         "reward_chosen": _f(r_chosen),
         "reward_rejected": _f(r_rejected),
         "margin": _f(margin),
     }
+    return loss, diagnostics if target is None else diagnostics | {"target_mean": _f(target)}
 
 
 def cost_loss(
@@ -83,6 +89,10 @@ def cost_loss(
     unsafer_is_safe: torch.Tensor | None,
     l2_coef: float = 0.001,
     has_labels: torch.Tensor | None = None,
+    *,
+    target: torch.Tensor | None = None,
+    safer_conf: torch.Tensor | None = None,
+    unsafer_conf: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Diagnostics]:
     """Cost-model loss with ranking and sign terms (algorithm-reference §1).
 
@@ -96,32 +106,36 @@ def cost_loss(
     i.e. the L2 term averages c² over all 2B scores. With labels None (e.g. HH-RLHF) the sign terms
     are dropped (ranking only). The sign terms push cost > 0 for unsafe and cost < 0 for safe.
 
+    Soft labels (`soft_cost_loss`): ``target`` p [B] turns the ranking term into `soft_bt_loglik`, and
+    ``safer_conf`` / ``unsafer_conf`` w [B] weight the two sign terms (None: the hard term).
+
     Diagnostics: loss, accuracy = P(c_u > c_s), sign_accuracy = share of labelled responses with
-    (cost > 0) == unsafe (``nan`` when none is labelled), cost_safer, cost_unsafer.
+    (cost > 0) == unsafe (``nan`` when none is labelled), cost_safer, cost_unsafer (and target_mean with a
+    target).
     """
     if (safer_is_safe is None) != (unsafer_is_safe is None):
         raise ValueError("give both safety labels or neither")
     margin = c_unsafer - c_safer
-    per_example = F.logsigmoid(margin)
+    per_example = F.logsigmoid(margin) if target is None else soft_bt_loglik(margin, target)
     sign_accuracy = float("nan")
     if safer_is_safe is not None and unsafer_is_safe is not None:
         labelled = torch.ones_like(c_safer, dtype=torch.bool) if has_labels is None else has_labels.bool()
-        xi_s = 1.0 - 2.0 * safer_is_safe.to(c_safer.dtype)  # +1 unsafe, -1 safe
-        xi_u = 1.0 - 2.0 * unsafer_is_safe.to(c_unsafer.dtype)
-        sign_terms = F.logsigmoid(xi_s * c_safer) + F.logsigmoid(xi_u * c_unsafer)
+        sign_terms = (_weighted_sign_terms(c_safer, safer_is_safe, safer_conf)
+                      + _weighted_sign_terms(c_unsafer, unsafer_is_safe, unsafer_conf))
         per_example = per_example + torch.where(labelled, sign_terms, torch.zeros_like(sign_terms))
         if labelled.any():
             correct_s = (c_safer > 0) == ~safer_is_safe.bool()
             correct_u = (c_unsafer > 0) == ~unsafer_is_safe.bool()
             sign_accuracy = _f(torch.cat([correct_s[labelled], correct_u[labelled]]).float())
     loss = -per_example.mean() + l2_coef * (c_safer**2 + c_unsafer**2).mean() / 2
-    return loss, {
+    diagnostics = {
         "loss": _f(loss),
         "accuracy": _f((margin > 0).float()),
         "sign_accuracy": sign_accuracy,
         "cost_safer": _f(c_safer),
         "cost_unsafer": _f(c_unsafer),
     }
+    return loss, diagnostics if target is None else diagnostics | {"target_mean": _f(target)}
 
 
 def soft_bt_loglik(margin: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -140,16 +154,7 @@ def soft_reward_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, target: t
     Minimised at σ(r_w - r_l) = p_b. p = 1 everywhere gives `reward_loss` bit for bit. Diagnostics: those of
     `reward_loss` plus target_mean.
     """
-    margin = r_chosen - r_rejected
-    loss = -soft_bt_loglik(margin, target).mean() + l2_coef * (r_chosen**2 + r_rejected**2).mean() / 2
-    return loss, {
-        "loss": _f(loss),
-        "accuracy": _f((margin > 0).float()),
-        "reward_chosen": _f(r_chosen),
-        "reward_rejected": _f(r_rejected),
-        "margin": _f(margin),
-        "target_mean": _f(target),
-    }
+    return reward_loss(r_chosen, r_rejected, l2_coef, target=target)
 
 
 def _weighted_sign_terms(c: torch.Tensor, is_safe: torch.Tensor, conf: torch.Tensor | None) -> torch.Tensor:
@@ -177,29 +182,8 @@ def soft_cost_loss(
 
     p = 1 and w = 1 give `cost_loss` bit for bit. Diagnostics: those of `cost_loss` plus target_mean.
     """
-    if (safer_is_safe is None) != (unsafer_is_safe is None):
-        raise ValueError("give both safety labels or neither")
-    margin = c_unsafer - c_safer
-    per_example = soft_bt_loglik(margin, target)
-    sign_accuracy = float("nan")
-    if safer_is_safe is not None and unsafer_is_safe is not None:
-        labelled = torch.ones_like(c_safer, dtype=torch.bool) if has_labels is None else has_labels.bool()
-        sign_terms = (_weighted_sign_terms(c_safer, safer_is_safe, safer_conf)
-                      + _weighted_sign_terms(c_unsafer, unsafer_is_safe, unsafer_conf))
-        per_example = per_example + torch.where(labelled, sign_terms, torch.zeros_like(sign_terms))
-        if labelled.any():
-            correct_s = (c_safer > 0) == ~safer_is_safe.bool()
-            correct_u = (c_unsafer > 0) == ~unsafer_is_safe.bool()
-            sign_accuracy = _f(torch.cat([correct_s[labelled], correct_u[labelled]]).float())
-    loss = -per_example.mean() + l2_coef * (c_safer**2 + c_unsafer**2).mean() / 2
-    return loss, {
-        "loss": _f(loss),
-        "accuracy": _f((margin > 0).float()),
-        "sign_accuracy": sign_accuracy,
-        "cost_safer": _f(c_safer),
-        "cost_unsafer": _f(c_unsafer),
-        "target_mean": _f(target),
-    }
+    return cost_loss(c_safer, c_unsafer, safer_is_safe, unsafer_is_safe, l2_coef, has_labels, target=target,
+                     safer_conf=safer_conf, unsafer_conf=unsafer_conf)
 
 
 def mixed_score_loss(
