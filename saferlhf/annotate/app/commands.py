@@ -14,6 +14,8 @@ explains each number of the statistics.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -119,6 +121,16 @@ def _connect(url: str, **options: Any) -> Any:
     return connect(url, **options)
 
 
+@contextmanager
+def _database(url: str) -> Iterator[Any]:
+    """The database at ``url`` for one command, closed when the command is done (also on an error)."""
+    db = _connect(url)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
 def run_serve(cfg: AnnotateServeConfig) -> int:
     _app("serve")
     try:
@@ -166,20 +178,17 @@ def run_users_add(cfg: UsersAddConfig) -> int:
     service = _app("users add")
     if not cfg.name:
         raise UserError("annotate users add: give the user's name: saferlhf annotate users add NAME --role annotator")
-    db = _connect(cfg.db)
-    with db.session() as s:
+    with _database(cfg.db) as db, db.session() as s:
         token = service.add_user(s, cfg.name, cfg.role)
     print(f"annotate users add: {cfg.name} ({cfg.role}) added to {db.url}")
     print(f"token: {token}")
     print("(shown once: only its sha256 is stored; send it as 'Authorization: Bearer TOKEN' or sign in with it)")
-    db.close()
     return 0
 
 
 def run_users_list(cfg: UsersListConfig) -> int:
     service = _app("users list")
-    db = _connect(cfg.db)
-    with db.session() as s:
+    with _database(cfg.db) as db, db.session() as s:
         users = service.list_users(s)
     if not users:
         print(f"annotate users list: no users in {db.url} (add one: saferlhf annotate users add NAME)")
@@ -187,7 +196,6 @@ def run_users_list(cfg: UsersListConfig) -> int:
         state = "disabled" if u["disabled"] else u["status"]
         reason = f" ({u['lock_reason']})" if u["lock_reason"] and u["status"] == "locked" else ""
         print(f"{u['name']}\t{u['role']}\t{state}{reason}\t{u['labels']} labels")
-    db.close()
     return 0
 
 
@@ -195,11 +203,9 @@ def run_users_disable(cfg: UsersDisableConfig) -> int:
     service = _app("users disable")
     if not cfg.name:
         raise UserError("annotate users disable: give the user's name: saferlhf annotate users disable NAME")
-    db = _connect(cfg.db)
-    with db.session() as s:
+    with _database(cfg.db) as db, db.session() as s:
         service.disable_user(s, cfg.name)
     print(f"annotate users disable: {cfg.name} can no longer sign in (their labels stay)")
-    db.close()
     return 0
 
 
@@ -207,14 +213,12 @@ def run_users_enable(cfg: UsersEnableConfig) -> int:
     service = _app("users enable")
     if not cfg.name:
         raise UserError("annotate users enable: give the user's name: saferlhf annotate users enable NAME")
-    db = _connect(cfg.db)
-    with db.session() as s:
+    with _database(cfg.db) as db, db.session() as s:
         was = service.enable_user(s, cfg.name)
     done = [text for key, text in (("was_disabled", "enabled (their token works again)"),
                                    ("was_locked", "unlocked after a failed qualification (an admin's decision)"))
             if was[key]]
     print(f"annotate users enable: {cfg.name} {' and '.join(done) if done else 'was already enabled and unlocked'}")
-    db.close()
     return 0
 
 
@@ -222,8 +226,7 @@ def run_import(cfg: AnnotateImportConfig) -> int:
     service = _app("import")
     if not (cfg.file or cfg.gold or cfg.qualification):
         raise UserError("annotate import: give a pair file (saferlhf annotate import FILE) or --gold / --qualification")
-    db = _connect(cfg.db)
-    with db.session() as s:
+    with _database(cfg.db) as db, db.session() as s:
         summary = service.import_pairs(s, cfg.file or None, gold=cfg.gold, qualification=cfg.qualification,
                                        overlap=cfg.overlap, gold_rate=cfg.gold_rate, audit_rate=cfg.audit_rate,
                                        seed=cfg.seed)
@@ -238,7 +241,6 @@ def run_import(cfg: AnnotateImportConfig) -> int:
     else:
         print(f"annotate import: batch {summary['batch']}: overlap {cfg.overlap}, gold rate {cfg.gold_rate:g}, "
               f"{summary['audit_picked']} pairs picked for audit -> {db.url}")
-    db.close()
     return 0
 
 
@@ -250,8 +252,7 @@ def run_export(cfg: AnnotateExportConfig) -> int:
         raise UserError("annotate export: give the output file: saferlhf annotate export --out prefs.jsonl")
     for path in service.export_paths(cfg.out):
         check_output_file(path, {}, "annotate export")
-    db = _connect(cfg.db)
-    with db.session() as s:
+    with _database(cfg.db) as db, db.session() as s:
         summary = service.export(s, cfg.out, ties=cfg.ties, include_incomplete=cfg.include_incomplete,
                                  aggregation=cfg.aggregation, exclude=cfg.exclude, exclude_below=cfg.exclude_below)
     c = summary["counts"]
@@ -262,5 +263,4 @@ def run_export(cfg: AnnotateExportConfig) -> int:
         print("annotate export: left out " + ", ".join(f"{n} ({why})" for n, why in excluded.items()))
     print(f"annotate export: {summary['labels']} raw labels and {summary['audits']} audit verdicts -> "
           f"{summary['labels_file']}; statistics -> {summary['stats_file']}")
-    db.close()
     return 0
