@@ -800,8 +800,6 @@ def _majority_label(session: Session, pair_id: int, labels: list[Any]) -> Any:
     from saferlhf.annotate.labels import record_label
 
     records, _ = aggregate_labels([_pair_dict(session.get(Pair, pair_id))], {pair_id: labels}, ties="keep")
-    if not records:  # identical responses: the aggregation skips the pair
-        raise Invalid("pair_id", f"pair {pair_id} has two identical responses: there is no majority to show")
     return record_label(records[0])
 
 
