@@ -59,6 +59,21 @@ class RedteamStage:
 
 
 @dataclass
+class MixedStage:
+    calibration_share: float = option(0.25, "targeted: share of the human budget drawn at random, so every cell of "
+                                            "AI answers keeps being checked", ge=0, le=1)
+    cost_model_check: bool = option(True, "targeted: from round 2, the previous round's cost model flags responses "
+                                          "where it disagrees with the AI")
+    soft_targets: bool = option(False, "write soft targets (label probabilities) into the records")
+    miss_disguised: float = option(0.5, "world AI judge: probability of taking a disguised request's framing at face "
+                                        "value (docs/world.md)", ge=0, le=1)
+    verbosity_bias: float = option(0.2, "world AI judge: probability of calling the longer response more helpful",
+                                   ge=0, le=1)
+    position_bias: float = option(0.5, "world AI judge: probability of answering A when unsure", ge=0, le=1)
+    noise: float = option(0.02, "world AI judge: probability of flipping each answer", ge=0, le=1)
+
+
+@dataclass
 class IterateConfig:
     out: str = option("runs/iterate", "output folder")
     rounds: int = option(3, "rounds of Safe RLHF after SFT (the paper: 3)", ge=1)
@@ -73,8 +88,20 @@ class IterateConfig:
     kl_reference: Literal["previous", "sft"] = option("previous", "PPO's KL reference in round k: π_{k-1} (the "
                                                                   "round's initial policy) or the SFT model")
     eval_samples: int = option(2, "sampled answers per evaluation prompt (more: smaller standard errors)", ge=1)
-    annotator: str = option("panel", "annotator: the simulated panel, or module:factory returning an "
-                                     "`saferlhf.annotate.Annotator` (called with world=..., seed=...)")
+    annotator: str = option("panel", "annotator: the simulated panel (humans), mixed (the world's AI judge labels "
+                                     "every pair, the panel a share: --mixed.*, docs/human_budget.md), or "
+                                     "module:factory returning an `saferlhf.annotate.Annotator` (called with "
+                                     "world=..., seed=...)")
+    human_share: float = option(0.1, "--annotator mixed: share of each batch of pairs that humans (the simulated "
+                                     "qualified panel) label; the AI labels every pair (0 = AI only, 1 = humans only)",
+                                ge=0, le=1)
+    audit: Literal["targeted", "random"] = option("targeted", "--annotator mixed: where the human budget goes: "
+                                                              "targeted (the AI unsure, the cost model disagreeing, "
+                                                              "cells where the AI is known weak) or random (control)")
+    mixed: MixedStage = option(MixedStage(), "--annotator mixed: calibration, cost-model check and the AI judge's flaws")
+    setup_from: str = option("", "reuse the tiny model, SFT and round-0 evaluation of a finished iterate run with "
+                                 "the same seed and set-up options (the annotator may differ): saves the set-up "
+                                 "when comparing annotators")
     resume: bool = option(False, "continue a killed run: finished stages are kept, training stages resume")
     overwrite: bool = option(False, "replace a previous run in out")
     fast: bool = option(False, "tiny everything (for tests)")
@@ -100,19 +127,23 @@ def _say(text: str, t0: float) -> None:
     Console().print(f"[bold cyan]== {text}[/]  (t = {time.time() - t0:.0f} s)")
 
 
-def make_annotator(spec: str, world, seed: int):
-    """The simulated panel, or ``module:factory(world=..., seed=...)``; a ``UserError`` for a bad spec."""
+def make_annotator(spec: str, world, seed: int, mixed: MixedStage | None = None, human_share: float = 0.1,
+                   audit: str = "targeted"):
+    """The simulated panel, the mixed AI + panel annotator, or ``module:factory(world=..., seed=...)``; a
+    ``UserError`` for a bad spec."""
     from saferlhf.annotate import Annotator
 
     if spec == "panel":
         from saferlhf.world.annotators import AnnotatorPanel
 
         return AnnotatorPanel(world, seed=seed)
+    if spec == "mixed":
+        return mixed_annotator(world, seed, mixed or MixedStage(), human_share, audit)
     module, _, name = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as e:
-        raise UserError(f"iterate: annotator: {spec!r} is not 'panel' or an importable module:factory ({e})") from None
+        raise UserError(f"iterate: annotator: {spec!r} is not 'panel', 'mixed' or an importable module:factory ({e})") from None
     try:  # the call must fit factory(world=..., seed=...): json:dumps or a class without those is a user error
         inspect.signature(factory).bind(world=world, seed=seed)
     except (TypeError, ValueError) as e:
@@ -123,6 +154,20 @@ def make_annotator(spec: str, world, seed: int):
         raise UserError(f"iterate: annotator: {spec} returned a {type(annotator).__name__}, which has no "
                         "annotate(pairs) method")
     return annotator
+
+
+def mixed_annotator(world, seed: int, m: MixedStage, human_share: float, audit: str):
+    """``--annotator mixed``: the world's AI judge (``world:ai`` with ``m``'s flaws) on every pair, the qualified
+    panel on ``human_share`` of them, chosen by ``audit`` (``saferlhf.annotate.mixed``)."""
+    from saferlhf.annotate.mixed import MixedAnnotator
+    from saferlhf.world.annotators import AIAnnotator, AILabeller, AnnotatorPanel, PanelLabeller
+    from saferlhf.world.oracle import Oracle
+
+    judge = AIAnnotator(miss_disguised=m.miss_disguised, verbosity_bias=m.verbosity_bias,
+                        position_bias=m.position_bias, noise=m.noise)
+    return MixedAnnotator(AILabeller(world, seed=seed, annotator=judge), PanelLabeller(AnnotatorPanel(world, seed=seed)),
+                          human_share=human_share, audit=audit, seed=seed, calibration_share=m.calibration_share,
+                          soft_targets=m.soft_targets, oracle=Oracle(world))
 
 
 def write_eval_sets(world, folder: Path) -> dict[str, Path]:
@@ -193,8 +238,11 @@ def run(cfg: IterateConfig) -> int:
     if cfg.fast:
         cfg = fill_untouched(cfg, FAST)
     world = build_world(cfg.seed)
-    annotator = make_annotator(cfg.annotator, world, cfg.seed)  # a bad spec fails before any work
+    annotator = make_annotator(cfg.annotator, world, cfg.seed, cfg.mixed, cfg.human_share, cfg.audit)  # a bad spec fails before any work
+    setup_source = _check_setup_from(cfg)
     out = start_run(cfg.out, cfg, "iterate", resume=cfg.resume, overwrite=cfg.overwrite)
+    if setup_source is not None:
+        _copy_setup(setup_source, out)
     t0 = time.time()
     rt = RuntimeConfig(seed=cfg.seed, threads=cfg.threads)
     again = dict(resume=cfg.resume)
@@ -278,8 +326,10 @@ def run(cfg: IterateConfig) -> int:
         timed("pairs", rk / "pairs.jsonl", lambda: generate.run(generate.GenerateConfig(
             model_path=policy, prompts=str(rk / "pair_prompts.jsonl"), out=str(rk / "pairs.jsonl"),
             sampling=stage_sampling(cfg.max_new_tokens, n=2), seed=cfg.seed + k)))
-        timed("annotate", rk / "preferences.jsonl", lambda: _annotate(annotator, rk / "pairs.jsonl",
-                                                                      rk / "preferences.jsonl", k))
+        timed("annotate", rk / "preferences.jsonl", lambda: _annotate(
+            annotator, rk / "pairs.jsonl", rk / "preferences.jsonl", k, redteam={r["prompt"] for r in mined},
+            history=_mixed_history(out, k), cost_model=(str(out / f"round{k - 1}" / "cost" / "model")
+                                                        if k > 1 and cfg.mixed.cost_model_check else None)))
         policy_prefs.append(rk / "preferences.jsonl")
         all_prefs = [w / "world_preferences.jsonl"] + policy_prefs
         timed("data", rk / "train_preferences.jsonl", lambda: _write_jsonl(
@@ -339,6 +389,7 @@ def run(cfg: IterateConfig) -> int:
 def _world_files(cfg: IterateConfig, world, w: Path, annotator) -> None:
     """Train prompts, the SFT corpus, the held-out evaluation sets and the annotated world pairs."""
     from saferlhf.annotate import label_pairs
+    from saferlhf.files import atomic_write_json
     _write_jsonl(w / "train_prompts.jsonl", [p.to_dict() for p in world.prompts("train")])
     _write_jsonl(w / "sft_corpus.jsonl", world.sft_corpus(cfg.sft.examples, seed=cfg.seed,
                                                           adversarial_share=cfg.adversarial_share))
@@ -346,20 +397,93 @@ def _world_files(cfg: IterateConfig, world, w: Path, annotator) -> None:
     from saferlhf.annotate.pairs import unique_pairs
 
     pairs = unique_pairs(world.response_pairs(cfg.data.world_pairs, seed=cfg.seed)) if cfg.data.world_pairs else []
-    records, _ = label_pairs(annotator, [{"prompt": p, "response_0": a, "response_1": b, "response_0_source": "world",
-                                          "response_1_source": "world"} for p, a, b in pairs]) if pairs else ([], {})
+    records, stats = label_pairs(annotator, [{"prompt": p, "response_0": a, "response_1": b, "response_0_source": "world",
+                                              "response_1_source": "world"} for p, a, b in pairs]) if pairs else ([], {})
+    atomic_write_json(w / "world_preferences.stats.json", stats)
     _write_jsonl(w / "world_preferences.jsonl", records)  # written last: the stage's completion mark
 
 
-def _annotate(annotator, pairs: Path, out: Path, k: int) -> None:
+def _annotate(annotator, pairs: Path, out: Path, k: int, redteam: set[str] = frozenset(),
+              history: dict | None = None, cost_model: str | None = None) -> None:
+    """Round k's pairs labelled into ``out`` (and its statistics into ``out.stats.json``). A mixed annotator
+    (``--annotator mixed``) gets each pair's origin (``redteam`` for this round's red-team prompts, else
+    ``base``), the cell counts of the rounds before (``history``: what a resumed run would otherwise lose) and
+    the previous round's cost model as a second opinion."""
     from saferlhf.annotate import label_pairs
+    from saferlhf.annotate.mixed import MixedAnnotator
     from saferlhf.annotate.pairs import input_pairs
     from saferlhf.files import atomic_write_json
 
-    records, stats = label_pairs(annotator, input_pairs(str(pairs), f"round{k - 1}_policy"))
+    todo = input_pairs(str(pairs), f"round{k - 1}_policy")
+    if isinstance(annotator, MixedAnnotator):
+        todo = [p | {"origin": "redteam" if p["prompt"] in redteam else "base"} for p in todo]
+        if history is not None:
+            annotator.restore(history)
+        annotator.cost_judge = _cost_judge(cost_model) if cost_model else None
+    records, stats = label_pairs(annotator, todo)
     atomic_write_json(out.with_suffix(".stats.json"), stats)
     _write_jsonl(out, records)
     print(f"annotate: {len(records)} records -> {out}")
+
+
+def _cost_judge(path: str):
+    """(prompts, responses) -> unsafe per response, by the cost model at ``path`` (its stored threshold, else 0)."""
+    from saferlhf.eval.judges import ScoreModelJudge
+
+    judge = ScoreModelJudge(path, "cost")
+    return lambda prompts, responses: [v.unsafe for v in judge.judge_batch(prompts, responses)]
+
+
+def _mixed_history(out: Path, k: int) -> dict | None:
+    """The mixed annotator's cell counts after round k-1 (after the world pairs for k = 1), from the statistics
+    that annotation wrote; None where there are none (another annotator)."""
+    path = (out / f"round{k - 1}" / "preferences.stats.json") if k > 1 else (out / "world" / "world_preferences.stats.json")
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("mixed_history")
+
+
+SETUP_KEYS = ("seed", "adversarial_share", "eval_samples", "max_new_tokens", "model", "sft", "fast", "threads")
+
+
+def _check_setup_from(cfg: IterateConfig) -> Path | None:
+    """The run whose set-up ``--setup_from`` reuses; a ``UserError`` when it is not a finished iterate set-up with
+    the same set-up options (``SETUP_KEYS``)."""
+    import yaml
+
+    from saferlhf.config import to_dict
+    from saferlhf.tracking import run_state
+
+    if not cfg.setup_from:
+        return None
+    src = Path(cfg.setup_from)
+    if src.resolve() == Path(cfg.out).resolve():
+        raise UserError("iterate: setup_from: it is the output folder itself")
+    needed = [src / "base", src / "sft", src / "round0" / "eval"]
+    missing = [str(p) for p in needed if run_state(p) != "complete"]
+    if not (src / "config.yaml").exists() or missing:
+        raise UserError(f"iterate: setup_from: {src} is not an iterate run with a finished set-up"
+                        + (f" ({missing[0]} is not complete)" if missing else " (no config.yaml)"))
+    saved, now = yaml.safe_load((src / "config.yaml").read_text()) or {}, to_dict(cfg)
+    differ = [k for k in SETUP_KEYS if saved.get(k) != now.get(k)]
+    if differ:
+        raise UserError(f"iterate: setup_from: {src} was set up with other {', '.join(differ)}",
+                        hint="give the same seed and set-up options, or leave setup_from empty")
+    return src
+
+
+def _copy_setup(src: Path, out: Path) -> None:
+    """Copy the tiny model, SFT and round-0 evaluation (and their timings) of ``src`` into ``out`` where ``out``
+    does not have them yet (a resumed run keeps its own)."""
+    import shutil
+
+    for rel in ("base", "sft", "round0/eval"):
+        if not (out / rel).exists():
+            shutil.copytree(src / rel, out / rel)
+    if (src / "round0" / "timings.json").exists() and not (out / "round0" / "timings.json").exists():
+        setup = {k: v for k, v in json.loads((src / "round0" / "timings.json").read_text()).items() if k != "world"}
+        (out / "round0").mkdir(exist_ok=True)
+        (out / "round0" / "timings.json").write_text(json.dumps(setup))
 
 
 def _load_timings(folder: Path) -> dict:
@@ -375,6 +499,10 @@ def _round_extras(rk: Path, d: float) -> dict:
         s = json.loads(stats.read_text())
         out |= {"redteam_prompts": s["n_kept"], "redteam_attack_success_rate": s["attack_success_rate"],
                 "redteam_success_by_operator": {o: v["rate"] for o, v in s["by_operator"].items()}}
+    stats = rk / "preferences.stats.json"
+    counts = json.loads(stats.read_text()).get("counts", {}) if stats.exists() else {}
+    if "human_pairs" in counts:  # --annotator mixed: the labelling cost of the round
+        out |= {"human_pairs": counts["human_pairs"], "ai_pairs": counts["ai_pairs"]}
     for kind in ("reward", "cost"):
         ev = rk / kind / "eval.json"
         if ev.exists():

@@ -105,7 +105,7 @@ def test_report_and_bar_chart(run):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--annotator", "nowhere:thing"], "annotator: 'nowhere:thing' is not 'panel' or an importable"),
+    (["--annotator", "nowhere:thing"], "annotator: 'nowhere:thing' is not 'panel', 'mixed' or an importable"),
     (["--annotator", "iterate_util:not_an_annotator"], "which has no annotate(pairs) method"),
     (["--annotator", "json:dumps"], "json:dumps cannot be called as dumps(world=..., seed=...)"),
     (["--rounds", "0"], "rounds"),
