@@ -459,8 +459,8 @@ def _check_setup_from(cfg: IterateConfig) -> Path | None:
     src = Path(cfg.setup_from)
     if src.resolve() == Path(cfg.out).resolve():
         raise UserError("iterate: setup_from: it is the output folder itself")
-    needed = [src / "base", src / "sft", src / "round0" / "eval"]
-    missing = [str(p) for p in needed if run_state(p) != "complete"]
+    missing = [str(p) for p in (src / "sft", src / "round0" / "eval") if run_state(p) != "complete"]
+    missing = [str(src / "base")] * (not (src / "base" / "config.json").exists()) + missing  # no run folder
     if not (src / "config.yaml").exists() or missing:
         raise UserError(f"iterate: setup_from: {src} is not an iterate run with a finished set-up"
                         + (f" ({missing[0]} is not complete)" if missing else " (no config.yaml)"))
