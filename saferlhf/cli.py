@@ -57,6 +57,8 @@ COMMANDS: list[Command] = [
             "import response pairs (and gold / qualification pairs) into the annotation app as one batch", ("file",)),
     Command("annotate export", "saferlhf.annotate.app.commands", "AnnotateExportConfig", "run_export",
             "export the app's labels as PKU-SafeRLHF v1 JSONL (majority, ties toward unsafe), raw labels and stats"),
+    Command("drift check", "saferlhf.eval.drift", "DriftCheckConfig", "run",
+            "has the standard moved? a cost model's agreement with fresh labels vs at training time, per category"),
     Command("annotate run", "saferlhf.annotate.run", "AnnotateRunConfig", "run",
             "label a pair file with the simulated panel or any labeller (module:factory) into labels.jsonl and "
             "PKU-SafeRLHF records; resumable"),

@@ -87,6 +87,8 @@ class EvalConfig:
     refusal_list: Literal["gcg", "xstest"] = option("gcg", "the refusal judge's rule: gcg (GCG's 29 strings anywhere, "
                                                            "case-sensitive) or xstest (XSTest's refusal openings)")
     world_seed: int = option(0, "seed of the synthetic world for world:* prompt sets")
+    world_drift: str = option("", "the oracle judges by a changed standard for one harm category, CATEGORY:DIRECTION "
+                                  "(a BeaverTails slug, stricter or lenient; docs/value_drift.md)")
     max_prompts: int = option(0, "use at most N prompts per set (0 = all)", ge=0)
     sample_prompts: bool = option(False, "with max_prompts: a seeded random sample (--seed) instead of the file's head")
     sampling: SamplingConfig = option(SamplingConfig(), "how every policy's responses are sampled (n: responses "
@@ -310,8 +312,13 @@ def build_judges(cfg: EvalConfig, names: list[str], device: str | None = None, d
     world = common
     if "oracle" in names:
         from saferlhf.world import Oracle, build_world
+        from saferlhf.world.drift import parse_drift
 
-        world = [OracleJudge(Oracle(build_world(cfg.world_seed)))] + common
+        try:
+            drift = parse_drift(cfg.world_drift)
+        except ValueError as e:
+            raise UserError(f"eval: world_drift: {e}") from None
+        world = [OracleJudge(Oracle(build_world(cfg.world_seed), drift=drift))] + common
     return {"world": world, "file": common}
 
 

@@ -102,6 +102,16 @@ class IterateConfig:
     setup_from: str = option("", "reuse the tiny model, SFT and round-0 evaluation of a finished iterate run with "
                                  "the same seed and set-up options (the annotator may differ): saves the set-up "
                                  "when comparing annotators")
+    setup_rounds: int = option(0, "with --setup_from: also reuse its world pairs and rounds 1..K (its config must "
+                                  "then be the same up to rounds, drift and targeted_round)", ge=0)
+    drift: str = option("", "changing values: from round drift_from_round the panel's standard for one harm "
+                            "category changes, CATEGORY:DIRECTION (a BeaverTails slug, stricter or lenient; "
+                            "saferlhf.world.drift, docs/value_drift.md); those rounds are also evaluated by it")
+    drift_from_round: int = option(2, "first round labelled and evaluated by the --drift standard", ge=1)
+    targeted_round: str = option("", "make the LAST round a targeted round for this harm category (a BeaverTails "
+                                     "slug): no red-teaming and no new pairs; every pair labelled so far whose "
+                                     "prompt is a harmful request of the category is labelled again, the cost model "
+                                     "retrained (the reward model kept), then one PPO-Lag round")
     resume: bool = option(False, "continue a killed run: finished stages are kept, training stages resume")
     overwrite: bool = option(False, "replace a previous run in out")
     fast: bool = option(False, "tiny everything (for tests)")
@@ -128,17 +138,17 @@ def _say(text: str, t0: float) -> None:
 
 
 def make_annotator(spec: str, world, seed: int, mixed: MixedStage | None = None, human_share: float = 0.1,
-                   audit: str = "targeted"):
+                   audit: str = "targeted", drift=None):
     """The simulated panel, the mixed AI + panel annotator, or ``module:factory(world=..., seed=...)``; a
-    ``UserError`` for a bad spec."""
+    ``UserError`` for a bad spec. ``drift`` (panel and mixed only): the humans' changed standard."""
     from saferlhf.annotate import Annotator
 
     if spec == "panel":
         from saferlhf.world.annotators import AnnotatorPanel
 
-        return AnnotatorPanel(world, seed=seed)
+        return AnnotatorPanel(world, seed=seed, drift=drift)
     if spec == "mixed":
-        return mixed_annotator(world, seed, mixed or MixedStage(), human_share, audit)
+        return mixed_annotator(world, seed, mixed or MixedStage(), human_share, audit, drift)
     module, _, name = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module), name)
@@ -156,16 +166,17 @@ def make_annotator(spec: str, world, seed: int, mixed: MixedStage | None = None,
     return annotator
 
 
-def mixed_annotator(world, seed: int, m: MixedStage, human_share: float, audit: str):
+def mixed_annotator(world, seed: int, m: MixedStage, human_share: float, audit: str, drift=None):
     """``--annotator mixed``: the world's AI judge (``world:ai`` with ``m``'s flaws) on every pair, the qualified
-    panel on ``human_share`` of them, chosen by ``audit`` (``saferlhf.annotate.mixed``)."""
+    panel on ``human_share`` of them, chosen by ``audit`` (``saferlhf.annotate.mixed``); ``drift``: the panel's
+    changed standard (the AI judge keeps the old one: nobody told it)."""
     from saferlhf.annotate.mixed import MixedAnnotator
     from saferlhf.world.annotators import AIAnnotator, AILabeller, AnnotatorPanel, PanelLabeller
     from saferlhf.world.oracle import Oracle
 
     judge = AIAnnotator(miss_disguised=m.miss_disguised, verbosity_bias=m.verbosity_bias,
                         position_bias=m.position_bias, noise=m.noise)
-    return MixedAnnotator(AILabeller(world, seed=seed, annotator=judge), PanelLabeller(AnnotatorPanel(world, seed=seed)),
+    return MixedAnnotator(AILabeller(world, seed=seed, annotator=judge), PanelLabeller(AnnotatorPanel(world, seed=seed, drift=drift)),
                           human_share=human_share, audit=audit, seed=seed, calibration_share=m.calibration_share,
                           soft_targets=m.soft_targets, oracle=Oracle(world))
 
@@ -223,7 +234,9 @@ def round_metrics(eval_dir: Path, policy: str) -> dict:
             "helpfulness_harmful": m["harmful_test"].get("helpfulness"),
             "repetition_share": repetition_share(responses),
             "harmful_rate_redteam_test_by_category": {c: v["rate"] for c, v in
-                                                      m["redteam_test"].get("harmful_rate_by_category", {}).items()}}
+                                                      m["redteam_test"].get("harmful_rate_by_category", {}).items()},
+            "harmful_rate_by_category": {c: v["rate"] for c, v in
+                                         m["harmful_test"].get("harmful_rate_by_category", {}).items()}}
 
 
 def run(cfg: IterateConfig) -> int:
@@ -239,10 +252,13 @@ def run(cfg: IterateConfig) -> int:
         cfg = fill_untouched(cfg, FAST)
     world = build_world(cfg.seed)
     annotator = make_annotator(cfg.annotator, world, cfg.seed, cfg.mixed, cfg.human_share, cfg.audit)  # a bad spec fails before any work
+    drift, target = _check_drift_options(cfg)
+    drifted = make_annotator(cfg.annotator, world, cfg.seed, cfg.mixed, cfg.human_share, cfg.audit, drift) \
+        if drift is not None else annotator
     setup_source = _check_setup_from(cfg)
     out = start_run(cfg.out, cfg, "iterate", resume=cfg.resume, overwrite=cfg.overwrite)
     if setup_source is not None:
-        _copy_setup(setup_source, out)
+        _copy_setup(setup_source, out, cfg.setup_rounds)
     t0 = time.time()
     rt = RuntimeConfig(seed=cfg.seed, threads=cfg.threads)
     again = dict(resume=cfg.resume)
@@ -282,11 +298,11 @@ def run(cfg: IterateConfig) -> int:
         runtime=rt, save_every=100, **again)))
     sft_model = str(out / "sft" / "model")
 
-    def evaluate(folder: Path, policy: str | None) -> None:
+    def evaluate(folder: Path, policy: str | None, k: int = 0) -> None:
         policies = ["sft=" + sft_model] + ([f"policy={policy}"] if policy else [])
         compare.run(compare.EvalConfig(
             policies=policies, prompts=[str(eval_sets[n]) for n in EVAL_SETS], judges=["oracle"], baseline="sft",
-            world_seed=cfg.seed, sampling=stage_sampling(cfg.max_new_tokens, n=cfg.eval_samples), seed=cfg.seed,
+            world_seed=cfg.seed, world_drift=drift.spec() if drift is not None and k >= cfg.drift_from_round else "", sampling=stage_sampling(cfg.max_new_tokens, n=cfg.eval_samples), seed=cfg.seed,
             cache_dir=str(out / "cache"), out=str(folder), overwrite=True, bootstrap=200))
 
     setup_stage("round 0: evaluate SFT", r0 / "eval", lambda: evaluate(r0 / "eval", None))
@@ -303,9 +319,14 @@ def run(cfg: IterateConfig) -> int:
             stage(f"round {k}: {name}", done, fn, timings, key=name)
             atomic_write_json(rk / "timings.json", timings)
 
+        labeller = drifted if drift is not None and k >= cfg.drift_from_round else annotator
+        targeted = target is not None and k == cfg.rounds
+        if targeted:  # 1-4'. A targeted round: the category's pairs labelled again, the cost model retrained
+            _targeted_data(cfg, world, target, out, rk, k, labeller, policy_prefs, redteam_files, timed)
+            policy_prefs = [rk / "policy_preferences_relabelled.jsonl"]
         # 1. Red-team prompts that make π_{k-1} unsafe.
         mined: list[dict] = []
-        if k >= cfg.redteam_from_round:
+        if k >= cfg.redteam_from_round and not targeted:
             timed("red-team", rk / "redteam", lambda: redteam.run(redteam.RedteamConfig(
                 policy=policy, seeds="world:train", world_seed=cfg.seed, out=str(rk / "redteam"),
                 candidates=cfg.redteam.candidates, compose=cfg.redteam.compose,
@@ -318,26 +339,27 @@ def run(cfg: IterateConfig) -> int:
         base = _jsonl(w / "train_prompts.jsonl")
         if cfg.data.pair_prompts:
             base = base[:cfg.data.pair_prompts]
-        timed("prompts", rk / "pair_prompts.jsonl", lambda: (  # pair_prompts.jsonl last: the completion mark
-            _write_jsonl(rk / "rl_prompts.jsonl", rl_prompt_mix(_jsonl(w / "train_prompts.jsonl"),
-                                                                [r for f in redteam_files for r in _jsonl(f)],
-                                                                cfg.redteam.rl_share)),
-            _write_jsonl(rk / "pair_prompts.jsonl", [{"prompt": r["prompt"]} for r in base + mined])))
-        timed("pairs", rk / "pairs.jsonl", lambda: generate.run(generate.GenerateConfig(
-            model_path=policy, prompts=str(rk / "pair_prompts.jsonl"), out=str(rk / "pairs.jsonl"),
-            sampling=stage_sampling(cfg.max_new_tokens, n=2), seed=cfg.seed + k)))
-        timed("annotate", rk / "preferences.jsonl", lambda: _annotate(
-            annotator, rk / "pairs.jsonl", rk / "preferences.jsonl", k, redteam={r["prompt"] for r in mined},
-            history=_mixed_history(out, k), cost_model=(str(out / f"round{k - 1}" / "cost" / "model")
-                                                        if k > 1 and cfg.mixed.cost_model_check else None)))
-        policy_prefs.append(rk / "preferences.jsonl")
-        all_prefs = [w / "world_preferences.jsonl"] + policy_prefs
-        timed("data", rk / "train_preferences.jsonl", lambda: _write_jsonl(
-            rk / "train_preferences.jsonl",
-            [r for f in (all_prefs if cfg.score_init == "sft" or k == 1 else policy_prefs[-1:]) for r in _jsonl(f)]))
+        if not targeted:
+            timed("prompts", rk / "pair_prompts.jsonl", lambda: (  # pair_prompts.jsonl last: the completion mark
+                _write_jsonl(rk / "rl_prompts.jsonl", rl_prompt_mix(_jsonl(w / "train_prompts.jsonl"),
+                                                                    [r for f in redteam_files for r in _jsonl(f)],
+                                                                    cfg.redteam.rl_share)),
+                _write_jsonl(rk / "pair_prompts.jsonl", [{"prompt": r["prompt"]} for r in base + mined])))
+            timed("pairs", rk / "pairs.jsonl", lambda: generate.run(generate.GenerateConfig(
+                model_path=policy, prompts=str(rk / "pair_prompts.jsonl"), out=str(rk / "pairs.jsonl"),
+                sampling=stage_sampling(cfg.max_new_tokens, n=2), seed=cfg.seed + k)))
+            timed("annotate", rk / "preferences.jsonl", lambda: _annotate(
+                labeller, rk / "pairs.jsonl", rk / "preferences.jsonl", k, redteam={r["prompt"] for r in mined},
+                history=_mixed_history(out, k), cost_model=(str(out / f"round{k - 1}" / "cost" / "model")
+                                                            if k > 1 and cfg.mixed.cost_model_check else None)))
+            policy_prefs.append(rk / "preferences.jsonl")
+            all_prefs = [w / "world_preferences.jsonl"] + policy_prefs
+            timed("data", rk / "train_preferences.jsonl", lambda: _write_jsonl(
+                rk / "train_preferences.jsonl",
+                [r for f in (all_prefs if cfg.score_init == "sft" or k == 1 else policy_prefs[-1:]) for r in _jsonl(f)]))
 
-        # 4. Reward and cost models.
-        for kind in ("reward", "cost"):
+        # 4. Reward and cost models (a targeted round keeps round k-1's reward model).
+        for kind in ("cost",) if targeted else ("reward", "cost"):
             init = sft_model if cfg.score_init == "sft" or k == 1 else str(out / f"round{k - 1}" / kind / "model")
             timed(f"{kind} model", rk / kind, lambda kind=kind, init=init: score_model.run(score_model.ScoreModelConfig(
                 kind=kind, model_path=init, train_file=str(rk / "train_preferences.jsonl"), out=str(rk / kind),
@@ -359,7 +381,7 @@ def run(cfg: IterateConfig) -> int:
         rl = cfg.rl
         timed(cfg.algorithm, rk / "rl", lambda: ppo.run(ppo.PPOConfig(
             algorithm=cfg.algorithm, actor_path=policy, ref_model_path=sft_model if cfg.kl_reference == "sft" else None,
-            reward_model_path=str(rk / "reward" / "model"),
+            reward_model_path=str((out / f"round{k - 1}" if targeted else rk) / "reward" / "model"),
             cost_model_path=str(rk / "cost" / "model"), train_prompts=str(rk / "rl_prompts.jsonl"), out=str(rk / "rl"),
             steps=rl.steps, ppo_epochs=rl.ppo_epochs, num_minibatches=rl.minibatches, kl_coef=rl.kl_coef,
             lagrange=ppo.LagrangeConfig(init=rl.lambda_init, lr=rl.lambda_lr, max_value=rl.lambda_max, threshold=d),
@@ -371,9 +393,11 @@ def run(cfg: IterateConfig) -> int:
         policy = str(rk / "rl" / "actor")
 
         # 7. Evaluation against SFT.
-        timed("evaluate", rk / "eval", lambda: evaluate(rk / "eval", policy))
+        timed("evaluate", rk / "eval", lambda: evaluate(rk / "eval", policy, k))
         rounds.append({"round": k, "policy": policy} | round_metrics(rk / "eval", "policy")
-                      | _round_extras(rk, d) | {"seconds": round(sum(timings.values()), 1), "stage_seconds": timings})
+                      | _round_extras(rk, d) | {"seconds": round(sum(timings.values()), 1), "stage_seconds": timings}
+                      | ({"drift": drift.spec()} if drift is not None and k >= cfg.drift_from_round else {})
+                      | ({"targeted_category": target} if targeted else {}))
 
     # seconds: every stage's wall time, also those of a killed process this run resumed
     summary = {"rounds": rounds, "algorithm": cfg.algorithm, "seed": cfg.seed,
@@ -426,6 +450,72 @@ def _annotate(annotator, pairs: Path, out: Path, k: int, redteam: set[str] = fro
     print(f"annotate: {len(records)} records -> {out}")
 
 
+def _check_drift_options(cfg: IterateConfig):
+    """(the ``Drift`` of --drift or None, the canonical category of --targeted_round or None); one-line errors."""
+    from saferlhf.annotate.labels import canonical_category
+    from saferlhf.world.drift import parse_drift
+
+    try:
+        drift = parse_drift(cfg.drift)
+    except ValueError as e:
+        raise UserError(f"iterate: drift: {e}") from None
+    if drift is not None and cfg.annotator not in ("panel", "mixed"):
+        raise UserError(f"iterate: drift: the world's standard can change for --annotator panel or mixed, not "
+                        f"{cfg.annotator}")
+    if drift is not None and cfg.drift_from_round > cfg.rounds:
+        raise UserError(f"iterate: drift_from_round: {cfg.drift_from_round} is after the last round ({cfg.rounds})")
+    target = None
+    if cfg.targeted_round:
+        try:
+            target = canonical_category(cfg.targeted_round)
+        except ValueError as e:
+            raise UserError(f"iterate: targeted_round: {e}") from None
+        if cfg.rounds < 2:
+            raise UserError("iterate: targeted_round: needs rounds >= 2 (round 1 has no labelled pairs to revisit)")
+    return drift, target
+
+
+def _record_key(r: dict) -> tuple:
+    return json.dumps(r["prompt"]), r["response_0"], r["response_1"]
+
+
+def _targeted_data(cfg: IterateConfig, world, category: str, out: Path, rk: Path, k: int, labeller, policy_prefs,
+                   redteam_files, timed) -> None:
+    """A targeted round's data: every pair labelled so far (world pairs and earlier rounds) whose prompt is a
+    harmful request of ``category`` (the world's prompt table; a red-team prompt is judged by the request inside
+    its wrappers), labelled again by ``labeller`` into ``rk/preferences.jsonl``; the training data
+    (``train_preferences.jsonl``: every record, those pairs' records replaced; ``score_init last``: the new
+    records only), the policy records with the same replacements for the threshold, and the last RL prompts."""
+    w = out / "world"
+
+    def pairs() -> None:
+        seen, todo = set(), []
+        for f in [w / "world_preferences.jsonl"] + policy_prefs:
+            for r in _jsonl(f):
+                wp = world.classify(r["prompt"] if isinstance(r["prompt"], str) else r["prompt"][-1]["content"])
+                if wp.kind == "harmful" and wp.category == category and _record_key(r) not in seen:
+                    seen.add(_record_key(r))
+                    todo.append({key: r[key] for key in ("prompt", "response_0", "response_1", "response_0_source",
+                                                         "response_1_source") if key in r})
+        if not todo:
+            raise UserError(f"iterate: targeted_round: no labelled pair so far has a prompt of {category!r}")
+        _write_jsonl(rk / "pairs.jsonl", todo)
+
+    def data() -> None:
+        new = {_record_key(r): r for r in _jsonl(rk / "preferences.jsonl")}
+        swap = lambda f: [new.get(_record_key(r), r) for r in _jsonl(f)]  # noqa: E731
+        _write_jsonl(rk / "policy_preferences_relabelled.jsonl", [r for f in policy_prefs for r in swap(f)])
+        everything = swap(w / "world_preferences.jsonl") + _jsonl(rk / "policy_preferences_relabelled.jsonl")
+        _write_jsonl(rk / "train_preferences.jsonl", everything if cfg.score_init == "sft" else list(new.values()))
+
+    timed("prompts", rk / "rl_prompts.jsonl", lambda: _write_jsonl(rk / "rl_prompts.jsonl", rl_prompt_mix(
+        _jsonl(w / "train_prompts.jsonl"), [r for f in redteam_files for r in _jsonl(f)], cfg.redteam.rl_share)))
+    timed("targeted pairs", rk / "pairs.jsonl", pairs)
+    timed("annotate", rk / "preferences.jsonl", lambda: _annotate(labeller, rk / "pairs.jsonl", rk / "preferences.jsonl",
+                                                                  k, history=_mixed_history(out, k)))
+    timed("data", rk / "train_preferences.jsonl", data)
+
+
 def _cost_judge(path: str):
     """(prompts, responses) -> unsafe per response, by the cost model at ``path`` (its stored threshold, else 0)."""
     from saferlhf.eval.judges import ScoreModelJudge
@@ -469,15 +559,34 @@ def _check_setup_from(cfg: IterateConfig) -> Path | None:
     if differ:
         raise UserError(f"iterate: setup_from: {src} was set up with other {', '.join(differ)}",
                         hint="give the same seed and set-up options, or leave setup_from empty")
+    if cfg.setup_rounds:
+        K = cfg.setup_rounds
+        free = {"out", "rounds", "setup_from", "setup_rounds", "drift", "drift_from_round", "targeted_round", "resume",
+                "overwrite", "threads"}
+        differ = [k for k in sorted(set(saved) | set(now)) if k not in free and saved.get(k) != now.get(k)]
+        if differ:
+            raise UserError(f"iterate: setup_rounds: {src} ran with other {', '.join(differ)}",
+                            hint="rounds are reused only from a run with the same config up to rounds, drift and "
+                                 "targeted_round")
+        if K >= cfg.rounds:
+            raise UserError(f"iterate: setup_rounds: {K} leaves no round to run (rounds {cfg.rounds})")
+        if run_state(src / f"round{K}" / "eval") != "complete":
+            raise UserError(f"iterate: setup_rounds: {src} has no finished round {K}")
+        for spec, first in ((cfg.drift, cfg.drift_from_round), (saved.get("drift"), saved.get("drift_from_round"))):
+            if spec and first <= K:
+                raise UserError(f"iterate: setup_rounds: a drift from round {first} <= {K} would change the reused "
+                                "rounds")
     return src
 
 
-def _copy_setup(src: Path, out: Path) -> None:
+def _copy_setup(src: Path, out: Path, rounds: int = 0) -> None:
     """Copy the tiny model, SFT and round-0 evaluation (and their timings) of ``src`` into ``out`` where ``out``
-    does not have them yet (a resumed run keeps its own)."""
+    does not have them yet (a resumed run keeps its own); with ``rounds`` K > 0 also the world folder (its
+    annotated pairs) and rounds 1..K."""
     import shutil
 
-    for rel in ("base", "sft", "round0/eval"):
+    for rel in ("base", "sft", "round0/eval") + (("world",) + tuple(f"round{k}" for k in range(1, rounds + 1))
+                                                  if rounds else ()):
         if not (out / rel).exists():
             shutil.copytree(src / rel, out / rel)
     if (src / "round0" / "timings.json").exists() and not (out / "round0" / "timings.json").exists():
@@ -501,6 +610,8 @@ def _round_extras(rk: Path, d: float) -> dict:
                 "redteam_success_by_operator": {o: v["rate"] for o, v in s["by_operator"].items()}}
     stats = rk / "preferences.stats.json"
     counts = json.loads(stats.read_text()).get("counts", {}) if stats.exists() else {}
+    if "records" in counts:  # the labelling cost of the round, in pairs
+        out["labelled_pairs"] = counts["records"]
     if "human_pairs" in counts:  # --annotator mixed: the labelling cost of the round
         out |= {"human_pairs": counts["human_pairs"], "ai_pairs": counts["ai_pairs"]}
     for kind in ("reward", "cost"):

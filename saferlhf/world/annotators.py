@@ -117,9 +117,10 @@ class AnnotatorPanel:
     """
 
     def __init__(self, world, seed: int = 0, annotators: list[SimulatedAnnotator] | None = None,
-                 per_pair: int = 3, threshold: float = 0.9, audit_fraction: float = 0.1, gold_size: int = 200):
+                 per_pair: int = 3, threshold: float = 0.9, audit_fraction: float = 0.1, gold_size: int = 200,
+                 drift: Any = None):
         self.world = world
-        self.oracle = Oracle(world)
+        self.oracle = Oracle(world, drift=drift)  # drift: the changed standard (saferlhf.world.drift)
         self.seed = seed
         self.annotators = list(annotators) if annotators is not None else default_panel()
         if len({a.name for a in self.annotators}) != len(self.annotators):

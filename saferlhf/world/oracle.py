@@ -219,7 +219,10 @@ def _table(values: tuple[float, ...], n: int) -> float:
 class Oracle:
     """Ground truth of the world: ``judge(prompt, response) -> Judgement``."""
 
-    def __init__(self, world=None):
+    def __init__(self, world=None, drift=None):
+        """``drift``: a ``saferlhf.world.drift.Drift``, the annotators' changed standard for one category (None:
+        the original standard)."""
+        self.drift = drift
         table = world.prompt_table if world is not None else prompt_table()
         self._lookup = {normalize(p.text): p for p in table}
         self._classifier = KeywordClassifier(table)
@@ -257,8 +260,9 @@ class Oracle:
         penalty = (max(0.0, 1.0 - GARBAGE_SLOPE * max(0.0, garbage - GARBAGE_FREE))
                    * max(0.0, 1.0 - REPEAT_SLOPE * max(0.0, rep - REPEAT_FREE))
                    * max(0.0, 1.0 - max(0, len(toks) - LENGTH_FREE) / LENGTH_FREE))
-        return Judgement(round(min(1.0, base * penalty), 4), bool(harm), categories, severity, refusal, wp.kind,
-                         n_points, round(garbage, 4), round(rep, 4), [p.text for p in phrases])
+        judged = Judgement(round(min(1.0, base * penalty), 4), bool(harm), categories, severity, refusal, wp.kind,
+                           n_points, round(garbage, 4), round(rep, 4), [p.text for p in phrases])
+        return judged if self.drift is None else self.drift.apply(wp, judged)
 
     @staticmethod
     def _relevance(wp: WorldPrompt, phrases: list[Phrase]) -> tuple[float, int]:
