@@ -304,18 +304,23 @@ def dpo_loss(
     ref_chosen_logp: torch.Tensor,
     ref_rejected_logp: torch.Tensor,
     beta: float = 0.1,
+    target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Diagnostics]:
     """DPO (algorithm-reference §4); all inputs [B] summed response log-probs.
 
         r̂_w = β·(log π(y_w) - log π_ref(y_w)),   r̂_l = β·(log π(y_l) - log π_ref(y_l))
         L = -mean_b log σ(r̂_w - r̂_l)
 
-    Diagnostics: loss, accuracy = P(r̂_w > r̂_l), chosen_reward, rejected_reward, margin.
+    ``target`` p [B] (soft labels: the share of annotators preferring y_w): log σ(m) becomes `soft_bt_loglik`,
+    p·log σ(m) + (1 - p)·log σ(-m) (conservative DPO's loss with a per-pair p). Without it the hard loss above.
+    Diagnostics: loss, accuracy = P(r̂_w > r̂_l), chosen_reward, rejected_reward, margin (and target_mean).
     """
     chosen = beta * (policy_chosen_logp - ref_chosen_logp)
     rejected = beta * (policy_rejected_logp - ref_rejected_logp)
-    loss = -F.logsigmoid(chosen - rejected).mean()
-    return loss, _dpo_diagnostics(loss, chosen, rejected)
+    margin = chosen - rejected
+    loss = -(F.logsigmoid(margin) if target is None else soft_bt_loglik(margin, target)).mean()
+    diagnostics = _dpo_diagnostics(loss, chosen, rejected)
+    return loss, diagnostics if target is None else diagnostics | {"target_mean": _f(target)}
 
 
 def _dpo_diagnostics(loss: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> Diagnostics:
@@ -333,6 +338,7 @@ def safedpo_loss(
     rejected_unsafe: torch.Tensor,
     beta: float = 0.1,
     delta: float = 2.0,
+    target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Diagnostics]:
     """SafeDPO (Kim et al. 2025, arXiv 2505.20065) on pairs already in safety-aware order (`safedpo_order`);
     log-probs [B] as for `dpo_loss`, ``*_unsafe`` [B] bool (h = 1[c(x, y) > 0]):
@@ -341,13 +347,16 @@ def safedpo_loss(
         L = -mean_b log σ(m - Δ·(h_l - h_w))
 
     Δ is the safety margin: a safe winner over an unsafe loser must win by Δ more. Δ = 0 is DPO on the
-    reordered pairs. Diagnostics: those of `dpo_loss` plus the share of pairs with the offset.
+    reordered pairs. ``target`` p [B]: soft labels as in `dpo_loss` (on m - Δ·(h_l - h_w)).
+    Diagnostics: those of `dpo_loss` plus the share of pairs with the offset.
     """
     chosen = beta * (policy_chosen_logp - ref_chosen_logp)
     rejected = beta * (policy_rejected_logp - ref_rejected_logp)
     offset = delta * (rejected_unsafe.float() - chosen_unsafe.float())
-    loss = -F.logsigmoid(chosen - rejected - offset).mean()
-    return loss, _dpo_diagnostics(loss, chosen, rejected) | {"offset_share": _f((offset != 0).float())}
+    shifted = chosen - rejected - offset
+    loss = -(F.logsigmoid(shifted) if target is None else soft_bt_loglik(shifted, target)).mean()
+    diagnostics = _dpo_diagnostics(loss, chosen, rejected) | {"offset_share": _f((offset != 0).float())}
+    return loss, diagnostics if target is None else diagnostics | {"target_mean": _f(target)}
 
 
 # --------------------------------------------------------------------------- PPO

@@ -130,8 +130,10 @@ def safe_filtered(pairs: list) -> list:
 
 def safedpo_order(pairs: list) -> list:
     """SafeDPO's safety-aware preference: a pair whose preferred response is unsafe and the other safe is swapped
-    (the safe one becomes y_w); every other pair keeps its helpfulness order."""
-    return [dataclasses.replace(p, chosen=p.rejected, rejected=p.chosen, chosen_is_safe=True, rejected_is_safe=False)
+    (the safe one becomes y_w); every other pair keeps its helpfulness order. A swapped pair's soft target (the
+    helpfulness share) no longer applies: it is dropped (a hard label)."""
+    return [dataclasses.replace(p, chosen=p.rejected, rejected=p.chosen, chosen_is_safe=True, rejected_is_safe=False,
+                                **({"target": None} if hasattr(p, "target") else {}))
             if (not p.chosen_is_safe and p.rejected_is_safe) else p for p in pairs]
 
 
@@ -230,14 +232,20 @@ def all_logprobs(model, pairs, packed: bool, pad_id: int, batch_size: int, acc) 
 
 
 def objective(cfg: DPOConfig, spec: VariantSpec, policy: torch.Tensor, ref: torch.Tensor, pairs) -> tuple:
-    """The variant's loss on [B, 2] policy and reference log-probs."""
+    """The variant's loss on [B, 2] policy and reference log-probs; soft targets (a record's
+    ``better_response_prob`` / ``safer_response_prob``, `annotate export --aggregation soft`) where the batch has
+    them (a pair without one counts as p = 1), else the hard loss."""
     from saferlhf.losses import dpo_loss, safedpo_loss
 
+    target = None
+    if any(getattr(p, "target", None) is not None for p in pairs):
+        target = torch.tensor([1.0 if p.target is None else p.target for p in pairs], device=policy.device)
     if spec.safety_loss:
         unsafe_w = torch.tensor([not p.chosen_is_safe for p in pairs], device=policy.device)
         unsafe_l = torch.tensor([not p.rejected_is_safe for p in pairs], device=policy.device)
-        return safedpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], unsafe_w, unsafe_l, cfg.beta, cfg.delta)
-    return dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], cfg.beta)
+        return safedpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], unsafe_w, unsafe_l, cfg.beta, cfg.delta,
+                            target=target)
+    return dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], cfg.beta, target=target)
 
 
 def implicit_reward_metrics(policy: torch.Tensor, ref: torch.Tensor, beta: float) -> dict[str, float]:

@@ -183,3 +183,19 @@ def test_sacpo_regularises_its_first_stage_towards_ref_model_path(tiny_models, p
     assert str(tmp_path / "ref") in (out / "stage1_helpful" / "config.yaml").read_text()
     assert abs(_losses(out / "stage1_helpful")[0] - math.log(2)) > 1e-3
     assert _losses(out / "stage2_safe")[0] == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_soft_targets_reach_the_loss(tiny_models, pku_file, tmp_path):
+    """Records with ``better_response_prob`` (issue 24 §2, `annotate export --aggregation soft`) train with the soft
+    loss: at p = 1/2 the optimum is margin 0, which is where training starts, so the margin stays near 0 while the
+    same pairs with hard labels open it."""
+    rows = [json.loads(line) for line in pku_file.read_text().splitlines()]
+    soft = tmp_path / "soft.jsonl"
+    soft.write_text("".join(json.dumps(r | {"better_response_prob": 0.5}) + "\n" for r in rows))
+    assert _dpo(tiny_models["llama"], soft, tmp_path / "soft", steps=15) == 0
+    assert _dpo(tiny_models["llama"], pku_file, tmp_path / "hard", steps=15) == 0
+    soft_rows = [r for r in read_jsonl(tmp_path / "soft" / "metrics.jsonl") if "train/loss" in r]
+    hard_rows = [r for r in read_jsonl(tmp_path / "hard" / "metrics.jsonl") if "train/loss" in r]
+    assert all(r["train/target_mean"] == pytest.approx(0.5) for r in soft_rows)
+    assert "train/target_mean" not in hard_rows[0]
+    assert abs(soft_rows[-1]["train/margin"]) < 0.1 * hard_rows[-1]["train/margin"]

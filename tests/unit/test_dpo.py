@@ -39,6 +39,40 @@ def test_safedpo_loss_by_hand():
         dpo_loss(pc, pr, rc, rr, beta=beta)[0].item(), rel=1e-6)
 
 
+def test_soft_targets_by_hand_and_hard_at_one():
+    """Soft labels (issue 24 §2): -mean[p·log σ(m) + (1 - p)·log σ(-m)]; p = 1 is the hard loss exactly."""
+    pc, pr = torch.tensor([-3.0, -2.0]), torch.tensor([-4.0, -1.0])
+    rc, rr = torch.tensor([-3.5, -2.0]), torch.tensor([-3.0, -1.5])
+    beta = 0.5
+    m = [beta * ((-3.0 + 3.5) - (-4.0 + 3.0)), beta * ((-2.0 + 2.0) - (-1.0 + 1.5))]
+    p = torch.tensor([0.75, 0.6])
+    loss, d = dpo_loss(pc, pr, rc, rr, beta=beta, target=p)
+    want = -sum(q * math.log(sig(x)) + (1 - q) * math.log(sig(-x)) for q, x in zip((0.75, 0.6), m)) / 2
+    assert loss.item() == pytest.approx(want, rel=1e-6) and d["target_mean"] == pytest.approx(0.675)
+    assert torch.equal(dpo_loss(pc, pr, rc, rr, beta=beta, target=torch.ones(2))[0], dpo_loss(pc, pr, rc, rr, beta=beta)[0])
+    uw, ul = torch.tensor([False, False]), torch.tensor([True, False])
+    loss, _ = safedpo_loss(pc, pr, rc, rr, uw, ul, beta=beta, delta=2.0, target=p)
+    shifted = [m[0] - 2.0, m[1]]
+    want = -sum(q * math.log(sig(x)) + (1 - q) * math.log(sig(-x)) for q, x in zip((0.75, 0.6), shifted)) / 2
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_the_recipe_objective_takes_soft_targets_where_the_batch_has_them():
+    from saferlhf.recipes.dpo import VARIANTS, DPOConfig, objective
+
+    policy, ref = torch.tensor([[-3.0, -4.0], [-2.0, -1.0]]), torch.tensor([[-3.5, -3.0], [-2.0, -1.5]])
+    hard = [EncodedPair([1], [2], True, True), EncodedPair([3], [4], True, True)]
+    soft = [dataclasses.replace(hard[0], target=0.75), hard[1]]  # no target: p = 1
+    spec = VARIANTS["dpo"]
+    cfg = DPOConfig(beta=0.5)
+    assert objective(cfg, spec, policy, ref, hard)[0].item() == pytest.approx(
+        dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], 0.5)[0].item())
+    assert objective(cfg, spec, policy, ref, soft)[0].item() == pytest.approx(
+        dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], 0.5, target=torch.tensor([0.75, 1.0]))[0].item())
+    swapped = safedpo_order([dataclasses.replace(_pair("u", "s", False, True), target=0.8)])[0]
+    assert swapped.chosen == "s" and swapped.target is None  # the helpfulness share does not survive the swap
+
+
 def _pair(chosen, rejected, cs, rs, line=1):
     return PreferencePair("p", chosen, rejected, cs, rs, f"f.jsonl:{line}")
 
