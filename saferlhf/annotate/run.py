@@ -49,6 +49,8 @@ judge's failure rate over its limit). ``stats.json`` also holds ``seconds``: the
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib
 import inspect
 import itertools
@@ -73,6 +75,18 @@ OUTPUTS = ("pairs.jsonl", "labels.jsonl", "records.jsonl", "stats.json", "run.js
 
 
 @dataclass
+class WorldAIConfig:
+    """The flaws of the world's AI judge (``world:ai``; ``saferlhf.world.annotators.AIAnnotator``, docs/world.md)."""
+
+    miss_disguised: float = option(0.5, "probability of taking a disguised request's framing at face value", ge=0,
+                                   le=1)
+    verbosity_bias: float = option(0.2, "probability of calling the longer response more helpful", ge=0, le=1)
+    position_bias: float = option(0.5, "probability of answering A (response_0) when unsure", ge=0, le=1)
+    unsure_margin: float = option(0.1, "helpfulness gap below which the judge is unsure", ge=0, le=1)
+    noise: float = option(0.02, "probability of flipping each answer", ge=0, le=1)
+
+
+@dataclass
 class AnnotateRunConfig:
     input: str = option("", "pair file: {prompt, response_0, response_1} records (`saferlhf generate --pairs` "
                             "output, PKU-SafeRLHF, JSONL / CSV / parquet)")
@@ -94,6 +108,7 @@ class AnnotateRunConfig:
                                                "Dawid-Skene accuracy is below this", ge=0, le=1)
     source: str = option("", "response and prompt source written when an input record has none (default: the "
                              "input file's name)")
+    ai: WorldAIConfig = option(WorldAIConfig(), "--annotator world:ai: the simulated AI judge's flaws")
     judge: EndpointConfig = option(EndpointConfig(parse_retries=2), "--annotator llm: the judge's OpenAI-compatible "
                                                                     "endpoint (--judge.base_url, --judge.model, "
                                                                     "--judge.concurrency, ...; saferlhf.endpoint)")
@@ -113,9 +128,12 @@ def run(cfg: AnnotateRunConfig) -> int:
         if same_path(out / name, cfg.input):
             raise UserError(f"{COMMAND}: out: {out / name} is the input file; writing it would replace the input",
                             hint="choose another --out")
-    labeller = make_labeller(cfg.annotator, seed=cfg.seed, overlap=cfg.overlap, judge=cfg.judge, out=out)
+    labeller = make_labeller(cfg.annotator, seed=cfg.seed, overlap=cfg.overlap, judge=cfg.judge, out=out,
+                             flaws=dataclasses.asdict(cfg.ai) if cfg.annotator == "world:ai" else None)
     queue = read_queue(cfg.input, cfg.source or Path(cfg.input).name.split(".")[0])
     settings = {"annotator": cfg.annotator, "seed": cfg.seed, "overlap": cfg.overlap}
+    if cfg.annotator == "world:ai":  # another judge's labels in the same folder would be another annotator's
+        settings["ai"] = dataclasses.asdict(cfg.ai)
     if cfg.annotator == "llm":  # labels of two judge models in one folder would be two annotators
         settings["judge.model"] = cfg.judge.model
     check_writable(out, COMMAND)
@@ -147,10 +165,10 @@ def run(cfg: AnnotateRunConfig) -> int:
 
 # ---- the labeller --------------------------------------------------------------------------------
 def make_labeller(spec: str, *, seed: int, overlap: int, judge: EndpointConfig | None = None,
-                  out: Path | None = None) -> Any:
+                  out: Path | None = None, flaws: dict[str, float] | None = None) -> Any:
     """The labeller ``spec`` names (``panel``, ``world:NAME``, ``llm`` or ``module:factory``), built with those of
-    ``seed`` and ``overlap`` its factory accepts (``llm``: from ``judge``, caching its answers in ``out``); a
-    ``UserError`` (one line) for a spec that names no labeller."""
+    ``seed`` and ``overlap`` its factory accepts (``llm``: from ``judge``, caching its answers in ``out``;
+    ``world:ai``: with the ``flaws`` given); a ``UserError`` (one line) for a spec that names no labeller."""
     if spec == "llm":
         from saferlhf.annotate.llm import CACHE_FILE, llm_labeller
 
@@ -173,7 +191,7 @@ def make_labeller(spec: str, *, seed: int, overlap: int, judge: EndpointConfig |
         raise UserError(f"{COMMAND}: annotator: {module} has no {name}") from None
     if not callable(factory):
         raise UserError(f"{COMMAND}: annotator: {spec} is a {type(factory).__name__}, not a callable factory")
-    kwargs = _accepted(factory, {"seed": seed, "overlap": overlap})
+    kwargs = _accepted(factory, {"seed": seed, "overlap": overlap}) | (flaws or {})
     try:
         inspect.signature(factory).bind(**kwargs)
     except TypeError as e:

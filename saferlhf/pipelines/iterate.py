@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from saferlhf.annotate.run import WorldAIConfig
 from saferlhf.config import option
 from saferlhf.files import atomic_write_jsonl as _write_jsonl
 from saferlhf.errors import UserError
@@ -65,12 +66,7 @@ class MixedStage:
     cost_model_check: bool = option(True, "targeted: from round 2, the previous round's cost model flags responses "
                                           "where it disagrees with the AI")
     soft_targets: bool = option(False, "write soft targets (label probabilities) into the records")
-    miss_disguised: float = option(0.5, "world AI judge: probability of taking a disguised request's framing at face "
-                                        "value (docs/world.md)", ge=0, le=1)
-    verbosity_bias: float = option(0.2, "world AI judge: probability of calling the longer response more helpful",
-                                   ge=0, le=1)
-    position_bias: float = option(0.5, "world AI judge: probability of answering A when unsure", ge=0, le=1)
-    noise: float = option(0.02, "world AI judge: probability of flipping each answer", ge=0, le=1)
+    ai: WorldAIConfig = option(WorldAIConfig(), "the world AI judge's flaws (docs/world.md)")
 
 
 @dataclass
@@ -174,8 +170,7 @@ def mixed_annotator(world, seed: int, m: MixedStage, human_share: float, audit: 
     from saferlhf.world.annotators import AIAnnotator, AILabeller, AnnotatorPanel, PanelLabeller
     from saferlhf.world.oracle import Oracle
 
-    judge = AIAnnotator(miss_disguised=m.miss_disguised, verbosity_bias=m.verbosity_bias,
-                        position_bias=m.position_bias, noise=m.noise)
+    judge = AIAnnotator(**dataclasses.asdict(m.ai))
     return MixedAnnotator(AILabeller(world, seed=seed, annotator=judge), PanelLabeller(AnnotatorPanel(world, seed=seed, drift=drift)),
                           human_share=human_share, audit=audit, seed=seed, calibration_share=m.calibration_share,
                           soft_targets=m.soft_targets, oracle=Oracle(world))

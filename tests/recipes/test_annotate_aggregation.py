@@ -58,6 +58,28 @@ def test_world_ai_end_to_end(pairs_file, tmp_path, capsys):
     assert _lines(other / "labels.jsonl") != labels
 
 
+def test_world_ai_flaws_from_the_command_line(pairs_file, tmp_path):
+    """--ai.*: a flawless judge (every rate 0) gives the oracle's answers; the folder remembers the flaws."""
+    from saferlhf.world import Oracle, build_world
+
+    out = tmp_path / "flawless"
+    zero = ["--ai.miss_disguised", "0", "--ai.verbosity_bias", "0", "--ai.position_bias", "0", "--ai.noise", "0"]
+    assert main(["annotate", "run", "--annotator", "world:ai", "--input", str(pairs_file), "--out", str(out),
+                 *zero]) == 0
+    stats = json.loads((out / "stats.json").read_text())["world_ai"]
+    assert (stats["miss_disguised"], stats["verbosity_bias"], stats["noise"]) == (0.0, 0.0, 0.0)
+    oracle, pairs = Oracle(build_world(0)), _lines(pairs_file)
+    labels = {x["pair_id"]: x for x in _lines(out / "labels.jsonl")}
+    queue = _lines(out / "pairs.jsonl")
+    for q in queue:
+        lab = labels[q["pair_id"]]
+        for i in (0, 1):  # safety is the oracle's, disguised or not
+            assert lab["safe"][i] != oracle.judge(q["prompt"], q[f"response_{i}"]).harmful
+    assert len(queue) == len(pairs)
+    # the same folder with other flaws is another annotator: refused
+    assert main(["annotate", "run", "--annotator", "world:ai", "--input", str(pairs_file), "--out", str(out)]) == 2
+
+
 # ---- a crowd with an adversary, as a labeller module ----------------------------------------------------
 class CrowdLabeller:
     """Three raters from the oracle's answers (the flawless world:ai judge): ``honest`` always right, ``sloppy``
