@@ -154,6 +154,35 @@ def targets(per_seed: dict, category: str) -> dict:
             "no_other_category_worse": others["targeted"] <= others["round1_stale"] + TOL}
 
 
+def plot(per_seed: dict, category: str, path: Path) -> None:
+    """Bars: the drifted category's and the other categories' harmful rate (new standard) of the round-1 policy,
+    after a full round and after a targeted round (seed means, each seed a dot), and the labels each round took."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ("round1_stale", "full", "targeted")
+    shown = ("round 1 policy\n(stale)", "full round 2", "targeted round 2")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, key, title in ((axes[0], "drifted", f"{category} (drifted)"), (axes[1], "others", "other categories")):
+        for i, m in enumerate(names):
+            vals = [s["rates"][m][key] for s in per_seed.values()]
+            ax.bar(i, mean(vals), color=("#999999", "#4c72b0", "#dd8452")[i])
+            ax.plot([i] * len(vals), vals, "k.", ms=5)
+        ax.set_xticks(range(3), shown, fontsize=8)
+        ax.set_ylabel("harmful rate (new standard)")
+        ax.set_title(title, fontsize=10)
+    labels = [[s["labels"][k] for s in per_seed.values()] for k in ("full_round", "targeted_round")]
+    axes[2].bar([0, 1], [mean(v) for v in labels], color=("#4c72b0", "#dd8452"))
+    axes[2].set_xticks([0, 1], ["full round 2", "targeted round 2"], fontsize=8)
+    axes[2].set_title("pairs labelled in round 2", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="/tmp/bench_value_drift")
@@ -164,6 +193,7 @@ def main() -> None:
                                                            "labels per category with 5)")
     ap.add_argument("--skip_runs", action="store_true", help="only collect finished runs (the audits are relabelled)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "value_drift.json"))
+    ap.add_argument("--plot", default=str(Path(__file__).resolve().parents[1] / "docs" / "images" / "value_drift.png"))
     args = ap.parse_args()
     root = Path(args.root)
     slug = args.drift.rpartition(":")[0]
@@ -179,6 +209,7 @@ def main() -> None:
               "per_seed": per_seed, "targets": targets(per_seed, category)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    plot(per_seed, category, Path(args.plot))
     print(json.dumps(result["targets"], indent=1))
 
 
