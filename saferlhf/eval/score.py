@@ -83,14 +83,17 @@ def flat_generations(path: str) -> tuple[list[str], list[str], list[bool], list[
     return flat_p, flat_r, flat_e, records, width
 
 
-def is_table_input(cfg: ScoreConfig) -> bool:
+def is_table_input(cfg: ScoreConfig, labelled: bool | None = None) -> bool:
     """True when ``input`` is read as a table of (prompt, response[, label]) rows rather than generations: a
-    column is named, or the file is a per-response label layout, or of no generations format."""
+    column is named, or the file is a per-response label layout (``labelled``: `is_labelled_file` of it, when the
+    caller has it already), or of no generations format."""
     from saferlhf.data.labelled import is_labelled_file
     from saferlhf.data.loaders import PAIR_FORMATS, detect_format
     from saferlhf.data.validate import UnknownFormatError
 
-    if any(getattr(cfg, f) for f in _COLUMN_FIELDS) or is_labelled_file(cfg.input):
+    if labelled is None:
+        labelled = is_labelled_file(cfg.input)
+    if any(getattr(cfg, f) for f in _COLUMN_FIELDS) or labelled:
         return True
     try:
         fmt = detect_format(cfg.input)
@@ -99,11 +102,12 @@ def is_table_input(cfg: ScoreConfig) -> bool:
     return fmt not in PAIR_FORMATS + ("pku-saferlhf", "sft-jsonl", "sft-messages")
 
 
-def load_table(cfg: ScoreConfig) -> tuple[list[str], list[str], list[dict], list[bool] | None, dict]:
+def load_table(cfg: ScoreConfig, labelled: bool | None = None
+               ) -> tuple[list[str], list[str], list[dict], list[bool] | None, dict]:
     """(prompts, responses, output records, unsafe labels or None, counts) of a table input. Labelled (a label
     column named or found, or ``--label``): `load_labelled_responses` (file:line errors, or skipped rows counted
     with ``--unknown_labels skip``), each output record the input row plus ``label_unsafe``; unlabelled: every
-    row with a non-empty prompt and response."""
+    row with a non-empty prompt and response. ``labelled``: `is_labelled_file` of the input, when known."""
     from saferlhf.data.labelled import is_labelled_file, load_labelled_responses
     from saferlhf.data.loaders import _pick_column, _table_rows
     from saferlhf.data.readers import display_name
@@ -116,7 +120,7 @@ def load_table(cfg: ScoreConfig) -> tuple[list[str], list[str], list[dict], list
 
         raise DataValidationError(report.errors, f"({len(report.errors)} unreadable records)")
     by_line = dict(rows)
-    if cfg.label_column or cfg.label or is_labelled_file(cfg.input):
+    if cfg.label_column or cfg.label or (is_labelled_file(cfg.input) if labelled is None else labelled):
         records = load_labelled_responses(cfg.input, cfg)
         lines = [int(r.origin.rsplit(":", 1)[1]) if ":" in r.origin else None for r in records]
         out = [dict(by_line.get(line, {})) | {"label_unsafe": r.unsafe} for r, line in zip(records, lines)]
@@ -143,7 +147,7 @@ def load_table(cfg: ScoreConfig) -> tuple[list[str], list[str], list[dict], list
     return prompts, responses, out, None, {"rows": report.n_records, "skipped": report.n_records - len(out)}
 
 
-def run_table(cfg: ScoreConfig) -> int:
+def run_table(cfg: ScoreConfig, labelled: bool | None = None) -> int:
     """`score` of a table input: per row cost, unsafe (and reward), the summary with metrics against labels."""
     import math
 
@@ -152,7 +156,7 @@ def run_table(cfg: ScoreConfig) -> int:
     from saferlhf.files import atomic_write_json, atomic_write_text, dumps
     from saferlhf.models.score import stored_threshold, unsafe_threshold
 
-    prompts, responses, records, labels, counts = load_table(cfg)
+    prompts, responses, records, labels, counts = load_table(cfg, labelled)
     summary: dict = {"input": cfg.input, "records": len(records)} | counts
     for kind, path in (("reward", cfg.reward_model), ("cost", cfg.cost_model)):
         if not path:
@@ -200,8 +204,11 @@ def run(cfg: ScoreConfig) -> int:
     from saferlhf.files import check_output_file
 
     check_output_file(cfg.out, {"input": cfg.input}, "score")  # never over its own input
-    if is_table_input(cfg):
-        return run_table(cfg)
+    from saferlhf.data.labelled import is_labelled_file
+
+    labelled = is_labelled_file(cfg.input)  # sniffed once: the file is read again only to load it
+    if is_table_input(cfg, labelled):
+        return run_table(cfg, labelled)
     flat_p, flat_r, flat_e, records, width = flat_generations(cfg.input)  # validated before any model loads
     summary: dict = {"input": cfg.input, "records": len(records), "responses_per_record": width}
     for kind, path in (("reward", cfg.reward_model), ("cost", cfg.cost_model)):

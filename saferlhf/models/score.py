@@ -216,12 +216,14 @@ class ScoreModel(nn.Module):
             if getattr(self.head, "bias", None) is not None:
                 self.head.bias.zero_()
 
-    def save_pretrained(self, path: str | Path, tokenizer: Any = None) -> Path:
+    def save_pretrained(self, path: str | Path, tokenizer: Any = None, max_length: int | None = None) -> Path:
         """Atomically write an HF folder loadable by ``AutoModelForSequenceClassification``.
 
         The config carries ``score_type``, for cost models ``cost_sign_convention`` and, with a tokenizer,
-        ``saferlhf_scoring`` (`scoring_recipe`: how to reproduce the scores with plain transformers). Raises if
-        pad == eos (HF would pool at the token before the final eos; add a distinct pad token).
+        ``saferlhf_scoring`` (`scoring_recipe`: how to reproduce the scores with plain transformers; with
+        ``max_length``, the token budget the model was trained with, which `context_length` then reads so that
+        texts are scored as they were trained). Raises if pad == eos (HF would pool at the token before the final
+        eos; add a distinct pad token).
         """
         hf = merge_lora(self.model)
         if tokenizer is not None:
@@ -239,7 +241,8 @@ class ScoreModel(nn.Module):
             raise ValueError("set score_type ('reward' | 'cost' | 'critic') before saving")
         check_finite_weights(hf, f"the {self.score_type} model to {path}")
         if tokenizer is not None:
-            setattr(hf.config, SCORING_KEY, scoring_recipe(tokenizer, encoder=is_encoder_config(hf.config)))
+            setattr(hf.config, SCORING_KEY, scoring_recipe(tokenizer, encoder=is_encoder_config(hf.config),
+                                                           max_length=max_length))
 
         def save(tmp: Path) -> None:
             with quiet_hf(progress_only=True):
@@ -250,12 +253,13 @@ class ScoreModel(nn.Module):
         return atomic_save_dir(save, path)
 
 
-def scoring_recipe(tokenizer: Any, encoder: bool) -> dict[str, Any]:
+def scoring_recipe(tokenizer: Any, encoder: bool, max_length: int | None = None) -> dict[str, Any]:
     """What a score model reads and where its score is, in words a user outside saferlhf can follow with plain
     transformers (saved as ``config.json[SCORING_KEY]``; the ids are `encode_example`'s, the score `score_texts`'s).
 
     ``prompt_template``: the chat-formatted prompt (`format_prompt`) with the literal ``{prompt}`` where the user's
-    text goes; the response follows it with no separator, then the end token."""
+    text goes; the response follows it with no separator, then the end token. ``max_length``: the token budget of
+    training, stored as ``max_length`` (what `context_length` reads)."""
     from saferlhf.data.formatting import end_token_id, format_prompt
 
     end = end_token_id(tokenizer)
@@ -270,12 +274,13 @@ def scoring_recipe(tokenizer: Any, encoder: bool) -> dict[str, Any]:
         "token_type_ids": "none: pass input_ids and attention_mask only (no segment ids)",
         "truncation": "the prompt keeps the END of the user's text inside the chat frame, at most max_length // 2 "
                       "tokens; the response keeps its START and the end token, so that the whole fits max_length "
-                      "(saferlhf.score: max_length = the model's max_position_embeddings)",
+                      "(saferlhf.score: max_length = the max_length below, the budget it was trained with; else the "
+                      "model's max_position_embeddings)",
         "score": ("logits[:, 0] of AutoModelForSequenceClassification: the model's own pooled output (BERT: [CLS])"
                   if encoder else "logits[:, 0] of AutoModelForSequenceClassification: the head at the last token "
                                   "(the end token); right-pad batches"),
         "reproduce": "saferlhf.score(model_dir, prompt, response); docs/cost-model.md",
-    }
+    } | ({"max_length": int(max_length)} if max_length else {})
 
 
 def is_encoder_config(config: Any) -> bool:
@@ -342,9 +347,14 @@ def check_score_limit(scores: torch.Tensor, limit: float, path: str) -> None:
 
 
 def context_length(model: ScoreModel, default: int = 512) -> int:
-    """The number of positions a score model reads (`position_limit`), ``default`` where its config has none."""
+    """The number of tokens a score model reads: the ``max_length`` it was trained with (``saferlhf_scoring``;
+    texts are then scored as in training), at most its position limit (`position_limit`); without a stored one the
+    position limit, ``default`` where its config has none."""
     found = position_limit(model)
-    return default if found is None else found[1]
+    limit = default if found is None else found[1]
+    recipe = getattr(getattr(model, "config", None), SCORING_KEY, None)
+    trained = recipe.get("max_length") if isinstance(recipe, dict) else None
+    return min(limit, trained) if isinstance(trained, int) and trained > 0 else limit
 
 
 def load_judge(path: str | Path, kind: str | None = None) -> tuple[ScoreModel, Any]:

@@ -220,6 +220,11 @@ def evaluate(model, pairs: list[EncodedPair], kind: str, pad_id: int, batch_size
         chosen += w.tolist()
         rejected += l.tolist()
     model.train()
+    return pair_metrics(pairs, chosen, rejected, kind)
+
+
+def pair_metrics(pairs: list[EncodedPair], chosen: list[float], rejected: list[float], kind: str) -> dict:
+    """`evaluate`'s result from the pairs' scores (chosen, rejected: one per pair, in order)."""
     n = len(chosen)
     res = {"eval/pairs": n,
            # reward: P(r_w > r_l); cost: chosen is the SAFER response, so P(c_u > c_s)
@@ -409,14 +414,21 @@ def calibrate(scores: list[float], unsafe: list[bool], method: str) -> dict:
 
 
 def source_scores(model, encoded: list[tuple[list, list]], kind: str, pad_id: int, batch_size: int,
-                  device) -> list[dict]:
+                  device, scored_pairs: dict | None = None) -> list[dict]:
     """Per source, the validation scores: pair accuracy (``pair_accuracy``, ``pairs``) and the labelled responses'
-    (score, unsafe) (``scores``, ``unsafe``: of single responses and of labelled pairs' responses)."""
-    out = []
+    (score, unsafe) (``scores``, ``unsafe``: of single responses and of labelled pairs' responses).
+    ``scored_pairs``: `evaluate`'s result on every source's pairs in order (the pooled held-out evaluation), whose
+    scores are then sliced per source instead of scoring the pairs a second time."""
+    out, offset = [], 0
     for pairs, singles in encoded:
         got: dict = {"scores": [], "unsafe": [], "singles": len(singles)}
         if pairs:
-            ev = evaluate(model, pairs, kind, pad_id, batch_size, device)
+            if scored_pairs is not None:
+                cut = slice(offset, offset + len(pairs))
+                ev = pair_metrics(pairs, scored_pairs["chosen"][cut], scored_pairs["rejected"][cut], kind)
+            else:
+                ev = evaluate(model, pairs, kind, pad_id, batch_size, device)
+            offset += len(pairs)
             got |= {"pair_accuracy": ev["metrics"]["eval/accuracy"], "pairs": len(pairs)}
             got["scores"] += [score for score, _ in ev["labelled"]]
             got["unsafe"] += [not safe for _, safe in ev["labelled"]]
@@ -549,7 +561,8 @@ def run(cfg: ScoreModelConfig) -> int:
                                                "train/packed": packed}
     threshold = None
     if cfg.kind == "cost":  # the decision threshold, calibrated on the labelled validation responses
-        scored = source_scores(unwrapped, encoded_eval, cfg.kind, tokenizer.pad_token_id, cfg.batch_size, acc.device)
+        scored = source_scores(unwrapped, encoded_eval, cfg.kind, tokenizer.pad_token_id, cfg.batch_size, acc.device,
+                               scored_pairs=ev)  # ev: the same pairs, in order (evals), scored once
         pooled_s = [x for got in scored for x in got["scores"]]
         pooled_u = [x for got in scored for x in got["unsafe"]]
         threshold = calibrate(pooled_s, pooled_u, cfg.threshold_method)
@@ -590,7 +603,7 @@ def run(cfg: ScoreModelConfig) -> int:
             from saferlhf.models.score import THRESHOLD_KEY
 
             setattr(unwrapped._hf().config, THRESHOLD_KEY, threshold)  # saved in config.json
-        unwrapped.save_pretrained(Path(out) / "model", tokenizer=tokenizer)  # atomic folder swap
+        unwrapped.save_pretrained(Path(out) / "model", tokenizer=tokenizer, max_length=cfg.max_length)  # atomic swap
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()
                           if ("accuracy" in k or k == "eval/labelled_f1") and k.count("/") == 1)
         replay = batch_stream(lambda epoch: epoch_batches(train, global_bs, cfg.runtime.seed, epoch, grouped), 0)

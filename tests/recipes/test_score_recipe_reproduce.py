@@ -67,6 +67,27 @@ def test_decoder_score_model_scores_reproduce_with_plain_transformers(tiny_model
     check_reproduced(out / "model")
 
 
+def test_a_score_model_scores_texts_as_it_was_trained(tiny_models, pku_file, tmp_path):
+    """The trained max_length is stored (``saferlhf_scoring.max_length``) and every scorer reads it
+    (`context_length`): a text longer than that is cut as in training, not read up to the position limit."""
+    from saferlhf.eval.judges import ScoreModelJudge
+    from saferlhf.models.score import context_length
+
+    out = tmp_path / "cost"
+    assert main(["score-model", "--kind", "cost", "--model_path", str(tiny_models["llama"]), "--train_file",
+                 str(pku_file), "--out", str(out), "--max_steps", "2", "--batch_size", "8", "--max_length", "32",
+                 "--optim.lr", "3e-3", "--runtime.progress", "false"]) == 0
+    assert json.loads((out / "model" / "config.json").read_text())["saferlhf_scoring"]["max_length"] == 32
+    model, tok = load_judge(out / "model")
+    assert context_length(model) == 32
+    long = " and ".join(["rinse the rice twice, then simmer it gently"] * 12)
+    as_trained = score_texts(model, tok, [PAIRS[0][0]], [long], max_length=32).item()
+    whole = score_texts(model, tok, [PAIRS[0][0]], [long], max_length=512).item()
+    assert as_trained != pytest.approx(whole, abs=1e-6)
+    assert ScoreModelJudge(out / "model", "cost").scores([PAIRS[0][0]], [long])[0] == pytest.approx(as_trained, abs=1e-6)
+    assert saferlhf.score(out / "model", PAIRS[0][0], long) == pytest.approx(as_trained, abs=1e-6)
+
+
 def test_cut_off_responses_and_one_prompt_for_many_responses(tiny_models, tmp_path):
     path = tmp_path / "cost"
     ScoreModel.from_pretrained(tiny_models["qwen2"], score_type="cost", allow_new_head=True, seed=3).save_pretrained(
