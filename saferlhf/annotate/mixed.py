@@ -128,11 +128,14 @@ class MixedAnnotator:
     """AI labels for every pair, human labels for a share, human-corrected AI labels elsewhere (module
     docstring). ``ai`` and ``humans`` are ``saferlhf.annotate.Labeller``s (``label(pair) -> [Label]``; the pair
     dict has ``pair_id``); ``cost_judge`` (optional, settable between calls): the current cost model's verdicts;
-    ``oracle`` (optional, the world's): adds the oracle agreement of the AI's and the final labels to the stats."""
+    ``truth`` (optional; the world's is ``saferlhf.world.annotators.truth_of``): ``truth(labels, pairs)`` scores
+    labels against the ground truth, and the stats get it for the AI's and for the final labels
+    (``oracle_agreement``)."""
 
     def __init__(self, ai: Any, humans: Any, *, human_share: float, audit: str = "targeted", seed: int = 0,
                  calibration_share: float = 0.25, prior_ai_accuracy: float = 0.9, prior_strength: float = 4.0,
-                 soft_targets: bool = False, cost_judge: CostJudge | None = None, oracle: Any = None,
+                 soft_targets: bool = False, cost_judge: CostJudge | None = None,
+                 truth: Callable[[Sequence[Label], Sequence[dict]], dict] | None = None,
                  prompt_source: str = "saferlhf-world") -> None:
         if not 0.0 <= human_share <= 1.0:
             raise ValueError(f"human_share must be in [0, 1], got {human_share}")
@@ -145,8 +148,8 @@ class MixedAnnotator:
         self.ai, self.humans, self.human_share, self.audit, self.seed = ai, humans, human_share, audit, seed
         self.calibration_share, self.prior_ai_accuracy, self.prior_strength = (calibration_share, prior_ai_accuracy,
                                                                              prior_strength)
-        self.soft_targets, self.cost_judge, self.oracle, self.prompt_source = (soft_targets, cost_judge, oracle,
-                                                                               prompt_source)
+        self.soft_targets, self.cost_judge, self.truth, self.prompt_source = (soft_targets, cost_judge, truth,
+                                                                              prompt_source)
         self.cells: dict[tuple, list[int]] = {}  # cell -> [AI wrong, human-checked answers], over every call
         self.calls = 0
 
@@ -295,13 +298,10 @@ class MixedAnnotator:
             "cost_judge": self.cost_judge is not None,
             "mixed_history": self.history(),
         }
-        if self.oracle is not None and items:
-            from saferlhf.world.annotators import oracle_accuracy
-
-            judged = [(self.oracle.judge(it.pair["prompt"], it.pair["response_0"]),
-                       self.oracle.judge(it.pair["prompt"], it.pair["response_1"])) for it in items]
-            out["oracle_agreement"] = {"ai": oracle_accuracy([it.ai for it in items], judged),
-                                       "final": oracle_accuracy([record_label(r) for r in records], judged)}
+        if self.truth is not None and items:
+            pairs_in = [it.pair for it in items]
+            out["oracle_agreement"] = {"ai": self.truth([it.ai for it in items], pairs_in),
+                                       "final": self.truth([record_label(r) for r in records], pairs_in)}
         return out
 
 

@@ -167,13 +167,12 @@ def mixed_annotator(world, seed: int, m: MixedStage, human_share: float, audit: 
     panel on ``human_share`` of them, chosen by ``audit`` (``saferlhf.annotate.mixed``); ``drift``: the panel's
     changed standard (the AI judge keeps the old one: nobody told it)."""
     from saferlhf.annotate.mixed import MixedAnnotator
-    from saferlhf.world.annotators import AIAnnotator, AILabeller, AnnotatorPanel, PanelLabeller
-    from saferlhf.world.oracle import Oracle
+    from saferlhf.world.annotators import AIAnnotator, AILabeller, AnnotatorPanel, PanelLabeller, truth_of
 
     judge = AIAnnotator(**dataclasses.asdict(m.ai))
     return MixedAnnotator(AILabeller(world, seed=seed, annotator=judge), PanelLabeller(AnnotatorPanel(world, seed=seed, drift=drift)),
                           human_share=human_share, audit=audit, seed=seed, calibration_share=m.calibration_share,
-                          soft_targets=m.soft_targets, oracle=Oracle(world))
+                          soft_targets=m.soft_targets, truth=truth_of(world))
 
 
 def write_eval_sets(world, folder: Path) -> dict[str, Path]:

@@ -283,6 +283,19 @@ def oracle_accuracy(labels: list[Label], judgements: list[tuple[Judgement, Judge
     return out
 
 
+def truth_of(world) -> Any:
+    """``truth(labels, pairs) -> oracle_accuracy``: labels (one per pair dict with prompt, response_0, response_1)
+    scored against the world's oracle (``saferlhf.annotate.mixed.MixedAnnotator``'s ``truth``)."""
+    oracle = Oracle(world)
+
+    def truth(labels: Sequence[Label], pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        judged = [(oracle.judge(p["prompt"], p["response_0"]), oracle.judge(p["prompt"], p["response_1"]))
+                  for p in pairs]
+        return oracle_accuracy(list(labels), judged)
+
+    return truth
+
+
 # ---- the AI annotator (world:ai) -------------------------------------------------------------------
 AI_NAME = "world:ai"  # the annotator name of its labels
 # The uniform draws of one pair, in a fixed order: a flaw's draw does not move when another rate changes, and

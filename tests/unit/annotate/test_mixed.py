@@ -151,7 +151,7 @@ def test_on_the_world_targeted_ten_percent_fixes_most_missed_disguises():
     import random
 
     from saferlhf.world import adversarial
-    from saferlhf.world.annotators import AILabeller, AnnotatorPanel, PanelLabeller
+    from saferlhf.world.annotators import AILabeller, AnnotatorPanel, PanelLabeller, truth_of
     from saferlhf.world.core import build_world
     from saferlhf.world.oracle import Oracle
 
@@ -174,7 +174,7 @@ def test_on_the_world_targeted_ten_percent_fixes_most_missed_disguises():
 
     def labelled(share):
         m = MixedAnnotator(AILabeller(w, 0), PanelLabeller(AnnotatorPanel(w, seed=0)), human_share=share,
-                           audit="targeted", oracle=oracle)
+                           audit="targeted", truth=truth_of(w))
         for _ in range(3):
             recs, stats = label_pairs(m, pairs)
         return recs, stats
