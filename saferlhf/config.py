@@ -253,7 +253,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = Non
     """Build ``cls`` from a (nested) mapping, starting from ``base`` or the defaults. ``root``: the top config
     when ``cls`` is nested in it at ``prefix`` (an unknown key is then matched against every key of ``root``)."""
     obj = base if base is not None else cls()
-    data = _move_renamed(cls, data, prefix)
+    data = _move_renamed(cls, _aliased(cls, data), prefix)
     hints = _hints(cls)
     names = {f.name for f in fields(cls)}
     if root is None and not prefix:
@@ -286,11 +286,30 @@ def _deprecated(old: str, new: str) -> None:
     print(f"saferlhf: {old} is deprecated, use {new} (the old name goes in the next release)", file=sys.stderr)
 
 
+def _aliased(cls: type, data: Any) -> Any:
+    """``data`` (a YAML mapping for ``cls``) with the keys of ``cls.__aliases__`` (another name for a field, e.g.
+    ``lambda`` for ``lagrange``: permanent, no notice) under their field's name."""
+    aliases = getattr(cls, "__aliases__", None)
+    if not aliases or not isinstance(data, dict) or not any(k in data for k in aliases):
+        return data
+    out = {}
+    for key, value in data.items():
+        name = aliases.get(key, key)
+        if name in out:
+            raise ConfigError(f"config keys '{key}' and '{name}' name the same field; give one")
+        out[name] = value
+    return out
+
+
 def renamed_key(cls: type, key: str) -> str:
     """The current name of a dotted key: an old name declared in a ``__renamed__`` map (of ``cls`` or of the nested
-    config the key walks through) becomes the new one, with a deprecation notice on stderr; others pass as is."""
+    config the key walks through) becomes the new one, with a deprecation notice on stderr; others pass as is. A
+    segment named in a class's ``__aliases__`` (another permanent name of a field) becomes the field's name."""
     parts, tp = key.split("."), cls
     for i, part in enumerate(parts):
+        if (alias := getattr(tp, "__aliases__", {}).get(part)) is not None:
+            parts[i] = part = alias
+            key = ".".join(parts)
         new = getattr(tp, "__renamed__", {}).get(".".join(parts[i:]))
         if new is not None:
             full = ".".join(parts[:i] + [new])
@@ -469,6 +488,8 @@ def help_text(cls: type, prefix: str = "", instance: Any = None) -> list[str]:
         lines.append(f"  --{prefix}{f.name} {_type_name(tp)} (default: {json.dumps(default)}"
                      + (f"; allowed: {allowed}" if allowed else "") + ")\n"
                      f"        {f.metadata.get('help', '')}")
+    for alias, name in getattr(cls, "__aliases__", {}).items():
+        lines.append(f"  --{prefix}{alias}.* is another name for --{prefix}{name}.*")
     if not prefix and (renames := renamed_keys(cls)):
         lines.append("deprecated names (accepted for one more release):")
         lines += [f"  --{old} -> --{new}" for old, new in renames.items()]

@@ -16,7 +16,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -40,6 +40,12 @@ __all__ = [
     "pairwise_scores",
     "explained_variance",
     "log_lambda_step",
+    "LambdaController",
+    "GradientController",
+    "PIDController",
+    "FixedController",
+    "CONTROLLERS",
+    "pid_lambda",
     "LagrangeMultiplier",
     "RunningMeanStd",
     "LAMBDA_CEILING",
@@ -363,6 +369,121 @@ def log_lambda_step(log_lambda: float, lr: float, violation: float, log_min: flo
     return min(log_max, max(log_min, log_lambda + step))
 
 
+class LambdaController(Protocol):
+    """How λ moves (``LagrangeMultiplier`` keeps the cost window, the bounds, the delay and the warnings):
+    ``step(log_lambda, violation, log_min, log_max) -> log λ'`` with ``violation`` = (J_c - d)/σ_C, the new η
+    within [log_min, log_max]; ``state_dict`` / ``load_state_dict`` (exact resume) and ``metrics`` (fixed
+    ``lagrange/<name>_*`` keys; the gradient controller has none)."""
+
+    name: str
+
+    def step(self, log_lambda: float, violation: float, log_min: float, log_max: float) -> float: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def metrics(self) -> dict[str, float]: ...
+
+
+class GradientController:
+    """The paper's (and the reference's) multiplier: gradient ascent on η = log λ, ``log_lambda_step``."""
+
+    name = "gradient"
+
+    def __init__(self, lr: float = 0.1) -> None:
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"the λ learning rate must be finite and > 0, got {lr}")
+        self.lr = lr
+
+    def step(self, log_lambda: float, violation: float, log_min: float, log_max: float) -> float:
+        return log_lambda_step(log_lambda, self.lr, violation, log_min, log_max)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+
+class FixedController:
+    """λ never moves (reward shaping with the multiplier's bookkeeping: its window, metrics and warnings)."""
+
+    name = "fixed"
+
+    def step(self, log_lambda: float, violation: float, log_min: float, log_max: float) -> float:
+        return log_lambda
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+
+def pid_lambda(kp: float, ki: float, kd: float, violation: float, integral: float, rise: float) -> float:
+    """The PID-Lagrangian multiplier (Stooke, Achiam & Abbeel 2020, "Responsive Safety in Reinforcement Learning
+    by PID Lagrangian Methods", Alg. 2) before its bounds: (K_P·Δ + K_I·I + K_D·∂)_+, with Δ the violation, I its
+    (non-negative) running sum and ∂ the (non-negative) rise of the episode cost since the last update."""
+    return max(0.0, kp * violation + ki * integral + kd * rise)
+
+
+class PIDController:
+    """λ from the violation's proportional, integral and derivative terms (``pid_lambda``):
+
+        Δ = (J_c - d)/σ_C,   I ← clamp(I + Δ, 0, λ_max / K_I),   ∂ = max(0, (J_c - J_c,prev)/σ_C),
+        λ = clamp(K_P·Δ + K_I·I + K_D·∂, λ_min, λ_max)
+
+    The integral is kept >= 0 (the paper: a negative integral would delay the response to the next violation) and,
+    our addition, <= λ_max / K_I (anti-windup: while λ sits at its cap the integral stops growing, so λ leaves the
+    cap as soon as the violation turns). I starts at init / K_I, so λ starts at ``init`` when Δ = 0 (K_I = 0: at 0
+    and the proportional term alone). ``step`` is handed η and returns log λ."""
+
+    name = "pid"
+
+    def __init__(self, kp: float = 0.5, ki: float = 0.1, kd: float = 0.0, init: float = 1.0,
+                 max_value: float | None = None) -> None:
+        for key, v in (("kp", kp), ("ki", ki), ("kd", kd)):
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"the PID gain {key} must be finite and >= 0, got {v}")
+        self.kp, self.ki, self.kd = kp, ki, kd
+        self.cap = max_value if max_value is not None else LAMBDA_CEILING
+        self.integral = init / ki if ki > 0 else 0.0
+        self.prev_violation: float | None = None
+        self.rise = 0.0
+
+    def step(self, log_lambda: float, violation: float, log_min: float, log_max: float) -> float:
+        if not math.isfinite(violation):
+            raise ValueError(f"the constraint violation J_c - d must be finite, got {violation}")
+        # violation - previous violation = the episode cost's change (d is fixed), in the same units
+        self.rise = 0.0 if self.prev_violation is None else max(0.0, violation - self.prev_violation)
+        self.prev_violation = violation
+        top = self.cap / self.ki if self.ki > 0 else 0.0
+        self.integral = min(top, max(0.0, self.integral + violation))
+        lam = pid_lambda(self.kp, self.ki, self.kd, violation, self.integral, self.rise)
+        return min(log_max, max(log_min, math.log(lam))) if lam > 0 else log_min
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"integral": self.integral, "prev_violation": self.prev_violation, "rise": self.rise}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.integral = float(state["integral"])
+        self.prev_violation = None if state.get("prev_violation") is None else float(state["prev_violation"])
+        self.rise = float(state.get("rise", 0.0))
+
+    def metrics(self) -> dict[str, float]:
+        return {"lagrange/pid_integral": self.integral, "lagrange/pid_rise": self.rise}
+
+
+CONTROLLERS = ("gradient", "pid", "fixed")
+
+
 class LagrangeMultiplier:
     """λ >= 0 for max_θ J_R s.t. J_C + d <= 0, as in algorithm-reference §2.7.
 
@@ -389,6 +510,10 @@ class LagrangeMultiplier:
     model's raw units, so d keeps its meaning and the constraint J_c <= d is the same; only λ's step is
     measured in cost standard deviations. ``stall_warning()`` says when lr·|J_c - d|/σ_C stayed below
     ``STALL_RATE`` for ``STALL_STEPS`` updates in a row: λ = 1 then moves by under 0.1 % a step.
+
+    ``controller``: how λ moves once J_c is known (a ``LambdaController``): ``GradientController(lr)`` above (the
+    default), ``PIDController`` (Stooke et al. 2020) or ``FixedController``; the stall warning belongs to the
+    gradient controller.
     """
 
     def __init__(
@@ -400,6 +525,7 @@ class LagrangeMultiplier:
         threshold: float = 0.0,
         window: int = 128,
         min_value: float = 1e-3,
+        controller: LambdaController | None = None,
     ) -> None:
         if not (math.isfinite(init) and init > 0):
             raise ValueError(f"initial λ must be finite and > 0 (it is parameterised as log λ), got {init}")
@@ -422,6 +548,7 @@ class LagrangeMultiplier:
         self._last_episode_cost: float | None = None
         self.cost_scale = 1.0  # σ_C of the last update (1: raw units)
         self.small_steps = 0  # updates in a row with lr·|J_c - d|/σ_C < STALL_RATE
+        self.controller = controller if controller is not None else GradientController(lr)
 
     def _bounded(self, eta: float) -> float:
         return min(self.log_max, max(self.log_min, eta))
@@ -458,8 +585,9 @@ class LagrangeMultiplier:
             violation = jc - self.threshold
             if cost_scale != 1.0:  # raw units stay bit-identical
                 violation = violation / cost_scale
-            self.small_steps = self.small_steps + 1 if self.lr * abs(violation) < STALL_RATE else 0
-            self.log_lambda = log_lambda_step(self.log_lambda, self.lr, violation, self.log_min, self.log_max)
+            gradient = self.controller.name == "gradient"
+            self.small_steps = self.small_steps + 1 if gradient and self.lr * abs(violation) < STALL_RATE else 0
+            self.log_lambda = self.controller.step(self.log_lambda, violation, self.log_min, self.log_max)
         self.step += 1
         return self.lam
 
@@ -507,7 +635,7 @@ class LagrangeMultiplier:
             "lagrange/threshold": self.threshold,
             "lagrange/violation": jc - self.threshold,
             "lagrange/threshold_outside_costs": float(self.threshold_side()),
-        }
+        } | self.controller.metrics()
 
     def state_dict(self) -> dict[str, Any]:
         """η, step, window contents, observed cost range (and the J_c last used) — everything to resume."""
@@ -519,7 +647,7 @@ class LagrangeMultiplier:
             "last_episode_cost": self._last_episode_cost,
             "cost_scale": self.cost_scale,
             "small_steps": self.small_steps,
-        }
+        } | ({"controller": self.controller.state_dict()} if self.controller.name != "gradient" else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a ``state_dict``; hyper-parameters (lr, bounds, delay, d, window) stay this object's
@@ -532,6 +660,8 @@ class LagrangeMultiplier:
         self._last_episode_cost = state.get("last_episode_cost")
         self.cost_scale = float(state.get("cost_scale", 1.0))
         self.small_steps = int(state.get("small_steps", 0))
+        if "controller" in state:
+            self.controller.load_state_dict(state["controller"])
 
 
 def global_mean(value: float, accelerator: Any = None) -> float:

@@ -77,7 +77,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 
@@ -109,6 +109,12 @@ class LagrangeConfig:
     delay_steps: int = option(0, "RL steps before λ starts to move", ge=0)
     threshold: float = option(0.0, "cost threshold d: constraint E[C] <= d (0 = 'on average classified safe')")
     window: int = option(128, "J_c = mean of the last N episode costs (per rank, then averaged across ranks)", ge=1)
+    controller: Literal["gradient", "pid", "fixed"] = option(
+        "gradient", "how λ moves: gradient (ascent on log λ with lr, the paper's), pid (Stooke et al. 2020: "
+                    "kp·Δ + ki·∫Δ + kd·(rise of J_c)+, Δ = J_c - d) or fixed (λ stays at init)")
+    kp: float = option(0.5, "pid: proportional gain", ge=0)
+    ki: float = option(0.1, "pid: integral gain (the integral starts at init / ki, so λ starts at init)", ge=0)
+    kd: float = option(0.0, "pid: derivative gain on the rise of the episode cost", ge=0)
 
 
 @dataclass
@@ -125,6 +131,7 @@ class PPOConfig:
     # the rollouts' sampling fields moved from rollout.* to the shared --sampling.* (saferlhf.sampling)
     __renamed__ = {f"rollout.{name}": f"sampling.{name}"
                    for name in ("max_new_tokens", "max_prompt_length", "temperature", "top_p")}
+    __aliases__ = {"lambda": "lagrange"}  # --lambda.controller pid: the multiplier's options by the symbol's name
 
     algorithm: AlgorithmName = option(
         "ppo_lag", "ppo_lag = Safe RLHF; ppo = reward only; reward_shaping = R - shaping_lambda·C; pairwise_ppo = "
@@ -557,6 +564,15 @@ def _load_ptx_records(cfg: PPOConfig) -> list:
     return records
 
 
+def lambda_controller(lc: LagrangeConfig):
+    """The ``LambdaController`` of ``lagrange.controller`` (saferlhf.rl)."""
+    from saferlhf.rl import FixedController, GradientController, PIDController
+
+    if lc.controller == "pid":
+        return PIDController(lc.kp, lc.ki, lc.kd, init=lc.init, max_value=lc.max_value)
+    return FixedController() if lc.controller == "fixed" else GradientController(lc.lr)
+
+
 def _write_rank_report(out: Path, acc, actor, lagrange, step: int) -> None:
     """Each rank records its λ, J_c and a checksum of its actor weights: ranks must agree exactly."""
     from saferlhf.files import atomic_write_json
@@ -718,7 +734,8 @@ def run(cfg: PPOConfig) -> int:
     if algo.adaptive_lambda:
         lc = cfg.lagrange
         lagrange = LagrangeMultiplier(init=lc.init, lr=lc.lr, max_value=lc.max_value, delay_steps=lc.delay_steps,
-                                      threshold=lc.threshold, window=lc.window, min_value=lc.min_value)
+                                      threshold=lc.threshold, window=lc.window, min_value=lc.min_value,
+                                      controller=lambda_controller(lc))
     normalizers = {name: RunningMeanStd() for name, on in (("reward", cfg.normalize.reward),
                                                            ("cost", cfg.normalize.cost)) if on}
     generator = HFGenerator(acc.unwrap_model(actor), tokenizer, cfg.sampling)

@@ -99,6 +99,26 @@ def test_ppo_lag_trains_and_logs_every_metric(rl_setup, tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["kl_coef"] == 0.01  # β resolved, not None
 
 
+def test_pid_controller_moves_lambda_by_its_terms(rl_setup, tmp_path):
+    """--lambda.controller pid (issue 25 §2): λ_t = kp·Δ_t + ki·I_t + kd·(Δ_t - Δ_{t-1})+ from the logged violations,
+    and a fixed controller keeps λ at init."""
+    out = tmp_path / "pid"
+    assert main(ppo_args(rl_setup, out, extra=["--lambda.controller", "pid", "--lambda.kp", "0.5", "--lambda.ki",
+                                               "0.2", "--lambda.kd", "0.3"])) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    integral, prev = 1.0 / 0.2, None
+    for r in rows:
+        v = r["lagrange/violation"]
+        rise = 0.0 if prev is None else max(0.0, v - prev)
+        prev, integral = v, min(5.0 / 0.2, max(0.0, integral + v))
+        assert r["lagrange/pid_integral"] == pytest.approx(integral)
+        assert r["lagrange/lambda"] == pytest.approx(min(5.0, max(1e-3, 0.5 * v + 0.2 * integral + 0.3 * rise)))
+    fixed = tmp_path / "fixed"
+    assert main(ppo_args(rl_setup, fixed, steps=2, extra=["--lagrange.controller", "fixed", "--lagrange.init",
+                                                          "0.7"])) == 0
+    assert [r["lagrange/lambda"] for r in read_jsonl(fixed / "metrics.jsonl")] == pytest.approx([0.7, 0.7])
+
+
 @pytest.mark.parametrize("algorithm,extra", [("ppo", []), ("reward_shaping", ["--shaping_lambda", "2.0"])])
 def test_baselines_are_settings_of_the_same_loop(rl_setup, tmp_path, algorithm, extra):
     out = tmp_path / algorithm
